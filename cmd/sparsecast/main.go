@@ -1,0 +1,30 @@
+// Command sparsecast is the one binary of the project: the switch, the
+// control process, the host endpoints, the benchmarks and the lab.
+package main
+
+import (
+	"fmt"
+	"os"
+
+	"github.com/spf13/cobra"
+)
+
+func newRootCmd() *cobra.Command {
+	root := &cobra.Command{
+		Use:           "sparsecast",
+		Short:         "Sparse multicast for AI clusters: switch, control, endpoints, benchmarks",
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	root.AddCommand(
+		newHeaderCmd(),
+	)
+	return root
+}
+
+func main() {
+	if err := newRootCmd().Execute(); err != nil {
+		fmt.Fprintln(os.Stderr, "sparsecast:", err)
+		os.Exit(1)
+	}
+}

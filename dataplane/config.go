@@ -1,0 +1,199 @@
+// Switch configuration, read from YAML (`sparsecast switch run --config`).
+// Until the control process pushes tables, the route table comes from here.
+package dataplane
+
+import (
+	"fmt"
+	"net"
+	"os"
+	"runtime"
+	"strings"
+
+	"gopkg.in/yaml.v3"
+
+	"github.com/sparsecast/sparsecast/headers"
+)
+
+// PollMode picks how workers wait for traffic.
+type PollMode string
+
+const (
+	// PollBusy spins on the rx queues forever: a dedicated core per worker.
+	PollBusy PollMode = "busy"
+	// PollAdaptive spins briefly, then blocks in poll(2) on the ports'
+	// descriptors until traffic returns (VPP's interrupt mode); for labs
+	// where many processes share few cores.
+	PollAdaptive PollMode = "adaptive"
+)
+
+// Config is a switch's configuration file.
+type Config struct {
+	Name        string       `yaml:"name"`
+	UDPPort     uint16       `yaml:"udp_port"`
+	PollMode    PollMode     `yaml:"poll_mode"`
+	Workers     int          `yaml:"workers"`
+	CPUs        []int        `yaml:"cpus"`
+	Buffers     int          `yaml:"buffers"`
+	BufferSize  int          `yaml:"buffer_size"`
+	QueueDepth  int          `yaml:"queue_depth"`
+	MetricsAddr string       `yaml:"metrics_addr"`
+	Ports       []PortConfig `yaml:"ports"`
+	Routes      []RouteEntry `yaml:"routes"`
+}
+
+// PortConfig describes one port.
+type PortConfig struct {
+	Name string `yaml:"name"`
+	// Type is "afpacket" (veth, NICs) or "mem" (in-process, tests only).
+	Type  string `yaml:"type"`
+	Iface string `yaml:"iface"`
+	// NeighborMAC and NeighborIP, when set, become the destination MAC and IP
+	// of every frame sent on this port (the host or switch at the far end).
+	NeighborMAC string      `yaml:"neighbor_mac"`
+	NeighborIP  string      `yaml:"neighbor_ip"`
+	Fault       FaultConfig `yaml:"fault"`
+}
+
+// FaultConfig injects loss on a port's egress: this machine has no netem.
+type FaultConfig struct {
+	// Loss is the probability that a loss event starts at a frame (0-1).
+	Loss float64 `yaml:"loss"`
+	// Burst is how many consecutive frames one loss event drops (default 1).
+	Burst int `yaml:"burst"`
+	// Seed makes the loss pattern repeatable (default: derived from the port).
+	Seed uint64 `yaml:"seed"`
+}
+
+// RouteEntry maps receiver IDs ("1-4,7") to an egress port by name.
+type RouteEntry struct {
+	Receivers string `yaml:"receivers"`
+	Port      string `yaml:"port"`
+}
+
+// LoadConfig reads and validates a YAML config file; unknown keys are errors.
+func LoadConfig(path string) (*Config, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	dec := yaml.NewDecoder(f)
+	dec.KnownFields(true)
+	var c Config
+	if err := dec.Decode(&c); err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	if err := c.Validate(); err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return &c, nil
+}
+
+// Validate fills defaults and checks every field, so that a bad config fails
+// at start with a message naming the field, never later on the packet path.
+func (c *Config) Validate() error {
+	if c.UDPPort == 0 {
+		c.UDPPort = headers.DefaultUDPPort
+	}
+	switch c.PollMode {
+	case "":
+		c.PollMode = PollAdaptive
+	case PollBusy, PollAdaptive:
+	default:
+		return fmt.Errorf("poll_mode %q: want busy or adaptive", c.PollMode)
+	}
+	if c.Workers == 0 {
+		c.Workers = 1
+	}
+	if c.Workers < 0 || c.Workers > 64 {
+		return fmt.Errorf("workers %d: want 1-64", c.Workers)
+	}
+	for _, cpu := range c.CPUs {
+		if cpu < 0 || cpu >= runtime.NumCPU() {
+			return fmt.Errorf("cpus: CPU %d does not exist (this machine has %d)", cpu, runtime.NumCPU())
+		}
+	}
+	if c.Buffers == 0 {
+		c.Buffers = 8192
+	}
+	if c.BufferSize == 0 {
+		c.BufferSize = 2048 + Headroom
+	}
+	if c.QueueDepth == 0 {
+		c.QueueDepth = 1024
+	}
+	if c.Buffers < 2*BurstSize || c.Buffers > 1<<22 {
+		return fmt.Errorf("buffers %d: want %d-%d", c.Buffers, 2*BurstSize, 1<<22)
+	}
+	if c.BufferSize < Headroom+128 || c.BufferSize > 65536+Headroom {
+		return fmt.Errorf("buffer_size %d: want %d-%d", c.BufferSize, Headroom+128, 65536+Headroom)
+	}
+	if c.QueueDepth < BurstSize || c.QueueDepth > 1<<20 {
+		return fmt.Errorf("queue_depth %d: want %d-%d", c.QueueDepth, BurstSize, 1<<20)
+	}
+	if len(c.Ports) == 0 {
+		return fmt.Errorf("no ports")
+	}
+	if len(c.Ports) > MaxPorts {
+		return fmt.Errorf("%d ports: at most %d", len(c.Ports), MaxPorts)
+	}
+	seen := map[string]bool{}
+	for i := range c.Ports {
+		p := &c.Ports[i]
+		if p.Name == "" {
+			return fmt.Errorf("ports[%d]: no name", i)
+		}
+		if seen[p.Name] {
+			return fmt.Errorf("ports[%d]: duplicate name %q", i, p.Name)
+		}
+		seen[p.Name] = true
+		switch p.Type {
+		case "", "afpacket":
+			p.Type = "afpacket"
+			if p.Iface == "" {
+				p.Iface = p.Name
+			}
+		case "mem":
+		default:
+			return fmt.Errorf("port %s: type %q: want afpacket or mem", p.Name, p.Type)
+		}
+		if p.NeighborMAC != "" {
+			if _, err := net.ParseMAC(p.NeighborMAC); err != nil {
+				return fmt.Errorf("port %s: neighbor_mac: %w", p.Name, err)
+			}
+		}
+		if p.NeighborIP != "" && net.ParseIP(p.NeighborIP) == nil {
+			return fmt.Errorf("port %s: neighbor_ip %q is not an IP address", p.Name, p.NeighborIP)
+		}
+		if f := &p.Fault; true {
+			if f.Loss < 0 || f.Loss > 1 {
+				return fmt.Errorf("port %s: fault.loss %v: want 0-1", p.Name, f.Loss)
+			}
+			if f.Burst == 0 {
+				f.Burst = 1
+			}
+			if f.Burst < 1 || f.Burst > 1<<16 {
+				return fmt.Errorf("port %s: fault.burst %d: want 1-65536", p.Name, f.Burst)
+			}
+		}
+	}
+	for i, r := range c.Routes {
+		if !seen[r.Port] {
+			return fmt.Errorf("routes[%d]: unknown port %q", i, r.Port)
+		}
+		if _, err := headers.ParseIDSet(r.Receivers); err != nil {
+			return fmt.Errorf("routes[%d]: %w", i, err)
+		}
+	}
+	return nil
+}
+
+// PortIndex returns the index of the named port, or -1.
+func (c *Config) PortIndex(name string) int {
+	for i, p := range c.Ports {
+		if strings.EqualFold(p.Name, name) {
+			return i
+		}
+	}
+	return -1
+}

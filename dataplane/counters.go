@@ -1,0 +1,50 @@
+// Per-core counters: each worker owns one CoreCounters and is its only
+// writer, so it updates with a plain load and store (no locked instruction);
+// the Prometheus collector reads them with atomic loads at scrape time and
+// sums over cores (node_exporter's read-at-scrape pattern).
+package dataplane
+
+import "sync/atomic"
+
+// FanoutBounds are the upper bounds of the replication fan-out histogram
+// buckets (copies per DATA packet); the last bucket is +Inf.
+var FanoutBounds = [...]float64{1, 2, 4, 8, 16, 32, 64, 128, 256}
+
+// PortCounters count one port's traffic as seen by one core.
+type PortCounters struct {
+	RxPackets, RxBytes atomic.Uint64
+	TxPackets, TxBytes atomic.Uint64
+	_                  [32]byte // keep neighbouring ports off one cache line
+}
+
+// CoreCounters are one worker's counters.
+type CoreCounters struct {
+	Drops [NumDropReasons]atomic.Uint64
+	Ports []PortCounters
+	// Fanout is a histogram of copies per forwarded DATA packet:
+	// FanoutBuckets[i] counts packets with fan-out <= FanoutBounds[i]
+	// (non-cumulative; the collector accumulates), the last one the rest.
+	FanoutBuckets [len(FanoutBounds) + 1]atomic.Uint64
+	FanoutSum     atomic.Uint64
+	// Polls counts loop iterations; Sleeps counts adaptive-mode blocks.
+	Polls, Sleeps atomic.Uint64
+}
+
+// NewCoreCounters returns counters for a worker on a switch with nports ports.
+func NewCoreCounters(nports int) *CoreCounters {
+	return &CoreCounters{Ports: make([]PortCounters, nports)}
+}
+
+// inc adds n to a single-writer counter without a locked instruction.
+func inc(c *atomic.Uint64, n uint64) { c.Store(c.Load() + n) }
+
+func (c *CoreCounters) drop(r DropReason, n uint64) { inc(&c.Drops[r], n) }
+
+func (c *CoreCounters) observeFanout(n int) {
+	i := 0
+	for i < len(FanoutBounds) && float64(n) > FanoutBounds[i] {
+		i++
+	}
+	inc(&c.FanoutBuckets[i], 1)
+	inc(&c.FanoutSum, uint64(n))
+}
