@@ -14,9 +14,11 @@ type Fields struct {
 	SourceID  uint16
 	SessionID uint16
 	Sequence  uint32
-	// Count and SpeaksFor form the feedback word (ACK, NACK, CNP only).
-	Count     uint16
-	SpeaksFor uint16
+	// Count, SpeaksFor and ReporterID form the feedback word (ACK, NACK,
+	// CNP only).
+	Count      uint16
+	SpeaksFor  uint16
+	ReporterID uint16
 }
 
 // DefaultHopLimit is what senders put in Hop Limit unless told otherwise:
@@ -138,6 +140,7 @@ func (f Fields) putFixed(h SMH, enc Encoding, n int) int {
 	if f.Type.IsFeedback() {
 		h.SetFeedbackCount(f.Count)
 		h.SetSpeaksFor(f.SpeaksFor)
+		h.SetReporterID(f.ReporterID)
 	}
 	return off
 }
@@ -179,6 +182,7 @@ func (h SMH) Fields() Fields {
 	if f.Type.IsFeedback() {
 		f.Count = h.FeedbackCount()
 		f.SpeaksFor = h.SpeaksFor()
+		f.ReporterID = h.ReporterID()
 	}
 	return f
 }

@@ -22,10 +22,15 @@ import (
 //	+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+
 //	|          Session ID           |       Sequence (high)         |
 //	+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+
-//	|       Sequence (low)          | Count (fb only)               |
+//	|       Sequence (low)          | Count (feedback only)         |
 //	+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+
-//	|  Speaks For (fb only)         | receiver set ...
-//	+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+
+//	|  Speaks For (feedback only)   | Reporter ID (feedback only)   |
+//	+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+
+//	| receiver set ...
+//
+// Source ID and Session ID always name the stream (the DATA source and its
+// session), so feedback is routed upstream by Source ID; who reports a piece
+// of feedback is in Reporter ID.
 const (
 	offVerType   = 0
 	offFlags     = 1
@@ -37,11 +42,13 @@ const (
 	offSequence  = 10
 	offFbCount   = 14
 	offSpeaksFor = 16
+	offReporter  = 18
 
 	// FixedLen is the length of the fixed part of every SMH.
 	FixedLen = 14
-	// FeedbackLen is the length of the fixed part plus the feedback word.
-	FeedbackLen = 18
+	// FeedbackLen is the length of the fixed part plus the 6-byte feedback
+	// word (Count, Speaks For, Reporter ID).
+	FeedbackLen = 20
 
 	// Version is the only SMH version this implementation speaks.
 	Version = 1
@@ -158,6 +165,7 @@ func (h SMH) SessionID() uint16     { return binary.BigEndian.Uint16(h[offSessio
 func (h SMH) Sequence() uint32      { return binary.BigEndian.Uint32(h[offSequence:]) }
 func (h SMH) FeedbackCount() uint16 { return binary.BigEndian.Uint16(h[offFbCount:]) }
 func (h SMH) SpeaksFor() uint16     { return binary.BigEndian.Uint16(h[offSpeaksFor:]) }
+func (h SMH) ReporterID() uint16    { return binary.BigEndian.Uint16(h[offReporter:]) }
 
 func (h SMH) SetVersionType(v uint8, t Type) { h[offVerType] = v<<4 | uint8(t)&0x0F }
 func (h SMH) SetFlags(f Flags)               { h[offFlags] = uint8(f) }
@@ -169,6 +177,7 @@ func (h SMH) SetSessionID(v uint16)          { binary.BigEndian.PutUint16(h[offS
 func (h SMH) SetSequence(v uint32)           { binary.BigEndian.PutUint32(h[offSequence:], v) }
 func (h SMH) SetFeedbackCount(v uint16)      { binary.BigEndian.PutUint16(h[offFbCount:], v) }
 func (h SMH) SetSpeaksFor(v uint16)          { binary.BigEndian.PutUint16(h[offSpeaksFor:], v) }
+func (h SMH) SetReporterID(v uint16)         { binary.BigEndian.PutUint16(h[offReporter:], v) }
 
 // SetOffset is where the receiver set starts: after the fixed part, and after
 // the feedback word for feedback types.
