@@ -39,6 +39,14 @@ type Config struct {
 	MetricsAddr string       `yaml:"metrics_addr"`
 	Ports       []PortConfig `yaml:"ports"`
 	Routes      []RouteEntry `yaml:"routes"`
+	Groups      []GroupEntry `yaml:"groups"`
+}
+
+// GroupEntry is a group a sender may address with SMH's group encoding; the
+// first switch expands it into its members.
+type GroupEntry struct {
+	ID      uint32 `yaml:"id"`
+	Members string `yaml:"members"`
 }
 
 // PortConfig describes one port.
@@ -183,6 +191,11 @@ func (c *Config) Validate() error {
 		}
 		if _, err := headers.ParseIDSet(r.Receivers); err != nil {
 			return fmt.Errorf("routes[%d]: %w", i, err)
+		}
+	}
+	for i, g := range c.Groups {
+		if _, err := headers.ParseIDSet(g.Members); err != nil {
+			return fmt.Errorf("groups[%d] (id %d): %w", i, g.ID, err)
 		}
 	}
 	return nil

@@ -30,6 +30,7 @@ type Packet struct {
 	Tail []byte
 	// InPort is the index of the port the packet arrived on.
 	InPort uint16
+	off    int  // offset of Head in own.data
 	own    *Buf // buffer holding Head
 	shared *Buf // buffer holding Tail, referenced; nil if none
 }
@@ -58,7 +59,10 @@ func (p *Packet) Free() {
 func (p *Packet) Buffer() []byte { return p.own.data }
 
 // SetFrame makes Head the n bytes received at the Headroom offset.
-func (p *Packet) SetFrame(n int) { p.Head = p.own.data[Headroom : Headroom+n] }
+func (p *Packet) SetFrame(n int) {
+	p.off = Headroom
+	p.Head = p.own.data[Headroom : Headroom+n]
+}
 
 // RxRoom is the largest frame a port may receive into this packet's buffer.
 func (p *Packet) RxRoom() []byte { return p.own.data[Headroom:] }

@@ -1,0 +1,623 @@
+// Tests over a veth pair in a fresh network namespace: frames in through
+// TxBurst on one end, out through RxBurst on the other, compared byte for
+// byte. They need root; without it they skip.
+package afpacket
+
+import (
+	"bytes"
+	"encoding/binary"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"slices"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/sparsecast/sparsecast/dataplane"
+	"golang.org/x/sys/unix"
+)
+
+// testEtherType is IEEE's "local experimental" type: nothing else on the link
+// uses it, so receivers can tell test frames from any stray kernel traffic.
+const testEtherType = 0x88b5
+
+var nsSeq atomic.Int32
+
+// TestMain removes namespaces left behind by test binaries that were killed
+// before their cleanups ran.
+func TestMain(m *testing.M) {
+	if ents, err := os.ReadDir("/run/netns"); err == nil {
+		for _, e := range ents {
+			f := strings.Split(e.Name(), "-")
+			if len(f) != 3 || f[0] != "scaf" {
+				continue
+			}
+			if pid, err := strconv.Atoi(f[1]); err == nil && pid != os.Getpid() {
+				if _, err := os.Stat(fmt.Sprintf("/proc/%d", pid)); os.IsNotExist(err) {
+					exec.Command("ip", "netns", "del", e.Name()).Run()
+				}
+			}
+		}
+	}
+	os.Exit(m.Run())
+}
+
+func run(t testing.TB, args ...string) {
+	t.Helper()
+	if out, err := exec.Command(args[0], args[1:]...).CombinedOutput(); err != nil {
+		t.Fatalf("%s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+}
+
+// newTestNet makes a namespace holding a veth pair va <-> vb, both up, with
+// IPv6 off so the kernel sends no neighbour discovery. It is deleted when the
+// test ends, pass or fail.
+func newTestNet(t testing.TB) string {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("needs root for network namespaces")
+	}
+	if _, err := exec.LookPath("ip"); err != nil {
+		t.Skip("no ip command")
+	}
+	ns := fmt.Sprintf("scaf-%d-%d", os.Getpid(), nsSeq.Add(1))
+	run(t, "ip", "netns", "add", ns)
+	t.Cleanup(func() {
+		if out, err := exec.Command("ip", "netns", "del", ns).CombinedOutput(); err != nil {
+			t.Errorf("ip netns del %s: %v %s", ns, err, out)
+		}
+	})
+	run(t, "ip", "netns", "exec", ns, "sysctl", "-qw",
+		"net.ipv6.conf.all.disable_ipv6=1", "net.ipv6.conf.default.disable_ipv6=1")
+	run(t, "ip", "-n", ns, "link", "add", "va", "type", "veth", "peer", "name", "vb")
+	run(t, "ip", "-n", ns, "link", "set", "va", "up")
+	run(t, "ip", "-n", ns, "link", "set", "vb", "up")
+	return ns
+}
+
+// openPair opens ports on va (the sender) and vb (the receiver) inside ns.
+func openPair(t testing.TB, ns string, opts Options) (a, b *Port) {
+	t.Helper()
+	err := InNetns(ns, func() error {
+		var err error
+		if a, err = Open("va", opts); err != nil {
+			return err
+		}
+		b, err = Open("vb", opts)
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { a.Close(); b.Close() })
+	return a, b
+}
+
+func openTx(t testing.TB, p *Port) dataplane.TxQueue {
+	t.Helper()
+	q, err := p.OpenTx()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return q
+}
+
+// testFrame is an Ethernet frame of size bytes carrying seq, with a payload
+// pattern that differs per frame.
+func testFrame(dst, src net.HardwareAddr, seq uint32, size int) []byte {
+	f := make([]byte, size)
+	copy(f, dst)
+	copy(f[6:], src)
+	binary.BigEndian.PutUint16(f[12:], testEtherType)
+	binary.BigEndian.PutUint32(f[14:], seq)
+	for i := 18; i < size; i++ {
+		f[i] = byte(seq*7 + uint32(i))
+	}
+	return f
+}
+
+func isTest(f []byte) bool {
+	return len(f) >= 18 && binary.BigEndian.Uint16(f[12:]) == testEtherType
+}
+
+func seqOf(f []byte) uint32 { return binary.BigEndian.Uint32(f[14:]) }
+
+// packet puts f in a packet from pool. With split, only the first 22 bytes
+// go in the packet's own buffer and the rest is a Tail pointing into f, as a
+// replicated copy shares its original's payload.
+func packet(pool *dataplane.Pool, f []byte, split bool) *dataplane.Packet {
+	pk := pool.Get()
+	if pk == nil {
+		return nil
+	}
+	k := len(f)
+	if split && k > 22 {
+		k = 22
+		pk.Tail = f[k:]
+	}
+	pk.SetFrame(k)
+	copy(pk.Head, f[:k])
+	return pk
+}
+
+// send transmits all frames, retrying partial bursts.
+func send(t testing.TB, q dataplane.TxQueue, pool *dataplane.Pool, frames [][]byte, split func(i int) bool) {
+	t.Helper()
+	pkts := make([]*dataplane.Packet, 0, dataplane.BurstSize)
+	for i := 0; i < len(frames) || len(pkts) > 0; {
+		for len(pkts) < cap(pkts) && i < len(frames) {
+			pkts = append(pkts, packet(pool, frames[i], split != nil && split(i)))
+			i++
+		}
+		n, err := q.TxBurst(pkts)
+		if err != nil {
+			t.Fatalf("TxBurst: %v", err)
+		}
+		pkts = append(pkts[:0], pkts[n:]...)
+		if len(pkts) > 0 {
+			time.Sleep(50 * time.Microsecond)
+		}
+	}
+}
+
+func waitReadable(fd int, ms int) {
+	fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
+	unix.Poll(fds, ms)
+}
+
+// recv collects test frames from p until it has want of them or timeout
+// passes, polling WaitFd in between.
+func recv(t testing.TB, p *Port, pool *dataplane.Pool, want int, timeout time.Duration) [][]byte {
+	t.Helper()
+	var got [][]byte
+	pkts := make([]*dataplane.Packet, dataplane.BurstSize)
+	deadline := time.Now().Add(timeout)
+	for len(got) < want && time.Now().Before(deadline) {
+		n, err := p.RxBurst(pool, pkts)
+		if err != nil {
+			t.Fatalf("RxBurst: %v", err)
+		}
+		for _, pk := range pkts[:n] {
+			if isTest(pk.Head) {
+				got = append(got, slices.Clone(pk.Head))
+			}
+			pk.Free()
+		}
+		if n == 0 {
+			waitReadable(p.WaitFd(), 5)
+		}
+	}
+	return got
+}
+
+func checkFrames(t *testing.T, got, want [][]byte) {
+	t.Helper()
+	if len(got) != len(want) {
+		t.Fatalf("received %d frames, sent %d", len(got), len(want))
+	}
+	for i := range want {
+		if !bytes.Equal(got[i], want[i]) {
+			t.Fatalf("frame %d differs:\n got %x\nwant %x", i, got[i], want[i])
+		}
+	}
+}
+
+// TestTxRxExact sends frames of many sizes, half of them as Head+Tail, into
+// one-page blocks (a couple of large frames each), so every receive burst
+// spans several blocks.
+func TestTxRxExact(t *testing.T) {
+	ns := newTestNet(t)
+	a, b := openPair(t, ns, Options{BlockSize: 4096, BlockCount: 64})
+	q := openTx(t, a)
+	txPool := dataplane.NewPool(64, 2048)
+	rxPool := dataplane.NewPool(64, 2048)
+
+	var frames [][]byte
+	for i := 0; i < 300; i++ {
+		size := 60 + (i*97)%1455 // 60 .. 1514, the whole range of a 1500 MTU
+		frames = append(frames, testFrame(b.HardwareAddr(), a.HardwareAddr(), uint32(i), size))
+	}
+	frames[7] = testFrame(b.HardwareAddr(), a.HardwareAddr(), 7, 1514) // a full-MTU frame
+	send(t, q, txPool, frames, func(i int) bool { return i%2 == 1 })
+	checkFrames(t, recv(t, b, rxPool, len(frames), 5*time.Second), frames)
+
+	if txPool.Available() != txPool.Cap() || rxPool.Available() != rxPool.Cap() {
+		t.Errorf("buffers leaked: tx %d/%d rx %d/%d free",
+			txPool.Available(), txPool.Cap(), rxPool.Available(), rxPool.Cap())
+	}
+	st := b.Stats()
+	if st.RxFrames < uint64(len(frames)) || st.KernelDrops != 0 || st.Oversize != 0 {
+		t.Errorf("receiver stats %+v", st)
+	}
+	if st := a.Stats(); st.TxFrames != uint64(len(frames)) || st.TxErrors != 0 {
+		t.Errorf("sender stats %+v", st)
+	}
+	// The sender's own port must not read back what it sent.
+	if got := recv(t, a, rxPool, 1, 50*time.Millisecond); len(got) != 0 {
+		t.Errorf("sender read back %d of its own frames", len(got))
+	}
+}
+
+// TestManyFrames pushes 10,000 frames through with a bounded number in
+// flight, sender and receiver on their own goroutines as the switch's workers
+// would be, and checks order, content and that nothing was lost anywhere.
+func TestManyFrames(t *testing.T) {
+	ns := newTestNet(t)
+	a, b := openPair(t, ns, Options{})
+	q := openTx(t, a)
+	const total, window = 10000, 2048
+
+	var received atomic.Int64
+	done := make(chan [][]byte)
+	go func() {
+		rxPool := dataplane.NewPool(256, 2048)
+		pkts := make([]*dataplane.Packet, dataplane.BurstSize)
+		var got [][]byte
+		deadline := time.Now().Add(20 * time.Second)
+		for len(got) < total && time.Now().Before(deadline) {
+			n, _ := b.RxBurst(rxPool, pkts)
+			for _, pk := range pkts[:n] {
+				if isTest(pk.Head) {
+					got = append(got, slices.Clone(pk.Head))
+				}
+				pk.Free()
+			}
+			received.Store(int64(len(got)))
+			if n == 0 {
+				waitReadable(b.WaitFd(), 5)
+			}
+		}
+		done <- got
+	}()
+
+	txPool := dataplane.NewPool(64, 2048)
+	frames := make([][]byte, total)
+	for i := range frames {
+		frames[i] = testFrame(b.HardwareAddr(), a.HardwareAddr(), uint32(i), 64+i%1000)
+	}
+	for i := 0; i < total; i += dataplane.BurstSize {
+		for int64(i)-received.Load() > window {
+			time.Sleep(100 * time.Microsecond)
+		}
+		send(t, q, txPool, frames[i:min(i+dataplane.BurstSize, total)], func(i int) bool { return i%3 == 0 })
+	}
+	got := <-done
+	checkFrames(t, got, frames)
+	st := b.Stats()
+	if st.KernelDrops != 0 {
+		t.Errorf("kernel dropped %d frames", st.KernelDrops)
+	}
+	t.Logf("receiver %+v", st)
+	t.Logf("sender %+v", a.Stats())
+}
+
+// TestPoolExhaustion holds on to every buffer of a tiny pool: RxBurst must
+// stop without losing its place, and resume where it stopped.
+func TestPoolExhaustion(t *testing.T) {
+	ns := newTestNet(t)
+	a, b := openPair(t, ns, Options{BlockSize: 4096})
+	q := openTx(t, a)
+	var frames [][]byte
+	for i := 0; i < 40; i++ {
+		frames = append(frames, testFrame(b.HardwareAddr(), a.HardwareAddr(), uint32(i), 700))
+	}
+	send(t, q, dataplane.NewPool(64, 2048), frames, nil)
+
+	rxPool := dataplane.NewPool(5, 2048)
+	pkts := make([]*dataplane.Packet, dataplane.BurstSize)
+	var got [][]byte
+	deadline := time.Now().Add(5 * time.Second)
+	for len(got) < len(frames) && time.Now().Before(deadline) {
+		n, err := b.RxBurst(rxPool, pkts)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n > 5 {
+			t.Fatalf("RxBurst returned %d packets from a pool of 5", n)
+		}
+		if n == 5 {
+			// Pool empty: another call must return nothing, and keep place.
+			if m, _ := b.RxBurst(rxPool, pkts[n:]); m != 0 {
+				t.Fatalf("RxBurst on an empty pool returned %d", m)
+			}
+		}
+		for _, pk := range pkts[:n] {
+			got = append(got, slices.Clone(pk.Head))
+			pk.Free()
+		}
+		if n == 0 {
+			waitReadable(b.WaitFd(), 5)
+		}
+	}
+	checkFrames(t, got, frames)
+}
+
+// TestOversize drops frames bigger than the pool's buffers, and frames the
+// kernel truncated to fit a block (a 9000-byte MTU into 4 KiB blocks), and
+// keeps delivering the ones around them.
+func TestOversize(t *testing.T) {
+	ns := newTestNet(t)
+	run(t, "ip", "-n", ns, "link", "set", "va", "mtu", "9000")
+	run(t, "ip", "-n", ns, "link", "set", "vb", "mtu", "9000")
+	a, b := openPair(t, ns, Options{BlockSize: 4096})
+	q := openTx(t, a)
+	txPool := dataplane.NewPool(16, dataplane.Headroom+9100)
+	rxPool := dataplane.NewPool(16, dataplane.Headroom+300)
+
+	mk := func(seq uint32, size int) []byte { return testFrame(b.HardwareAddr(), a.HardwareAddr(), seq, size) }
+	sent := [][]byte{mk(0, 100), mk(1, 301), mk(2, 300), mk(3, 8000), mk(4, 60)}
+	send(t, q, txPool, sent, nil)
+	want := [][]byte{sent[0], sent[2], sent[4]}
+	checkFrames(t, recv(t, b, rxPool, len(want), 3*time.Second), want)
+	if st := b.Stats(); st.Oversize != 2 {
+		t.Errorf("oversize %d, want 2 (one too big for the buffer, one truncated)", st.Oversize)
+	}
+}
+
+// TestTxFrameErrors: a frame longer than the MTU is dropped and counted,
+// and the frames after it in the burst still go out.
+func TestTxFrameErrors(t *testing.T) {
+	ns := newTestNet(t)
+	a, b := openPair(t, ns, Options{})
+	q := openTx(t, a)
+	txPool := dataplane.NewPool(16, dataplane.Headroom+4000)
+	rxPool := dataplane.NewPool(16, 2048)
+	mk := func(seq uint32, size int) []byte { return testFrame(b.HardwareAddr(), a.HardwareAddr(), seq, size) }
+	frames := [][]byte{mk(0, 100), mk(1, 3000), mk(2, 100)}
+	send(t, q, txPool, frames, nil)
+	want := [][]byte{frames[0], frames[2]}
+	checkFrames(t, recv(t, b, rxPool, len(want), 3*time.Second), want)
+	if st := a.Stats(); st.TxErrors != 1 || st.TxFrames != 2 {
+		t.Errorf("sender stats %+v, want 1 error and 2 frames", st)
+	}
+	if txPool.Available() != txPool.Cap() {
+		t.Errorf("tx buffers leaked")
+	}
+}
+
+func TestCloseTwice(t *testing.T) {
+	ns := newTestNet(t)
+	a, _ := openPair(t, ns, Options{})
+	q := openTx(t, a)
+	pool := dataplane.NewPool(4, 2048)
+	if err := a.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Close(); err != nil {
+		t.Fatalf("second Close: %v", err)
+	}
+	if _, err := a.RxBurst(pool, make([]*dataplane.Packet, 4)); err != dataplane.ErrPortClosed {
+		t.Errorf("RxBurst after Close: %v", err)
+	}
+	pk := packet(pool, make([]byte, 60), false)
+	if n, err := q.TxBurst([]*dataplane.Packet{pk}); n != 0 || err != dataplane.ErrPortClosed {
+		t.Errorf("TxBurst after Close: %d, %v", n, err)
+	}
+	if _, err := a.OpenTx(); err != dataplane.ErrPortClosed {
+		t.Errorf("OpenTx after Close: %v", err)
+	}
+	if a.WaitFd() != -1 {
+		t.Errorf("WaitFd after Close: %d", a.WaitFd())
+	}
+	a.Stats()
+}
+
+func TestOpenErrors(t *testing.T) {
+	if _, err := Open("lo", Options{BlockSize: 5000}); err == nil {
+		t.Error("block size 5000 accepted")
+	}
+	if _, err := Open("no-such-iface0", Options{}); err == nil {
+		t.Error("missing interface accepted")
+	}
+}
+
+// TestAllocs: a steady stream through TxBurst and RxBurst allocates nothing.
+func TestAllocs(t *testing.T) {
+	ns := newTestNet(t)
+	a, b := openPair(t, ns, Options{BlockSize: 4096})
+	q := openTx(t, a)
+	txPool := dataplane.NewPool(64, 2048)
+	rxPool := dataplane.NewPool(64, 2048)
+	frame := testFrame(b.HardwareAddr(), a.HardwareAddr(), 1, 200)
+	batch := make([]*dataplane.Packet, dataplane.BurstSize)
+	rpkts := make([]*dataplane.Packet, dataplane.BurstSize)
+	var rx int
+	round := func() {
+		for i := range batch {
+			batch[i] = packet(txPool, frame, i%2 == 0)
+		}
+		n, err := q.TxBurst(batch)
+		if err != nil {
+			panic(err)
+		}
+		for _, pk := range batch[n:] {
+			pk.Free()
+		}
+		for {
+			n, _ := b.RxBurst(rxPool, rpkts)
+			for _, pk := range rpkts[:n] {
+				pk.Free()
+			}
+			rx += n
+			if n == 0 {
+				break
+			}
+		}
+	}
+	for range 10 {
+		round()
+	}
+	rx = 0
+	if allocs := testing.AllocsPerRun(200, round); allocs != 0 {
+		t.Errorf("%v allocations per TxBurst+RxBurst round", allocs)
+	}
+	if rx == 0 {
+		t.Error("no frame received during the allocation runs")
+	}
+}
+
+// TestLowRateLatency measures what one frame at a time sees: from TxBurst on
+// one end until poll on the other end wakes and RxBurst returns it. With
+// TPACKET_V3 that is the block retire timeout.
+func TestLowRateLatency(t *testing.T) {
+	ns := newTestNet(t)
+	for _, tov := range []time.Duration{time.Millisecond, 4 * time.Millisecond} {
+		a, b := openPair(t, ns, Options{RetireTimeout: tov})
+		q := openTx(t, a)
+		txPool := dataplane.NewPool(4, 2048)
+		rxPool := dataplane.NewPool(4, 2048)
+		frame := testFrame(b.HardwareAddr(), a.HardwareAddr(), 1, 100)
+		var lat []time.Duration
+		for range 40 {
+			time.Sleep(3 * time.Millisecond)
+			t0 := time.Now()
+			send(t, q, txPool, [][]byte{frame}, nil)
+			if got := recv(t, b, rxPool, 1, time.Second); len(got) != 1 {
+				t.Fatal("frame lost")
+			}
+			lat = append(lat, time.Since(t0))
+		}
+		slices.Sort(lat)
+		t.Logf("retire timeout %v: one frame at a time: min %v median %v p90 %v max %v",
+			tov, lat[0], lat[len(lat)/2], lat[len(lat)*9/10], lat[len(lat)-1])
+		if lat[len(lat)/2] > 50*time.Millisecond {
+			t.Errorf("median latency %v", lat[len(lat)/2])
+		}
+		a.Close()
+		b.Close()
+	}
+}
+
+// TestCsumNotReady sends UDP through the kernel stack of va: with tx
+// checksum offload on (veth's default) the frame reaches vb's ring marked
+// TP_STATUS_CSUMNOTREADY; with it off (ethtool) it does not.
+func TestCsumNotReady(t *testing.T) {
+	ns := newTestNet(t)
+	_, b := openPair(t, ns, Options{})
+	run(t, "ip", "-n", ns, "addr", "add", "10.99.0.1/24", "dev", "va")
+	run(t, "ip", "-n", ns, "neigh", "add", "10.99.0.2", "lladdr", b.HardwareAddr().String(), "dev", "va", "nud", "permanent")
+	pool := dataplane.NewPool(8, 2048)
+	sendUDP := func() {
+		err := InNetns(ns, func() error {
+			c, err := net.Dial("udp4", "10.99.0.2:9999")
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			_, err = c.Write([]byte("checksum me"))
+			return err
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	// UDP frames are not test frames; drain everything and count.
+	drain := func() int {
+		pkts := make([]*dataplane.Packet, 8)
+		total := 0
+		deadline := time.Now().Add(100 * time.Millisecond)
+		for time.Now().Before(deadline) {
+			n, _ := b.RxBurst(pool, pkts)
+			for _, pk := range pkts[:n] {
+				pk.Free()
+			}
+			total += n
+			if n == 0 {
+				waitReadable(b.WaitFd(), 5)
+			}
+		}
+		return total
+	}
+	sendUDP()
+	if n := drain(); n != 1 {
+		t.Fatalf("received %d frames, want 1", n)
+	}
+	if st := b.Stats(); st.CsumNotReady != 1 {
+		t.Errorf("CsumNotReady %d with tx offload on, want 1", st.CsumNotReady)
+	}
+	if _, err := exec.LookPath("ethtool"); err != nil {
+		t.Skip("no ethtool to turn tx offload off")
+	}
+	run(t, "ip", "netns", "exec", ns, "ethtool", "-K", "va", "tx", "off")
+	sendUDP()
+	if n := drain(); n != 1 {
+		t.Fatalf("received %d frames, want 1", n)
+	}
+	if st := b.Stats(); st.CsumNotReady != 1 {
+		t.Errorf("CsumNotReady %d after tx offload off, want still 1", st.CsumNotReady)
+	}
+}
+
+// BenchmarkTxRx measures one sender and one receiver goroutine over a veth
+// pair, 64-byte frames, as many in flight as half the ring holds.
+func BenchmarkTxRx(b *testing.B) {
+	for _, size := range []int{64, 1500} {
+		b.Run(fmt.Sprintf("frame=%d", size), func(b *testing.B) { benchTxRx(b, size) })
+	}
+}
+
+func benchTxRx(b *testing.B, size int) {
+	ns := newTestNet(b)
+	pa, pb := openPair(b, ns, Options{})
+	q := openTx(b, pa)
+	frame := testFrame(pb.HardwareAddr(), pa.HardwareAddr(), 0, size)
+	window := int64(pa.opts.BlockSize * pa.opts.BlockCount / (size + 80) / 2)
+
+	var received atomic.Int64
+	total := int64(b.N)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		pool := dataplane.NewPool(256, 2048)
+		pkts := make([]*dataplane.Packet, dataplane.BurstSize)
+		deadline := time.Now().Add(time.Minute)
+		for received.Load() < total && time.Now().Before(deadline) {
+			n, _ := pb.RxBurst(pool, pkts)
+			k := 0
+			for _, pk := range pkts[:n] {
+				if isTest(pk.Head) {
+					k++
+				}
+				pk.Free()
+			}
+			received.Add(int64(k))
+			if n == 0 {
+				waitReadable(pb.WaitFd(), 2)
+			}
+		}
+	}()
+
+	pool := dataplane.NewPool(256, 2048)
+	batch := make([]*dataplane.Packet, 0, dataplane.BurstSize)
+	b.ReportAllocs()
+	b.ResetTimer()
+	start := time.Now()
+	for sent := int64(0); sent < total; {
+		for len(batch) < cap(batch) && sent+int64(len(batch)) < total {
+			batch = append(batch, packet(pool, frame, true))
+		}
+		for sent-received.Load() > window {
+			time.Sleep(20 * time.Microsecond)
+		}
+		n, err := q.TxBurst(batch)
+		if err != nil {
+			b.Fatal(err)
+		}
+		sent += int64(n)
+		batch = append(batch[:0], batch[n:]...)
+	}
+	<-done
+	el := time.Since(start)
+	b.StopTimer()
+	if received.Load() < total {
+		b.Fatalf("received %d of %d", received.Load(), total)
+	}
+	b.ReportMetric(float64(total)/el.Seconds(), "frames/s")
+	if st := pb.Stats(); st.KernelDrops != 0 {
+		b.Logf("kernel drops %d", st.KernelDrops)
+	}
+}

@@ -1,0 +1,105 @@
+// Options of an AF_PACKET port: what the ring and the sockets are sized to,
+// and why the defaults are what they are.
+package afpacket
+
+import (
+	"fmt"
+	"os"
+	"time"
+
+	"github.com/sparsecast/sparsecast/dataplane"
+)
+
+// Options tune a port. The zero value gives the defaults.
+type Options struct {
+	// Name is the port's label in metrics; default the interface name.
+	Name string
+	// BlockSize is the size of one ring block, a power-of-two multiple of the
+	// page size. Default 32 KiB: a few hundred small frames or about twenty
+	// full-size ones. Small blocks retire sooner when traffic is moderate
+	// (a full block is handed over without waiting for the timeout) and make
+	// the worst-case frame size a block holds still comfortably above a
+	// jumbo-less MTU; the kernel truncates a frame bigger than a block, and
+	// RxBurst then drops it as Oversize.
+	BlockSize int
+	// BlockCount is the number of blocks. Default 128, a 4 MiB ring: about
+	// 30,000 small frames, several milliseconds of line rate at 10 Gb/s,
+	// enough to ride out a worker that is descheduled for a tick.
+	BlockCount int
+	// FrameSize is the nominal frame slot size TPACKET_V3 still asks for;
+	// V3 packs frames back to back, so it only sets the kernel's frame count
+	// bookkeeping. Default 2048; it must divide BlockSize.
+	FrameSize int
+	// RetireTimeout is how long the kernel keeps a block open with frames in
+	// it before handing it over anyway. The kernel counts it in whole
+	// milliseconds and 1 ms is the least it takes (0 would mean "derive it
+	// from the link speed", 8 ms on veth). Default 1 ms, the smallest: at low
+	// rates every frame waits up to this long.
+	RetireTimeout time.Duration
+	// QdiscBypass sends straight to the driver, skipping the interface's
+	// queueing discipline (PACKET_QDISC_BYPASS): less work per frame, but
+	// no traffic shaping, and a full device queue shows up as ENOBUFS at
+	// once instead of being absorbed by the qdisc.
+	QdiscBypass bool
+	// TxBatch is the most frames one sendmmsg carries. Default
+	// dataplane.BurstSize.
+	TxBatch int
+	// SendBuffer is the transmit socket buffer in bytes, forced past
+	// net.core.wmem_max when running as root. Default 4 MiB, so a NIC's
+	// qdisc can hold a few bursts from each worker before EAGAIN.
+	SendBuffer int
+}
+
+func (o Options) withDefaults(iface string) Options {
+	if o.Name == "" {
+		o.Name = iface
+	}
+	if o.BlockSize == 0 {
+		o.BlockSize = 32 << 10
+	}
+	if o.BlockCount == 0 {
+		o.BlockCount = 128
+	}
+	if o.FrameSize == 0 {
+		o.FrameSize = 2048
+		if o.FrameSize > o.BlockSize {
+			o.FrameSize = o.BlockSize
+		}
+	}
+	if o.RetireTimeout == 0 {
+		o.RetireTimeout = time.Millisecond
+	}
+	if o.TxBatch == 0 {
+		o.TxBatch = dataplane.BurstSize
+	}
+	if o.SendBuffer == 0 {
+		o.SendBuffer = 4 << 20
+	}
+	return o
+}
+
+func (o Options) validate() error {
+	page := os.Getpagesize()
+	switch {
+	case o.BlockSize < page || o.BlockSize%page != 0 || !pow2(o.BlockSize/page):
+		return fmt.Errorf("afpacket: block size %d is not a power-of-two multiple of the page size %d", o.BlockSize, page)
+	case o.BlockCount < 1:
+		return fmt.Errorf("afpacket: block count %d", o.BlockCount)
+	case o.FrameSize < 64 || o.FrameSize%16 != 0 || o.BlockSize%o.FrameSize != 0:
+		// TPACKET_ALIGNMENT is 16; the kernel refuses other frame sizes.
+		return fmt.Errorf("afpacket: frame size %d must be a multiple of 16 dividing the block size", o.FrameSize)
+	case o.RetireTimeout < 0:
+		return fmt.Errorf("afpacket: negative retire timeout")
+	case o.TxBatch < 1:
+		return fmt.Errorf("afpacket: tx batch %d", o.TxBatch)
+	}
+	return nil
+}
+
+// retireMillis rounds the timeout up to the kernel's milliseconds.
+func (o Options) retireMillis() uint32 {
+	ms := (o.RetireTimeout + time.Millisecond - 1) / time.Millisecond
+	return uint32(max(ms, 1))
+}
+
+func pow2(n int) bool { return n > 0 && n&(n-1) == 0 }

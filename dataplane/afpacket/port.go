@@ -1,0 +1,238 @@
+// The port: Open builds the receive socket and its ring on an interface;
+// Stats reads what the port and the kernel counted; Close gives everything
+// back. Receive is in rx.go, transmit in tx.go.
+package afpacket
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"net"
+	"sync"
+	"sync/atomic"
+
+	"github.com/sparsecast/sparsecast/dataplane"
+	"golang.org/x/sys/unix"
+)
+
+// Port is an AF_PACKET switch port. RxBurst belongs to one worker and each
+// TxQueue to one worker; Stats may be called from any goroutine. Close must
+// not race with RxBurst, TxBurst or WaitFd users: stop the workers first
+// (closing unmaps the ring they read).
+type Port struct {
+	name    string
+	iface   string
+	ifindex int
+	mac     net.HardwareAddr
+	opts    Options
+
+	fd   int
+	ring []byte
+
+	// Receive cursor, owned by the rx worker. While left > 0 the worker holds
+	// block blk and off is the ring offset of its next frame header.
+	blk  int
+	left uint32
+	off  int
+
+	rxFrames, oversize, csumNotReady counter
+
+	closed atomic.Bool
+
+	mu     sync.Mutex // guards txqs, kernel counters and Close
+	txqs   []*txQueue
+	kstats kernelStats
+}
+
+// counter has a single writer (a worker), which adds without a locked
+// instruction; readers load it atomically.
+type counter struct{ atomic.Uint64 }
+
+func (c *counter) add(n uint64) { c.Store(c.Load() + n) }
+
+// kernelStats accumulate PACKET_STATISTICS, which the kernel resets on
+// every read.
+type kernelStats struct{ packets, drops, freezes uint64 }
+
+// Stats are a port's counters since Open.
+type Stats struct {
+	// RxFrames is frames RxBurst delivered.
+	RxFrames uint64
+	// KernelPackets is frames the kernel offered to the ring, including the
+	// ones it dropped.
+	KernelPackets uint64
+	// KernelDrops is frames the kernel dropped because the ring was full
+	// (every block still held by user space).
+	KernelDrops uint64
+	// KernelFreezes counts the times the ring filled up.
+	KernelFreezes uint64
+	// Oversize is frames dropped by RxBurst because they did not fit the
+	// pool buffer, or because the kernel truncated them to fit a block.
+	Oversize uint64
+	// CsumNotReady is frames delivered with TP_STATUS_CSUMNOTREADY: sent by
+	// this host with checksum offload, L4 checksum not filled in.
+	CsumNotReady uint64
+	// TxFrames is frames the kernel accepted from TxBurst.
+	TxFrames uint64
+	// TxBusy counts TxBurst calls cut short by EAGAIN/ENOBUFS (a full socket
+	// buffer or device queue; the caller kept the rest).
+	TxBusy uint64
+	// TxErrors is frames dropped by a send error specific to them (too long
+	// for the MTU, too short for a header) plus hard send errors returned.
+	TxErrors uint64
+}
+
+// Open opens a port on the interface iface in the calling thread's network
+// namespace.
+func Open(iface string, opts Options) (*Port, error) {
+	opts = opts.withDefaults(iface)
+	if err := opts.validate(); err != nil {
+		return nil, err
+	}
+	ifi, err := net.InterfaceByName(iface)
+	if err != nil {
+		return nil, fmt.Errorf("afpacket: %w", err)
+	}
+	p := &Port{
+		name:    opts.Name,
+		iface:   iface,
+		ifindex: ifi.Index,
+		mac:     append(net.HardwareAddr(nil), ifi.HardwareAddr...),
+		opts:    opts,
+		fd:      -1,
+	}
+	if err := p.openRx(); err != nil {
+		p.Close()
+		return nil, fmt.Errorf("afpacket: open %s: %w", iface, err)
+	}
+	return p, nil
+}
+
+// openRx sets up the receive socket. It is created with protocol 0, so it
+// receives nothing until bind, after the ring exists: no frame lands in the
+// ordinary socket queue or comes from another interface on the way.
+func (p *Port) openRx() error {
+	fd, err := unix.Socket(unix.AF_PACKET, unix.SOCK_RAW|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("socket: %w", err)
+	}
+	p.fd = fd
+	if err := unix.SetsockoptInt(fd, unix.SOL_PACKET, unix.PACKET_VERSION, unix.TPACKET_V3); err != nil {
+		return fmt.Errorf("PACKET_VERSION: %w", err)
+	}
+	// Without this the switch would read back every frame it transmits on
+	// the port (AF_PACKET taps see outgoing frames too).
+	if err := unix.SetsockoptInt(fd, unix.SOL_PACKET, unix.PACKET_IGNORE_OUTGOING, 1); err != nil {
+		return fmt.Errorf("PACKET_IGNORE_OUTGOING: %w", err)
+	}
+	o := p.opts
+	req := unix.TpacketReq3{
+		Block_size:     uint32(o.BlockSize),
+		Block_nr:       uint32(o.BlockCount),
+		Frame_size:     uint32(o.FrameSize),
+		Frame_nr:       uint32(o.BlockSize / o.FrameSize * o.BlockCount),
+		Retire_blk_tov: o.retireMillis(),
+	}
+	if err := unix.SetsockoptTpacketReq3(fd, unix.SOL_PACKET, unix.PACKET_RX_RING, &req); err != nil {
+		return fmt.Errorf("PACKET_RX_RING: %w", err)
+	}
+	ring, err := unix.Mmap(fd, 0, o.BlockSize*o.BlockCount, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
+	if err != nil {
+		return fmt.Errorf("mmap ring: %w", err)
+	}
+	p.ring = ring
+	if err := unix.Bind(fd, &unix.SockaddrLinklayer{Protocol: htons(unix.ETH_P_ALL), Ifindex: p.ifindex}); err != nil {
+		return fmt.Errorf("bind: %w", err)
+	}
+	// Promiscuous as a membership, not an interface flag: the kernel drops
+	// it when the socket closes, even if the switch crashes.
+	mreq := unix.PacketMreq{Ifindex: int32(p.ifindex), Type: unix.PACKET_MR_PROMISC}
+	if err := unix.SetsockoptPacketMreq(fd, unix.SOL_PACKET, unix.PACKET_ADD_MEMBERSHIP, &mreq); err != nil {
+		return fmt.Errorf("PACKET_MR_PROMISC: %w", err)
+	}
+	return nil
+}
+
+func htons(v uint16) uint16 {
+	var b [2]byte
+	binary.BigEndian.PutUint16(b[:], v)
+	return binary.NativeEndian.Uint16(b[:])
+}
+
+func (p *Port) Name() string                   { return p.name }
+func (p *Port) HardwareAddr() net.HardwareAddr { return p.mac }
+
+// Interface is the name of the interface the port is bound to.
+func (p *Port) Interface() string { return p.iface }
+
+// WaitFd is the receive socket: it polls readable when a retired block waits.
+func (p *Port) WaitFd() int {
+	if p.closed.Load() {
+		return -1
+	}
+	return p.fd
+}
+
+// Stats returns the port's counters. It reads the kernel's counters, which
+// takes a system call: call it at scrape time, not per burst.
+func (p *Port) Stats() Stats {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.readKernelStats()
+	s := Stats{
+		RxFrames:      p.rxFrames.Load(),
+		KernelPackets: p.kstats.packets,
+		KernelDrops:   p.kstats.drops,
+		KernelFreezes: p.kstats.freezes,
+		Oversize:      p.oversize.Load(),
+		CsumNotReady:  p.csumNotReady.Load(),
+	}
+	for _, q := range p.txqs {
+		s.TxFrames += q.frames.Load()
+		s.TxBusy += q.busy.Load()
+		s.TxErrors += q.errors.Load()
+	}
+	return s
+}
+
+// readKernelStats folds PACKET_STATISTICS into kstats; p.mu is held.
+func (p *Port) readKernelStats() {
+	if p.closed.Load() || p.fd < 0 {
+		return
+	}
+	st, err := unix.GetsockoptTpacketStatsV3(p.fd, unix.SOL_PACKET, unix.PACKET_STATISTICS)
+	if err != nil {
+		return
+	}
+	// The kernel reports tp_packets with the drops already added in.
+	p.kstats.packets += uint64(st.Packets)
+	p.kstats.drops += uint64(st.Drops)
+	p.kstats.freezes += uint64(st.Freeze_q_cnt)
+}
+
+// Close releases the ring and every socket of the port, transmit queues
+// included. Counters stay readable. Calling it again does nothing.
+func (p *Port) Close() error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closed.Load() {
+		return nil
+	}
+	p.readKernelStats()
+	p.closed.Store(true)
+	var errs []error
+	if p.ring != nil {
+		errs = append(errs, unix.Munmap(p.ring))
+		p.ring = nil
+	}
+	if p.fd >= 0 {
+		errs = append(errs, unix.Close(p.fd))
+		p.fd = -1
+	}
+	for _, q := range p.txqs {
+		errs = append(errs, q.close())
+	}
+	return errors.Join(errs...)
+}
+
+var _ dataplane.Port = (*Port)(nil)

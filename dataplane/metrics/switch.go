@@ -1,0 +1,212 @@
+// The switch collector. In: CoreCounters and port names; out: the
+// exposition below, one sample per port, drop reason and worker, summed over
+// cores:
+//
+//	sparsecast_switch_info{name}                                gauge, always 1
+//	sparsecast_switch_port_receive_packets_total{port}          counter
+//	sparsecast_switch_port_receive_bytes_total{port}            counter
+//	sparsecast_switch_port_transmit_packets_total{port}         counter
+//	sparsecast_switch_port_transmit_bytes_total{port}           counter
+//	sparsecast_switch_port_kernel_drops_total{port}             counter, from the PortStats hook
+//	sparsecast_switch_drops_total{reason}                       counter, every DropReason, even at 0
+//	sparsecast_switch_replication_fanout                        histogram, buckets dataplane.FanoutBounds
+//	sparsecast_switch_worker_polls_total{worker}                counter
+//	sparsecast_switch_worker_sleeps_total{worker}               counter
+
+package metrics
+
+import (
+	"fmt"
+	"strconv"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/sparsecast/sparsecast/dataplane"
+)
+
+const (
+	namespace = "sparsecast"
+	subsystem = "switch"
+)
+
+func newDesc(name, help string, labels ...string) *prometheus.Desc {
+	return prometheus.NewDesc(prometheus.BuildFQName(namespace, subsystem, name), help, labels, nil)
+}
+
+var (
+	infoDesc = newDesc("info",
+		"Constant 1, labelled with the switch's configured name.", "name")
+	rxPacketsDesc = newDesc("port_receive_packets_total",
+		"Packets received on a port, summed over workers.", "port")
+	rxBytesDesc = newDesc("port_receive_bytes_total",
+		"Bytes received on a port, summed over workers.", "port")
+	txPacketsDesc = newDesc("port_transmit_packets_total",
+		"Packets transmitted on a port, summed over workers.", "port")
+	txBytesDesc = newDesc("port_transmit_bytes_total",
+		"Bytes transmitted on a port, summed over workers.", "port")
+	kernelDropsDesc = newDesc("port_kernel_drops_total",
+		"Packets the kernel dropped before the switch read them (e.g. a full AF_PACKET ring).", "port")
+	dropsDesc = newDesc("drops_total",
+		"Packets (or, for no_route and ingress_port, receivers of a packet) not forwarded, by reason, summed over workers.", "reason")
+	fanoutDesc = newDesc("replication_fanout",
+		"Copies sent per forwarded DATA packet.")
+	pollsDesc = newDesc("worker_polls_total",
+		"Poll loop iterations of a worker.", "worker")
+	sleepsDesc = newDesc("worker_sleeps_total",
+		"Times a worker blocked waiting for traffic (adaptive poll mode).", "worker")
+)
+
+// PortStat is what a port type counts outside the workers' counters.
+type PortStat struct {
+	// Port is the port's configured name; it becomes the port label.
+	Port string
+	// KernelDrops counts packets the kernel dropped for this port before the
+	// switch could read them (for AF_PACKET, tp_drops of PACKET_STATISTICS,
+	// accumulated by the port since the kernel resets it on every read).
+	KernelDrops uint64
+}
+
+// KernelDropCounter is implemented by ports whose kernel counts drops that
+// the switch never sees. KernelDrops returns the running total since the port
+// opened; it is called at scrape time, concurrently with the workers.
+type KernelDropCounter interface {
+	KernelDrops() uint64
+}
+
+// PortStatsOf returns a hook for WithPortStats that asks every port
+// implementing KernelDropCounter for its kernel drops and skips the others.
+func PortStatsOf(ports []dataplane.Port) func() []PortStat {
+	return func() []PortStat {
+		var stats []PortStat
+		for _, p := range ports {
+			if kd, ok := p.(KernelDropCounter); ok {
+				stats = append(stats, PortStat{Port: p.Name(), KernelDrops: kd.KernelDrops()})
+			}
+		}
+		return stats
+	}
+}
+
+// Option configures a switch collector.
+type Option func(*switchCollector)
+
+// WithPortStats adds a hook, called once per scrape, whose stats are exported
+// as sparsecast_switch_port_kernel_drops_total{port}. Ports missing from its
+// result get no sample; port names must be unique within one result.
+func WithPortStats(f func() []PortStat) Option {
+	return func(c *switchCollector) { c.portStats = f }
+}
+
+type switchCollector struct {
+	name      string
+	ports     []string
+	cores     []*dataplane.CoreCounters
+	portStats func() []PortStat
+}
+
+// NewSwitchCollector returns a collector over the counters of one switch.
+// ports[i] names the port whose counters are CoreCounters.Ports[i]; cores has
+// one entry per worker, and the worker label is its index in cores. The
+// slices are kept, not copied, and must not change after the call. It panics
+// if a port name is empty or repeated, which would make every scrape fail.
+func NewSwitchCollector(name string, ports []string, cores []*dataplane.CoreCounters, opts ...Option) prometheus.Collector {
+	seen := make(map[string]bool, len(ports))
+	for _, p := range ports {
+		if p == "" || seen[p] {
+			panic(fmt.Sprintf("metrics: port name %q is empty or repeated", p))
+		}
+		seen[p] = true
+	}
+	c := &switchCollector{name: name, ports: ports, cores: cores}
+	for _, o := range opts {
+		o(c)
+	}
+	return c
+}
+
+// Describe sends every descriptor the collector may use.
+func (c *switchCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{
+		infoDesc, rxPacketsDesc, rxBytesDesc, txPacketsDesc, txBytesDesc,
+		kernelDropsDesc, dropsDesc, fanoutDesc, pollsDesc, sleepsDesc,
+	} {
+		ch <- d
+	}
+}
+
+// Collect loads the counters, sums them over cores and sends const metrics.
+func (c *switchCollector) Collect(ch chan<- prometheus.Metric) {
+	ch <- prometheus.MustNewConstMetric(infoDesc, prometheus.GaugeValue, 1, c.name)
+	c.collectPorts(ch)
+	if c.portStats != nil {
+		for _, s := range c.portStats() {
+			ch <- prometheus.MustNewConstMetric(kernelDropsDesc, prometheus.CounterValue, float64(s.KernelDrops), s.Port)
+		}
+	}
+	c.collectDrops(ch)
+	c.collectFanout(ch)
+	c.collectWorkers(ch)
+}
+
+func (c *switchCollector) collectPorts(ch chan<- prometheus.Metric) {
+	for i, port := range c.ports {
+		var rxp, rxb, txp, txb uint64
+		for _, core := range c.cores {
+			if i >= len(core.Ports) {
+				continue
+			}
+			pc := &core.Ports[i]
+			rxp += pc.RxPackets.Load()
+			rxb += pc.RxBytes.Load()
+			txp += pc.TxPackets.Load()
+			txb += pc.TxBytes.Load()
+		}
+		ch <- prometheus.MustNewConstMetric(rxPacketsDesc, prometheus.CounterValue, float64(rxp), port)
+		ch <- prometheus.MustNewConstMetric(rxBytesDesc, prometheus.CounterValue, float64(rxb), port)
+		ch <- prometheus.MustNewConstMetric(txPacketsDesc, prometheus.CounterValue, float64(txp), port)
+		ch <- prometheus.MustNewConstMetric(txBytesDesc, prometheus.CounterValue, float64(txb), port)
+	}
+}
+
+func (c *switchCollector) collectDrops(ch chan<- prometheus.Metric) {
+	var drops [dataplane.NumDropReasons]uint64
+	for _, core := range c.cores {
+		for r := range drops {
+			drops[r] += core.Drops[r].Load()
+		}
+	}
+	for r, n := range drops {
+		ch <- prometheus.MustNewConstMetric(dropsDesc, prometheus.CounterValue, float64(n), dataplane.DropReason(r).String())
+	}
+}
+
+// collectFanout turns the per-core, per-bucket counts into one cumulative
+// histogram. The count is the sum of the buckets as loaded, so the +Inf bucket
+// always equals it; the sum is loaded separately and may be a few packets
+// ahead of or behind the buckets under traffic.
+func (c *switchCollector) collectFanout(ch chan<- prometheus.Metric) {
+	var counts [len(dataplane.FanoutBounds) + 1]uint64
+	var sum uint64
+	for _, core := range c.cores {
+		for i := range counts {
+			counts[i] += core.FanoutBuckets[i].Load()
+		}
+		sum += core.FanoutSum.Load()
+	}
+	buckets := make(map[float64]uint64, len(dataplane.FanoutBounds))
+	var cum uint64
+	for i, le := range dataplane.FanoutBounds {
+		cum += counts[i]
+		buckets[le] = cum
+	}
+	cum += counts[len(dataplane.FanoutBounds)]
+	ch <- prometheus.MustNewConstHistogram(fanoutDesc, cum, float64(sum), buckets)
+}
+
+func (c *switchCollector) collectWorkers(ch chan<- prometheus.Metric) {
+	for w, core := range c.cores {
+		id := strconv.Itoa(w)
+		ch <- prometheus.MustNewConstMetric(pollsDesc, prometheus.CounterValue, float64(core.Polls.Load()), id)
+		ch <- prometheus.MustNewConstMetric(sleepsDesc, prometheus.CounterValue, float64(core.Sleeps.Load()), id)
+	}
+}

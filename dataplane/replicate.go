@@ -1,0 +1,331 @@
+// Replicate stage. In: parsed SMH packets and the burst's table snapshot.
+// Out: copies on the egress queues, one per egress port that serves at least
+// one receiver of the packet, each with the receiver set reduced to that
+// port's receivers, the hop limit decremented and the outer headers rewritten
+// for the port's neighbour. Copies get a fresh header buffer and share the
+// payload; the last copy reuses the original buffer (DPDK ipv4_multicast).
+// Feedback (ACK, NACK, CNP) is forwarded unchanged towards its Source ID.
+package dataplane
+
+import (
+	"encoding/binary"
+
+	"github.com/sparsecast/sparsecast/headers"
+)
+
+// egressPort is what the rewrite needs to know about a port; built at start.
+type egressPort struct {
+	mac     [6]byte
+	nbrMAC  [6]byte
+	hasMAC  bool
+	nbrIP4  [4]byte
+	hasIP4  bool
+	nbrIP6  [16]byte
+	hasIP6  bool
+	maxLen  int // largest frame the port takes
+	counter int // index into CoreCounters.Ports
+}
+
+// splitScratch is a worker's preallocated space for splitting one receiver
+// set by port: (port, id) pairs in ascending id order, then a stable counting
+// sort by port, so each branch's IDs stay ascending as SMH requires.
+type splitScratch struct {
+	pairPort []uint8
+	pairID   []uint16
+	sorted   []uint16
+	count    [MaxPorts]int32
+	start    [MaxPorts]int32
+	used     []uint8 // ports with count > 0, in first-use order
+}
+
+func newSplitScratch() splitScratch {
+	return splitScratch{
+		pairPort: make([]uint8, headers.MaxID+1),
+		pairID:   make([]uint16, headers.MaxID+1),
+		sorted:   make([]uint16, headers.MaxID+1),
+		used:     make([]uint8, 0, MaxPorts),
+	}
+}
+
+// replicateBurst forwards every good packet of a parsed burst.
+func (w *Worker) replicateBurst(pkts []*Packet, meta []parsed, t *Tables) {
+	for i, pk := range pkts {
+		m := &meta[i]
+		if m.drop != NumDropReasons {
+			w.counters.drop(m.drop, 1)
+			pk.Free()
+			continue
+		}
+		if headers.SMH(pk.Head[m.smh:]).Type() == headers.TypeData {
+			w.replicate(pk, m, t)
+		} else {
+			w.forwardFeedback(pk, m, t)
+		}
+	}
+}
+
+// add records receiver id for its egress port.
+func (s *splitScratch) add(n int, id uint16, port uint8) {
+	if s.count[port] == 0 {
+		s.used = append(s.used, port)
+	}
+	s.count[port]++
+	s.pairPort[n] = port
+	s.pairID[n] = id
+}
+
+// replicate splits one DATA packet's set by egress port and emits the copies.
+func (w *Worker) replicate(pk *Packet, m *parsed, t *Tables) {
+	s := &w.split
+	h := headers.SMH(pk.Head[m.smh:m.payload])
+	in := uint8(pk.InPort)
+	rt := t.Routes
+	n, noRoute, loop := 0, false, false
+	var (
+		members []uint16
+		cnt     = int(h.SetCount())
+	)
+	switch h.Encoding() {
+	case headers.EncList:
+		for i := 0; i < cnt; i++ {
+			id := h.ListID(i)
+			p := rt.Lookup(id)
+			switch {
+			case p == NoPort:
+				noRoute = true
+			case p == in:
+				loop = true
+			default:
+				s.add(n, id, p)
+				n++
+			}
+		}
+	case headers.EncBlocks:
+		for i := 0; i < cnt; i++ {
+			blk, bm := h.Block(i)
+			base := blk << 6
+			for bm != 0 {
+				id := base + uint16(trailingZeros(bm))
+				bm &= bm - 1
+				p := rt.Lookup(id)
+				switch {
+				case p == NoPort:
+					noRoute = true
+				case p == in:
+					loop = true
+				default:
+					s.add(n, id, p)
+					n++
+				}
+			}
+		}
+	case headers.EncGroup:
+		var ok bool
+		if members, ok = t.Groups[h.GroupID()]; !ok {
+			w.counters.drop(DropNoGroup, 1)
+			pk.Free()
+			return
+		}
+		for _, id := range members {
+			p := rt.Lookup(id)
+			switch {
+			case p == NoPort:
+				noRoute = true
+			case p == in:
+				loop = true
+			default:
+				s.add(n, id, p)
+				n++
+			}
+		}
+	}
+	if noRoute {
+		w.counters.drop(DropNoRoute, 1)
+	}
+	if loop {
+		w.counters.drop(DropIngressPort, 1)
+	}
+	if n == 0 {
+		s.reset()
+		pk.Free()
+		return
+	}
+	// Stable counting sort of the pairs by port.
+	var off int32
+	for _, p := range s.used {
+		s.start[p] = off
+		off += s.count[p]
+	}
+	for i := 0; i < n; i++ {
+		p := s.pairPort[i]
+		s.sorted[s.start[p]] = s.pairID[i]
+		s.start[p]++
+	}
+	f := h.Fields()
+	f.HopLimit--
+	sum := w.checksumBase(pk.Head, m)
+	payload := pk.Head[m.payload:]
+	fanout := len(s.used)
+	end := int32(0)
+	for bi, p := range s.used {
+		ids := s.sorted[end : end+s.count[p]]
+		end += s.count[p]
+		if bi < fanout-1 {
+			w.emitCopy(pk, m, p, f, ids, payload, sum)
+		} else {
+			w.emitLast(pk, m, p, f, ids, payload, sum)
+		}
+	}
+	w.counters.observeFanout(fanout)
+	s.reset()
+}
+
+func (s *splitScratch) reset() {
+	for _, p := range s.used {
+		s.count[p] = 0
+	}
+	s.used = s.used[:0]
+}
+
+// emitCopy sends a fresh header buffer for one branch, sharing the payload.
+func (w *Worker) emitCopy(orig *Packet, m *parsed, port uint8, f headers.Fields, ids []uint16, payload []byte, sum csumBase) {
+	hl := headers.HeaderLenFor(f.Type, ids)
+	c := w.pool.newCopy(orig, payload)
+	if c == nil {
+		w.counters.drop(DropNoBuffer, 1)
+		return
+	}
+	buf := c.Buffer()
+	if Headroom+m.smh+hl > len(buf) {
+		w.counters.drop(DropTooBig, 1)
+		c.Free()
+		return
+	}
+	copy(buf[Headroom:], orig.Head[:m.smh])
+	headers.PutHeader(buf[Headroom+m.smh:], f, ids)
+	c.off = Headroom
+	c.Head = buf[Headroom : Headroom+m.smh+hl]
+	w.rewriteOuter(c.Head, m, hl, len(payload), port, sum)
+	w.enqueue(port, c)
+}
+
+// emitLast rewrites the original packet in place for the last branch: the new
+// headers end where the payload starts, so a set that shrank moves the start
+// of the frame forward and nothing is copied but the headers.
+func (w *Worker) emitLast(pk *Packet, m *parsed, port uint8, f headers.Fields, ids []uint16, payload []byte, sum csumBase) {
+	hl := headers.HeaderLenFor(f.Type, ids)
+	payStart := pk.off + m.payload
+	start := payStart - hl - m.smh
+	if start < 0 {
+		// A group expanded beyond the headroom: send a copy instead.
+		w.emitCopy(pk, m, port, f, ids, payload, sum)
+		pk.Free()
+		return
+	}
+	buf := pk.own.data
+	copy(buf[start:], pk.Head[:m.smh])
+	headers.PutHeader(buf[start+m.smh:payStart], f, ids)
+	pk.Head = buf[start : payStart+len(payload)]
+	pk.off = start
+	w.rewriteOuter(pk.Head[:m.smh+hl], m, hl, len(payload), port, sum)
+	w.enqueue(port, pk)
+}
+
+// forwardFeedback sends ACK, NACK and CNP one hop towards their source.
+func (w *Worker) forwardFeedback(pk *Packet, m *parsed, t *Tables) {
+	h := headers.SMH(pk.Head[m.smh:m.payload])
+	p := t.Routes.Lookup(h.SourceID())
+	switch {
+	case p == NoPort:
+		w.counters.drop(DropNoRoute, 1)
+		pk.Free()
+		return
+	case p == uint8(pk.InPort):
+		w.counters.drop(DropIngressPort, 1)
+		pk.Free()
+		return
+	}
+	sum := w.checksumBase(pk.Head, m)
+	h.SetHopLimit(h.HopLimit() - 1)
+	hl := m.payload - m.smh
+	w.rewriteOuter(pk.Head[:m.payload], m, hl, len(pk.Head)-m.payload, p, sum)
+	w.enqueue(p, pk)
+}
+
+// csumBase is ~HC + ~m of RFC 1624 eqn. 3 for the original packet's UDP
+// checksum, where m sums everything a copy may change (destination address,
+// the UDP length in pseudo-header and header, and the SMH). Adding a copy's
+// m' and complementing gives the copy's checksum. zero means the original
+// had no checksum (IPv4 only), which copies keep.
+type csumBase struct {
+	acc  uint64
+	zero bool
+}
+
+func (w *Worker) checksumBase(frame []byte, m *parsed) csumBase {
+	old := binary.BigEndian.Uint16(frame[m.udp+6:])
+	if old == 0 && !m.v6 {
+		return csumBase{zero: true}
+	}
+	if old == 0 {
+		// IPv6 without a checksum is invalid (RFC 8200); copies get a valid
+		// one: sum the parts no copy changes (payload, source address,
+		// ports, next header) once.
+		acc := sum16(frame[m.payload:], 0)
+		acc = sum16(frame[m.ip+8:m.ip+24], acc)
+		acc = sum16(frame[m.udp:m.udp+4], acc+ipProtoUDP)
+		return csumBase{acc: acc}
+	}
+	acc := uint64(^old)
+	acc += uint64(^fold(variableSum(frame, m, frame[m.smh:m.payload])))
+	return csumBase{acc: acc}
+}
+
+// variableSum sums the parts of a frame's UDP checksum that replication may
+// change: the destination IP, the UDP length (twice: pseudo-header and
+// header) and the SMH bytes.
+func variableSum(frame []byte, m *parsed, smh []byte) uint64 {
+	var acc uint64
+	if m.v6 {
+		acc = sum16(frame[m.ip+24:m.ip+40], 0)
+	} else {
+		acc = sum16(frame[m.ip+16:m.ip+20], 0)
+	}
+	ulen := uint64(binary.BigEndian.Uint16(frame[m.udp+4:]))
+	return sum16(smh, acc+2*ulen)
+}
+
+// rewriteOuter fixes the Ethernet, IP and UDP headers of a copy whose SMH is
+// hl bytes and whose payload is plen bytes, for egress port p. hdr holds the
+// frame's headers up to the end of the SMH.
+func (w *Worker) rewriteOuter(hdr []byte, m *parsed, hl, plen int, p uint8, sum csumBase) {
+	e := &w.egress[p]
+	if e.hasMAC {
+		copy(hdr[0:6], e.nbrMAC[:])
+	}
+	copy(hdr[6:12], e.mac[:])
+	ulen := udpHdrLen + hl + plen
+	if m.v6 {
+		binary.BigEndian.PutUint16(hdr[m.ip+4:], uint16(ulen))
+		if e.hasIP6 {
+			copy(hdr[m.ip+24:m.ip+40], e.nbrIP6[:])
+		}
+	} else {
+		ip := hdr[m.ip:m.udp]
+		binary.BigEndian.PutUint16(ip[2:], uint16(m.udp-m.ip+ulen))
+		if e.hasIP4 {
+			copy(ip[16:20], e.nbrIP4[:])
+		}
+		ip[10], ip[11] = 0, 0
+		binary.BigEndian.PutUint16(ip[10:], ipv4HeaderChecksum(ip))
+	}
+	binary.BigEndian.PutUint16(hdr[m.udp+4:], uint16(ulen))
+	if sum.zero {
+		return
+	}
+	c := ^fold(sum.acc + variableSum(hdr, m, hdr[m.smh:m.smh+hl]))
+	if c == 0 {
+		c = 0xFFFF
+	}
+	binary.BigEndian.PutUint16(hdr[m.udp+6:], c)
+}

@@ -1,0 +1,127 @@
+// The switch: ports, workers and the published tables. New builds every
+// worker's state before any packet moves (as DPDK's l3fwd builds its tables
+// before launching lcores); Run starts the workers and waits.
+package dataplane
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"runtime"
+	"sync"
+	"sync/atomic"
+
+	"golang.org/x/sys/unix"
+)
+
+// Switch is one sparsecast switch instance.
+type Switch struct {
+	cfg      *Config
+	ports    []Port
+	tables   atomic.Pointer[Tables]
+	workers  []*Worker
+	counters []*CoreCounters
+}
+
+// NewSwitch prepares a switch over already opened ports (ports[i] is
+// cfg.Ports[i]) with its first table snapshot.
+func NewSwitch(cfg *Config, ports []Port, t *Tables) (*Switch, error) {
+	if len(ports) != len(cfg.Ports) {
+		return nil, fmt.Errorf("%d ports opened for %d configured", len(ports), len(cfg.Ports))
+	}
+	s := &Switch{cfg: cfg, ports: ports}
+	s.tables.Store(t)
+	egress := make([]egressPort, len(ports))
+	for i, p := range ports {
+		e := &egressPort{counter: i, maxLen: cfg.BufferSize - Headroom}
+		copy(e.mac[:], p.HardwareAddr())
+		pc := cfg.Ports[i]
+		if pc.NeighborMAC != "" {
+			mac, _ := net.ParseMAC(pc.NeighborMAC)
+			copy(e.nbrMAC[:], mac)
+			e.hasMAC = true
+		}
+		if ip := net.ParseIP(pc.NeighborIP); ip != nil {
+			if v4 := ip.To4(); v4 != nil {
+				copy(e.nbrIP4[:], v4)
+				e.hasIP4 = true
+			} else {
+				copy(e.nbrIP6[:], ip.To16())
+				e.hasIP6 = true
+			}
+		}
+		egress[i] = *e
+	}
+	nw := cfg.Workers
+	for wi := 0; wi < nw; wi++ {
+		cpu := -1
+		if len(cfg.CPUs) > 0 {
+			cpu = cfg.CPUs[wi%len(cfg.CPUs)]
+		} else if cfg.PollMode == PollBusy {
+			cpu = wi % runtime.NumCPU()
+		}
+		w := &Worker{
+			id: wi, cpu: cpu, mode: cfg.PollMode, udpPort: cfg.UDPPort,
+			pool:     NewPool(cfg.Buffers, cfg.BufferSize),
+			egress:   egress,
+			counters: NewCoreCounters(len(ports)),
+			tables:   &s.tables,
+			split:    newSplitScratch(),
+		}
+		for i, p := range ports {
+			tx, err := p.OpenTx()
+			if err != nil {
+				return nil, fmt.Errorf("port %s: open tx queue: %w", p.Name(), err)
+			}
+			w.queues = append(w.queues, newEgressQueue(cfg.QueueDepth, tx, cfg.Ports[i].Fault, uint64(i*64+wi+1)))
+			if i%nw == wi {
+				w.rx = append(w.rx, rxPort{port: p, index: uint16(i)})
+				if fd := p.WaitFd(); fd >= 0 {
+					w.pollFds = append(w.pollFds, unix.PollFd{Fd: int32(fd), Events: unix.POLLIN})
+				}
+			}
+		}
+		s.workers = append(s.workers, w)
+		s.counters = append(s.counters, w.counters)
+	}
+	return s, nil
+}
+
+// Publish atomically replaces the tables; workers see them from their next
+// round on.
+func (s *Switch) Publish(t *Tables) { s.tables.Store(t) }
+
+// Tables returns the current snapshot.
+func (s *Switch) Tables() *Tables { return s.tables.Load() }
+
+// Counters returns every worker's counters, for the metrics collector.
+func (s *Switch) Counters() []*CoreCounters { return s.counters }
+
+// PortNames lists the ports in index order.
+func (s *Switch) PortNames() []string {
+	names := make([]string, len(s.ports))
+	for i, p := range s.ports {
+		names[i] = p.Name()
+	}
+	return names
+}
+
+// Run starts every worker and blocks until ctx ends, then stops them.
+func (s *Switch) Run(ctx context.Context) error {
+	var wg sync.WaitGroup
+	errs := make([]error, len(s.workers))
+	for i, w := range s.workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs[i] = w.Run()
+		}()
+	}
+	<-ctx.Done()
+	for _, w := range s.workers {
+		w.Stop()
+	}
+	wg.Wait()
+	return errors.Join(errs...)
+}

@@ -1,0 +1,160 @@
+// Receive stage and the polling loop. In: the ports whose receive side this
+// worker owns. Out: each burst goes parse -> replicate -> the egress queues,
+// then every queue is flushed. A worker runs on one OS thread pinned to one
+// CPU. In busy mode it never sleeps (a dedicated core on a real switch); in
+// adaptive mode it spins for a short while after the last packet and then
+// blocks in poll(2) on its ports' descriptors, as VPP's interrupt mode does,
+// so a dozen switch and host processes can share a 2-core lab machine.
+package dataplane
+
+import (
+	"runtime"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+const (
+	// spinBeforeBlock is how long an adaptive worker keeps polling an idle
+	// port set before it blocks.
+	spinBeforeBlock = 50 * time.Microsecond
+	// blockTimeout bounds one block in poll(2), so stop requests and queued
+	// transmissions are served even without traffic.
+	blockTimeout = 10 // milliseconds
+	// napWithoutFd is how long an adaptive worker with no pollable port naps.
+	napWithoutFd = 100 * time.Microsecond
+)
+
+// Worker is one polling loop with its own buffers, queues and counters.
+type Worker struct {
+	id       int
+	cpu      int // -1: not pinned
+	mode     PollMode
+	udpPort  uint16
+	pool     *Pool
+	rx       []rxPort
+	queues   []egressQueue
+	egress   []egressPort
+	counters *CoreCounters
+	tables   *atomic.Pointer[Tables]
+	split    splitScratch
+	burst    [BurstSize]*Packet
+	meta     [BurstSize]parsed
+	pollFds  []unix.PollFd
+	stop     atomic.Bool
+	// RxErrors counts failed receive calls (a port going away).
+	rxErrors uint64
+}
+
+type rxPort struct {
+	port  Port
+	index uint16
+}
+
+// Stop asks the worker to return from Run.
+func (w *Worker) Stop() { w.stop.Store(true) }
+
+// Run polls until Stop. It locks itself to an OS thread and, if the worker
+// has a CPU, pins that thread to it.
+func (w *Worker) Run() error {
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	if w.cpu >= 0 {
+		var set unix.CPUSet
+		set.Set(w.cpu)
+		if err := unix.SchedSetaffinity(0, &set); err != nil {
+			return err
+		}
+	}
+	var idleSince time.Time
+	idle := false
+	for !w.stop.Load() {
+		got := w.poll()
+		left := w.flush()
+		inc(&w.counters.Polls, 1)
+		if got > 0 || w.mode == PollBusy {
+			idle = false
+			continue
+		}
+		// One clock read per idle iteration, never per packet.
+		now := time.Now()
+		if !idle {
+			idle, idleSince = true, now
+			continue
+		}
+		if now.Sub(idleSince) < spinBeforeBlock {
+			continue
+		}
+		w.block(left > 0)
+		idle = false
+	}
+	w.drain()
+	return nil
+}
+
+// poll receives one burst from each owned port and pushes it through the
+// pipeline. It returns the number of packets received.
+func (w *Worker) poll() int {
+	t := w.tables.Load() // once per round, shared by every burst in it
+	got := 0
+	for i := range w.rx {
+		r := &w.rx[i]
+		n, err := r.port.RxBurst(w.pool, w.burst[:])
+		if err != nil {
+			w.rxErrors++
+			continue
+		}
+		if n == 0 {
+			continue
+		}
+		got += n
+		bytes := 0
+		pkts := w.burst[:n]
+		for _, pk := range pkts {
+			pk.InPort = r.index
+			bytes += len(pk.Head)
+		}
+		pc := &w.counters.Ports[r.index]
+		inc(&pc.RxPackets, uint64(n))
+		inc(&pc.RxBytes, uint64(bytes))
+		parseBurst(pkts, w.meta[:n], w.udpPort)
+		w.replicateBurst(pkts, w.meta[:n], t)
+		for j := range pkts {
+			pkts[j] = nil
+		}
+	}
+	return got
+}
+
+// block waits for traffic on the owned ports. With packets still queued for
+// a full port it only yields briefly, so they go out soon.
+func (w *Worker) block(pending bool) {
+	inc(&w.counters.Sleeps, 1)
+	timeout := blockTimeout
+	if pending {
+		timeout = 1
+	}
+	if len(w.pollFds) == 0 {
+		time.Sleep(napWithoutFd)
+		return
+	}
+	for i := range w.pollFds {
+		w.pollFds[i].Revents = 0
+	}
+	// EINTR and friends just end the wait early; the loop polls again.
+	_, _ = unix.Poll(w.pollFds, timeout)
+}
+
+// drain frees whatever is still queued when the worker stops.
+func (w *Worker) drain() {
+	for p := range w.queues {
+		q := &w.queues[p]
+		for q.size > 0 {
+			q.ring[q.head].Free()
+			q.ring[q.head] = nil
+			q.head = (q.head + 1) % len(q.ring)
+			q.size--
+		}
+	}
+}
