@@ -3,6 +3,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"os"
 
@@ -18,12 +19,14 @@ func newRootCmd() *cobra.Command {
 	}
 	root.AddCommand(
 		newHeaderCmd(),
+		newSwitchCmd(),
+		newBenchCmd(),
 	)
 	return root
 }
 
 func main() {
-	if err := newRootCmd().Execute(); err != nil {
+	if err := newRootCmd().ExecuteContext(context.Background()); err != nil {
 		fmt.Fprintln(os.Stderr, "sparsecast:", err)
 		os.Exit(1)
 	}

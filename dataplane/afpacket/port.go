@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"runtime"
 	"sync"
 	"sync/atomic"
 
@@ -28,6 +29,9 @@ type Port struct {
 
 	fd   int
 	ring []byte
+	// The namespace the port was opened in, where OpenTx makes its sockets.
+	netns   int
+	netnsID netnsID
 
 	// Receive cursor, owned by the rx worker. While left > 0 the worker holds
 	// block blk and off is the ring offset of its next frame header.
@@ -100,6 +104,18 @@ func Open(iface string, opts Options) (*Port, error) {
 		mac:     append(net.HardwareAddr(nil), ifi.HardwareAddr...),
 		opts:    opts,
 		fd:      -1,
+		netns:   -1,
+	}
+	// The thread stays put while the namespace is recorded and the socket
+	// made, so both are the namespace the interface was looked up in.
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	if p.netns, err = unix.Open(threadNetnsPath, unix.O_RDONLY|unix.O_CLOEXEC, 0); err == nil {
+		p.netnsID, err = threadNetns()
+	}
+	if err != nil {
+		p.Close()
+		return nil, fmt.Errorf("afpacket: open %s: network namespace: %w", iface, err)
 	}
 	if err := p.openRx(); err != nil {
 		p.Close()
@@ -231,6 +247,10 @@ func (p *Port) Close() error {
 	}
 	for _, q := range p.txqs {
 		errs = append(errs, q.close())
+	}
+	if p.netns >= 0 {
+		errs = append(errs, unix.Close(p.netns))
+		p.netns = -1
 	}
 	return errors.Join(errs...)
 }

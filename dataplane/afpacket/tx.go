@@ -19,15 +19,16 @@ type txQueue struct {
 	frames, busy, errors counter
 }
 
-// OpenTx opens a transmit socket for one worker. It is bound to the
-// interface with protocol 0: it can send, but no frame is ever queued to it.
+// OpenTx opens a transmit socket for one worker, in the port's namespace
+// whatever thread calls it. It is bound to the interface with protocol 0: it
+// can send, but no frame is ever queued to it.
 func (p *Port) OpenTx() (dataplane.TxQueue, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.closed.Load() {
 		return nil, dataplane.ErrPortClosed
 	}
-	fd, err := unix.Socket(unix.AF_PACKET, unix.SOCK_RAW|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
+	fd, err := socketIn(p.netns, p.netnsID)
 	if err != nil {
 		return nil, fmt.Errorf("afpacket: tx socket on %s: %w", p.iface, err)
 	}

@@ -1,0 +1,49 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"testing"
+)
+
+func TestBenchReplicateFlags(t *testing.T) {
+	var got *BenchReplicateOptions
+	cmd := newBenchReplicateCmd(func(o *BenchReplicateOptions) error { got = o; return nil })
+	cmd.SetArgs([]string{"--fanout", "64", "--size", "4096", "--seconds", "1.5", "--json", "--cpu", "-1"})
+	if err := cmd.Execute(); err != nil {
+		t.Fatal(err)
+	}
+	if got.Fanout != 64 || got.Size != 4096 || got.Seconds != 1.5 || !got.JSON || got.CPU != -1 {
+		t.Fatalf("parsed %+v", got)
+	}
+	for _, bad := range [][]string{{"--seconds", "0"}, {"--cpu", "-2"}, {"extra"}} {
+		cmd := newBenchReplicateCmd(func(*BenchReplicateOptions) error { return nil })
+		cmd.SetArgs(bad)
+		cmd.SetOut(&bytes.Buffer{})
+		cmd.SetErr(&bytes.Buffer{})
+		if err := cmd.Execute(); err == nil {
+			t.Errorf("%v accepted", bad)
+		}
+	}
+}
+
+func TestBenchReplicateJSON(t *testing.T) {
+	var out bytes.Buffer
+	o := &BenchReplicateOptions{Out: &out, Fanout: 2, Size: 256, Seconds: 0.2, CPU: -1, JSON: true}
+	if err := benchReplicateRun(context.Background(), o); err != nil {
+		t.Fatal(err)
+	}
+	var m map[string]any
+	if err := json.Unmarshal(out.Bytes(), &m); err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range []string{"ingress_mpps", "egress_mpps", "ns_per_packet", "allocs_per_packet"} {
+		if _, ok := m[k]; !ok {
+			t.Errorf("JSON lacks %s", k)
+		}
+	}
+	if m["allocs_per_packet"].(float64) != 0 {
+		t.Errorf("allocs_per_packet %v", m["allocs_per_packet"])
+	}
+}

@@ -1,0 +1,165 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"slices"
+	"syscall"
+
+	"github.com/spf13/cobra"
+
+	"github.com/sparsecast/sparsecast/dataplane"
+	"github.com/sparsecast/sparsecast/dataplane/afpacket"
+	"github.com/sparsecast/sparsecast/dataplane/metrics"
+)
+
+func newSwitchCmd() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "switch",
+		Short: "Run the sparsecast switch (dataplane)",
+	}
+	cmd.AddCommand(newSwitchRunCmd(nil))
+	return cmd
+}
+
+// SwitchRunOptions are the flags of `switch run`.
+type SwitchRunOptions struct {
+	Log         io.Writer
+	ConfigPath  string
+	MetricsAddr string
+}
+
+func newSwitchRunCmd(runF func(*SwitchRunOptions) error) *cobra.Command {
+	o := &SwitchRunOptions{Log: os.Stderr}
+	cmd := &cobra.Command{
+		Use:   "run --config switch.yaml",
+		Short: "Forward SMH between the configured ports until interrupted",
+		Long: `Opens the ports of the configuration, starts one polling worker per
+configured core and forwards SMH packets by the configured route table.
+SIGHUP re-reads the configuration's routes and groups and publishes them
+without stopping the workers; SIGINT or SIGTERM stops the switch.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if o.ConfigPath == "" {
+				return errors.New("--config is required")
+			}
+			if runF != nil {
+				return runF(o)
+			}
+			return switchRun(cmd.Context(), o)
+		},
+	}
+	cmd.Flags().StringVar(&o.ConfigPath, "config", "", "switch configuration (YAML)")
+	cmd.Flags().StringVar(&o.MetricsAddr, "metrics-addr", "", "serve Prometheus /metrics here (overrides metrics_addr)")
+	return cmd
+}
+
+// openPorts opens every configured port; on error it closes what it opened.
+func openPorts(cfg *dataplane.Config) ([]dataplane.Port, error) {
+	var ports []dataplane.Port
+	for _, pc := range cfg.Ports {
+		var (
+			p   dataplane.Port
+			err error
+		)
+		switch pc.Type {
+		case "afpacket":
+			p, err = afpacket.Open(pc.Iface, afpacket.Options{Name: pc.Name})
+		default:
+			err = fmt.Errorf("type %q ports exist only inside one process (tests and benchmarks)", pc.Type)
+		}
+		if err != nil {
+			for _, q := range ports {
+				q.Close()
+			}
+			return nil, fmt.Errorf("port %s: %w", pc.Name, err)
+		}
+		ports = append(ports, p)
+	}
+	return ports, nil
+}
+
+func switchRun(ctx context.Context, o *SwitchRunOptions) error {
+	cfg, err := dataplane.LoadConfig(o.ConfigPath)
+	if err != nil {
+		return err
+	}
+	if o.MetricsAddr != "" {
+		cfg.MetricsAddr = o.MetricsAddr
+	}
+	tables, err := dataplane.TablesFromConfig(cfg)
+	if err != nil {
+		return err
+	}
+	ports, err := openPorts(cfg)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		for _, p := range ports {
+			p.Close()
+		}
+	}()
+	sw, err := dataplane.NewSwitch(cfg, ports, tables)
+	if err != nil {
+		return err
+	}
+	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	metricsAt := "off"
+	if cfg.MetricsAddr != "" {
+		c := metrics.NewSwitchCollector(cfg.Name, sw.PortNames(), sw.Counters(), metrics.WithPortStats(metrics.PortStatsOf(ports)))
+		addr, err := metrics.Serve(ctx, cfg.MetricsAddr, c)
+		if err != nil {
+			return fmt.Errorf("metrics: %w", err)
+		}
+		metricsAt = "http://" + addr.String() + "/metrics"
+	}
+	go reloadOnHUP(ctx, o, sw)
+	fmt.Fprintf(o.Log, "switch %s ready: %d ports, %d routes, %d workers (%s polling), metrics %s\n",
+		cfg.Name, len(ports), tables.Routes.Len(), cfg.Workers, cfg.PollMode, metricsAt)
+	err = sw.Run(ctx)
+	fmt.Fprintf(o.Log, "switch %s stopped\n", cfg.Name)
+	return err
+}
+
+// reloadOnHUP publishes new routes and groups from the config file on
+// SIGHUP. Port changes need a restart; a bad file keeps the old tables.
+func reloadOnHUP(ctx context.Context, o *SwitchRunOptions, sw *dataplane.Switch) {
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-hup:
+		}
+		cfg, err := dataplane.LoadConfig(o.ConfigPath)
+		if err == nil && !slices.Equal(portNames(cfg), sw.PortNames()) {
+			err = fmt.Errorf("ports changed from %v to %v: restart the switch for that", sw.PortNames(), portNames(cfg))
+		}
+		if err == nil {
+			var t *dataplane.Tables
+			if t, err = dataplane.TablesFromConfig(cfg); err == nil {
+				t.Generation = sw.Tables().Generation + 1
+				sw.Publish(t)
+				fmt.Fprintf(o.Log, "reloaded: generation %d, %d routes, %d groups\n", t.Generation, t.Routes.Len(), len(t.Groups))
+				continue
+			}
+		}
+		fmt.Fprintf(o.Log, "reload failed, keeping the current tables: %v\n", err)
+	}
+}
+
+func portNames(cfg *dataplane.Config) []string {
+	names := make([]string, len(cfg.Ports))
+	for i, p := range cfg.Ports {
+		names[i] = p.Name
+	}
+	return names
+}
