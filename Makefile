@@ -1,13 +1,57 @@
-GO ?= go
-BIN := bin/sparsecast
+# sparsecast build, test and benchmark entry points. README names two of
+# them: `make demo` (the main job) and `make test` (every test).
+GO       ?= go
+BIN      := bin/sparsecast
+FUZZTIME ?= 15s
 
-.PHONY: build test vet fmt fuzz clean
+.PHONY: build test test-unit test-fuzz test-lab vet fmt-check demo bench clean
 
 build:
 	$(GO) build -o $(BIN) ./cmd/sparsecast
 
+# Every test: formatting, vet, unit tests (race detector on the packages with
+# concurrency), each fuzzer for a bounded time over its kept corpus, and the
+# veth/netns lab tests (root).
+test: fmt-check vet test-unit test-fuzz test-lab
+
+fmt-check:
+	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
+	if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
+
 vet:
 	$(GO) vet ./...
+
+test-unit:
+	$(GO) test -count=1 ./...
+	$(GO) test -count=1 -race ./dataplane/ ./dataplane/metrics/
+
+# Fuzzers: `go test -fuzz` takes one target per run.
+FUZZ_TARGETS := \
+	./headers:FuzzCodecs \
+	./headers:FuzzRoundTrip \
+	./dataplane:FuzzSwitch
+
+test-fuzz:
+	@set -e; for t in $(FUZZ_TARGETS); do \
+		pkg=$${t%%:*}; fn=$${t##*:}; \
+		echo "fuzz $$fn ($$pkg) for $(FUZZTIME)"; \
+		$(GO) test -run='^$$' -fuzz="^$$fn$$" -fuzztime=$(FUZZTIME) $$pkg; \
+	done
+
+# Lab tests build real namespaces and veth pairs: root only.
+test-lab:
+	@if [ "$$(id -u)" != 0 ]; then echo "test-lab needs root (network namespaces)"; exit 1; fi
+	$(GO) test -count=1 -tags lab -timeout 15m ./testbeds/...
+
+# The main job: a lab fabric carrying real multicast traffic (root).
+demo: build
+	$(BIN) testbed run single-switch
+
+bench: build
+	$(GO) test -run='^$$' -bench=. -benchmem ./headers ./dataplane
+	$(BIN) bench replicate --fanout 1 --json
+	$(BIN) bench replicate --fanout 9 --json
+	$(BIN) bench replicate --fanout 64 --json
 
 clean:
 	rm -rf bin

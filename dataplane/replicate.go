@@ -85,10 +85,12 @@ func (w *Worker) replicate(pk *Packet, m *parsed, t *Tables) {
 		members []uint16
 		cnt     = int(h.SetCount())
 	)
+	// The set is sliced once; entries are read at fixed strides from it.
+	set := h.Set()
 	switch h.Encoding() {
 	case headers.EncList:
 		for i := 0; i < cnt; i++ {
-			id := h.ListID(i)
+			id := binary.BigEndian.Uint16(set[i*headers.ListEntryLen:])
 			p := rt.Lookup(id)
 			switch {
 			case p == NoPort:
@@ -102,8 +104,9 @@ func (w *Worker) replicate(pk *Packet, m *parsed, t *Tables) {
 		}
 	case headers.EncBlocks:
 		for i := 0; i < cnt; i++ {
-			blk, bm := h.Block(i)
-			base := blk << 6
+			e := set[i*headers.BlockEntryLen:]
+			base := binary.BigEndian.Uint16(e) << 6
+			bm := binary.BigEndian.Uint64(e[2:])
 			for bm != 0 {
 				id := base + uint16(trailingZeros(bm))
 				bm &= bm - 1

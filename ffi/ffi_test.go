@@ -1,3 +1,5 @@
+//go:build linux
+
 // Tests of the unsafe helpers: ring layout constants against the kernel ABI
 // (linux/if_packet.h), atomic word access bounds, and sendmmsg over a local
 // datagram socket pair, where each message must arrive as head+tail.

@@ -46,3 +46,16 @@ func BIERSize(ids []uint16) (best BIERCost, all [len(BIERBSLs)]BIERCost) {
 	}
 	return best, all
 }
+
+// BIERDomainBSL is the BSL a BIER domain of n BFRs is configured with: the
+// shortest BitString that covers the domain in one set identifier, at most
+// 4096 bits (RFC 8296's largest). A domain runs one BSL for all its packets,
+// so this, not the per-set optimum, is what a packet of that domain carries.
+func BIERDomainBSL(n int) int {
+	for _, bsl := range BIERBSLs {
+		if bsl >= n {
+			return bsl
+		}
+	}
+	return BIERBSLs[len(BIERBSLs)-1]
+}

@@ -59,3 +59,11 @@ func TestBIERSizeNoAllocs(t *testing.T) {
 		t.Errorf("%v allocs", a)
 	}
 }
+
+func TestBIERDomainBSL(t *testing.T) {
+	for n, want := range map[int]int{1: 64, 64: 64, 65: 128, 256: 256, 257: 512, 4096: 4096, 8192: 4096, 65536: 4096} {
+		if got := BIERDomainBSL(n); got != want {
+			t.Errorf("N=%d: BSL %d, want %d", n, got, want)
+		}
+	}
+}

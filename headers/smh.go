@@ -238,11 +238,12 @@ func (h SMH) Validate() error {
 	if len(h) < h.SetOffset()+n*el {
 		return ErrTruncated
 	}
+	set := h[h.SetOffset():]
 	switch enc {
 	case EncList:
 		prev := -1
 		for i := 0; i < n; i++ {
-			id := int(h.ListID(i))
+			id := int(binary.BigEndian.Uint16(set[i*ListEntryLen:]))
 			if id <= prev {
 				return ErrBadSet
 			}
@@ -251,7 +252,8 @@ func (h SMH) Validate() error {
 	case EncBlocks:
 		prev := -1
 		for i := 0; i < n; i++ {
-			b, m := h.Block(i)
+			e := set[i*BlockEntryLen:]
+			b, m := binary.BigEndian.Uint16(e), binary.BigEndian.Uint64(e[2:])
 			if int(b) <= prev || b > MaxBlock || m == 0 {
 				return ErrBadSet
 			}

@@ -139,8 +139,11 @@ func checkResult(t *testing.T, r sizeResult, k, n int, clustered bool) {
 	if r.SMHBytes != min(list, blocks) {
 		t.Errorf("SMH %d bytes; list %d, blocks %d", r.SMHBytes, list, blocks)
 	}
-	// BIER: recount SIs by brute force at the reported BSL, and check no
-	// other BSL does better.
+	// BIER: the headline is the domain's BSL; recount SIs by brute force at
+	// it, and check the reported best is no worse than any BSL.
+	if want := headers.BIERDomainBSL(n); r.BIERBSL != want {
+		t.Errorf("N=%d: BIER at BSL %d, the domain's is %d", n, r.BIERBSL, want)
+	}
 	si := map[int]bool{}
 	for _, id := range ids {
 		si[int(id)/r.BIERBSL] = true
@@ -152,8 +155,11 @@ func checkResult(t *testing.T, r sizeResult, k, n int, clustered bool) {
 		t.Fatalf("per-BSL results: %d", len(r.BIERPerBSL))
 	}
 	for _, c := range r.BIERPerBSL {
-		if c.TotalBytes < r.BIERBytesTotal {
-			t.Errorf("BSL %d costs %d < best %d", c.BSL, c.TotalBytes, r.BIERBytesTotal)
+		if c.TotalBytes < r.BIERBestBytesTotal {
+			t.Errorf("BSL %d costs %d < best %d", c.BSL, c.TotalBytes, r.BIERBestBytesTotal)
+		}
+		if c.BSL == r.BIERBestBSL && c.TotalBytes != r.BIERBestBytesTotal {
+			t.Errorf("best BSL %d: %d bytes, per-BSL says %d", c.BSL, r.BIERBestBytesTotal, c.TotalBytes)
 		}
 	}
 }

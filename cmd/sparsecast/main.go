@@ -21,6 +21,9 @@ func newRootCmd() *cobra.Command {
 		newHeaderCmd(),
 		newSwitchCmd(),
 		newBenchCmd(),
+		NewCmdSend(nil),
+		NewCmdRecv(nil),
+		newTestbedCmd(),
 	)
 	return root
 }

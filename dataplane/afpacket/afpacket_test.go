@@ -1,3 +1,5 @@
+//go:build linux
+
 // Tests over a veth pair in a fresh network namespace: frames in through
 // TxBurst on one end, out through RxBurst on the other, compared byte for
 // byte. They need root; without it they skip.
@@ -76,7 +78,31 @@ func newTestNet(t testing.TB) string {
 	run(t, "ip", "-n", ns, "link", "add", "va", "type", "veth", "peer", "name", "vb")
 	run(t, "ip", "-n", ns, "link", "set", "va", "up")
 	run(t, "ip", "-n", ns, "link", "set", "vb", "up")
+	waitLinks(t, ns, "va", "vb")
 	return ns
+}
+
+// waitLinks waits until the kernel's link watcher has activated the links:
+// until then their queueing discipline is noop, which drops every frame sent
+// without an error, and a test would lose its first frames.
+func waitLinks(t testing.TB, ns string, links ...string) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for _, l := range links {
+		for {
+			out, err := exec.Command("ip", "-n", ns, "-o", "link", "show", l).CombinedOutput()
+			if err != nil {
+				t.Fatalf("ip link show %s: %v %s", l, err, out)
+			}
+			if s := string(out); strings.Contains(s, "state UP") && !strings.Contains(s, "qdisc noop") {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("link %s not up: %s", l, out)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
 }
 
 // openPair opens ports on va (the sender) and vb (the receiver) inside ns.
@@ -369,6 +395,7 @@ func TestOversize(t *testing.T) {
 	ns := newTestNet(t)
 	run(t, "ip", "-n", ns, "link", "set", "va", "mtu", "9000")
 	run(t, "ip", "-n", ns, "link", "set", "vb", "mtu", "9000")
+	waitLinks(t, ns, "va", "vb")
 	a, b := openPair(t, ns, Options{BlockSize: 4096})
 	q := openTx(t, a)
 	txPool := dataplane.NewPool(16, dataplane.Headroom+9100)

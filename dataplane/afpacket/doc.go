@@ -10,7 +10,11 @@
 //  2. The kernel retires a block when it is full or when the retire timeout
 //     expires with frames in it, marks it TP_STATUS_USER and wakes poll(2) on
 //     WaitFd. A frame waits in an open block until then, so at low rates the
-//     retire timeout is the latency floor (see Options.RetireTimeout).
+//     retire timeout is the latency floor (see Options.RetireTimeout). With
+//     the default 1 ms, one frame at a time over veth (kernel 6.18, HZ=250,
+//     2 vCPUs) took median 0.78 ms, p90 0.9 ms from TxBurst to RxBurst with
+//     the receiver asleep in poll; the tail (p99 up to ~10 ms) is the
+//     sleeping thread's wake-up, as a busy-polling receiver saw p99 1.2 ms.
 //  3. RxBurst walks retired blocks in ring order, copying each frame into a
 //     buffer of the worker's pool, and hands a block back (TP_STATUS_KERNEL,
 //     an atomic store) as soon as its last frame is copied. It keeps its
@@ -35,6 +39,8 @@
 // offload is put back into the frame, as libpcap does, so the switch sees the
 // frame as it was on the wire.
 //
-// Ports are opened in the network namespace of the calling thread; InNetns
-// runs code in a named one, for tests and labs.
+// Ports are opened in the network namespace of the calling thread, and
+// OpenTx makes its sockets in that same namespace from whatever thread it is
+// called on; InNetns runs code in a named namespace, for tests and labs.
+// Linux only.
 package afpacket

@@ -1,3 +1,5 @@
+//go:build linux
+
 // Network namespaces: a function in, run on an OS thread switched into a
 // namespace; sockets it opens stay in that namespace after the thread
 // switches back. Ports use it to open transmit sockets in their own namespace

@@ -1,3 +1,5 @@
+//go:build linux
+
 // The port: Open builds the receive socket and its ring on an interface;
 // Stats reads what the port and the kernel counted; Close gives everything
 // back. Receive is in rx.go, transmit in tx.go.

@@ -1,3 +1,5 @@
+//go:build linux
+
 // Receive: retired ring blocks in, pool packets out. The kernel fills blocks
 // in ring order; RxBurst follows it block by block, frame by frame.
 package afpacket

@@ -1,3 +1,5 @@
+//go:build linux
+
 // Transmit: bursts of packets in, one sendmmsg out per burst. Each worker has
 // its own socket and its own preallocated message vector, so TxBurst takes no
 // lock and allocates nothing.
