@@ -131,7 +131,7 @@ if [[ -n $have_ver ]] && ver_ge "$have_ver" "$need_go"; then
 		fi
 	fi
 else
-	log "Go ${have_ver:-(none)} is missing or older than $need_go; installing Debian's newest golang-1.NN-go"
+	log "Go ${have_ver:-(none)} is missing or older than $need_go; making sure Debian's newest golang-1.NN-go is installed (its GOTOOLCHAIN=auto fetches go$need_go)"
 	pkg=$(newest_pkg)
 	pkg_ver=$(sed -E 's/^golang-([0-9.]+)-go$/\1/' <<<"$pkg")
 	if [[ -z $pkg ]] || ! ver_ge "$pkg_ver" "$min_switching_go"; then

@@ -358,8 +358,10 @@ func printRecv(w io.Writer, asJSON bool, rep *endpoint.Report) error {
 	}
 	fmt.Fprintf(w, "receiver %d on %s: %d DATA packets in %v (stopped: %s); set check %s; %d malformed, %d feedback ignored\n",
 		rep.ID, rep.Listen, rep.Data, rep.Elapsed.Round(time.Millisecond), rep.StopReason, rep.SetCheck, rep.Malformed, rep.Feedback)
-	for reason, n := range rep.MalformedBy {
-		fmt.Fprintf(w, "  malformed %s: %d\n", reason, n)
+	for _, reason := range endpoint.MalformedReasons {
+		if n := rep.MalformedBy[reason]; n > 0 {
+			fmt.Fprintf(w, "  malformed %s: %d\n", reason, n)
+		}
 	}
 	if len(rep.Streams) == 0 {
 		_, err := fmt.Fprintln(w, "no streams")

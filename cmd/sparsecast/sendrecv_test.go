@@ -212,3 +212,59 @@ func TestRecvBindError(t *testing.T) {
 	}
 	<-done
 }
+
+// The testbed commands' flags are checked here too (testbed.go has no test
+// file of its own).
+func TestTestbedFlags(t *testing.T) {
+	var got *SingleSwitchOptions
+	cmd := NewCmdSingleSwitch(func(o *SingleSwitchOptions) error { got = o; return nil })
+	cmd.SetArgs([]string{"--packets", "500", "--ipv6", "--json"})
+	if err := cmd.Execute(); err != nil {
+		t.Fatal(err)
+	}
+	if got.Packets != 500 || !got.IPv6 || !got.JSON || got.Binary == "" || got.Prefix != "sc-" || got.Receivers != 4 {
+		t.Errorf("options %+v", got)
+	}
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--packets", "0"}, "--packets 0"},
+		{[]string{"--receivers", "251"}, "--receivers"},
+		{[]string{"--rate", "0"}, "--rate"},
+		{[]string{"--size", "2000"}, "--size"},
+		{[]string{"--session", "0"}, "--session"},
+		{[]string{"--idle-timeout", "0s"}, "--idle-timeout"},
+		{[]string{"--prefix", ""}, "--prefix"},
+	} {
+		cmd := NewCmdSingleSwitch(func(*SingleSwitchOptions) error { return nil })
+		cmd.SetArgs(tc.args)
+		cmd.SetOut(&bytes.Buffer{})
+		cmd.SetErr(&bytes.Buffer{})
+		if err := cmd.Execute(); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("single-switch %v: %v, want %q", tc.args, err, tc.want)
+		}
+	}
+	var down *TestbedDownOptions
+	dcmd := NewCmdTestbedDown(func(o *TestbedDownOptions) error { down = o; return nil })
+	dcmd.SetArgs([]string{"--prefix", "sct-"})
+	if err := dcmd.Execute(); err != nil || down.Prefix != "sct-" {
+		t.Errorf("down: %v %+v", err, down)
+	}
+	dcmd = NewCmdTestbedDown(func(o *TestbedDownOptions) error { return nil })
+	dcmd.SetArgs([]string{"--prefix", "*"})
+	dcmd.SetOut(&bytes.Buffer{})
+	dcmd.SetErr(&bytes.Buffer{})
+	if err := dcmd.Execute(); err == nil || !strings.Contains(err.Error(), "--prefix") {
+		t.Errorf("down with a wildcard prefix: %v", err)
+	}
+	// The tree stays open for `testbed up`: run and down hang off testbed.
+	tb := newTestbedCmd()
+	var names []string
+	for _, c := range tb.Commands() {
+		names = append(names, c.Name())
+	}
+	if !slices.Equal(names, []string{"down", "run"}) {
+		t.Errorf("testbed subcommands %v", names)
+	}
+}

@@ -258,3 +258,7 @@ func (p *Port) Close() error {
 }
 
 var _ dataplane.Port = (*Port)(nil)
+
+// KernelDrops is the running total of frames the kernel dropped because the
+// ring was full (metrics.KernelDropCounter).
+func (p *Port) KernelDrops() uint64 { return p.Stats().KernelDrops }

@@ -77,16 +77,30 @@ func pair(t *testing.T, loop string, rc ReceiverConfig, sc SenderConfig) (*Recei
 	return r, s
 }
 
-func runReceiver(r *Receiver) chan *Report {
+// runReceiver runs r in the background; the channel yields its report, or
+// fails the test if Run returned an error.
+func runReceiver(t *testing.T, r *Receiver) <-chan *Report {
 	out := make(chan *Report, 1)
+	errc := make(chan error, 1)
 	go func() {
 		rep, err := r.Run(context.Background())
 		if err != nil {
-			panic(err)
+			errc <- err
+			return
 		}
 		out <- rep
 	}()
-	return out
+	res := make(chan *Report, 1)
+	go func() {
+		select {
+		case rep := <-out:
+			res <- rep
+		case err := <-errc:
+			t.Errorf("receiver: %v", err)
+			res <- &Report{}
+		}
+	}()
+	return res
 }
 
 func TestSendReceiveSchedule(t *testing.T) {
@@ -99,7 +113,7 @@ func TestSendReceiveSchedule(t *testing.T) {
 			if got, want := s.LocalAddr().Port(), SourcePort(9, 4); got != want {
 				t.Errorf("source port %d, want SourcePort = %d", got, want)
 			}
-			done := runReceiver(r)
+			done := runReceiver(t, r)
 			st, err := s.Run(context.Background(), 2000)
 			if err != nil {
 				t.Fatal(err)
@@ -149,7 +163,7 @@ func TestExactSetCheck(t *testing.T) {
 			r, s := pair(t, "127.0.0.1",
 				ReceiverConfig{ID: 5, SetCheck: SetExact, Count: 10},
 				SenderConfig{Receivers: Fixed(tc.ids)})
-			done := runReceiver(r)
+			done := runReceiver(t, r)
 			if _, err := s.Run(context.Background(), 10); err != nil {
 				t.Fatal(err)
 			}
@@ -169,7 +183,7 @@ func TestDuplicatesAndReordering(t *testing.T) {
 	r, s := pair(t, "127.0.0.1",
 		ReceiverConfig{ID: 1, Count: 15},
 		SenderConfig{SourceID: 3, Receivers: Fixed([]uint16{1}), FirstSeq: 5})
-	done := runReceiver(r)
+	done := runReceiver(t, r)
 	if _, err := s.Run(context.Background(), 5); err != nil { // 5-9
 		t.Fatal(err)
 	}
@@ -197,7 +211,7 @@ func TestMalformed(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer r.Close()
-	done := runReceiver(r)
+	done := runReceiver(t, r)
 	c, err := net.DialUDP("udp", nil, net.UDPAddrFromAddrPort(r.LocalAddr()))
 	if err != nil {
 		t.Fatal(err)
@@ -271,7 +285,7 @@ func TestReceiverStops(t *testing.T) {
 
 func TestSenderRate(t *testing.T) {
 	r, s := pair(t, "127.0.0.1", ReceiverConfig{Count: 100}, SenderConfig{Rate: 1000, Receivers: Fixed([]uint16{0})})
-	done := runReceiver(r)
+	done := runReceiver(t, r)
 	st, err := s.Run(context.Background(), 100)
 	if err != nil {
 		t.Fatal(err)

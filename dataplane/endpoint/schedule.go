@@ -2,6 +2,7 @@ package endpoint
 
 import (
 	"fmt"
+	"slices"
 )
 
 // Schedule picks a pseudo-random, non-empty subset of Receivers for every
@@ -84,14 +85,8 @@ func (s Schedule) SetFunc() func(seq uint32) []uint16 {
 // Contains reports whether id is in Set(seq).
 func (s Schedule) Contains(seq uint32, id uint16) bool {
 	n := len(s.Receivers)
-	idx := -1
-	for i, r := range s.Receivers {
-		if r == id {
-			idx = i
-			break
-		}
-	}
-	if idx < 0 {
+	idx, found := slices.BinarySearch(s.Receivers, id)
+	if !found {
 		return false
 	}
 	h := s.seqHash(seq)
