@@ -64,6 +64,23 @@ func (w *Worker) replicateBurst(pkts []*Packet, meta []parsed, t *Tables) {
 	}
 }
 
+// uturn decides for a receiver whose active port is the ingress port. If the
+// entry is rerouted (its primary is down and it uses its backup), the way out
+// is back where the packet came from: a spine that lost its link to a leaf
+// hands the packet back to a leaf. If the primary itself points back, a
+// neighbour has rerouted through us: take the backup. Anything else would
+// loop, and gets NoPort. After a single failure no packet passes a switch
+// twice (docs/control.md); the hop limit bounds the rest.
+func uturn(rt *RouteTable, id uint16, in uint8) uint8 {
+	if rt.Primary(id) != in {
+		return in
+	}
+	if b := rt.Backup(id); b != in {
+		return b
+	}
+	return NoPort
+}
+
 // add records receiver id for its egress port.
 func (s *splitScratch) add(n int, id uint16, port uint8) {
 	if s.count[port] == 0 {
@@ -96,7 +113,12 @@ func (w *Worker) replicate(pk *Packet, m *parsed, t *Tables) {
 			case p == NoPort:
 				noRoute = true
 			case p == in:
-				loop = true
+				if p = uturn(rt, id, in); p == NoPort {
+					loop = true
+					continue
+				}
+				s.add(n, id, p)
+				n++
 			default:
 				s.add(n, id, p)
 				n++
@@ -115,7 +137,12 @@ func (w *Worker) replicate(pk *Packet, m *parsed, t *Tables) {
 				case p == NoPort:
 					noRoute = true
 				case p == in:
-					loop = true
+					if p = uturn(rt, id, in); p == NoPort {
+						loop = true
+						continue
+					}
+					s.add(n, id, p)
+					n++
 				default:
 					s.add(n, id, p)
 					n++
@@ -135,7 +162,12 @@ func (w *Worker) replicate(pk *Packet, m *parsed, t *Tables) {
 			case p == NoPort:
 				noRoute = true
 			case p == in:
-				loop = true
+				if p = uturn(rt, id, in); p == NoPort {
+					loop = true
+					continue
+				}
+				s.add(n, id, p)
+				n++
 			default:
 				s.add(n, id, p)
 				n++

@@ -437,3 +437,45 @@ func TestTablesSwapWithoutStopping(t *testing.T) {
 		t.Fatal("new table not used")
 	}
 }
+
+func TestFastRerouteAndUturn(t *testing.T) {
+	// p0 faces the sender, receivers 1 and 2 sit behind p1 and p2; p3 is
+	// another neighbour.
+	f := newTestFabric(t, 4, nil)
+	rt := NewRouteTable()
+	rt.SetWithBackup(1, 1, 3)
+	rt.SetWithBackup(2, 2, 0) // backup is back towards the sender
+	rt.SetWithBackup(3, 0, 2) // primary points back at the sender's port
+	var down PortSet
+	down.Add(1)
+	down.Add(2)
+	if moved := rt.Resolve(&down); moved != 2 {
+		t.Fatalf("moved %d entries, want 2", moved)
+	}
+	if rt.Lookup(1) != 3 || rt.Lookup(2) != 0 || rt.Lookup(3) != 0 {
+		t.Fatalf("resolved to %d %d %d", rt.Lookup(1), rt.Lookup(2), rt.Lookup(3))
+	}
+	f.sw.Publish(&Tables{Generation: 2, Routes: rt})
+	f.send(t, 0, buildFrame(t, frameOpts{fields: headers.Fields{HopLimit: 3}, ids: []uint16{1, 2, 3}, payload: []byte("p")}))
+	// 1 goes to its backup p3; 2 is rerouted back out the ingress port (a
+	// U-turn); 3's primary is the ingress port, so it takes its backup p2.
+	want := map[int][]uint16{3: {1}, 0: {2}, 2: {3}}
+	for port := 0; port < 4; port++ {
+		got := f.recv(port)
+		if len(got) != len(want[port]) && !(len(got) == 1 && want[port] != nil) {
+			t.Fatalf("port %d got %d frames", port, len(got))
+		}
+		if want[port] == nil {
+			continue
+		}
+		h, _ := checkFrame(t, got[0])
+		if r := h.AppendReceivers(nil); !slices.Equal(r, want[port]) {
+			t.Fatalf("port %d carries %v, want %v", port, r, want[port])
+		}
+	}
+	down.Remove(1)
+	down.Remove(2)
+	if moved := rt.Resolve(&down); moved != 0 || rt.Lookup(1) != 1 {
+		t.Fatalf("links back up: moved %d, receiver 1 on %d", moved, rt.Lookup(1))
+	}
+}
