@@ -29,10 +29,10 @@ type SwitchTables struct {
 type GroupOpKind uint8
 
 const (
-	GroupSet GroupOpKind = iota + 1 // replace the members (creates the group)
-	GroupAdd                        // add members
-	GroupRemove                     // remove members
-	GroupDelete                     // delete the group
+	GroupSet    GroupOpKind = iota + 1 // replace the members (creates the group)
+	GroupAdd                           // add members
+	GroupRemove                        // remove members
+	GroupDelete                        // delete the group
 )
 
 // GroupOp is one membership change.
