@@ -75,6 +75,8 @@ func parseFrame(pk *Packet, m *parsed, udpPort uint16) DropReason {
 		m.v6 = false
 		m.udp = l3 + ihl
 		end = l3 + total
+	case etherTypeProbe:
+		return probeFrame
 	case etherTypeIPv6:
 		if len(b) < l3+ipv6HdrLen {
 			return DropTruncated

@@ -51,6 +51,11 @@ func newSplitScratch() splitScratch {
 func (w *Worker) replicateBurst(pkts []*Packet, meta []parsed, t *Tables) {
 	for i, pk := range pkts {
 		m := &meta[i]
+		if m.drop == probeFrame {
+			w.probeRx(pk.Head, pk.InPort)
+			pk.Free()
+			continue
+		}
 		if m.drop != NumDropReasons {
 			w.counters.drop(m.drop, 1)
 			pk.Free()

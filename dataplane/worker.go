@@ -42,6 +42,8 @@ type Worker struct {
 	burst    [BurstSize]*Packet
 	meta     [BurstSize]parsed
 	pollFds  []unix.PollFd
+	probe    probeState
+	sw       *Switch
 	stop     atomic.Bool
 	// RxErrors counts failed receive calls (a port going away).
 	rxErrors uint64
@@ -69,7 +71,12 @@ func (w *Worker) Run() error {
 	}
 	var idleSince time.Time
 	idle := false
+	probing := w.probe.enabled()
 	for !w.stop.Load() {
+		if probing {
+			// One clock read per loop iteration, never per packet.
+			w.probeTick(time.Now())
+		}
 		got := w.poll()
 		left := w.flush()
 		inc(&w.counters.Polls, 1)
@@ -132,7 +139,8 @@ func (w *Worker) poll() int {
 func (w *Worker) block(pending bool) {
 	inc(&w.counters.Sleeps, 1)
 	timeout := blockTimeout
-	if pending {
+	if pending || w.probe.enabled() {
+		// Probes are due every interval (1 ms by default): wake for them.
 		timeout = 1
 	}
 	if len(w.pollFds) == 0 {
