@@ -8,6 +8,7 @@ import (
 	"os"
 	"runtime"
 	"strings"
+	"time"
 
 	"gopkg.in/yaml.v3"
 
@@ -28,18 +29,20 @@ const (
 
 // Config is a switch's configuration file.
 type Config struct {
-	Name        string       `yaml:"name"`
-	UDPPort     uint16       `yaml:"udp_port"`
-	PollMode    PollMode     `yaml:"poll_mode"`
-	Workers     int          `yaml:"workers"`
-	CPUs        []int        `yaml:"cpus"`
-	Buffers     int          `yaml:"buffers"`
-	BufferSize  int          `yaml:"buffer_size"`
-	QueueDepth  int          `yaml:"queue_depth"`
-	MetricsAddr string       `yaml:"metrics_addr"`
-	Ports       []PortConfig `yaml:"ports"`
-	Routes      []RouteEntry `yaml:"routes"`
-	Groups      []GroupEntry `yaml:"groups"`
+	Name        string   `yaml:"name"`
+	UDPPort     uint16   `yaml:"udp_port"`
+	PollMode    PollMode `yaml:"poll_mode"`
+	Workers     int      `yaml:"workers"`
+	CPUs        []int    `yaml:"cpus"`
+	Buffers     int      `yaml:"buffers"`
+	BufferSize  int      `yaml:"buffer_size"`
+	QueueDepth  int      `yaml:"queue_depth"`
+	MetricsAddr string   `yaml:"metrics_addr"`
+	// Probes between neighbouring switches (ports with probe: true).
+	Probe  ProbeConfig  `yaml:"probe"`
+	Ports  []PortConfig `yaml:"ports"`
+	Routes []RouteEntry `yaml:"routes"`
+	Groups []GroupEntry `yaml:"groups"`
 }
 
 // GroupEntry is a group a sender may address with SMH's group encoding; the
@@ -60,6 +63,24 @@ type PortConfig struct {
 	NeighborMAC string      `yaml:"neighbor_mac"`
 	NeighborIP  string      `yaml:"neighbor_ip"`
 	Fault       FaultConfig `yaml:"fault"`
+	// Probe sends link probes on this port and watches the neighbour's:
+	// set it on ports that face another sparsecast switch.
+	Probe bool `yaml:"probe"`
+}
+
+// ProbeConfig tunes failure detection by probes (docs/control.md).
+type ProbeConfig struct {
+	// Interval between probes on a port (default 1ms).
+	Interval time.Duration `yaml:"interval"`
+	// Miss is how many intervals without a probe make a link down (default 3).
+	Miss int `yaml:"miss"`
+	// Window is how many probe intervals one loss measurement spans
+	// (default 200).
+	Window int `yaml:"window"`
+	// DegradedLoss reports a link degraded above this probe loss (default
+	// 0.01); DownLoss treats it as down above this one (default 0.1).
+	DegradedLoss float64 `yaml:"degraded_loss"`
+	DownLoss     float64 `yaml:"down_loss"`
 }
 
 // FaultConfig injects loss on a port's egress: this machine has no netem.
@@ -139,6 +160,9 @@ func (c *Config) Validate() error {
 	if c.QueueDepth < BurstSize || c.QueueDepth > 1<<20 {
 		return fmt.Errorf("queue_depth %d: want %d-%d", c.QueueDepth, BurstSize, 1<<20)
 	}
+	if err := c.Probe.validate(); err != nil {
+		return err
+	}
 	if len(c.Ports) == 0 {
 		return fmt.Errorf("no ports")
 	}
@@ -209,4 +233,33 @@ func (c *Config) PortIndex(name string) int {
 		}
 	}
 	return -1
+}
+
+func (p *ProbeConfig) validate() error {
+	if p.Interval == 0 {
+		p.Interval = time.Millisecond
+	}
+	if p.Miss == 0 {
+		p.Miss = 3
+	}
+	if p.Window == 0 {
+		p.Window = 200
+	}
+	if p.DegradedLoss == 0 {
+		p.DegradedLoss = 0.01
+	}
+	if p.DownLoss == 0 {
+		p.DownLoss = 0.1
+	}
+	switch {
+	case p.Interval < 100*time.Microsecond || p.Interval > 10*time.Second:
+		return fmt.Errorf("probe.interval %v: want 100us-10s", p.Interval)
+	case p.Miss < 1 || p.Miss > 1000:
+		return fmt.Errorf("probe.miss %d: want 1-1000", p.Miss)
+	case p.Window < 10 || p.Window > 1<<20:
+		return fmt.Errorf("probe.window %d: want 10-%d", p.Window, 1<<20)
+	case p.DegradedLoss <= 0 || p.DegradedLoss >= 1 || p.DownLoss <= p.DegradedLoss || p.DownLoss > 1:
+		return fmt.Errorf("probe loss thresholds %v/%v: want 0 < degraded_loss < down_loss <= 1", p.DegradedLoss, p.DownLoss)
+	}
+	return nil
 }

@@ -22,6 +22,15 @@ type Switch struct {
 	tables   atomic.Pointer[Tables]
 	workers  []*Worker
 	counters []*CoreCounters
+
+	// writeMu serialises table writers (the control ring applier, link
+	// failure handling) in UpdateTables; workers never take it.
+	writeMu sync.Mutex
+	// down is the set of ports whose link is down, as PortSet words, read
+	// lock-free by writers resolving routes.
+	down [len(PortSet{})]atomic.Uint64
+	// links is the per-port link state (linkstate.go).
+	links linkStates
 }
 
 // NewSwitch prepares a switch over already opened ports (ports[i] is
@@ -68,6 +77,8 @@ func NewSwitch(cfg *Config, ports []Port, t *Tables) (*Switch, error) {
 			counters: NewCoreCounters(len(ports)),
 			tables:   &s.tables,
 			split:    newSplitScratch(),
+			probe:    newProbeState(cfg.Probe),
+			sw:       s,
 		}
 		for i, p := range ports {
 			tx, err := p.OpenTx()
@@ -77,6 +88,9 @@ func NewSwitch(cfg *Config, ports []Port, t *Tables) (*Switch, error) {
 			w.queues = append(w.queues, newEgressQueue(cfg.QueueDepth, tx, cfg.Ports[i].Fault, uint64(i*64+wi+1)))
 			if i%nw == wi {
 				w.rx = append(w.rx, rxPort{port: p, index: uint16(i)})
+				if cfg.Ports[i].Probe {
+					w.probe.add(uint8(i))
+				}
 				if fd := p.WaitFd(); fd >= 0 {
 					w.pollFds = append(w.pollFds, unix.PollFd{Fd: int32(fd), Events: unix.POLLIN})
 				}
@@ -91,6 +105,54 @@ func NewSwitch(cfg *Config, ports []Port, t *Tables) (*Switch, error) {
 // Publish atomically replaces the tables; workers see them from their next
 // round on.
 func (s *Switch) Publish(t *Tables) { s.tables.Store(t) }
+
+// UpdateTables runs f with the current snapshot under the writer mutex and
+// publishes what it returns, so that concurrent writers (the control ring
+// applier, link failure handling) each build on the other's result. f must
+// not modify old (workers may be reading it) and must not call UpdateTables.
+// If f returns an error or nil tables, nothing is published.
+func (s *Switch) UpdateTables(f func(old *Tables) (*Tables, error)) error {
+	s.writeMu.Lock()
+	defer s.writeMu.Unlock()
+	t, err := f(s.tables.Load())
+	if err != nil {
+		return err
+	}
+	if t != nil {
+		s.tables.Store(t)
+	}
+	return nil
+}
+
+// SetPortDown marks port p's link down (or up again). It only records the
+// state: the caller republishes routes resolved against DownPorts with
+// UpdateTables.
+func (s *Switch) SetPortDown(p uint8, down bool) {
+	w, bit := &s.down[p>>6], uint64(1)<<(p&63)
+	for {
+		old := w.Load()
+		nw := old &^ bit
+		if down {
+			nw = old | bit
+		}
+		if w.CompareAndSwap(old, nw) {
+			return
+		}
+	}
+}
+
+// DownPorts returns the ports currently marked down; safe anywhere,
+// including inside an UpdateTables callback.
+func (s *Switch) DownPorts() PortSet {
+	var d PortSet
+	for i := range d {
+		d[i] = s.down[i].Load()
+	}
+	return d
+}
+
+// NumPorts is the number of configured ports.
+func (s *Switch) NumPorts() int { return len(s.ports) }
 
 // Tables returns the current snapshot.
 func (s *Switch) Tables() *Tables { return s.tables.Load() }
