@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"path/filepath"
 	"runtime"
 	"strings"
 	"time"
@@ -43,6 +44,10 @@ type Config struct {
 	Ports  []PortConfig `yaml:"ports"`
 	Routes []RouteEntry `yaml:"routes"`
 	Groups []GroupEntry `yaml:"groups"`
+	// ControlRing is the path of the control ring file shared with the
+	// control process (docs/control.md), conventionally
+	// /dev/shm/sparsecast-<name>.ring; empty runs without control.
+	ControlRing string `yaml:"control_ring"`
 }
 
 // GroupEntry is a group a sender may address with SMH's group encoding; the
@@ -93,10 +98,12 @@ type FaultConfig struct {
 	Seed uint64 `yaml:"seed"`
 }
 
-// RouteEntry maps receiver IDs ("1-4,7") to an egress port by name.
+// RouteEntry maps receiver IDs ("1-4,7") to an egress port by name, with an
+// optional backup port for fast reroute.
 type RouteEntry struct {
 	Receivers string `yaml:"receivers"`
 	Port      string `yaml:"port"`
+	Backup    string `yaml:"backup"`
 }
 
 // LoadConfig reads and validates a YAML config file; unknown keys are errors.
@@ -213,6 +220,9 @@ func (c *Config) Validate() error {
 		if !seen[r.Port] {
 			return fmt.Errorf("routes[%d]: unknown port %q", i, r.Port)
 		}
+		if r.Backup != "" && (!seen[r.Backup] || r.Backup == r.Port) {
+			return fmt.Errorf("routes[%d]: backup %q must be another configured port", i, r.Backup)
+		}
 		if _, err := headers.ParseIDSet(r.Receivers); err != nil {
 			return fmt.Errorf("routes[%d]: %w", i, err)
 		}
@@ -221,6 +231,28 @@ func (c *Config) Validate() error {
 		if _, err := headers.ParseIDSet(g.Members); err != nil {
 			return fmt.Errorf("groups[%d] (id %d): %w", i, g.ID, err)
 		}
+	}
+	if err := ValidateControlRing(c.ControlRing); err != nil {
+		return fmt.Errorf("control_ring: %w", err)
+	}
+	return nil
+}
+
+// ValidateControlRing checks a control ring path (empty: no control): an
+// absolute, clean path that is not a directory.
+func ValidateControlRing(path string) error {
+	switch {
+	case path == "":
+		return nil
+	case strings.ContainsRune(path, 0):
+		return fmt.Errorf("%q: contains a NUL byte", path)
+	case !filepath.IsAbs(path):
+		return fmt.Errorf("%q: want an absolute path (e.g. /dev/shm/sparsecast-<name>.ring)", path)
+	case filepath.Clean(path) != path:
+		return fmt.Errorf("%q: want the clean path %q", path, filepath.Clean(path))
+	}
+	if st, err := os.Stat(path); err == nil && st.IsDir() {
+		return fmt.Errorf("%q is a directory", path)
 	}
 	return nil
 }

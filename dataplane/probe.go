@@ -47,6 +47,7 @@ type probeState struct {
 	byPort   [MaxPorts]int16 // port index -> ports index, -1 if not probing
 	nextSend int64
 	now      int64
+	lastTick int64
 }
 
 func newProbeState(cfg ProbeConfig) probeState {
@@ -70,6 +71,15 @@ func (w *Worker) probeTick(now time.Time) {
 	ps := &w.probe
 	ps.now = monotonicAt(now)
 	iv := int64(ps.cfg.Interval)
+	// Time this worker did not run (descheduled on a busy machine) is no
+	// evidence against a neighbour: move every port's last-heard time on by
+	// the stall, so only silence we were awake for counts.
+	if stall := ps.now - ps.lastTick - iv; ps.lastTick != 0 && stall > 0 {
+		for i := range ps.ports {
+			ps.ports[i].lastRx += stall
+		}
+	}
+	ps.lastTick = ps.now
 	if ps.now >= ps.nextSend {
 		for i := range ps.ports {
 			w.sendProbe(&ps.ports[i])

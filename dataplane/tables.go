@@ -6,6 +6,7 @@ package dataplane
 
 import (
 	"fmt"
+	"math/bits"
 	"slices"
 
 	"github.com/sparsecast/sparsecast/headers"
@@ -17,20 +18,29 @@ const NoPort = 0xFF
 // RouteTable maps every receiver ID to an egress port index. Dense arrays:
 // one load per receiver, no hashing. port is what forwarding uses: the
 // primary, or the backup while the primary's link is down (fast reroute).
+// The primaries and backups are shared between snapshots and copied only
+// when a snapshot changes them, so a fast reroute copies 64 KiB and walks
+// only the receivers that have a route.
 type RouteTable struct {
-	port    [headers.MaxID + 1]uint8
+	port  [headers.MaxID + 1]uint8
+	ent   *routeEntries
+	owned bool // ent belongs to this table alone and may be changed
+}
+
+type routeEntries struct {
 	primary [headers.MaxID + 1]uint8
 	backup  [headers.MaxID + 1]uint8
+	has     [(headers.MaxID + 1) / 64]uint64 // receivers with a primary
 }
 
 // Lookup returns the egress port of a receiver, or NoPort.
 func (t *RouteTable) Lookup(id uint16) uint8 { return t.port[id] }
 
 // Backup returns a receiver's precomputed backup port, or NoPort.
-func (t *RouteTable) Backup(id uint16) uint8 { return t.backup[id] }
+func (t *RouteTable) Backup(id uint16) uint8 { return t.ent.backup[id] }
 
 // Primary returns a receiver's primary port, or NoPort.
-func (t *RouteTable) Primary(id uint16) uint8 { return t.primary[id] }
+func (t *RouteTable) Primary(id uint16) uint8 { return t.ent.primary[id] }
 
 // Tables is one published snapshot of everything the fast path looks up.
 type Tables struct {
@@ -42,9 +52,9 @@ type Tables struct {
 
 // NewRouteTable returns a table with no routes.
 func NewRouteTable() *RouteTable {
-	t := &RouteTable{}
+	t := &RouteTable{ent: &routeEntries{}, owned: true}
 	for i := range t.port {
-		t.port[i], t.primary[i], t.backup[i] = NoPort, NoPort, NoPort
+		t.port[i], t.ent.primary[i], t.ent.backup[i] = NoPort, NoPort, NoPort
 	}
 	return t
 }
@@ -57,7 +67,31 @@ func (t *RouteTable) Set(id uint16, port uint8) { t.SetWithBackup(id, port, NoPo
 // reroute alternative. The active port is the primary until Resolve says
 // otherwise.
 func (t *RouteTable) SetWithBackup(id uint16, primary, backup uint8) {
-	t.port[id], t.primary[id], t.backup[id] = primary, primary, backup
+	if !t.owned {
+		e := *t.ent
+		t.ent, t.owned = &e, true
+	}
+	t.port[id], t.ent.primary[id], t.ent.backup[id] = primary, primary, backup
+	if primary == NoPort {
+		t.ent.has[id>>6] &^= 1 << (id & 63)
+	} else {
+		t.ent.has[id>>6] |= 1 << (id & 63)
+	}
+}
+
+// Clone returns a copy to modify before publishing. The primaries and
+// backups are shared until the copy changes one.
+func (t *RouteTable) Clone() *RouteTable {
+	return &RouteTable{port: t.port, ent: t.ent}
+}
+
+// Len counts the receivers with a route.
+func (t *RouteTable) Len() int {
+	n := 0
+	for _, w := range t.ent.has {
+		n += bits.OnesCount64(w)
+	}
+	return n
 }
 
 // PortSet is a set of port indexes (the ones whose link is down).
@@ -72,40 +106,29 @@ func (s *PortSet) Empty() bool      { return s[0]|s[1]|s[2]|s[3] == 0 }
 // the ports that are down: the primary while it is up, else the backup while
 // that is up, else no route. It returns how many entries do not use their
 // primary. Only entries whose primary is down change, which is what keeps a
-// failure's effect to the receivers behind it.
+// failure's effect to the receivers behind it. It walks only receivers that
+// have a route.
 func (t *RouteTable) Resolve(down *PortSet) int {
 	moved := 0
-	for id := range t.port {
-		p := t.primary[id]
-		switch {
-		case p == NoPort || !down.Has(p):
-			t.port[id] = p
-		case t.backup[id] != NoPort && !down.Has(t.backup[id]):
-			t.port[id] = t.backup[id]
-			moved++
-		default:
-			t.port[id] = NoPort
-			moved++
+	e := t.ent
+	for wi, w := range e.has {
+		for w != 0 {
+			id := wi<<6 | bits.TrailingZeros64(w)
+			w &= w - 1
+			p, b := e.primary[id], e.backup[id]
+			switch {
+			case !down.Has(p):
+				t.port[id] = p
+			case b != NoPort && !down.Has(b):
+				t.port[id] = b
+				moved++
+			default:
+				t.port[id] = NoPort
+				moved++
+			}
 		}
 	}
 	return moved
-}
-
-// Clone returns a copy to modify before publishing.
-func (t *RouteTable) Clone() *RouteTable {
-	c := *t
-	return &c
-}
-
-// Len counts the receivers with a route.
-func (t *RouteTable) Len() int {
-	n := 0
-	for _, p := range t.port {
-		if p != NoPort {
-			n++
-		}
-	}
-	return n
 }
 
 // TablesFromConfig builds the first snapshot from a validated config.
@@ -117,11 +140,15 @@ func TablesFromConfig(c *Config) (*Tables, error) {
 			return nil, fmt.Errorf("routes[%d]: %w", i, err)
 		}
 		p := c.PortIndex(r.Port)
+		b := NoPort
+		if r.Backup != "" {
+			b = c.PortIndex(r.Backup)
+		}
 		for _, id := range ids {
 			if q := rt.Lookup(id); q != NoPort && int(q) != p {
 				return nil, fmt.Errorf("routes[%d]: receiver %d already routed to port %s", i, id, c.Ports[q].Name)
 			}
-			rt.Set(id, uint8(p))
+			rt.SetWithBackup(id, uint8(p), uint8(b))
 		}
 	}
 	groups := make(map[uint32][]uint16, len(c.Groups))
@@ -136,4 +163,10 @@ func TablesFromConfig(c *Config) (*Tables, error) {
 		groups[g.ID] = slices.Clip(ids)
 	}
 	return &Tables{Generation: 1, Routes: rt, Groups: groups}, nil
+}
+
+// Equal tells whether two tables route, back up and resolve every receiver
+// alike (tables are compared by content, not by what they share).
+func (t *RouteTable) Equal(o *RouteTable) bool {
+	return t.port == o.port && t.ent.primary == o.ent.primary && t.ent.backup == o.ent.backup && t.ent.has == o.ent.has
 }

@@ -139,8 +139,11 @@ func (w *Worker) poll() int {
 func (w *Worker) block(pending bool) {
 	inc(&w.counters.Sleeps, 1)
 	timeout := blockTimeout
-	if pending || w.probe.enabled() {
-		// Probes are due every interval (1 ms by default): wake for them.
+	if w.probe.enabled() {
+		// Probes are due every interval: wake for them.
+		timeout = max(1, min(timeout, int(w.probe.cfg.Interval/time.Millisecond)))
+	}
+	if pending {
 		timeout = 1
 	}
 	if len(w.pollFds) == 0 {

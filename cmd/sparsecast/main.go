@@ -24,6 +24,8 @@ func newRootCmd() *cobra.Command {
 		NewCmdSend(nil),
 		NewCmdRecv(nil),
 		newTestbedCmd(),
+		NewCmdControl(nil),
+		NewCmdCtl(nil),
 	)
 	return root
 }

@@ -2,12 +2,14 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"os"
 	"os/signal"
 	"slices"
+	"sync"
 	"syscall"
 
 	"github.com/spf13/cobra"
@@ -15,6 +17,7 @@ import (
 	"github.com/sparsecast/sparsecast/dataplane"
 	"github.com/sparsecast/sparsecast/dataplane/afpacket"
 	"github.com/sparsecast/sparsecast/dataplane/metrics"
+	"github.com/sparsecast/sparsecast/ffi"
 )
 
 func newSwitchCmd() *cobra.Command {
@@ -31,6 +34,7 @@ type SwitchRunOptions struct {
 	Log         io.Writer
 	ConfigPath  string
 	MetricsAddr string
+	ControlRing string
 }
 
 func newSwitchRunCmd(runF func(*SwitchRunOptions) error) *cobra.Command {
@@ -55,6 +59,7 @@ without stopping the workers; SIGINT or SIGTERM stops the switch.`,
 	}
 	cmd.Flags().StringVar(&o.ConfigPath, "config", "", "switch configuration (YAML)")
 	cmd.Flags().StringVar(&o.MetricsAddr, "metrics-addr", "", "serve Prometheus /metrics here (overrides metrics_addr)")
+	cmd.Flags().StringVar(&o.ControlRing, "control-ring", "", "take tables from the control process through this ring file (overrides control_ring)")
 	return cmd
 }
 
@@ -91,6 +96,12 @@ func switchRun(ctx context.Context, o *SwitchRunOptions) error {
 	if o.MetricsAddr != "" {
 		cfg.MetricsAddr = o.MetricsAddr
 	}
+	if o.ControlRing != "" {
+		if err := dataplane.ValidateControlRing(o.ControlRing); err != nil {
+			return fmt.Errorf("--control-ring: %w", err)
+		}
+		cfg.ControlRing = o.ControlRing
+	}
 	tables, err := dataplane.TablesFromConfig(cfg)
 	if err != nil {
 		return err
@@ -110,9 +121,33 @@ func switchRun(ctx context.Context, o *SwitchRunOptions) error {
 	}
 	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	mopts := []metrics.Option{metrics.WithPortStats(metrics.PortStatsOf(ports))}
+	controlAt := "off"
+	if cfg.ControlRing != "" {
+		// The ring applier: control's batches become table snapshots, and
+		// link events go back to control.
+		rf, err := ffi.OpenRingFile(cfg.ControlRing, 0)
+		if err != nil {
+			return fmt.Errorf("control ring: %w", err)
+		}
+		defer rf.Close()
+		ra, err := dataplane.NewRingApplier(sw, rf, dataplane.RingApplierOptions{})
+		if err != nil {
+			return fmt.Errorf("control ring: %w", err)
+		}
+		sw.OnLinkEvent(ra.OnLinkEvent)
+		mopts = append(mopts, metrics.WithRing(ra.Counters()))
+		applierDone := make(chan struct{})
+		defer func() { stop(); <-applierDone }() // before rf.Close unmaps the file
+		go func() {
+			defer close(applierDone)
+			ra.Run(ctx)
+		}()
+		controlAt = fmt.Sprintf("%s (boot %016x)", cfg.ControlRing, ra.BootID())
+	}
 	metricsAt := "off"
 	if cfg.MetricsAddr != "" {
-		c := metrics.NewSwitchCollector(cfg.Name, sw.PortNames(), sw.Counters(), metrics.WithPortStats(metrics.PortStatsOf(ports)))
+		c := metrics.NewSwitchCollector(cfg.Name, sw.PortNames(), sw.Counters(), mopts...)
 		addr, err := metrics.Serve(ctx, cfg.MetricsAddr, c)
 		if err != nil {
 			return fmt.Errorf("metrics: %w", err)
@@ -120,8 +155,26 @@ func switchRun(ctx context.Context, o *SwitchRunOptions) error {
 		metricsAt = "http://" + addr.String() + "/metrics"
 	}
 	go reloadOnHUP(ctx, o, sw)
-	fmt.Fprintf(o.Log, "switch %s ready: %d ports, %d routes, %d workers (%s polling), metrics %s\n",
-		cfg.Name, len(ports), tables.Routes.Len(), cfg.Workers, cfg.PollMode, metricsAt)
+	// Link events go to the log as JSON lines (the failover benchmark and
+	// operators read them), and to the control process when a ring is set.
+	logEnc := json.NewEncoder(o.Log)
+	var logMu sync.Mutex
+	sw.OnLinkEvent(func(e dataplane.LinkEvent) {
+		logMu.Lock()
+		defer logMu.Unlock()
+		_ = logEnc.Encode(struct {
+			Event string `json:"event"`
+			State string `json:"state_name"`
+			dataplane.LinkEvent
+		}{"link", dataplane.StateName(e.State), e})
+	})
+	go func() {
+		if err := sw.WatchCarrier(ctx); err != nil {
+			fmt.Fprintf(o.Log, "carrier watcher stopped: %v\n", err)
+		}
+	}()
+	fmt.Fprintf(o.Log, "switch %s ready: %d ports, %d routes, %d workers (%s polling), metrics %s, control ring %s\n",
+		cfg.Name, len(ports), tables.Routes.Len(), cfg.Workers, cfg.PollMode, metricsAt, controlAt)
 	err = sw.Run(ctx)
 	fmt.Fprintf(o.Log, "switch %s stopped\n", cfg.Name)
 	return err

@@ -12,6 +12,13 @@
 //	sparsecast_switch_replication_fanout                        histogram, buckets dataplane.FanoutBounds
 //	sparsecast_switch_worker_polls_total{worker}                counter
 //	sparsecast_switch_worker_sleeps_total{worker}               counter
+//	sparsecast_switch_ring_batches_applied_total                counter, control ring batches published
+//	sparsecast_switch_ring_rejected_total{reason}               counter, every headers.Reject* reason, even at 0
+//	sparsecast_switch_ring_generation                           gauge, last applied generation
+//	sparsecast_switch_ring_events_dropped_total                 counter, events the full event ring refused
+//
+// The ring series are exported when WithRing gives the applier's counters
+// (a switch with a control ring), every rejection reason even at 0.
 
 package metrics
 
@@ -22,6 +29,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/sparsecast/sparsecast/dataplane"
+	"github.com/sparsecast/sparsecast/headers"
 )
 
 const (
@@ -54,6 +62,14 @@ var (
 		"Poll loop iterations of a worker.", "worker")
 	sleepsDesc = newDesc("worker_sleeps_total",
 		"Times a worker blocked waiting for traffic (adaptive poll mode).", "worker")
+	ringAppliedDesc = newDesc("ring_batches_applied_total",
+		"Control ring batches applied and published.")
+	ringRejectedDesc = newDesc("ring_rejected_total",
+		"Control ring batches (or stray records) refused, by the first bad record's reason.", "reason")
+	ringGenerationDesc = newDesc("ring_generation",
+		"Generation of the last control ring batch applied (0: none since start).")
+	ringDroppedDesc = newDesc("ring_events_dropped_total",
+		"Events to the control process dropped because the event ring was full.")
 )
 
 // PortStat is what a port type counts outside the workers' counters.
@@ -102,6 +118,12 @@ type switchCollector struct {
 	ports     []string
 	cores     []*dataplane.CoreCounters
 	portStats func() []PortStat
+	ring      *dataplane.RingCounters
+}
+
+// WithRing exports the control ring applier's counters (RingApplier.Counters).
+func WithRing(rc *dataplane.RingCounters) Option {
+	return func(c *switchCollector) { c.ring = rc }
 }
 
 // NewSwitchCollector returns a collector over the counters of one switch.
@@ -129,6 +151,7 @@ func (c *switchCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{
 		infoDesc, rxPacketsDesc, rxBytesDesc, txPacketsDesc, txBytesDesc,
 		kernelDropsDesc, dropsDesc, fanoutDesc, pollsDesc, sleepsDesc,
+		ringAppliedDesc, ringRejectedDesc, ringGenerationDesc, ringDroppedDesc,
 	} {
 		ch <- d
 	}
@@ -146,6 +169,20 @@ func (c *switchCollector) Collect(ch chan<- prometheus.Metric) {
 	c.collectDrops(ch)
 	c.collectFanout(ch)
 	c.collectWorkers(ch)
+	c.collectRing(ch)
+}
+
+func (c *switchCollector) collectRing(ch chan<- prometheus.Metric) {
+	r := c.ring
+	if r == nil {
+		return
+	}
+	ch <- prometheus.MustNewConstMetric(ringAppliedDesc, prometheus.CounterValue, float64(r.BatchesApplied.Load()))
+	for code := 1; code < len(r.Rejected); code++ {
+		ch <- prometheus.MustNewConstMetric(ringRejectedDesc, prometheus.CounterValue, float64(r.Rejected[code].Load()), headers.RejectReason(uint32(code)))
+	}
+	ch <- prometheus.MustNewConstMetric(ringGenerationDesc, prometheus.GaugeValue, float64(r.Generation.Load()))
+	ch <- prometheus.MustNewConstMetric(ringDroppedDesc, prometheus.CounterValue, float64(r.EventsDropped.Load()))
 }
 
 func (c *switchCollector) collectPorts(ch chan<- prometheus.Metric) {

@@ -1,0 +1,90 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/sparsecast/sparsecast/testbeds/lab"
+)
+
+// BenchFailoverOptions are the flags of `bench failover`.
+type BenchFailoverOptions struct {
+	Out      io.Writer
+	Log      io.Writer
+	Topology string
+	Link     string
+	Rate     float64
+	Duration time.Duration
+	FailAt   time.Duration
+	Binary   string
+	Dir      string
+	JSON     bool
+}
+
+func newBenchFailoverCmd(runF func(*BenchFailoverOptions) error) *cobra.Command {
+	o := &BenchFailoverOptions{Out: os.Stdout, Log: os.Stderr}
+	cmd := &cobra.Command{
+		Use:   "failover",
+		Short: "Fail a link mid-stream in a veth lab fabric and measure detection, repair and loss (root)",
+		Long: `Builds the fabric of --topology in network namespaces (a switch process per
+switch, probes between switches), streams SMH at --rate from the sender to
+every receiver, takes --link down with 'ip link set down' at --fail-at, and
+reports detect_us (link down to the first switch's detection), repair_us
+(link down to the rerouted table being published on the switch upstream of
+the link), lost_affected (packets lost by receivers whose primary path used
+the link) and lost_unaffected (by all others; must be 0).`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if o.Rate <= 0 || o.Duration <= 0 || o.FailAt < 0 || o.FailAt >= o.Duration {
+				return fmt.Errorf("want --rate > 0, --duration > 0 and --fail-at inside the stream")
+			}
+			if o.Binary == "" {
+				exe, err := os.Executable()
+				if err != nil {
+					return err
+				}
+				o.Binary = exe
+			}
+			if runF != nil {
+				return runF(o)
+			}
+			return benchFailoverRun(cmd.Context(), o)
+		},
+	}
+	cmd.Flags().StringVar(&o.Topology, "topology", "testbeds/failover.yaml", "fabric description")
+	cmd.Flags().StringVar(&o.Link, "link", "", "switch:port of the link to fail (default: the first link on a receiver's path)")
+	cmd.Flags().Float64Var(&o.Rate, "rate", 5000, "packets per second")
+	cmd.Flags().DurationVar(&o.Duration, "duration", 4*time.Second, "stream length")
+	cmd.Flags().DurationVar(&o.FailAt, "fail-at", 2*time.Second, "when to take the link down")
+	cmd.Flags().StringVar(&o.Binary, "binary", "", "sparsecast binary for the lab processes (default: this one)")
+	cmd.Flags().StringVar(&o.Dir, "dir", "", "directory for configs and logs (default: a temporary one)")
+	cmd.Flags().BoolVar(&o.JSON, "json", false, "print JSON")
+	return cmd
+}
+
+func benchFailoverRun(ctx context.Context, o *BenchFailoverOptions) error {
+	if os.Geteuid() != 0 {
+		return fmt.Errorf("bench failover builds network namespaces: run it as root")
+	}
+	logf := func(format string, args ...any) { fmt.Fprintf(o.Log, format+"\n", args...) }
+	r, err := lab.Failover(ctx, lab.FailoverOptions{
+		Topology: o.Topology, Binary: o.Binary, Link: o.Link, Rate: o.Rate,
+		Duration: o.Duration, FailAt: o.FailAt, Dir: o.Dir, Log: logf,
+	})
+	if err != nil {
+		return err
+	}
+	if o.JSON {
+		enc := json.NewEncoder(o.Out)
+		enc.SetIndent("", "  ")
+		return enc.Encode(r)
+	}
+	_, err = io.WriteString(o.Out, r.Table())
+	return err
+}

@@ -1,0 +1,122 @@
+package control
+
+import (
+	"context"
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
+)
+
+type depthFake struct{ fakeRing }
+
+func (d *depthFake) Depths() (int, int) { return 3, 1 }
+
+// The exposition of a server in a known state, checked line by line.
+const wantMetrics = `
+# HELP sparsecast_control_api_errors_total API requests refused, by error class.
+# TYPE sparsecast_control_api_errors_total counter
+sparsecast_control_api_errors_total{class="bad_body"} 0
+sparsecast_control_api_errors_total{class="bad_id"} 0
+sparsecast_control_api_errors_total{class="bad_member"} 0
+sparsecast_control_api_errors_total{class="group_limit"} 0
+sparsecast_control_api_errors_total{class="method_not_allowed"} 0
+sparsecast_control_api_errors_total{class="not_found"} 0
+sparsecast_control_api_errors_total{class="too_large"} 0
+sparsecast_control_api_errors_total{class="unauthorized"} 2
+sparsecast_control_api_errors_total{class="unknown_group"} 0
+sparsecast_control_api_errors_total{class="unknown_switch"} 0
+# HELP sparsecast_control_generation_applied The generation a switch's dataplane last applied.
+# TYPE sparsecast_control_generation_applied gauge
+sparsecast_control_generation_applied{switch="leaf1"} 12
+sparsecast_control_generation_applied{switch="spine1"} 0
+# HELP sparsecast_control_pushes_total Batches pushed to a switch's command ring, by kind (full resync, route delta, group delta).
+# TYPE sparsecast_control_pushes_total counter
+sparsecast_control_pushes_total{kind="full",switch="leaf1"} 1
+sparsecast_control_pushes_total{kind="full",switch="spine1"} 0
+sparsecast_control_pushes_total{kind="groups",switch="leaf1"} 10
+sparsecast_control_pushes_total{kind="groups",switch="spine1"} 0
+sparsecast_control_pushes_total{kind="routes",switch="leaf1"} 1
+sparsecast_control_pushes_total{kind="routes",switch="spine1"} 0
+# HELP sparsecast_control_rejected_batches_total Batches a switch's dataplane rejected (each is followed by a full resync).
+# TYPE sparsecast_control_rejected_batches_total counter
+sparsecast_control_rejected_batches_total{switch="leaf1"} 0
+sparsecast_control_rejected_batches_total{switch="spine1"} 0
+# HELP sparsecast_control_reroute_events_total REROUTED events from a switch: its dataplane moved entries to their backups.
+# TYPE sparsecast_control_reroute_events_total counter
+sparsecast_control_reroute_events_total{switch="leaf1"} 2
+sparsecast_control_reroute_events_total{switch="spine1"} 0
+# HELP sparsecast_control_ring_depth Records waiting in a switch's ring (commands: for the dataplane; events: for control).
+# TYPE sparsecast_control_ring_depth gauge
+sparsecast_control_ring_depth{ring="commands",switch="leaf1"} 3
+sparsecast_control_ring_depth{ring="events",switch="leaf1"} 1
+# HELP sparsecast_control_update_latency_seconds From handing a batch to the ring to the dataplane publishing it (CLOCK_MONOTONIC).
+# TYPE sparsecast_control_update_latency_seconds histogram
+sparsecast_control_update_latency_seconds_bucket{le="1e-06"} 0
+sparsecast_control_update_latency_seconds_bucket{le="2e-06"} 0
+sparsecast_control_update_latency_seconds_bucket{le="5e-06"} 1
+sparsecast_control_update_latency_seconds_bucket{le="1e-05"} 1
+sparsecast_control_update_latency_seconds_bucket{le="2e-05"} 1
+sparsecast_control_update_latency_seconds_bucket{le="5e-05"} 1
+sparsecast_control_update_latency_seconds_bucket{le="0.0001"} 1
+sparsecast_control_update_latency_seconds_bucket{le="0.0002"} 1
+sparsecast_control_update_latency_seconds_bucket{le="0.0005"} 1
+sparsecast_control_update_latency_seconds_bucket{le="0.001"} 2
+sparsecast_control_update_latency_seconds_bucket{le="0.01"} 2
+sparsecast_control_update_latency_seconds_bucket{le="0.1"} 2
+sparsecast_control_update_latency_seconds_bucket{le="1"} 2
+sparsecast_control_update_latency_seconds_bucket{le="+Inf"} 3
+sparsecast_control_update_latency_seconds_sum 2.001004
+sparsecast_control_update_latency_seconds_count 3
+`
+
+func TestMetricsExposition(t *testing.T) {
+	topo := testbed(t, "failover.yaml")
+	s, err := NewServer(topo, ServerOptions{Switches: []string{"spine1", "leaf1"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	leaf1 := s.byName["leaf1"]
+	leaf1.ring = &depthFake{}
+	leaf1.pushes = [numPushKinds]uint64{1, 1, 10}
+	leaf1.applied = 12
+	leaf1.reroutes = 2
+	// APPLIED events 4µs, 1ms and 2s after their pushes.
+	for i, d := range []uint64{4000, 1e6, 2e9} {
+		gen := uint64(i + 1)
+		leaf1.pending[gen] = pendingPush{gen: gen, pushed: 1000}
+		s.handleEvent(leaf1, Event{Kind: "applied", Generation: gen, Nanos: 1000 + d})
+	}
+	s.apiErrs[classIndex("unauthorized")].Add(2)
+	if err := testutil.CollectAndCompare(s.Collector(), strings.NewReader(wantMetrics)); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := testutil.CollectAndLint(s.Collector()); err != nil || len(n) != 0 {
+		t.Fatalf("lint: %v %v", n, err)
+	}
+}
+
+func TestServeMetrics(t *testing.T) {
+	topo := testbed(t, "failover.yaml")
+	s, err := NewServer(topo, ServerOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	addr, err := ServeMetrics(ctx, "127.0.0.1:0", s.Collector())
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.Get("http://" + addr.String() + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	if !strings.Contains(string(body), `sparsecast_control_pushes_total{kind="full",switch="spine2"} 0`) {
+		t.Fatalf("scrape:\n%s", body)
+	}
+}

@@ -1,0 +1,834 @@
+// The control server: one process serving one or more switches, each
+// through its ring file (docs/control.md). In: the topology, link events
+// and HELLOs from the dataplanes, group changes from the API. Out: full
+// resyncs and delta batches on every served switch's command ring.
+//
+//  1. Run's loop opens the ring of every served switch (retrying one whose
+//     file cannot be opened yet), polls the event rings and watches the
+//     dataplane boot IDs in the ring headers, sleeping adaptively between
+//     polls (100µs doubling to 10ms while nothing happens).
+//  2. A new dataplane (boot ID change or HELLO) gets a full resync with
+//     generation max(applied, own) + 1. While a ring has no dataplane (boot
+//     ID 0) nothing is pushed: the dataplane drops stale commands at start
+//     and says HELLO anyway.
+//  3. LINK events set port states. A link is down while a served switch at
+//     either end reports its port down (LinkDown, which includes loss past
+//     the down threshold); when the set of down links changes, every served
+//     switch's routes are recomputed without them and the changed entries
+//     pushed as one delta batch each.
+//  4. Group changes (SetGroup, AddMembers, ...) update the membership held
+//     here and go to every served switch as one GROUP batch each, pushed by
+//     the caller's goroutine.
+//  5. A push that fails (a full command ring, a rejected batch) marks the
+//     switch for a full resync, retried with backoff.
+//
+// One mutex guards everything; the ring's single producer is whoever holds
+// it.
+package control
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log"
+	"maps"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/sparsecast/sparsecast/ffi"
+	"github.com/sparsecast/sparsecast/headers"
+)
+
+// Defaults of ServerOptions.
+const (
+	DefaultRingDir   = "/dev/shm"
+	DefaultRingSlots = 4096
+	// MaxGroups bounds the groups the server holds.
+	MaxGroups = 1 << 16
+	// pendingSlots is how many pushes wait for their APPLIED event.
+	pendingSlots = 1024
+)
+
+// PushKind names a kind of batch in metrics and status.
+type PushKind int
+
+// Push kinds.
+const (
+	PushFullKind PushKind = iota
+	PushRoutesKind
+	PushGroupsKind
+	numPushKinds
+)
+
+var pushKindNames = [numPushKinds]string{"full", "routes", "groups"}
+
+func (k PushKind) String() string { return pushKindNames[k] }
+
+// RingPath is the ring file of a switch in dir.
+func RingPath(dir, sw string) string {
+	return filepath.Join(dir, "sparsecast-"+sw+".ring")
+}
+
+// ServerOptions configure NewServer.
+type ServerOptions struct {
+	// Switches are the served switches (empty: every switch of the
+	// topology).
+	Switches []string
+	// RingDir holds the ring files (default /dev/shm).
+	RingDir string
+	// RingSlots is the slots per ring of a ring file control creates.
+	RingSlots int
+	// Open opens a switch's ring (default: OpenRing plus a second mapping
+	// that reads the ring depths).
+	Open func(path string, slots int) (Ring, error)
+	// Log gets one line per notable event (default: discarded).
+	Log io.Writer
+	// OnApplied, if set, is called for every APPLIED event that matches a
+	// push, on the polling goroutine with the server locked: keep it short.
+	OnApplied func(AppliedPush)
+	// MinSleep and MaxSleep bound the idle sleep between polls (default
+	// 100µs and 10ms).
+	MinSleep, MaxSleep time.Duration
+}
+
+// AppliedPush is a push the dataplane has applied, with its timestamps
+// (CLOCK_MONOTONIC nanoseconds).
+type AppliedPush struct {
+	Switch     string
+	Generation uint64
+	Kind       PushKind
+	// Arrival is when the API request behind the push arrived (0: none).
+	Arrival uint64
+	// Pushed is when the batch was handed to the ring.
+	Pushed uint64
+	// Published is the dataplane's publish timestamp.
+	Published uint64
+}
+
+// RequestError is a refused request: Class is one of the API error classes.
+type RequestError struct {
+	Class string
+	Msg   string
+}
+
+func (e *RequestError) Error() string { return e.Msg }
+
+func reqErr(class, format string, args ...any) error {
+	return &RequestError{Class: class, Msg: fmt.Sprintf(format, args...)}
+}
+
+// Server is the control process's state. Its methods are safe for
+// concurrent use; Run must be running for events to be handled.
+type Server struct {
+	topo *Topology
+	opts ServerOptions
+	log  *log.Logger
+
+	mu       sync.Mutex
+	sws      []*switchState // served, in topology order
+	byName   map[string]*switchState
+	groups   map[uint32][]uint16
+	down     map[LinkID]bool
+	latency  histogram
+	apiErrs  [numAPIClasses]atomic.Uint64
+	wake     chan struct{}
+	badEvent uint64
+}
+
+type switchState struct {
+	name  string
+	index int // in topo.Switches
+	path  string
+
+	ring      Ring
+	ringErr   string
+	nextOpen  time.Time
+	openDelay time.Duration
+
+	gen      uint64 // last generation pushed
+	bootID   uint64 // dataplane boot ID last seen
+	applied  uint64
+	needFull bool
+	nextFull time.Time
+	failures int // consecutive failed or rejected pushes
+
+	routes []Route // as last computed (and pushed unless needFull)
+	ports  []portState
+
+	pushes   [numPushKinds]uint64
+	reroutes uint64
+	rejected uint64
+	pending  [pendingSlots]pendingPush
+}
+
+type portState struct {
+	state uint8 // headers.LinkUp, LinkDegraded, LinkDown
+	loss  uint32
+}
+
+type pendingPush struct {
+	gen             uint64
+	kind            PushKind
+	arrival, pushed uint64
+}
+
+// NewServer checks the options and computes the first tables; Run starts
+// serving.
+func NewServer(topo *Topology, opts ServerOptions) (*Server, error) {
+	if opts.RingDir == "" {
+		opts.RingDir = DefaultRingDir
+	}
+	if opts.RingSlots == 0 {
+		opts.RingSlots = DefaultRingSlots
+	}
+	if opts.RingSlots < 16 || opts.RingSlots > 1<<20 || opts.RingSlots&(opts.RingSlots-1) != 0 {
+		return nil, fmt.Errorf("ring slots %d: want a power of two from 16 to %d", opts.RingSlots, 1<<20)
+	}
+	if opts.Open == nil {
+		opts.Open = openRingWithDepth
+	}
+	if opts.MinSleep == 0 {
+		opts.MinSleep = 100 * time.Microsecond
+	}
+	if opts.MaxSleep == 0 {
+		opts.MaxSleep = 10 * time.Millisecond
+	}
+	if opts.MinSleep <= 0 || opts.MaxSleep < opts.MinSleep || opts.MaxSleep > time.Second {
+		return nil, fmt.Errorf("poll sleeps %v-%v: want 0 < min <= max <= 1s", opts.MinSleep, opts.MaxSleep)
+	}
+	if opts.Log == nil {
+		opts.Log = io.Discard
+	}
+	names := opts.Switches
+	if len(names) == 0 {
+		names = topo.SwitchNames()
+	}
+	s := &Server{
+		topo: topo, opts: opts, log: log.New(opts.Log, "control: ", log.LstdFlags|log.Lmicroseconds),
+		byName: map[string]*switchState{}, groups: map[uint32][]uint16{}, down: map[LinkID]bool{},
+		latency: newHistogram(LatencyBuckets), wake: make(chan struct{}, 1),
+	}
+	for _, n := range names {
+		i := topo.SwitchIndex(n)
+		if i < 0 {
+			return nil, fmt.Errorf("switch %q is not in the topology (its switches: %s)", n, strings.Join(topo.SwitchNames(), ", "))
+		}
+		if s.byName[n] != nil {
+			return nil, fmt.Errorf("switch %q named twice", n)
+		}
+		sw := &switchState{name: n, index: i, path: RingPath(opts.RingDir, n), needFull: true, openDelay: 50 * time.Millisecond}
+		sw.ports = make([]portState, len(topo.Switches[i].Ports))
+		for p := range sw.ports {
+			sw.ports[p].state = headers.LinkUp
+		}
+		s.byName[n] = sw
+	}
+	for _, sw := range topo.Switches {
+		if st := s.byName[sw.Name]; st != nil {
+			s.sws = append(s.sws, st)
+		}
+	}
+	if err := s.recompute(); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// depthRing is a Ring that can also tell its depths (for metrics).
+type depthRing interface {
+	Ring
+	Depths() (commands, events int)
+}
+
+type ringWithDepth struct {
+	*RingClient
+	rf *ffi.RingFile
+}
+
+func (r ringWithDepth) Depths() (int, int) { return r.rf.Commands().Depth(), r.rf.Events().Depth() }
+
+func (r ringWithDepth) Close() error {
+	err := r.RingClient.Close()
+	if err2 := r.rf.Close(); err == nil {
+		err = err2
+	}
+	return err
+}
+
+// openRingWithDepth opens a switch's ring with a short push timeout (the
+// server retries with backoff rather than block its callers) and maps the
+// file a second time to read the ring depths.
+func openRingWithDepth(path string, slots int) (Ring, error) {
+	c, err := OpenRing(path, slots)
+	if err != nil {
+		return nil, err
+	}
+	c.SetPushTimeout(100 * time.Millisecond)
+	rf, err := ffi.OpenRingFile(path, 0)
+	if err != nil {
+		c.Close()
+		return nil, err
+	}
+	return ringWithDepth{RingClient: c, rf: rf}, nil
+}
+
+// MonotonicNanos is CLOCK_MONOTONIC in nanoseconds, the clock of the
+// dataplane's event timestamps.
+func MonotonicNanos() uint64 {
+	var ts unix.Timespec
+	unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts)
+	return uint64(ts.Nano())
+}
+
+// Run serves until ctx ends, then closes the rings.
+func (s *Server) Run(ctx context.Context) error {
+	defer s.closeRings()
+	sleep := s.opts.MinSleep
+	timer := time.NewTimer(sleep)
+	defer timer.Stop()
+	for {
+		s.mu.Lock()
+		n := s.step(time.Now())
+		s.mu.Unlock()
+		if n > 0 {
+			sleep = s.opts.MinSleep
+			continue
+		}
+		timer.Reset(sleep)
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-s.wake:
+			sleep = s.opts.MinSleep
+		case <-timer.C:
+			sleep = min(2*sleep, s.opts.MaxSleep)
+		}
+	}
+}
+
+func (s *Server) closeRings() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, sw := range s.sws {
+		if sw.ring != nil {
+			sw.ring.Close()
+			sw.ring = nil
+		}
+	}
+}
+
+// poke shortens Run's sleep after a push, so its APPLIED is seen soon.
+func (s *Server) poke() {
+	select {
+	case s.wake <- struct{}{}:
+	default:
+	}
+}
+
+// step does one round over the served switches and returns how many events
+// it handled.
+func (s *Server) step(now time.Time) int {
+	n := 0
+	for _, sw := range s.sws {
+		if sw.ring == nil {
+			if now.Before(sw.nextOpen) {
+				continue
+			}
+			r, err := s.opts.Open(sw.path, s.opts.RingSlots)
+			if err != nil {
+				if msg := err.Error(); msg != sw.ringErr {
+					s.log.Printf("switch %s: ring %s: %v (retrying)", sw.name, sw.path, err)
+					sw.ringErr = msg
+				}
+				sw.nextOpen = now.Add(sw.openDelay)
+				sw.openDelay = min(2*sw.openDelay, 5*time.Second)
+				continue
+			}
+			s.log.Printf("switch %s: ring %s open", sw.name, sw.path)
+			sw.ring, sw.ringErr, sw.openDelay = r, "", 50*time.Millisecond
+			sw.bootID, sw.needFull = 0, true
+		}
+		boot, applied := sw.ring.Dataplane()
+		if boot != sw.bootID {
+			s.newDataplane(sw, boot)
+		}
+		sw.applied = max(sw.applied, applied)
+		n += sw.ring.PollEvents(func(e Event) { s.handleEvent(sw, e) })
+		if sw.needFull && sw.bootID != 0 && !now.Before(sw.nextFull) {
+			s.pushFull(sw)
+		}
+	}
+	return n
+}
+
+// newDataplane notes a dataplane (re)start: a full resync is due, and the
+// old dataplane's port states no longer hold.
+func (s *Server) newDataplane(sw *switchState, boot uint64) {
+	if boot != 0 {
+		s.log.Printf("switch %s: dataplane boot ID %016x (was %016x): full resync due", sw.name, boot, sw.bootID)
+	}
+	sw.bootID, sw.applied, sw.needFull, sw.nextFull, sw.failures = boot, 0, true, time.Time{}, 0
+	changed := false
+	for p := range sw.ports {
+		if sw.ports[p].state == headers.LinkDown {
+			changed = true
+		}
+		sw.ports[p] = portState{state: headers.LinkUp}
+	}
+	if changed {
+		s.linksChanged()
+	}
+}
+
+func (s *Server) handleEvent(sw *switchState, e Event) {
+	switch e.Kind {
+	case "hello":
+		if e.BootID != sw.bootID {
+			s.newDataplane(sw, e.BootID)
+		}
+		sw.needFull = true
+	case "applied":
+		sw.applied = max(sw.applied, e.Generation)
+		sw.failures = 0
+		p := &sw.pending[e.Generation%pendingSlots]
+		if p.gen != e.Generation || p.pushed == 0 {
+			return
+		}
+		if e.Nanos >= p.pushed {
+			s.latency.observe(float64(e.Nanos-p.pushed) / 1e9)
+		}
+		if s.opts.OnApplied != nil {
+			s.opts.OnApplied(AppliedPush{Switch: sw.name, Generation: e.Generation, Kind: p.kind, Arrival: p.arrival, Pushed: p.pushed, Published: e.Nanos})
+		}
+		*p = pendingPush{}
+	case "rejected":
+		sw.rejected++
+		s.log.Printf("switch %s: generation %d rejected at record %d: %v; full resync due", sw.name, e.Generation, e.Index, headers.RejectError(e.Code))
+		s.failed(sw)
+	case "link":
+		if int(e.Port) >= len(sw.ports) {
+			s.badEvent++
+			s.log.Printf("switch %s: link event for port %d, but the topology gives it %d ports", sw.name, e.Port, len(sw.ports))
+			return
+		}
+		old := sw.ports[e.Port].state
+		sw.ports[e.Port] = portState{state: e.LinkState, loss: e.LossPPM}
+		if (old == headers.LinkDown) != (e.LinkState == headers.LinkDown) {
+			s.log.Printf("switch %s: port %s %s (loss %d ppm)", sw.name, s.topo.Switches[sw.index].Ports[e.Port].Name, linkStateName(e.LinkState), e.LossPPM)
+			s.linksChanged()
+		}
+	case "rerouted":
+		sw.reroutes++
+	}
+}
+
+// failed schedules a full resync after a failed push, backing off.
+func (s *Server) failed(sw *switchState) {
+	sw.needFull = true
+	sw.failures++
+	sw.nextFull = time.Now().Add(min(50*time.Millisecond<<min(sw.failures, 10), 5*time.Second))
+}
+
+func linkStateName(st uint8) string {
+	switch st {
+	case headers.LinkUp:
+		return "up"
+	case headers.LinkDegraded:
+		return "degraded"
+	case headers.LinkDown:
+		return "down"
+	}
+	return fmt.Sprintf("state%d", st)
+}
+
+// linksChanged recomputes the down set from the port states and, if it
+// changed, every served switch's routes.
+func (s *Server) linksChanged() {
+	down := map[LinkID]bool{}
+	for _, sw := range s.sws {
+		for p, ps := range sw.ports {
+			if l := s.topo.Switches[sw.index].Ports[p].Link; l >= 0 && ps.state == headers.LinkDown {
+				down[l] = true
+			}
+		}
+	}
+	if maps.Equal(down, s.down) {
+		return
+	}
+	s.down = down
+	old := make([][]Route, len(s.sws))
+	for i, sw := range s.sws {
+		old[i] = sw.routes
+	}
+	if err := s.recompute(); err != nil {
+		s.log.Printf("recomputing routes: %v", err)
+		return
+	}
+	for i, sw := range s.sws {
+		var changed []Route
+		for j, r := range sw.routes {
+			if j >= len(old[i]) || old[i][j] != r {
+				changed = append(changed, r)
+			}
+		}
+		if len(changed) == 0 || sw.needFull || sw.ring == nil || sw.bootID == 0 {
+			continue
+		}
+		s.push(sw, PushRoutesKind, 0, func(gen uint64) error { return sw.ring.PushRoutes(gen, changed) })
+	}
+}
+
+// recompute sets every served switch's routes from the down set.
+func (s *Server) recompute() error {
+	f, err := computeFabric(s.topo, s.downList())
+	if err != nil {
+		return err
+	}
+	for _, sw := range s.sws {
+		sw.routes = f.tables(sw.index).Routes
+	}
+	return nil
+}
+
+func (s *Server) downList() []LinkID {
+	l := slices.Collect(maps.Keys(s.down))
+	slices.Sort(l)
+	return l
+}
+
+// push sends one batch with the switch's next generation and records it
+// for the latency histogram.
+func (s *Server) push(sw *switchState, kind PushKind, arrival uint64, send func(gen uint64) error) {
+	gen := sw.gen + 1
+	p := &sw.pending[gen%pendingSlots]
+	*p = pendingPush{gen: gen, kind: kind, arrival: arrival}
+	p.pushed = MonotonicNanos()
+	if err := send(gen); err != nil {
+		*p = pendingPush{}
+		s.log.Printf("switch %s: %s push, generation %d: %v; full resync due", sw.name, kind, gen, err)
+		s.failed(sw)
+		return
+	}
+	sw.gen = gen
+	sw.pushes[kind]++
+	s.poke()
+}
+
+func (s *Server) pushFull(sw *switchState) {
+	_, applied := sw.ring.Dataplane()
+	sw.gen = max(sw.gen, applied, sw.applied)
+	t := &SwitchTables{
+		Switch: sw.name,
+		Ports:  portNames(&s.topo.Switches[sw.index]),
+		Routes: sw.routes,
+		Groups: s.groups,
+	}
+	sw.needFull = false
+	s.push(sw, PushFullKind, 0, func(gen uint64) error { return sw.ring.PushFull(gen, t) })
+	if !sw.needFull {
+		s.log.Printf("switch %s: full resync, generation %d: %d routes, %d groups", sw.name, sw.gen, len(t.Routes), len(t.Groups))
+	}
+}
+
+// pushGroups sends ops to every served switch that is in sync.
+func (s *Server) pushGroups(arrival uint64, ops []GroupOp) {
+	for _, sw := range s.sws {
+		if sw.ring == nil || sw.needFull || sw.bootID == 0 {
+			continue // gets the groups with its full resync
+		}
+		s.push(sw, PushGroupsKind, arrival, func(gen uint64) error { return sw.ring.PushGroupOps(gen, ops) })
+	}
+}
+
+// checkMembers sorts and dedups members and requires each to be a
+// receiver of the fabric.
+func (s *Server) checkMembers(members []uint16, allowEmpty bool) ([]uint16, error) {
+	if len(members) == 0 && !allowEmpty {
+		return nil, reqErr("bad_member", "no members given")
+	}
+	m := slices.Clone(members)
+	slices.Sort(m)
+	m = slices.Compact(m)
+	var unknown []uint16
+	for _, id := range m {
+		if !s.topo.IsReceiver(id) {
+			unknown = append(unknown, id)
+		}
+	}
+	if len(unknown) > 0 {
+		return nil, reqErr("bad_member", "not receivers of the fabric: %s", headers.FormatIDSet(unknown))
+	}
+	return slices.Clip(m), nil
+}
+
+// Group is one group and the generation each served switch was pushed
+// after the change.
+type Group struct {
+	ID          uint32            `json:"id"`
+	Members     []uint16          `json:"members"`
+	Generations map[string]uint64 `json:"generations,omitempty"`
+}
+
+func (s *Server) groupView(id uint32) *Group {
+	g := &Group{ID: id, Members: s.groups[id], Generations: map[string]uint64{}}
+	if g.Members == nil {
+		g.Members = []uint16{}
+	}
+	for _, sw := range s.sws {
+		g.Generations[sw.name] = sw.gen
+	}
+	return g
+}
+
+// SetGroup creates group id or replaces its members. arrival is the
+// request's CLOCK_MONOTONIC arrival (0: none).
+func (s *Server) SetGroup(id uint32, members []uint16, arrival uint64) (*Group, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	m, err := s.checkMembers(members, true)
+	if err != nil {
+		return nil, err
+	}
+	if _, ok := s.groups[id]; !ok && len(s.groups) >= MaxGroups {
+		return nil, reqErr("group_limit", "already %d groups, the most this server holds", MaxGroups)
+	}
+	s.groups[id] = m
+	s.pushGroups(arrival, []GroupOp{{Kind: GroupSet, Group: id, Members: m}})
+	return s.groupView(id), nil
+}
+
+// AddMembers adds members to group id, creating it if needed.
+func (s *Server) AddMembers(id uint32, members []uint16, arrival uint64) (*Group, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	m, err := s.checkMembers(members, false)
+	if err != nil {
+		return nil, err
+	}
+	cur, ok := s.groups[id]
+	if !ok {
+		if len(s.groups) >= MaxGroups {
+			return nil, reqErr("group_limit", "already %d groups, the most this server holds", MaxGroups)
+		}
+		s.groups[id] = m
+		s.pushGroups(arrival, []GroupOp{{Kind: GroupSet, Group: id, Members: m}})
+		return s.groupView(id), nil
+	}
+	var add []uint16
+	for _, x := range m {
+		if _, found := slices.BinarySearch(cur, x); !found {
+			add = append(add, x)
+		}
+	}
+	if len(add) > 0 {
+		next := append(slices.Clone(cur), add...)
+		slices.Sort(next)
+		s.groups[id] = next
+		s.pushGroups(arrival, []GroupOp{{Kind: GroupAdd, Group: id, Members: add}})
+	}
+	return s.groupView(id), nil
+}
+
+// RemoveMembers removes members from group id; ones not in it are ignored.
+func (s *Server) RemoveMembers(id uint32, members []uint16, arrival uint64) (*Group, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	cur, ok := s.groups[id]
+	if !ok {
+		return nil, reqErr("unknown_group", "no group %d", id)
+	}
+	if len(members) == 0 {
+		return nil, reqErr("bad_member", "no members given")
+	}
+	m := slices.Clone(members)
+	slices.Sort(m)
+	m = slices.Compact(m)
+	var gone []uint16
+	for _, x := range m {
+		if _, found := slices.BinarySearch(cur, x); found {
+			gone = append(gone, x)
+		}
+	}
+	if len(gone) > 0 {
+		s.groups[id] = slices.DeleteFunc(slices.Clone(cur), func(x uint16) bool {
+			_, found := slices.BinarySearch(gone, x)
+			return found
+		})
+		s.pushGroups(arrival, []GroupOp{{Kind: GroupRemove, Group: id, Members: gone}})
+	}
+	return s.groupView(id), nil
+}
+
+// DeleteGroup deletes group id.
+func (s *Server) DeleteGroup(id uint32, arrival uint64) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if _, ok := s.groups[id]; !ok {
+		return reqErr("unknown_group", "no group %d", id)
+	}
+	delete(s.groups, id)
+	s.pushGroups(arrival, []GroupOp{{Kind: GroupDelete, Group: id}})
+	return nil
+}
+
+// GetGroup returns group id.
+func (s *Server) GetGroup(id uint32) (*Group, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if _, ok := s.groups[id]; !ok {
+		return nil, reqErr("unknown_group", "no group %d", id)
+	}
+	g := s.groupView(id)
+	g.Generations = nil
+	return g, nil
+}
+
+// Groups returns every group, ascending by ID.
+func (s *Server) Groups() []Group {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	ids := slices.Sorted(maps.Keys(s.groups))
+	out := make([]Group, len(ids))
+	for i, id := range ids {
+		out[i] = Group{ID: id, Members: s.groups[id]}
+		if out[i].Members == nil {
+			out[i].Members = []uint16{}
+		}
+	}
+	return out
+}
+
+// Status is what GET /v1/status returns.
+type Status struct {
+	Switches  []SwitchStatus `json:"switches"`
+	DownLinks []string       `json:"down_links"`
+	Groups    int            `json:"groups"`
+}
+
+// SwitchStatus is one served switch.
+type SwitchStatus struct {
+	Name      string `json:"name"`
+	Ring      string `json:"ring"`
+	Connected bool   `json:"connected"`
+	RingError string `json:"ring_error,omitempty"`
+	// BootID is the dataplane's boot ID in hex ("" while none).
+	BootID string `json:"boot_id"`
+	// Generation is the last generation pushed, Applied the last one the
+	// dataplane applied.
+	Generation uint64            `json:"generation"`
+	Applied    uint64            `json:"applied"`
+	InSync     bool              `json:"in_sync"`
+	Pushes     map[string]uint64 `json:"pushes"`
+	Reroutes   uint64            `json:"reroutes"`
+	Rejected   uint64            `json:"rejected"`
+	Links      []LinkStatus      `json:"links"`
+}
+
+// LinkStatus is one port of a served switch.
+type LinkStatus struct {
+	Port    string `json:"port"`
+	Peer    string `json:"peer"` // "spine1:p1", or "host h1"
+	State   string `json:"state"`
+	LossPPM uint32 `json:"loss_ppm"`
+}
+
+// Status reports every served switch.
+func (s *Server) Status() *Status {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	st := &Status{Groups: len(s.groups), DownLinks: []string{}}
+	for _, l := range s.downList() {
+		st.DownLinks = append(st.DownLinks, s.topo.Links[l].Description)
+	}
+	for _, sw := range s.sws {
+		ss := SwitchStatus{
+			Name: sw.name, Ring: sw.path, Connected: sw.ring != nil, RingError: sw.ringErr,
+			Generation: sw.gen, Applied: sw.applied, InSync: sw.ring != nil && !sw.needFull && sw.applied == sw.gen && sw.gen > 0,
+			Pushes: map[string]uint64{}, Reroutes: sw.reroutes, Rejected: sw.rejected,
+		}
+		if sw.bootID != 0 {
+			ss.BootID = fmt.Sprintf("%016x", sw.bootID)
+		}
+		for k, n := range sw.pushes {
+			ss.Pushes[PushKind(k).String()] = n
+		}
+		for p, port := range s.topo.Switches[sw.index].Ports {
+			ls := LinkStatus{Port: port.Name, State: linkStateName(sw.ports[p].state), LossPPM: sw.ports[p].loss}
+			switch {
+			case port.Link >= 0:
+				peer := &s.topo.Switches[port.Peer]
+				ls.Peer = peer.Name + ":" + peer.Ports[port.PeerPort].Name
+			case port.Host >= 0:
+				ls.Peer = "host " + s.topo.Hosts[port.Host].Name
+			}
+			ss.Links = append(ss.Links, ls)
+		}
+		st.Switches = append(st.Switches, ss)
+	}
+	return st
+}
+
+// RouteView is one route entry with port names.
+type RouteView struct {
+	Receiver     uint16 `json:"receiver"`
+	Host         string `json:"host"`
+	Primary      string `json:"primary"`
+	Backup       string `json:"backup"`
+	PrimaryIndex uint8  `json:"primary_index"`
+	BackupIndex  uint8  `json:"backup_index"`
+}
+
+// RoutesView is GET /v1/routes's answer.
+type RoutesView struct {
+	Switch    string      `json:"switch"`
+	Served    bool        `json:"served"`
+	Ports     []string    `json:"ports"`
+	DownLinks []string    `json:"down_links"`
+	Routes    []RouteView `json:"routes"`
+}
+
+// Routes returns a switch's routes as computed now (with the down links
+// removed); the switch need not be served.
+func (s *Server) Routes(name string) (*RoutesView, error) {
+	s.mu.Lock()
+	sw := s.byName[name]
+	var routes []Route
+	if sw != nil {
+		routes = sw.routes
+	}
+	down := s.downList()
+	s.mu.Unlock()
+	si := s.topo.SwitchIndex(name)
+	if si < 0 {
+		return nil, reqErr("unknown_switch", "no switch %q in the topology", name)
+	}
+	if routes == nil {
+		t, err := ComputeTables(s.topo, name, down)
+		if err != nil {
+			return nil, err
+		}
+		routes = t.Routes
+	}
+	ports := portNames(&s.topo.Switches[si])
+	v := &RoutesView{Switch: name, Served: sw != nil, Ports: ports, DownLinks: []string{}, Routes: make([]RouteView, len(routes))}
+	for _, l := range down {
+		v.DownLinks = append(v.DownLinks, s.topo.Links[l].Description)
+	}
+	portName := func(p uint8) string {
+		if int(p) < len(ports) {
+			return ports[p]
+		}
+		return ""
+	}
+	recv := s.topo.Receivers()
+	for i, r := range routes {
+		v.Routes[i] = RouteView{Receiver: r.Receiver, Host: recv[i].Host, Primary: portName(r.Primary), Backup: portName(r.Backup), PrimaryIndex: r.Primary, BackupIndex: r.Backup}
+	}
+	return v, nil
+}

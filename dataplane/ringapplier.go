@@ -1,0 +1,448 @@
+// The control ring applier (docs/control.md): a goroutine of the switch, not
+// a worker, that reads command batches from the ring file, checks every
+// record, builds the next Tables off the fast path and publishes it with one
+// atomic store. In: 64-byte records (headers.Record) from the command ring.
+// Out: a new snapshot per good batch, and HELLO / APPLIED / REJECTED events
+// (plus the LINK / REROUTED events others Emit) on the event ring. A bad
+// batch is refused whole and counted; nothing on the ring can stop it.
+package dataplane
+
+import (
+	"context"
+	"fmt"
+	"maps"
+	"math/rand/v2"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/sparsecast/sparsecast/ffi"
+	"github.com/sparsecast/sparsecast/headers"
+)
+
+// RingApplierOptions tune how the applier waits for commands.
+type RingApplierOptions struct {
+	// BusyPoll spins on the command ring forever (benchmarks: a core of its
+	// own). Otherwise the applier spins Spin empty polls, then sleeps in
+	// steps of Sleep until a record arrives.
+	BusyPoll bool
+	// Spin is the number of empty polls before sleeping (default 64).
+	Spin int
+	// Sleep is one idle sleep step (default 50µs, at most 10ms).
+	Sleep time.Duration
+}
+
+// RingCounters are the applier's counters, read by the metrics collector.
+type RingCounters struct {
+	// BatchesApplied counts published batches.
+	BatchesApplied atomic.Uint64
+	// Rejected counts refused batches (and records outside any batch) by
+	// rejection code (headers.Reject*).
+	Rejected [headers.NumRejectCodes]atomic.Uint64
+	// Generation is the last applied generation.
+	Generation atomic.Uint64
+	// EventsDropped counts events not sent because the event ring was full
+	// (or, for Emit, because the record was malformed).
+	EventsDropped atomic.Uint64
+	// LastApplyNanos is how long the last good batch took from its COMMIT
+	// leaving the ring to the publish.
+	LastApplyNanos atomic.Uint64
+}
+
+// RingApplier applies command batches from a ring file to a Switch.
+type RingApplier struct {
+	sw       *Switch
+	rf       *ffi.RingFile
+	cmd, evq *ffi.SPSC
+	opts     RingApplierOptions
+	nports   int
+	bootID   uint64
+	applied  uint64 // owned by Run; mirrored in the header and Counters
+	counters *RingCounters
+
+	emitMu sync.Mutex
+
+	// The batch being assembled (Run's goroutine only).
+	inBatch  bool
+	gen      uint64
+	full     bool
+	index    uint32 // records of the batch seen so far; BEGIN is 0
+	badCode  uint32 // first rejection code, 0 while the batch is good
+	badIndex uint32
+	badKind  headers.RecordKind
+	base     *Tables
+	routes   *RouteTable         // staged routes, nil until the batch touches routes
+	groups   map[uint32][]uint16 // staged groups, nil until the batch touches groups
+	owned    map[uint32]bool     // groups whose staged slice this batch allocated
+
+	rec [headers.RingRecordLen]byte
+	out [headers.RingRecordLen]byte
+}
+
+// NewRingApplier attaches an applier to sw over the ring file rf. As a
+// (re)started dataplane it writes a fresh random boot ID and applied
+// generation 0 into the header, drops whatever commands its predecessor left
+// (control answers the HELLO with a full resync) and sends HELLO.
+func NewRingApplier(sw *Switch, rf *ffi.RingFile, opts RingApplierOptions) (*RingApplier, error) {
+	if opts.Spin == 0 {
+		opts.Spin = 64
+	}
+	if opts.Sleep == 0 {
+		opts.Sleep = 50 * time.Microsecond
+	}
+	if opts.Spin < 0 || opts.Sleep < 0 || opts.Sleep > 10*time.Millisecond {
+		return nil, fmt.Errorf("ring applier: spin %d, sleep %v: want spin >= 0 and sleep up to 10ms", opts.Spin, opts.Sleep)
+	}
+	if sw.NumPorts() > headers.RingNoPort {
+		return nil, fmt.Errorf("ring applier: %d ports: ring records address at most %d", sw.NumPorts(), headers.RingNoPort)
+	}
+	a := &RingApplier{
+		sw: sw, rf: rf, cmd: rf.Commands(), evq: rf.Events(), opts: opts,
+		nports: sw.NumPorts(), counters: &RingCounters{}, owned: map[uint32]bool{},
+	}
+	for a.bootID == 0 {
+		a.bootID = rand.Uint64()
+	}
+	rf.SetAppliedGeneration(0)
+	rf.SetDataplaneBootID(a.bootID)
+	a.cmd.Drain()
+	a.emit(headers.Hello(a.out[:], a.bootID, 0))
+	return a, nil
+}
+
+// BootID is the boot ID this applier wrote into the header.
+func (a *RingApplier) BootID() uint64 { return a.bootID }
+
+// Counters returns the applier's counters.
+func (a *RingApplier) Counters() *RingCounters { return a.counters }
+
+// Run polls the command ring until ctx ends.
+func (a *RingApplier) Run(ctx context.Context) error {
+	done := ctx.Done()
+	idle := 0
+	for {
+		if a.cmd.TryPop(a.rec[:]) {
+			a.handle(headers.Record(a.rec[:]))
+			idle = 0
+			continue
+		}
+		select {
+		case <-done:
+			return nil
+		default:
+		}
+		if a.opts.BusyPoll {
+			continue
+		}
+		if idle < a.opts.Spin {
+			idle++
+			continue
+		}
+		// A plain nanosleep: Go timers round sub-millisecond sleeps up when
+		// the process is otherwise idle; this blocks one thread for Sleep.
+		ts := unix.NsecToTimespec(int64(a.opts.Sleep))
+		unix.Nanosleep(&ts, nil)
+	}
+}
+
+// Poll handles every waiting command on the calling goroutine and returns
+// how many it took: for tests and benchmarks that drive the applier
+// themselves instead of calling Run (never both at once).
+func (a *RingApplier) Poll() int {
+	n := 0
+	for a.cmd.TryPop(a.rec[:]) {
+		a.handle(headers.Record(a.rec[:]))
+		n++
+	}
+	return n
+}
+
+// handle takes one command record.
+func (a *RingApplier) handle(r headers.Record) {
+	code := r.Validate(a.nports)
+	k := r.Kind()
+	if code == 0 && !k.IsCommand() {
+		code = headers.RejectKind
+	}
+	if !a.inBatch {
+		switch {
+		case code != 0:
+			a.reject(r.Generation(), code, k, 0)
+		case k != headers.CmdBegin:
+			a.reject(r.Generation(), headers.RejectOrder, k, 0)
+		default:
+			a.begin(r)
+		}
+		return
+	}
+	a.index++
+	if code == 0 && k == headers.CmdBegin {
+		// A new batch while one is open: its producer gave up on the
+		// open one (a control restart, a push timeout). Refuse the open
+		// batch and start the new one.
+		a.fail(headers.RejectOrder, k)
+		a.finish()
+		a.begin(r)
+		return
+	}
+	if code == 0 && r.Generation() != a.gen {
+		code = headers.RejectOrder
+	}
+	if r.Kind() == headers.CmdCommit && r.Version() == headers.RingVersion {
+		// Whatever else is wrong with it, a COMMIT ends the batch, so that
+		// a refusal is reported now rather than at the next BEGIN.
+		if code != 0 || a.badCode != 0 {
+			a.fail(code, k)
+			a.finish()
+			return
+		}
+		a.commit()
+		return
+	}
+	if code != 0 {
+		a.fail(code, k)
+	}
+	if a.badCode != 0 {
+		return
+	}
+	switch k {
+	case headers.CmdRoutes:
+		rt := a.stageRoutes()
+		for i := range r.Count() {
+			id, p, b := r.Route(i)
+			rt.SetWithBackup(id, p, b)
+		}
+	case headers.CmdGroupSet:
+		g := a.stageGroups()
+		m := make([]uint16, r.Count())
+		for i := range m {
+			m[i] = r.Member(i)
+		}
+		g[r.Group()] = m
+		a.owned[r.Group()] = true
+	case headers.CmdGroupAdd:
+		a.groupAdd(r)
+	case headers.CmdGroupRemove:
+		a.groupRemove(r)
+	case headers.CmdGroupDelete:
+		id := r.Group()
+		if !a.groupExists(id) {
+			a.fail(headers.RejectGroup, k)
+			return
+		}
+		delete(a.stageGroups(), id)
+		delete(a.owned, id)
+	}
+}
+
+func (a *RingApplier) begin(r headers.Record) {
+	a.inBatch = true
+	a.gen = r.Generation()
+	a.full = r.Full()
+	a.index = 0
+	a.badCode = 0
+	a.base = a.sw.Tables()
+	if a.gen <= a.applied {
+		a.fail(headers.RejectGeneration, headers.CmdBegin)
+		return
+	}
+	if a.full {
+		a.routes = NewRouteTable()
+		a.groups = map[uint32][]uint16{}
+	}
+}
+
+// fail marks the batch bad at the current record (the first failure wins).
+func (a *RingApplier) fail(code uint32, k headers.RecordKind) {
+	if a.badCode == 0 && code != 0 {
+		a.badCode, a.badIndex, a.badKind = code, a.index, k
+	}
+}
+
+// finish ends the batch: a bad one is reported; staged state is dropped.
+func (a *RingApplier) finish() {
+	if a.badCode != 0 {
+		a.reject(a.gen, a.badCode, a.badKind, a.badIndex)
+	}
+	a.inBatch = false
+	a.base, a.routes, a.groups = nil, nil, nil
+	clear(a.owned)
+}
+
+func (a *RingApplier) reject(gen uint64, code uint32, k headers.RecordKind, index uint32) {
+	if code < headers.NumRejectCodes {
+		a.counters.Rejected[code].Add(1)
+	}
+	a.emit(headers.Rejected(a.out[:], gen, code, k, index))
+}
+
+// stageRoutes returns the batch's route table, cloning the current one the
+// first time a delta touches routes.
+func (a *RingApplier) stageRoutes() *RouteTable {
+	if a.routes == nil {
+		a.routes = a.base.Routes.Clone()
+	}
+	return a.routes
+}
+
+// stageGroups returns the batch's group map, copying the current one (not
+// its member slices, which are replaced, never changed) the first time a
+// delta touches groups.
+func (a *RingApplier) stageGroups() map[uint32][]uint16 {
+	if a.groups == nil {
+		a.groups = maps.Clone(a.base.Groups)
+		if a.groups == nil {
+			a.groups = map[uint32][]uint16{}
+		}
+	}
+	return a.groups
+}
+
+func (a *RingApplier) groupExists(id uint32) bool {
+	g := a.groups
+	if g == nil {
+		g = a.base.Groups
+	}
+	_, ok := g[id]
+	return ok
+}
+
+// groupAdd merges a GROUP_ADD's members (ascending) into the group,
+// creating it if needed. A group this batch set and that grows at its end
+// (a big GROUP_SET continued in GROUP_ADDs) is appended to in place.
+func (a *RingApplier) groupAdd(r headers.Record) {
+	g := a.stageGroups()
+	id, n := r.Group(), r.Count()
+	cur := g[id]
+	if a.owned[id] && (len(cur) == 0 || r.Member(0) > cur[len(cur)-1]) {
+		for i := range n {
+			cur = append(cur, r.Member(i))
+		}
+		g[id] = cur
+		return
+	}
+	out := make([]uint16, 0, len(cur)+n)
+	i, j := 0, 0
+	for i < len(cur) || j < n {
+		switch {
+		case j == n || i < len(cur) && cur[i] < r.Member(j):
+			out = append(out, cur[i])
+			i++
+		case i == len(cur) || r.Member(j) < cur[i]:
+			out = append(out, r.Member(j))
+			j++
+		default: // already a member
+			out = append(out, cur[i])
+			i++
+			j++
+		}
+	}
+	g[id] = out
+	a.owned[id] = true
+}
+
+// groupRemove takes a GROUP_REMOVE's members out of an existing group;
+// members not in it are ignored.
+func (a *RingApplier) groupRemove(r headers.Record) {
+	id, n := r.Group(), r.Count()
+	if !a.groupExists(id) {
+		a.fail(headers.RejectGroup, headers.CmdGroupRemove)
+		return
+	}
+	g := a.stageGroups()
+	cur := g[id]
+	out := make([]uint16, 0, len(cur))
+	j := 0
+	for _, m := range cur {
+		for j < n && r.Member(j) < m {
+			j++
+		}
+		if j < n && r.Member(j) == m {
+			continue
+		}
+		out = append(out, m)
+	}
+	g[id] = slices.Clip(out)
+	a.owned[id] = true
+}
+
+// commit publishes the batch: routes resolved against the ports that are
+// down now, groups as staged; what the batch did not touch is the current
+// snapshot's (the same *RouteTable for a group-only batch).
+func (a *RingApplier) commit() {
+	t0 := time.Now()
+	err := a.sw.UpdateTables(func(old *Tables) (*Tables, error) {
+		nt := *old
+		nt.Generation = a.gen
+		if a.routes != nil {
+			down := a.sw.DownPorts()
+			a.routes.Resolve(&down)
+			nt.Routes = a.routes
+		}
+		if a.groups != nil {
+			nt.Groups = a.groups
+		}
+		return &nt, nil
+	})
+	if err != nil { // UpdateTables fails only if the callback does
+		a.fail(headers.RejectOrder, headers.CmdCommit)
+		a.finish()
+		return
+	}
+	now := uint64(MonotonicNs())
+	a.counters.LastApplyNanos.Store(uint64(time.Since(t0)))
+	a.applied = a.gen
+	a.rf.SetAppliedGeneration(a.gen)
+	a.counters.Generation.Store(a.gen)
+	a.counters.BatchesApplied.Add(1)
+	a.emit(headers.Applied(a.out[:], a.gen, now))
+	a.finish()
+}
+
+func (a *RingApplier) emit(r headers.Record) bool {
+	a.emitMu.Lock()
+	ok := a.evq.TryPush(r)
+	a.emitMu.Unlock()
+	if !ok {
+		a.counters.EventsDropped.Add(1)
+	}
+	return ok
+}
+
+// Emit sends an event record (built with headers.Link, headers.Rerouted,
+// ...) to control from any goroutine. It never blocks: a malformed record
+// or one that does not fit in the event ring is dropped and counted, and
+// Emit returns false.
+func (a *RingApplier) Emit(ev headers.Record) bool {
+	if ev.Validate(a.nports) != 0 || !ev.Kind().IsEvent() {
+		a.counters.EventsDropped.Add(1)
+		return false
+	}
+	return a.emit(ev)
+}
+
+// EmitLink reports a port's link state (headers.LinkUp, LinkDegraded,
+// LinkDown), its probe loss and when it was detected (CLOCK_MONOTONIC ns).
+func (a *RingApplier) EmitLink(port, state uint8, lossPPM uint32, detectNanos uint64) bool {
+	var b [headers.RingRecordLen]byte
+	return a.Emit(headers.Link(b[:], a.rf.AppliedGeneration(), port, state, lossPPM, detectNanos))
+}
+
+// EmitRerouted reports a fast reroute: moved entries switched to their
+// backup because port went down, published at swapNanos (CLOCK_MONOTONIC).
+func (a *RingApplier) EmitRerouted(port uint8, moved uint32, swapNanos uint64) bool {
+	var b [headers.RingRecordLen]byte
+	return a.Emit(headers.Rerouted(b[:], a.rf.AppliedGeneration(), port, moved, swapNanos))
+}
+
+// OnLinkEvent forwards a link event to control: LINK, then REROUTED when
+// the change republished the routes. Register it with Switch.OnLinkEvent.
+func (a *RingApplier) OnLinkEvent(ev LinkEvent) {
+	a.EmitLink(ev.Port, ev.State, ev.LossPPM, uint64(ev.DetectNs))
+	if ev.SwapNs != 0 {
+		a.EmitRerouted(ev.Port, uint32(ev.Moved), uint64(ev.SwapNs))
+	}
+}

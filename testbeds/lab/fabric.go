@@ -1,0 +1,311 @@
+package lab
+
+// A multi-switch lab fabric built from a control topology: one network
+// namespace per switch and per host, a veth pair per link and per host
+// attachment, one `sparsecast switch run` per switch with a configuration
+// generated from the topology (ports in the topology's order, control's
+// primary and backup routes, probes on switch-to-switch ports). In: a
+// topology. Out: running switches, hosts with addresses and gateways, and
+// the paths of every config and log.
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"time"
+
+	"gopkg.in/yaml.v3"
+
+	"github.com/sparsecast/sparsecast/control"
+	"github.com/sparsecast/sparsecast/dataplane"
+	"github.com/sparsecast/sparsecast/headers"
+)
+
+// FabricOptions configure StartFabric.
+type FabricOptions struct {
+	Topology *control.Topology
+	Binary   string
+	Prefix   string
+	Dir      string
+	UDPPort  uint16
+	// Probes turns on probes between switches (default interval 1 ms).
+	Probes bool
+	// Faults injects egress loss on named ports, "switch:port" -> config.
+	Faults map[string]dataplane.FaultConfig
+	Log    func(format string, args ...any)
+}
+
+// FabricHost is one host of a running fabric.
+type FabricHost struct {
+	Name      string
+	NS        string
+	IP        string
+	GatewayIP string
+	Receiver  bool
+	ID        uint16
+}
+
+// Fabric is a running lab fabric.
+type Fabric struct {
+	Lab      *Lab
+	Topo     *control.Topology
+	Dir      string
+	UDPPort  uint16
+	Hosts    map[string]*FabricHost
+	SwitchNS map[string]string
+	Configs  map[string]string // switch -> config path
+	Logs     map[string]string // switch -> log path
+	procs    map[string]*Proc
+	bin      string
+}
+
+func portMAC(sw, port int) string { return fmt.Sprintf("02:5c:%02x:%02x:00:01", sw, port) }
+func hostMAC(h int) string        { return fmt.Sprintf("02:5d:%02x:%02x:00:02", h>>8, h&0xFF) }
+func hostIP(h int) string         { return fmt.Sprintf("10.78.%d.2", h) }
+func gatewayIP(h int) string      { return fmt.Sprintf("10.78.%d.1", h) }
+
+// StartFabric builds the fabric and starts its switches. On error everything
+// built so far is torn down.
+func StartFabric(ctx context.Context, o FabricOptions) (f *Fabric, err error) {
+	if o.Topology == nil || o.Binary == "" {
+		return nil, fmt.Errorf("fabric: topology and binary are required")
+	}
+	if o.Prefix == "" {
+		o.Prefix = DefaultPrefix
+	}
+	if o.UDPPort == 0 {
+		o.UDPPort = headers.DefaultUDPPort
+	}
+	if o.Dir == "" {
+		if o.Dir, err = os.MkdirTemp("", "sparsecast-fabric-"); err != nil {
+			return nil, err
+		}
+	} else if err := os.MkdirAll(o.Dir, 0o755); err != nil {
+		return nil, err
+	}
+	logf := o.Log
+	if logf == nil {
+		logf = func(string, ...any) {}
+	}
+	if err := Teardown(ctx, o.Prefix, nil); err != nil {
+		return nil, fmt.Errorf("fabric: clearing an earlier lab: %w", err)
+	}
+	l, err := New(o.Prefix)
+	if err != nil {
+		return nil, err
+	}
+	t := o.Topology
+	f = &Fabric{
+		Lab: l, Topo: t, Dir: o.Dir, UDPPort: o.UDPPort,
+		Hosts: map[string]*FabricHost{}, SwitchNS: map[string]string{},
+		Configs: map[string]string{}, Logs: map[string]string{},
+		procs: map[string]*Proc{}, bin: o.Binary,
+	}
+	defer func() {
+		if err != nil {
+			f.Close()
+			f = nil
+		}
+	}()
+	logf("== building fabric: %d switches, %d links, %d hosts", len(t.Switches), len(t.Links), len(t.Hosts))
+	for _, sw := range t.Switches {
+		if f.SwitchNS[sw.Name], err = l.AddNamespace(ctx, sw.Name); err != nil {
+			return nil, err
+		}
+	}
+	for _, lk := range t.Links {
+		a, b := t.Switches[lk.ASw], t.Switches[lk.BSw]
+		if err := l.AddVeth(ctx,
+			Link{NS: f.SwitchNS[a.Name], Dev: a.Ports[lk.APort].Name, MAC: portMAC(lk.ASw, lk.APort)},
+			Link{NS: f.SwitchNS[b.Name], Dev: b.Ports[lk.BPort].Name, MAC: portMAC(lk.BSw, lk.BPort)}); err != nil {
+			return nil, err
+		}
+	}
+	for hi, h := range t.Hosts {
+		sw := t.Switches[h.Switch]
+		ns, err := l.AddNamespace(ctx, h.Name)
+		if err != nil {
+			return nil, err
+		}
+		fh := &FabricHost{Name: h.Name, NS: ns, IP: hostIP(hi), GatewayIP: gatewayIP(hi), Receiver: h.Receiver, ID: h.ID}
+		f.Hosts[h.Name] = fh
+		swNS, port := f.SwitchNS[sw.Name], sw.Ports[h.Port].Name
+		if err := l.AddVeth(ctx, Link{NS: ns, Dev: "eth0", MAC: hostMAC(hi)}, Link{NS: swNS, Dev: port, MAC: portMAC(h.Switch, h.Port)}); err != nil {
+			return nil, err
+		}
+		for _, step := range []func() error{
+			func() error { return l.AddAddr(ctx, ns, "eth0", fh.IP+"/24") },
+			func() error { return l.DisableTxOffload(ctx, ns, "eth0") },
+			func() error { return l.Up(ctx, ns, "eth0") },
+			func() error { return l.AddNeighbor(ctx, ns, "eth0", fh.GatewayIP, portMAC(h.Switch, h.Port)) },
+			func() error { return l.AddDefaultRoute(ctx, ns, "eth0", fh.GatewayIP) },
+		} {
+			if err := step(); err != nil {
+				return nil, err
+			}
+		}
+	}
+	for si, sw := range t.Switches {
+		for _, p := range sw.Ports {
+			if err := l.Up(ctx, f.SwitchNS[sw.Name], p.Name); err != nil {
+				return nil, err
+			}
+		}
+		cfg, err := fabricSwitchConfig(t, si, o)
+		if err != nil {
+			return nil, err
+		}
+		out, err := yaml.Marshal(cfg)
+		if err != nil {
+			return nil, err
+		}
+		path := filepath.Join(o.Dir, sw.Name+".yaml")
+		if err := os.WriteFile(path, out, 0o644); err != nil {
+			return nil, err
+		}
+		if _, err := dataplane.LoadConfig(path); err != nil {
+			return nil, fmt.Errorf("fabric: generated config for %s does not load: %w", sw.Name, err)
+		}
+		f.Configs[sw.Name] = path
+	}
+	logf("== starting %d switches", len(t.Switches))
+	for _, sw := range t.Switches {
+		if err := f.StartSwitch(ctx, sw.Name); err != nil {
+			return nil, err
+		}
+	}
+	return f, nil
+}
+
+// StartSwitch (re)starts one switch process and waits until it has opened
+// its ports.
+func (f *Fabric) StartSwitch(ctx context.Context, name string) error {
+	logPath := filepath.Join(f.Dir, name+".log")
+	lf, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return err
+	}
+	defer lf.Close()
+	p, err := f.Lab.Start(f.SwitchNS[name], "switch "+name, lf, lf, f.bin, "switch", "run", "--config", f.Configs[name])
+	if err != nil {
+		return err
+	}
+	f.procs[name] = p
+	f.Logs[name] = logPath
+	nports := len(f.Topo.Switches[f.Topo.SwitchIndex(name)].Ports)
+	if err := waitPacketSockets(ctx, f.Lab, f.SwitchNS[name], nports, p, 15*time.Second); err != nil {
+		return fmt.Errorf("fabric: switch %s: %w (see %s)", name, err, logPath)
+	}
+	return nil
+}
+
+// StopSwitch stops one switch process (SIGKILL with kill true).
+func (f *Fabric) StopSwitch(name string, kill bool) error {
+	p := f.procs[name]
+	if p == nil {
+		return fmt.Errorf("fabric: switch %s is not running", name)
+	}
+	delete(f.procs, name)
+	if kill {
+		return p.Stop(0)
+	}
+	return p.Stop(2 * time.Second)
+}
+
+// Close stops every process and removes the fabric's namespaces.
+func (f *Fabric) Close() error { return f.Lab.Close() }
+
+// fabricSwitchConfig renders one switch's configuration: ports in topology
+// order, neighbours' MACs and (for hosts) IPs, and control's routes with
+// their backups, grouped by (primary, backup) into ID ranges.
+func fabricSwitchConfig(t *control.Topology, si int, o FabricOptions) (*dataplane.Config, error) {
+	sw := t.Switches[si]
+	cfg := &dataplane.Config{Name: sw.Name, UDPPort: o.UDPPort, PollMode: dataplane.PollAdaptive, MetricsAddr: "127.0.0.1:9470"}
+	if o.Probes {
+		// A lab runs a dozen processes on two shared cores, and AF_PACKET
+		// hands frames over in blocks retired every millisecond: probes
+		// arrive tens of milliseconds late now and then. The lab probes
+		// every 10 ms and gives up after 5 silent intervals; link-down by
+		// `ip link set down` is caught by the carrier watcher anyway. A
+		// switch on dedicated cores keeps the 1 ms default.
+		cfg.Probe = dataplane.ProbeConfig{Interval: 10 * time.Millisecond, Miss: 5, Window: 100}
+	}
+	for _, p := range sw.Ports {
+		pc := dataplane.PortConfig{Name: p.Name, Type: "afpacket", Iface: p.Name}
+		switch {
+		case p.Link >= 0:
+			pc.NeighborMAC = portMAC(p.Peer, p.PeerPort)
+			pc.Probe = o.Probes
+		case p.Host >= 0:
+			pc.NeighborMAC = hostMAC(p.Host)
+			pc.NeighborIP = hostIP(p.Host)
+		}
+		if fc, ok := o.Faults[sw.Name+":"+p.Name]; ok {
+			pc.Fault = fc
+		}
+		cfg.Ports = append(cfg.Ports, pc)
+	}
+	tables, err := control.ComputeTables(t, sw.Name, nil)
+	if err != nil {
+		return nil, err
+	}
+	type pair struct{ p, b uint8 }
+	groups := map[pair][]uint16{}
+	for _, r := range tables.Routes {
+		if r.Primary == control.NoPort {
+			continue
+		}
+		k := pair{r.Primary, r.Backup}
+		groups[k] = append(groups[k], r.Receiver)
+	}
+	keys := make([]pair, 0, len(groups))
+	for k := range groups {
+		keys = append(keys, k)
+	}
+	sort.Slice(keys, func(i, j int) bool { return keys[i].p < keys[j].p || keys[i].p == keys[j].p && keys[i].b < keys[j].b })
+	for _, k := range keys {
+		ids := groups[k]
+		sort.Slice(ids, func(i, j int) bool { return ids[i] < ids[j] })
+		e := dataplane.RouteEntry{Receivers: headers.FormatIDSet(ids), Port: sw.Ports[k.p].Name}
+		if k.b != control.NoPort {
+			e.Backup = sw.Ports[k.b].Name
+		}
+		cfg.Routes = append(cfg.Routes, e)
+	}
+	return cfg, nil
+}
+
+// GatewayAddr returns "ip:port" of a host's gateway, where it sends SMH.
+func (f *Fabric) GatewayAddr(host string) string {
+	return net.JoinHostPort(f.Hosts[host].GatewayIP, fmt.Sprint(f.UDPPort))
+}
+
+// ListenAddr returns "ip:port" a receiver host listens on.
+func (f *Fabric) ListenAddr(host string) string {
+	return net.JoinHostPort(f.Hosts[host].IP, fmt.Sprint(f.UDPPort))
+}
+
+// Receivers lists receiver hosts by ID.
+func (f *Fabric) Receivers() []*FabricHost {
+	var r []*FabricHost
+	for _, h := range f.Hosts {
+		if h.Receiver {
+			r = append(r, h)
+		}
+	}
+	sort.Slice(r, func(i, j int) bool { return r[i].ID < r[j].ID })
+	return r
+}
+
+// ReceiverIDs formats the receiver IDs of hosts as an ID list.
+func ReceiverIDs(hs []*FabricHost) string {
+	ids := make([]string, len(hs))
+	for i, h := range hs {
+		ids[i] = fmt.Sprint(h.ID)
+	}
+	return strings.Join(ids, ",")
+}

@@ -1,0 +1,374 @@
+package lab
+
+// The failover scenario: a fabric streams SMH at a steady rate from one
+// sender to every receiver; mid-stream one switch-to-switch link is taken
+// down (`ip link set down`, a carrier loss at both ends). The switches detect
+// it and reroute locally; the result says how fast, and who lost what:
+// receivers whose primary path used the link may lose the packets in flight,
+// every other receiver must lose none.
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/sparsecast/sparsecast/control"
+	"github.com/sparsecast/sparsecast/dataplane"
+	"github.com/sparsecast/sparsecast/dataplane/endpoint"
+)
+
+// FailoverOptions configure Failover.
+type FailoverOptions struct {
+	Topology string // fabric YAML
+	Binary   string
+	Sender   string        // sending host (default: the first non-receiver host)
+	Link     string        // "switch:port" of the link to fail (default: the first link on an affected path)
+	Rate     float64       // packets per second (default 5000)
+	Duration time.Duration // stream length (default 4s)
+	FailAt   time.Duration // when to fail the link (default Duration/2)
+	Prefix   string        // namespace prefix (default "scf-")
+	Dir      string
+	Log      func(format string, args ...any)
+}
+
+// FailoverResult is what `bench failover --json` prints.
+type FailoverResult struct {
+	Link                string                 `json:"link"`
+	DetectUs            float64                `json:"detect_us"`
+	RepairUs            float64                `json:"repair_us"`
+	LostAffected        int                    `json:"lost_affected"`
+	LostUnaffected      int                    `json:"lost_unaffected"`
+	AffectedReceivers   []uint16               `json:"affected_receivers"`
+	UnaffectedReceivers []uint16               `json:"unaffected_receivers"`
+	DetectedBy          string                 `json:"detected_by"`
+	RepairedBy          string                 `json:"repaired_by"`
+	RoutesMoved         int                    `json:"routes_moved"`
+	Sent                uint64                 `json:"sent"`
+	RatePPS             float64                `json:"rate_pps"`
+	Receivers           []FailoverReceiverStat `json:"receivers"`
+	DeliveredUnaffected bool                   `json:"delivered_ok_unaffected"`
+	ElapsedS            float64                `json:"elapsed_s"`
+	Dir                 string                 `json:"dir"`
+}
+
+// FailoverReceiverStat is one receiver's count.
+type FailoverReceiverStat struct {
+	ID         uint16 `json:"id"`
+	Affected   bool   `json:"affected"`
+	Received   uint64 `json:"received"`
+	Lost       uint64 `json:"lost"`
+	Duplicates uint64 `json:"duplicates"`
+}
+
+// Table renders a result for people.
+func (r *FailoverResult) Table() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "failover of %s: detected in %.0f µs (%s), rerouted in %.0f µs (%s, %d routes moved)\n",
+		r.Link, r.DetectUs, r.DetectedBy, r.RepairUs, r.RepairedBy, r.RoutesMoved)
+	fmt.Fprintf(&b, "  %d packets to each receiver at %.0f pps; lost by affected receivers %d, by unaffected %d\n",
+		r.Sent, r.RatePPS, r.LostAffected, r.LostUnaffected)
+	fmt.Fprintf(&b, "  %8s  %8s  %9s  %6s  %10s\n", "RECEIVER", "AFFECTED", "RECEIVED", "LOST", "DUPLICATES")
+	for _, s := range r.Receivers {
+		fmt.Fprintf(&b, "  %8d  %8v  %9d  %6d  %10d\n", s.ID, s.Affected, s.Received, s.Lost, s.Duplicates)
+	}
+	return b.String()
+}
+
+// Failover runs the scenario and tears the fabric down again.
+func Failover(ctx context.Context, o FailoverOptions) (res *FailoverResult, err error) {
+	start := time.Now()
+	if o.Rate == 0 {
+		o.Rate = 5000
+	}
+	if o.Duration == 0 {
+		o.Duration = 4 * time.Second
+	}
+	if o.FailAt == 0 {
+		o.FailAt = o.Duration / 2
+	}
+	if o.Prefix == "" {
+		o.Prefix = "scf-"
+	}
+	if o.Rate < 1 || o.Rate > 1e6 || o.Duration > 10*time.Minute || o.FailAt >= o.Duration {
+		return nil, fmt.Errorf("failover: rate %v, duration %v, fail at %v: want a rate of 1-1e6 pps and the failure inside the stream", o.Rate, o.Duration, o.FailAt)
+	}
+	logf := o.Log
+	if logf == nil {
+		logf = func(string, ...any) {}
+	}
+	topo, err := control.LoadTopology(o.Topology)
+	if err != nil {
+		return nil, err
+	}
+	all, err := control.ComputeAllTables(topo, nil)
+	if err != nil {
+		return nil, err
+	}
+	tables := map[string]*control.SwitchTables{}
+	for _, t := range all {
+		tables[t.Switch] = t
+	}
+	sender := o.Sender
+	if sender == "" {
+		for _, h := range topo.Hosts {
+			if !h.Receiver {
+				sender = h.Name
+				break
+			}
+		}
+	}
+	senderIdx := -1
+	for i, h := range topo.Hosts {
+		if h.Name == sender {
+			senderIdx = i
+		}
+	}
+	if senderIdx < 0 {
+		return nil, fmt.Errorf("failover: no sending host %q in %s", sender, o.Topology)
+	}
+	// Walk every receiver's primary path from the sender's switch.
+	paths := map[uint16][]pathHop{}
+	var recvIDs []uint16
+	for _, r := range topo.Receivers() {
+		p, err := primaryPath(topo, tables, topo.Hosts[senderIdx].Switch, r.ID)
+		if err != nil {
+			return nil, err
+		}
+		paths[r.ID] = p
+		recvIDs = append(recvIDs, r.ID)
+	}
+	link := o.Link
+	if link == "" {
+		// The first switch-to-switch hop on receiver paths, preferring a
+		// link that some but not all receivers use.
+		for _, id := range recvIDs {
+			for _, h := range paths[id][1:] {
+				if h.link >= 0 {
+					link = h.from
+					break
+				}
+			}
+			if link != "" {
+				break
+			}
+		}
+	}
+	failSw, failPort, ok := strings.Cut(link, ":")
+	lid := control.LinkID(-1)
+	if si := topo.SwitchIndex(failSw); ok && si >= 0 {
+		for pi, p := range topo.Switches[si].Ports {
+			if p.Name == failPort && p.Link >= 0 {
+				lid = p.Link
+				_ = pi
+			}
+		}
+	}
+	if lid < 0 {
+		return nil, fmt.Errorf("failover: %q is not a switch-to-switch link port", link)
+	}
+	affected := map[uint16]bool{}
+	upstream := ""
+	for id, p := range paths {
+		for _, h := range p {
+			if h.link == lid {
+				affected[id] = true
+				upstream = h.sw
+			}
+		}
+	}
+	res = &FailoverResult{Link: link}
+	for _, id := range recvIDs {
+		if affected[id] {
+			res.AffectedReceivers = append(res.AffectedReceivers, id)
+		} else {
+			res.UnaffectedReceivers = append(res.UnaffectedReceivers, id)
+		}
+	}
+
+	f, err := StartFabric(ctx, FabricOptions{Topology: topo, Binary: o.Binary, Prefix: o.Prefix, Dir: o.Dir, Probes: true, Log: logf})
+	if err != nil {
+		return nil, err
+	}
+	defer func() {
+		if cerr := f.Close(); cerr != nil && err == nil {
+			err = fmt.Errorf("failover: teardown: %w", cerr)
+		}
+	}()
+	res.Dir = f.Dir
+
+	count := int(o.Rate * o.Duration.Seconds())
+	maxRun := o.Duration*3 + 30*time.Second
+	outs := map[uint16]*bytes.Buffer{}
+	var recvs []*Proc
+	for _, h := range f.Receivers() {
+		outs[h.ID] = &bytes.Buffer{}
+		errLog, err := os.Create(filepath.Join(f.Dir, fmt.Sprintf("recv-%d.log", h.ID)))
+		if err != nil {
+			return nil, err
+		}
+		defer errLog.Close()
+		p, err := f.Lab.Start(h.NS, fmt.Sprintf("recv %d", h.ID), outs[h.ID], errLog, o.Binary, "recv",
+			"--id", strconv.Itoa(int(h.ID)), "--listen", f.ListenAddr(h.Name), "--idle-timeout", "1500ms",
+			"--duration", maxRun.String(), "--json")
+		if err != nil {
+			return nil, err
+		}
+		recvs = append(recvs, p)
+		if err := waitUDPBound(ctx, f.Lab, h.NS, f.UDPPort, p, 10*time.Second); err != nil {
+			return nil, fmt.Errorf("failover: receiver %d: %w", h.ID, err)
+		}
+	}
+	// Let probes run for a few windows so every link is known good.
+	time.Sleep(300 * time.Millisecond)
+
+	logf("== streaming %d packets at %.0f pps from %s to %s; %s goes down at %v", count, o.Rate, sender, ReceiverIDs(f.Receivers()), link, o.FailAt)
+	var sendOut bytes.Buffer
+	sendLog, err := os.Create(filepath.Join(f.Dir, "send.log"))
+	if err != nil {
+		return nil, err
+	}
+	defer sendLog.Close()
+	srcID := 0
+	if h := topo.Hosts[senderIdx]; h.Receiver {
+		srcID = int(h.ID)
+	}
+	sp, err := f.Lab.Start(f.Hosts[sender].NS, "send", &sendOut, sendLog, o.Binary, "send",
+		"--via", f.GatewayAddr(sender), "--to", ReceiverIDs(f.Receivers()),
+		"--source-id", strconv.Itoa(srcID), "--session", "7", "--count", strconv.Itoa(count),
+		"--size", "128", "--rate", strconv.FormatFloat(o.Rate, 'f', -1, 64), "--json")
+	if err != nil {
+		return nil, err
+	}
+	select {
+	case <-time.After(o.FailAt):
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	// The same change as `ip link set dev PORT down`, made in-process so
+	// that t0 is taken right before it and not before a fork and exec.
+	var t0 int64
+	if err := SetLinkDown(f.SwitchNS[failSw], failPort, true, func() { t0 = dataplane.MonotonicNs() }); err != nil {
+		return nil, err
+	}
+	sendCtx, cancel := context.WithTimeout(ctx, maxRun)
+	defer cancel()
+	if err := sp.Wait(sendCtx); err != nil {
+		return nil, fmt.Errorf("failover: sender: %w (see %s)", err, sendLog.Name())
+	}
+	var sent struct {
+		Packets uint64  `json:"packets"`
+		PPS     float64 `json:"pps"`
+	}
+	if err := json.Unmarshal(sendOut.Bytes(), &sent); err != nil {
+		return nil, fmt.Errorf("failover: sender output: %w: %q", err, sendOut.String())
+	}
+	res.Sent, res.RatePPS = sent.Packets, sent.PPS
+	for _, p := range recvs {
+		if err := p.Wait(sendCtx); err != nil {
+			return nil, fmt.Errorf("failover: receiver: %w", err)
+		}
+	}
+	res.DeliveredUnaffected = true
+	for _, id := range recvIDs {
+		var rep endpoint.Report
+		if err := json.Unmarshal(outs[id].Bytes(), &rep); err != nil {
+			return nil, fmt.Errorf("failover: receiver %d output: %w", id, err)
+		}
+		st := FailoverReceiverStat{ID: id, Affected: affected[id]}
+		for _, s := range rep.Streams {
+			st.Received += s.Unique
+			st.Duplicates += s.Duplicates
+		}
+		st.Lost = sent.Packets - min(st.Received, sent.Packets)
+		if st.Affected {
+			res.LostAffected += int(st.Lost)
+		} else {
+			res.LostUnaffected += int(st.Lost)
+			if st.Lost != 0 || st.Duplicates != 0 {
+				res.DeliveredUnaffected = false
+			}
+		}
+		res.Receivers = append(res.Receivers, st)
+	}
+	// Detection and repair, from the switches' link events.
+	for _, sw := range []string{failSw, topo.Switches[topo.Links[lid].BSw].Name, topo.Switches[topo.Links[lid].ASw].Name} {
+		evs, err := readLinkEvents(f.Logs[sw])
+		if err != nil {
+			return nil, err
+		}
+		for _, e := range evs {
+			if e.State != 3 || e.DetectNs < t0 {
+				continue
+			}
+			if d := float64(e.DetectNs-t0) / 1e3; res.DetectedBy == "" || d < res.DetectUs {
+				res.DetectUs, res.DetectedBy = d, fmt.Sprintf("%s:%s %s", sw, e.Name, e.Cause)
+			}
+			if sw == upstream && res.RepairedBy == "" {
+				res.RepairUs = float64(e.SwapNs-t0) / 1e3
+				res.RepairedBy = fmt.Sprintf("%s:%s", sw, e.Name)
+				res.RoutesMoved = e.Moved
+			}
+		}
+	}
+	if res.DetectedBy == "" {
+		return nil, fmt.Errorf("failover: no switch reported %s down (logs in %s)", link, f.Dir)
+	}
+	res.ElapsedS = time.Since(start).Seconds()
+	return res, nil
+}
+
+type pathHop struct {
+	sw   string
+	from string // "switch:port" the hop leaves by
+	link control.LinkID
+}
+
+// primaryPath follows primaries from switch si to receiver id's host port.
+func primaryPath(t *control.Topology, tables map[string]*control.SwitchTables, si int, id uint16) ([]pathHop, error) {
+	var path []pathHop
+	for hops := 0; hops < 64; hops++ {
+		sw := t.Switches[si]
+		tb := tables[sw.Name]
+		i := sort.Search(len(tb.Routes), func(i int) bool { return tb.Routes[i].Receiver >= id })
+		if i == len(tb.Routes) || tb.Routes[i].Receiver != id || tb.Routes[i].Primary == control.NoPort {
+			return nil, fmt.Errorf("failover: %s has no route to receiver %d", sw.Name, id)
+		}
+		p := sw.Ports[tb.Routes[i].Primary]
+		path = append(path, pathHop{sw: sw.Name, from: sw.Name + ":" + p.Name, link: p.Link})
+		if p.Link < 0 {
+			return path, nil
+		}
+		si = p.Peer
+	}
+	return nil, fmt.Errorf("failover: the path to receiver %d loops", id)
+}
+
+// readLinkEvents reads the JSON link events of a switch log.
+func readLinkEvents(path string) ([]dataplane.LinkEvent, error) {
+	fh, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer fh.Close()
+	var evs []dataplane.LinkEvent
+	sc := bufio.NewScanner(fh)
+	for sc.Scan() {
+		line := sc.Bytes()
+		if !bytes.HasPrefix(line, []byte(`{"event":"link"`)) {
+			continue
+		}
+		var e dataplane.LinkEvent
+		if json.Unmarshal(line, &e) == nil {
+			evs = append(evs, e)
+		}
+	}
+	return evs, sc.Err()
+}
