@@ -40,10 +40,15 @@ type Config struct {
 	QueueDepth  int      `yaml:"queue_depth"`
 	MetricsAddr string   `yaml:"metrics_addr"`
 	// Probes between neighbouring switches (ports with probe: true).
-	Probe  ProbeConfig  `yaml:"probe"`
-	Ports  []PortConfig `yaml:"ports"`
-	Routes []RouteEntry `yaml:"routes"`
-	Groups []GroupEntry `yaml:"groups"`
+	Probe ProbeConfig `yaml:"probe"`
+	// Feedback aggregation (docs/feedback.md).
+	Feedback FeedbackConfig `yaml:"feedback"`
+	// SwitchID is this switch's ID in the receiver ID space: the Reporter
+	// ID of the feedback it aggregates or generates (default 0xFFFF).
+	SwitchID *uint16      `yaml:"switch_id"`
+	Ports    []PortConfig `yaml:"ports"`
+	Routes   []RouteEntry `yaml:"routes"`
+	Groups   []GroupEntry `yaml:"groups"`
 	// ControlRing is the path of the control ring file shared with the
 	// control process (docs/control.md), conventionally
 	// /dev/shm/sparsecast-<name>.ring; empty runs without control.
@@ -71,6 +76,64 @@ type PortConfig struct {
 	// Probe sends link probes on this port and watches the neighbour's:
 	// set it on ports that face another sparsecast switch.
 	Probe bool `yaml:"probe"`
+}
+
+// FeedbackConfig tunes feedback aggregation (docs/feedback.md).
+type FeedbackConfig struct {
+	// Aggregate turns aggregation on (default true); off, feedback is
+	// forwarded unchanged towards the source.
+	Aggregate *bool `yaml:"aggregate"`
+	// Streams bounds the streams with state; ReceiversPerStream the
+	// receivers tracked per stream (defaults 1024 and 1024).
+	Streams            int `yaml:"streams"`
+	ReceiversPerStream int `yaml:"receivers_per_stream"`
+	// AckTimeout: how long laggards may hold the aggregate ACK back before
+	// it goes up with an exception list (default 20ms).
+	AckTimeout time.Duration `yaml:"ack_timeout"`
+	// NackWindow: overlapping NACKs within it are suppressed (default 5ms).
+	NackWindow time.Duration `yaml:"nack_window"`
+	// CNPInterval: at most one CNP per stream per interval goes up
+	// (default 100us).
+	CNPInterval time.Duration `yaml:"cnp_interval"`
+	// CNPQueueDepth: a DATA copy queued behind more packets than this gets
+	// C set and makes the switch send a CNP (default 3/4 of queue_depth).
+	CNPQueueDepth int `yaml:"cnp_queue_depth"`
+}
+
+// Aggregating tells whether aggregation is on.
+func (f *FeedbackConfig) Aggregating() bool { return f.Aggregate == nil || *f.Aggregate }
+
+func (f *FeedbackConfig) validate(queueDepth int) error {
+	if f.Streams == 0 {
+		f.Streams = 1024
+	}
+	if f.ReceiversPerStream == 0 {
+		f.ReceiversPerStream = 1024
+	}
+	if f.AckTimeout == 0 {
+		f.AckTimeout = 20 * time.Millisecond
+	}
+	if f.NackWindow == 0 {
+		f.NackWindow = 5 * time.Millisecond
+	}
+	if f.CNPInterval == 0 {
+		f.CNPInterval = 100 * time.Microsecond
+	}
+	if f.CNPQueueDepth == 0 {
+		f.CNPQueueDepth = queueDepth * 3 / 4
+	}
+	switch {
+	case f.Streams < 1 || f.Streams > 1<<20:
+		return fmt.Errorf("feedback.streams %d: want 1-%d", f.Streams, 1<<20)
+	case f.ReceiversPerStream < 1 || f.ReceiversPerStream > 65536:
+		return fmt.Errorf("feedback.receivers_per_stream %d: want 1-65536", f.ReceiversPerStream)
+	case f.AckTimeout < 0 || f.AckTimeout > time.Minute, f.NackWindow < 0 || f.NackWindow > time.Minute,
+		f.CNPInterval < 0 || f.CNPInterval > time.Minute:
+		return fmt.Errorf("feedback timers %v/%v/%v: want 0-1m", f.AckTimeout, f.NackWindow, f.CNPInterval)
+	case f.CNPQueueDepth < 1 || f.CNPQueueDepth > queueDepth:
+		return fmt.Errorf("feedback.cnp_queue_depth %d: want 1-%d (queue_depth)", f.CNPQueueDepth, queueDepth)
+	}
+	return nil
 }
 
 // ProbeConfig tunes failure detection by probes (docs/control.md).
@@ -168,6 +231,9 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("queue_depth %d: want %d-%d", c.QueueDepth, BurstSize, 1<<20)
 	}
 	if err := c.Probe.validate(); err != nil {
+		return err
+	}
+	if err := c.Feedback.validate(c.QueueDepth); err != nil {
 		return err
 	}
 	if len(c.Ports) == 0 {
