@@ -28,6 +28,10 @@ type CoreCounters struct {
 	FanoutSum     atomic.Uint64
 	// Polls counts loop iterations; Sleeps counts adaptive-mode blocks.
 	Polls, Sleeps atomic.Uint64
+	// Feedback counts feedback packets by SMH type and action (FbIn ...).
+	Feedback [4][NumFbActions]atomic.Uint64
+	// StreamsEvicted counts aggregation state dropped for lack of room.
+	StreamsEvicted atomic.Uint64
 }
 
 // NewCoreCounters returns counters for a worker on a switch with nports ports.

@@ -26,26 +26,28 @@ const (
 	DropTooBig
 	DropFaultInjected
 	DropTxError
+	DropFeedbackSpoofed
 	NumDropReasons
 )
 
 var dropNames = [NumDropReasons]string{
-	DropNotSMH:        "not_smh",
-	DropTruncated:     "truncated",
-	DropBadVersion:    "bad_version",
-	DropBadType:       "bad_type",
-	DropBadEncoding:   "bad_encoding",
-	DropBadSet:        "bad_set",
-	DropBadFeedback:   "bad_feedback",
-	DropHopLimit:      "hop_limit",
-	DropNoRoute:       "no_route",
-	DropIngressPort:   "ingress_port",
-	DropNoGroup:       "no_group",
-	DropQueueFull:     "queue_full",
-	DropNoBuffer:      "no_buffer",
-	DropTooBig:        "too_big",
-	DropFaultInjected: "fault_injected",
-	DropTxError:       "tx_error",
+	DropNotSMH:          "not_smh",
+	DropTruncated:       "truncated",
+	DropBadVersion:      "bad_version",
+	DropBadType:         "bad_type",
+	DropBadEncoding:     "bad_encoding",
+	DropBadSet:          "bad_set",
+	DropBadFeedback:     "bad_feedback",
+	DropHopLimit:        "hop_limit",
+	DropNoRoute:         "no_route",
+	DropIngressPort:     "ingress_port",
+	DropNoGroup:         "no_group",
+	DropQueueFull:       "queue_full",
+	DropNoBuffer:        "no_buffer",
+	DropTooBig:          "too_big",
+	DropFaultInjected:   "fault_injected",
+	DropTxError:         "tx_error",
+	DropFeedbackSpoofed: "feedback_spoofed",
 }
 
 func (r DropReason) String() string {

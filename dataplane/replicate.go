@@ -179,6 +179,11 @@ func (w *Worker) replicate(pk *Packet, m *parsed, t *Tables) {
 			}
 		}
 	}
+	f := h.Fields()
+	if w.agg != nil && f.Flags&headers.FlagRetransmit != 0 {
+		// A repair: add the receivers whose NACKs this switch suppressed.
+		n = w.addRepairReceivers(&f, rt, in, n)
+	}
 	if noRoute {
 		w.counters.drop(DropNoRoute, 1)
 	}
@@ -201,7 +206,9 @@ func (w *Worker) replicate(pk *Packet, m *parsed, t *Tables) {
 		s.sorted[s.start[p]] = s.pairID[i]
 		s.start[p]++
 	}
-	f := h.Fields()
+	if w.agg != nil {
+		w.agg.recordData(pk.Head, m, &f, s.pairID[:n], s.pairPort[:n])
+	}
 	f.HopLimit--
 	sum := w.checksumBase(pk.Head, m)
 	payload := pk.Head[m.payload:]
@@ -227,8 +234,55 @@ func (s *splitScratch) reset() {
 	s.used = s.used[:0]
 }
 
+// addRepairReceivers adds to the split the receivers whose NACKs for this
+// sequence number were suppressed here, unless already in it.
+func (w *Worker) addRepairReceivers(f *headers.Fields, rt *RouteTable, in uint8, n int) int {
+	s := &w.split
+	extra := w.agg.repairReceivers(f, w.fbIDs[:0])
+	for _, id := range extra {
+		if containsID(s.pairID[:n], id) {
+			continue
+		}
+		p := rt.Lookup(id)
+		if p == in {
+			p = uturn(rt, id, in)
+		}
+		if p == NoPort {
+			continue
+		}
+		s.add(n, id, p)
+		n++
+	}
+	return n
+}
+
+// congest marks a copy about to join a deep queue and, at most once per
+// interval per stream, sends the switch's own CNP towards the source.
+func (w *Worker) congest(port uint8, f headers.Fields) headers.Fields {
+	if w.agg == nil {
+		return f
+	}
+	mark, cnp := w.agg.congestion(&f, w.queues[port].size)
+	if !mark {
+		return f
+	}
+	f.Flags |= headers.FlagCongestion
+	if cnp {
+		if st := w.agg.stream(uint32(f.SourceID)<<16|uint32(f.SessionID), false); st != nil {
+			if up := w.cur.Routes.Lookup(f.SourceID); up != NoPort {
+				w.buildFeedback(st, headers.Fields{
+					Type: headers.TypeCNP, HopLimit: headers.DefaultHopLimit, SourceID: f.SourceID,
+					SessionID: f.SessionID, Sequence: f.Sequence, Count: 1, SpeaksFor: 1, ReporterID: w.agg.switchID,
+				}, nil, up)
+			}
+		}
+	}
+	return f
+}
+
 // emitCopy sends a fresh header buffer for one branch, sharing the payload.
 func (w *Worker) emitCopy(orig *Packet, m *parsed, port uint8, f headers.Fields, ids []uint16, payload []byte, sum csumBase) {
+	f = w.congest(port, f)
 	hl := headers.HeaderLenFor(f.Type, ids)
 	c := w.pool.newCopy(orig, payload)
 	if c == nil {
@@ -253,6 +307,7 @@ func (w *Worker) emitCopy(orig *Packet, m *parsed, port uint8, f headers.Fields,
 // headers end where the payload starts, so a set that shrank moves the start
 // of the frame forward and nothing is copied but the headers.
 func (w *Worker) emitLast(pk *Packet, m *parsed, port uint8, f headers.Fields, ids []uint16, payload []byte, sum csumBase) {
+	f = w.congest(port, f)
 	hl := headers.HeaderLenFor(f.Type, ids)
 	payStart := pk.off + m.payload
 	start := payStart - hl - m.smh
@@ -271,10 +326,34 @@ func (w *Worker) emitLast(pk *Packet, m *parsed, port uint8, f headers.Fields, i
 	w.enqueue(port, pk)
 }
 
-// forwardFeedback sends ACK, NACK and CNP one hop towards their source.
+// forwardFeedback sends ACK, NACK and CNP one hop towards their source,
+// through the aggregate stage when it is on.
 func (w *Worker) forwardFeedback(pk *Packet, m *parsed, t *Tables) {
 	h := headers.SMH(pk.Head[m.smh:m.payload])
 	p := t.Routes.Lookup(h.SourceID())
+	if w.agg != nil && p != NoPort && p != uint8(pk.InPort) {
+		ids := h.AppendReceivers(w.fbIDs[:0])
+		v, ack := w.agg.onFeedback(h, uint8(pk.InPort), ids)
+		switch v {
+		case fbSpoofed:
+			w.counters.drop(DropFeedbackSpoofed, 1)
+			pk.Free()
+			return
+		case fbConsume:
+			if ack.send {
+				exc := ack.stream.exceptions(ack.seq, w.fbIDs[:0])
+				w.buildFeedback(ack.stream, headers.Fields{
+					Type: headers.TypeACK, Flags: headers.FlagAggregated, HopLimit: headers.DefaultHopLimit,
+					SourceID: h.SourceID(), SessionID: h.SessionID(), Sequence: ack.seq,
+					SpeaksFor: ack.speaksFor, ReporterID: w.agg.switchID,
+				}, exc, p)
+				inc(&w.agg.counts[headers.TypeACK][FbUp], 1)
+			}
+			pk.Free()
+			return
+		}
+		inc(&w.agg.counts[h.Type()][FbUp], 1)
+	}
 	switch {
 	case p == NoPort:
 		w.counters.drop(DropNoRoute, 1)

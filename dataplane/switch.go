@@ -13,6 +13,8 @@ import (
 	"sync/atomic"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/sparsecast/sparsecast/headers"
 )
 
 // Switch is one sparsecast switch instance.
@@ -79,6 +81,14 @@ func NewSwitch(cfg *Config, ports []Port, t *Tables) (*Switch, error) {
 			split:    newSplitScratch(),
 			probe:    newProbeState(cfg.Probe),
 			sw:       s,
+			fbIDs:    make([]uint16, 0, headers.MaxID+1),
+		}
+		if cfg.Feedback.Aggregating() {
+			id := uint16(0xFFFF)
+			if cfg.SwitchID != nil {
+				id = *cfg.SwitchID
+			}
+			w.agg = newAggregator(cfg.Feedback, id, w.counters)
 		}
 		for i, p := range ports {
 			tx, err := p.OpenTx()

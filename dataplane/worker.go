@@ -43,6 +43,9 @@ type Worker struct {
 	meta     [BurstSize]parsed
 	pollFds  []unix.PollFd
 	probe    probeState
+	agg      *aggregator // nil: feedback is forwarded, not aggregated
+	fbIDs    []uint16    // scratch: a feedback packet's set
+	cur      *Tables     // this round's snapshot
 	sw       *Switch
 	stop     atomic.Bool
 	// RxErrors counts failed receive calls (a port going away).
@@ -104,6 +107,10 @@ func (w *Worker) Run() error {
 // pipeline. It returns the number of packets received.
 func (w *Worker) poll() int {
 	t := w.tables.Load() // once per round, shared by every burst in it
+	w.cur = t
+	if w.agg != nil {
+		w.agg.now = monotonicAt(time.Now()) // one clock read per round
+	}
 	got := 0
 	for i := range w.rx {
 		r := &w.rx[i]

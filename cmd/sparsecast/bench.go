@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -17,7 +18,7 @@ func newBenchCmd() *cobra.Command {
 		Use:   "bench",
 		Short: "Measure the switch: replication rate, and more as the project grows",
 	}
-	cmd.AddCommand(newBenchReplicateCmd(nil), newBenchFailoverCmd(nil))
+	cmd.AddCommand(newBenchReplicateCmd(nil), newBenchFailoverCmd(nil), NewCmdBenchControl(nil))
 	return cmd
 }
 
@@ -76,5 +77,73 @@ func benchReplicateRun(ctx context.Context, o *BenchReplicateOptions) error {
 	fmt.Fprintf(o.Out, "  ingress   %8.3f Mpps   %8.1f ns/packet\n", r.IngressMpps, r.NsPerPacket)
 	fmt.Fprintf(o.Out, "  egress    %8.3f Mpps   %8.1f ns/copy   %.2f Gb/s\n", r.EgressMpps, r.NsPerCopy, r.EgressGbps)
 	fmt.Fprintf(o.Out, "  allocs    %8.3g per packet\n", r.AllocsPerPacket)
+	return nil
+}
+
+// BenchControlOptions are the flags of `bench control`.
+type BenchControlOptions struct {
+	Out       io.Writer
+	Updates   int
+	Receivers int
+	CPU       int
+	Interval  time.Duration
+	JSON      bool
+}
+
+// NewCmdBenchControl builds `sparsecast bench control`.
+func NewCmdBenchControl(runF func(*BenchControlOptions) error) *cobra.Command {
+	o := &BenchControlOptions{}
+	cmd := &cobra.Command{
+		Use:   "control [--updates N] [--json]",
+		Short: "Measure group updates from the control API to the dataplane's published tables",
+		Long: `Runs, in one process, a bench switch with a busy-polling ring applier on a
+real ring file in /dev/shm, and a control server with its API on a
+temporary Unix socket; sends --updates member-add requests one after
+another and reports percentiles of (a) control handing the batch to the
+ring -> the dataplane publishing it (update_p50_us, update_p99_us; target
+p99 <= 10 us) and (b) the HTTP request arriving -> the publish (api_p99_us).
+Everything it creates is removed afterwards.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			o.Out = cmd.OutOrStdout()
+			if o.Updates < 1 || o.Updates > 10_000_000 {
+				return fmt.Errorf("--updates %d: want 1-10000000", o.Updates)
+			}
+			if o.Receivers < 1 || o.Receivers > 254 {
+				return fmt.Errorf("--receivers %d: want 1-254", o.Receivers)
+			}
+			if o.CPU < -1 {
+				return fmt.Errorf("--cpu %d: want a CPU number, or -1 for none", o.CPU)
+			}
+			if o.Interval < 0 || o.Interval > time.Second {
+				return fmt.Errorf("--interval %v: want 0-1s", o.Interval)
+			}
+			if runF != nil {
+				return runF(o)
+			}
+			return benchControlRun(cmd.Context(), o)
+		},
+	}
+	cmd.Flags().IntVar(&o.Updates, "updates", 10000, "member-add requests to send")
+	cmd.Flags().IntVar(&o.Receivers, "receivers", 64, "receivers (ports) of the bench switch")
+	cmd.Flags().IntVar(&o.CPU, "cpu", -1, "CPU to pin the ring applier to (-1: unpinned)")
+	cmd.Flags().DurationVar(&o.Interval, "interval", 0, "pace requests: start one every interval (0: back to back)")
+	cmd.Flags().BoolVar(&o.JSON, "json", false, "print JSON")
+	return cmd
+}
+
+func benchControlRun(ctx context.Context, o *BenchControlOptions) error {
+	r, err := perf.BenchControl(ctx, perf.ControlOptions{Updates: o.Updates, Receivers: o.Receivers, CPU: o.CPU, Interval: o.Interval})
+	if err != nil {
+		return err
+	}
+	if o.JSON {
+		enc := json.NewEncoder(o.Out)
+		enc.SetIndent("", "  ")
+		return enc.Encode(r)
+	}
+	fmt.Fprintf(o.Out, "%d member-add updates (%d applied) over %d receivers in %.2f s (%.0f/s)\n", r.Updates, r.Applied, r.Receivers, r.Seconds, r.UpdatesPerSecond)
+	fmt.Fprintf(o.Out, "  ring -> publish   p50 %7.1f us   p99 %7.1f us   max %7.1f us   (target p99 <= %.0f us: %v)\n", r.UpdateP50Us, r.UpdateP99Us, r.UpdateMaxUs, r.TargetP99Us, r.MeetsTarget)
+	fmt.Fprintf(o.Out, "  API  -> publish   p50 %7.1f us   p99 %7.1f us\n", r.APIP50Us, r.APIP99Us)
 	return nil
 }

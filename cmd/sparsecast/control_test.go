@@ -186,3 +186,43 @@ func (s *syncWriter) Write(p []byte) (int, error) {
 	defer s.mu.Unlock()
 	return s.w.Write(p)
 }
+
+func TestBenchControlFlags(t *testing.T) {
+	var got *BenchControlOptions
+	cmd := NewCmdBenchControl(func(o *BenchControlOptions) error { got = o; return nil })
+	cmd.SetArgs([]string{"--updates", "500", "--json", "--cpu", "1"})
+	if err := cmd.Execute(); err != nil {
+		t.Fatal(err)
+	}
+	if got.Updates != 500 || !got.JSON || got.CPU != 1 || got.Receivers != 64 {
+		t.Fatalf("parsed %+v", got)
+	}
+	for _, bad := range [][]string{{"--updates", "0"}, {"--receivers", "255"}, {"--cpu", "-2"}, {"x"}} {
+		cmd := NewCmdBenchControl(func(*BenchControlOptions) error { return nil })
+		cmd.SetArgs(bad)
+		cmd.SetOut(&bytes.Buffer{})
+		cmd.SetErr(&bytes.Buffer{})
+		if err := cmd.Execute(); err == nil {
+			t.Errorf("%v accepted", bad)
+		}
+	}
+}
+
+func TestBenchControlJSON(t *testing.T) {
+	var out bytes.Buffer
+	if err := benchControlRun(context.Background(), &BenchControlOptions{Out: &out, Updates: 200, Receivers: 4, CPU: -1, JSON: true}); err != nil {
+		t.Fatal(err)
+	}
+	var m map[string]any
+	if err := json.Unmarshal(out.Bytes(), &m); err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range []string{"update_p50_us", "update_p99_us", "api_p99_us", "updates", "applied"} {
+		if _, ok := m[k]; !ok {
+			t.Errorf("JSON lacks %s", k)
+		}
+	}
+	if m["applied"].(float64) != 200 {
+		t.Errorf("applied %v", m["applied"])
+	}
+}

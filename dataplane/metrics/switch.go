@@ -62,6 +62,10 @@ var (
 		"Poll loop iterations of a worker.", "worker")
 	sleepsDesc = newDesc("worker_sleeps_total",
 		"Times a worker blocked waiting for traffic (adaptive poll mode).", "worker")
+	feedbackDesc = newDesc("feedback_total",
+		"Feedback packets by SMH type (ACK, NACK, CNP) and what the aggregate stage did: in, up, absorbed, suppressed, generated, unknown.", "type", "action")
+	evictedDesc = newDesc("feedback_streams_evicted_total",
+		"Streams whose aggregation state was dropped for lack of room (feedback.streams).")
 	ringAppliedDesc = newDesc("ring_batches_applied_total",
 		"Control ring batches applied and published.")
 	ringRejectedDesc = newDesc("ring_rejected_total",
@@ -152,6 +156,7 @@ func (c *switchCollector) Describe(ch chan<- *prometheus.Desc) {
 		infoDesc, rxPacketsDesc, rxBytesDesc, txPacketsDesc, txBytesDesc,
 		kernelDropsDesc, dropsDesc, fanoutDesc, pollsDesc, sleepsDesc,
 		ringAppliedDesc, ringRejectedDesc, ringGenerationDesc, ringDroppedDesc,
+		feedbackDesc, evictedDesc,
 	} {
 		ch <- d
 	}
@@ -170,6 +175,28 @@ func (c *switchCollector) Collect(ch chan<- prometheus.Metric) {
 	c.collectFanout(ch)
 	c.collectWorkers(ch)
 	c.collectRing(ch)
+	c.collectFeedback(ch)
+}
+
+// collectFeedback exports the aggregate stage's counters by SMH feedback
+// type and action (docs/feedback.md): both label sets are fixed lists.
+func (c *switchCollector) collectFeedback(ch chan<- prometheus.Metric) {
+	var counts [4][dataplane.NumFbActions]uint64
+	var evicted uint64
+	for _, core := range c.cores {
+		for t := range counts {
+			for a := range counts[t] {
+				counts[t][a] += core.Feedback[t][a].Load()
+			}
+		}
+		evicted += core.StreamsEvicted.Load()
+	}
+	for t := headers.TypeACK; t <= headers.TypeCNP; t++ {
+		for a := range counts[t] {
+			ch <- prometheus.MustNewConstMetric(feedbackDesc, prometheus.CounterValue, float64(counts[t][a]), t.String(), dataplane.FbActionName(a))
+		}
+	}
+	ch <- prometheus.MustNewConstMetric(evictedDesc, prometheus.CounterValue, float64(evicted))
 }
 
 func (c *switchCollector) collectRing(ch chan<- prometheus.Metric) {

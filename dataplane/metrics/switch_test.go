@@ -111,24 +111,27 @@ func TestSwitchCollectorZero(t *testing.T) {
 	cores := []*dataplane.CoreCounters{dataplane.NewCoreCounters(1)}
 	c := NewSwitchCollector("sw0", []string{"p0"}, cores)
 	want := map[string]int{
-		"sparsecast_switch_info":                        1,
-		"sparsecast_switch_drops_total":                 int(dataplane.NumDropReasons),
-		"sparsecast_switch_port_receive_packets_total":  1,
-		"sparsecast_switch_port_receive_bytes_total":    1,
-		"sparsecast_switch_port_transmit_packets_total": 1,
-		"sparsecast_switch_port_transmit_bytes_total":   1,
-		"sparsecast_switch_port_kernel_drops_total":     0,
-		"sparsecast_switch_replication_fanout":          1,
-		"sparsecast_switch_worker_polls_total":          1,
-		"sparsecast_switch_worker_sleeps_total":         1,
+		"sparsecast_switch_info":                           1,
+		"sparsecast_switch_drops_total":                    int(dataplane.NumDropReasons),
+		"sparsecast_switch_port_receive_packets_total":     1,
+		"sparsecast_switch_port_receive_bytes_total":       1,
+		"sparsecast_switch_port_transmit_packets_total":    1,
+		"sparsecast_switch_port_transmit_bytes_total":      1,
+		"sparsecast_switch_port_kernel_drops_total":        0,
+		"sparsecast_switch_replication_fanout":             1,
+		"sparsecast_switch_worker_polls_total":             1,
+		"sparsecast_switch_worker_sleeps_total":            1,
+		"sparsecast_switch_feedback_total":                 3 * dataplane.NumFbActions,
+		"sparsecast_switch_feedback_streams_evicted_total": 1,
 	}
 	for name, n := range want {
 		if got := testutil.CollectAndCount(c, name); got != n {
 			t.Errorf("%s: %d samples, want %d", name, got, n)
 		}
 	}
-	if got := testutil.CollectAndCount(c); got != 8+int(dataplane.NumDropReasons) {
-		t.Errorf("%d metrics in all, want %d", got, 8+int(dataplane.NumDropReasons))
+	all := 9 + int(dataplane.NumDropReasons) + 3*dataplane.NumFbActions
+	if got := testutil.CollectAndCount(c); got != all {
+		t.Errorf("%d metrics in all, want %d", got, all)
 	}
 }
 

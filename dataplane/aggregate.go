@@ -1,0 +1,538 @@
+// Aggregate stage (docs/feedback.md). In: what the replicate stage forwards
+// (per DATA packet, the receivers and their egress ports) and the feedback
+// (ACK, NACK, CNP) coming back up from those ports. Out: one message per
+// event towards the source: an ACK when the lowest acknowledged sequence over
+// every receiver below rises (with an exception list for receivers that stop
+// reporting), the first NACK of a range (later overlapping ones are
+// suppressed, and their reporters added to the repair when it comes down),
+// the most severe CNP per interval, and CNPs of the switch's own when a DATA
+// copy meets a deep egress queue. State is per stream (Source ID, Session
+// ID), bounded, owned by this worker: nothing is shared between cores.
+package dataplane
+
+import (
+	"encoding/binary"
+	"sync/atomic"
+
+	"github.com/sparsecast/sparsecast/headers"
+)
+
+// Feedback counters, exported as sparsecast_switch_feedback_total{type,action}.
+const (
+	FbIn         = iota // feedback packets received
+	FbUp                // sent upstream (forwarded or aggregated)
+	FbAbsorbed          // ACKs folded into an aggregate
+	FbSuppressed        // NACKs and CNPs suppressed as duplicates
+	FbGenerated         // made by this switch (aggregated ACKs, own CNPs)
+	FbUnknown           // for a stream without state: forwarded as is
+	NumFbActions
+)
+
+var fbActionNames = [NumFbActions]string{"in", "up", "absorbed", "suppressed", "generated", "unknown"}
+
+// FbActionName names a feedback action for metrics.
+func FbActionName(a int) string { return fbActionNames[a] }
+
+const (
+	noEntry       = -1
+	nackEntries   = 8  // remembered NACK ranges per stream
+	nackReporters = 64 // reporters remembered per range
+)
+
+type recvState struct {
+	id         uint16
+	port       uint8
+	seen       bool
+	hasAck     bool
+	first      uint32 // first sequence forwarded to it
+	last       uint32 // highest sequence forwarded to it
+	ack        uint32 // its cumulative ACK
+	lastReport int64  // when it last reported (ns)
+}
+
+type nackEntry struct {
+	start, count uint32
+	at           int64
+	reporters    [nackReporters]nackReporter
+	n            int
+}
+
+// nackReporter is a receiver whose NACK was suppressed, with its own range.
+type nackReporter struct {
+	id           uint16
+	start, count uint32
+}
+
+type streamState struct {
+	key      uint32
+	used     bool
+	lastUse  int64
+	ports    PortSet
+	highest  uint32
+	upAck    uint32
+	upAckSet bool
+	recv     []recvState // len = receivers tracked, cap = ReceiversPerStream
+	slots    []int16     // open addressing over recv, by receiver ID
+	nacks    [nackEntries]nackEntry
+	cnpAt    int64
+	cnpSev   uint16
+	// template holds the outer headers (Ethernet to UDP) of the last DATA
+	// packet, from which the switch builds the feedback it generates.
+	template    [ethHdrLen + vlanTagLen + ipv6HdrLen + udpHdrLen]byte
+	templateLen int
+	tm          parsed
+}
+
+// aggregator is one worker's feedback state.
+type aggregator struct {
+	cfg      FeedbackConfig
+	switchID uint16
+	streams  []streamState
+	slots    []int32 // open addressing over streams, by key
+	n        int
+	counts   *[4][NumFbActions]atomic.Uint64
+	now      int64
+	evicted  *atomic.Uint64
+}
+
+func newAggregator(cfg FeedbackConfig, switchID uint16, c *CoreCounters) *aggregator {
+	a := &aggregator{cfg: cfg, switchID: switchID, counts: &c.Feedback, evicted: &c.StreamsEvicted}
+	a.streams = make([]streamState, cfg.Streams)
+	a.slots = make([]int32, pow2(2*cfg.Streams))
+	for i := range a.slots {
+		a.slots[i] = noEntry
+	}
+	rps := cfg.ReceiversPerStream
+	recv := make([]recvState, cfg.Streams*rps)
+	slots := make([]int16, cfg.Streams*pow2(2*rps))
+	for i := range a.streams {
+		s := &a.streams[i]
+		s.recv = recv[i*rps : i*rps : (i+1)*rps]
+		w := pow2(2 * rps)
+		s.slots = slots[i*w : (i+1)*w : (i+1)*w]
+	}
+	return a
+}
+
+func pow2(n int) int {
+	p := 1
+	for p < n {
+		p <<= 1
+	}
+	return p
+}
+
+func hash32(x uint32) uint32 {
+	x ^= x >> 16
+	x *= 0x7feb352d
+	x ^= x >> 15
+	x *= 0x846ca68b
+	return x ^ x>>16
+}
+
+// serial-number order (RFC 1982)
+func seqLess(a, b uint32) bool { return int32(a-b) < 0 }
+
+// stream finds the state of a stream, creating it (evicting the least
+// recently used one when full) if create is set.
+func (a *aggregator) stream(key uint32, create bool) *streamState {
+	mask := uint32(len(a.slots) - 1)
+	for i := hash32(key) & mask; ; i = (i + 1) & mask {
+		e := a.slots[i]
+		if e == noEntry {
+			if !create {
+				return nil
+			}
+			if a.n == len(a.streams) {
+				a.evictLRU()
+				return a.stream(key, true)
+			}
+			idx := a.freeStream()
+			s := &a.streams[idx]
+			s.reset(key)
+			a.slots[i] = int32(idx)
+			a.n++
+			return s
+		}
+		if a.streams[e].key == key {
+			return &a.streams[e]
+		}
+	}
+}
+
+func (a *aggregator) freeStream() int {
+	for i := range a.streams {
+		if !a.streams[i].used {
+			return i
+		}
+	}
+	return 0 // not reached: callers evict first
+}
+
+func (s *streamState) reset(key uint32) {
+	recv, slots := s.recv[:0], s.slots
+	*s = streamState{key: key, used: true, recv: recv, slots: slots}
+	for i := range s.slots {
+		s.slots[i] = noEntry
+	}
+}
+
+// evictLRU drops the least recently used stream (a rare event: counted).
+func (a *aggregator) evictLRU() {
+	victim := 0
+	for i := range a.streams {
+		if a.streams[i].lastUse < a.streams[victim].lastUse {
+			victim = i
+		}
+	}
+	a.remove(a.streams[victim].key)
+	inc(a.evicted, 1)
+}
+
+// remove deletes a stream with backward-shift deletion.
+func (a *aggregator) remove(key uint32) {
+	mask := uint32(len(a.slots) - 1)
+	i := hash32(key) & mask
+	for a.slots[i] != noEntry && a.streams[a.slots[i]].key != key {
+		i = (i + 1) & mask
+	}
+	if a.slots[i] == noEntry {
+		return
+	}
+	a.streams[a.slots[i]].used = false
+	a.slots[i] = noEntry
+	a.n--
+	for j := (i + 1) & mask; a.slots[j] != noEntry; j = (j + 1) & mask {
+		e := a.slots[j]
+		home := hash32(a.streams[e].key) & mask
+		// Move e into the hole if the hole lies between its home and j.
+		if (j > i && (home <= i || home > j)) || (j < i && home <= i && home > j) {
+			a.slots[i], a.slots[j] = e, noEntry
+			i = j
+		}
+	}
+}
+
+// receiver finds (or, with create, adds) a receiver's state in a stream.
+// It returns nil when the stream tracks as many receivers as it may.
+func (s *streamState) receiver(id uint16, create bool) *recvState {
+	mask := uint32(len(s.slots) - 1)
+	for i := hash32(uint32(id)) & mask; ; i = (i + 1) & mask {
+		e := s.slots[i]
+		if e == noEntry {
+			if !create || len(s.recv) == cap(s.recv) {
+				return nil
+			}
+			s.recv = append(s.recv, recvState{id: id})
+			s.slots[i] = int16(len(s.recv) - 1)
+			return &s.recv[len(s.recv)-1]
+		}
+		if s.recv[e].id == id {
+			return &s.recv[e]
+		}
+	}
+}
+
+// recordData notes a DATA packet forwarded to receivers ids[i] via ports[i].
+func (a *aggregator) recordData(frame []byte, m *parsed, f *headers.Fields, ids []uint16, ports []uint8) {
+	key := uint32(f.SourceID)<<16 | uint32(f.SessionID)
+	s := a.stream(key, true)
+	s.lastUse = a.now
+	if !s.upAckSet {
+		// Nothing below the first packet seen here is ours to acknowledge.
+		s.upAck, s.upAckSet, s.highest = f.Sequence, true, f.Sequence
+	}
+	if seqLess(s.highest, f.Sequence) {
+		s.highest = f.Sequence
+	}
+	for i, id := range ids {
+		r := s.receiver(id, true)
+		if r == nil {
+			break // bounded: receivers beyond the cap get no aggregation
+		}
+		p := ports[i]
+		s.ports.Add(p)
+		if !r.seen {
+			r.seen, r.first, r.last, r.lastReport = true, f.Sequence, f.Sequence, a.now
+		} else if seqLess(r.last, f.Sequence) {
+			r.last = f.Sequence
+		}
+		r.port = p
+	}
+	if n := m.smh; n <= len(s.template) {
+		s.templateLen = copy(s.template[:], frame[:n])
+		s.tm = *m
+	}
+}
+
+// repairReceivers appends to dst the reporters whose NACKs for seq this
+// switch suppressed.
+func (a *aggregator) repairReceivers(f *headers.Fields, dst []uint16) []uint16 {
+	s := a.stream(uint32(f.SourceID)<<16|uint32(f.SessionID), false)
+	if s == nil {
+		return dst
+	}
+	for i := range s.nacks {
+		e := &s.nacks[i]
+		for _, r := range e.reporters[:e.n] {
+			if !seqLess(f.Sequence, r.start) && seqLess(f.Sequence, r.start+r.count) {
+				dst = append(dst, r.id)
+			}
+		}
+	}
+	return dst
+}
+
+// feedbackVerdict says what to do with a feedback packet.
+type feedbackVerdict uint8
+
+const (
+	fbForward feedbackVerdict = iota // send upstream as it is
+	fbConsume                        // absorbed or suppressed: free it
+	fbSpoofed                        // not from a downstream port: drop
+)
+
+// onFeedback folds one feedback packet into the stream's state. ids is the
+// packet's receiver set (an ACK's exceptions, a NACK's reporters). For an ACK
+// it may return, in ack, an aggregate to send upstream instead.
+func (a *aggregator) onFeedback(h headers.SMH, in uint8, exc []uint16) (v feedbackVerdict, ack ackOut) {
+	t := h.Type()
+	inc(&a.counts[t][FbIn], 1)
+	s := a.stream(uint32(h.SourceID())<<16|uint32(h.SessionID()), false)
+	if s == nil {
+		inc(&a.counts[t][FbUnknown], 1)
+		return fbForward, ack
+	}
+	if !s.ports.Has(in) {
+		return fbSpoofed, ack
+	}
+	s.lastUse = a.now
+	switch t {
+	case headers.TypeACK:
+		return a.onACK(s, h, in, exc)
+	case headers.TypeNACK:
+		return a.onNACK(s, h, exc)
+	case headers.TypeCNP:
+		sev := h.FeedbackCount()
+		if a.now-s.cnpAt < int64(a.cfg.CNPInterval) && sev <= s.cnpSev {
+			inc(&a.counts[t][FbSuppressed], 1)
+			return fbConsume, ack
+		}
+		s.cnpAt, s.cnpSev = a.now, sev
+		return fbForward, ack
+	}
+	return fbForward, ack
+}
+
+// ackOut describes an aggregated ACK to send upstream.
+type ackOut struct {
+	send      bool
+	seq       uint32
+	speaksFor uint16
+	stream    *streamState
+}
+
+func (a *aggregator) onACK(s *streamState, h headers.SMH, in uint8, exc []uint16) (feedbackVerdict, ackOut) {
+	x := h.Sequence()
+	if r := s.receiver(h.ReporterID(), false); r != nil && r.port == in && h.SpeaksFor() <= 1 && h.SetCount() == 0 {
+		// One receiver reports for itself.
+		r.raise(x, a.now)
+	} else {
+		// A downstream switch speaks for every receiver it was sent to on
+		// this port, but the ones in its exception list.
+		for i := range s.recv {
+			r := &s.recv[i]
+			if r.port == in && !containsID(exc, r.id) {
+				r.raise(x, a.now)
+			}
+		}
+	}
+	inc(&a.counts[headers.TypeACK][FbAbsorbed], 1)
+	return fbConsume, a.aggregate(s)
+}
+
+func (r *recvState) raise(x uint32, now int64) {
+	if !r.hasAck || seqLess(r.ack, x) {
+		r.ack, r.hasAck = x, true
+	}
+	r.lastReport = now
+}
+
+// aggregate computes the stream's ACK: the lowest effective ACK over its
+// receivers, leaving out (as exceptions) receivers silent for AckTimeout.
+func (a *aggregator) aggregate(s *streamState) ackOut {
+	out := ackOut{stream: s}
+	done := s.highest + 1
+	first := true
+	var x uint32
+	speaks := 0
+	for i := range s.recv {
+		r := &s.recv[i]
+		eff := r.first
+		if r.hasAck {
+			eff = r.ack
+		}
+		if seqLess(r.last, eff) {
+			eff = done // it has everything it was sent
+		}
+		if eff != done && a.now-r.lastReport > int64(a.cfg.AckTimeout) {
+			continue // a laggard: listed as an exception
+		}
+		speaks++
+		if first || seqLess(eff, x) {
+			x, first = eff, false
+		}
+	}
+	if first || speaks == 0 || !seqLess(s.upAck, x) {
+		return out
+	}
+	s.upAck, s.upAckSet = x, true
+	out.send, out.seq, out.speaksFor = true, x, uint16(min(speaks, 0xFFFF))
+	return out
+}
+
+// exceptions appends the receivers an aggregate at x leaves out.
+func (s *streamState) exceptions(x uint32, dst []uint16) []uint16 {
+	done := s.highest + 1
+	for i := range s.recv {
+		r := &s.recv[i]
+		eff := r.first
+		if r.hasAck {
+			eff = r.ack
+		}
+		if seqLess(r.last, eff) {
+			eff = done
+		}
+		if seqLess(eff, x) {
+			dst = append(dst, r.id)
+		}
+	}
+	return dst
+}
+
+func (a *aggregator) onNACK(s *streamState, h headers.SMH, reporters []uint16) (feedbackVerdict, ackOut) {
+	start, count := h.Sequence(), uint32(h.FeedbackCount())
+	oldest := 0
+	for i := range s.nacks {
+		e := &s.nacks[i]
+		if e.count != 0 && a.now-e.at < int64(a.cfg.NackWindow) &&
+			seqLess(start, e.start+e.count) && seqLess(e.start, start+count) {
+			// Overlaps a range already sent: merge, remember who asked.
+			if seqLess(start, e.start) {
+				e.count += e.start - start
+				e.start = start
+			}
+			if end := start + count; seqLess(e.start+e.count, end) {
+				e.count = end - e.start
+			}
+			for _, id := range reporters {
+				if e.n < nackReporters {
+					e.reporters[e.n] = nackReporter{id: id, start: start, count: count}
+					e.n++
+				}
+			}
+			inc(&a.counts[headers.TypeNACK][FbSuppressed], 1)
+			return fbConsume, ackOut{}
+		}
+		if s.nacks[i].at < s.nacks[oldest].at {
+			oldest = i
+		}
+	}
+	e := &s.nacks[oldest]
+	*e = nackEntry{start: start, count: count, at: a.now}
+	return fbForward, ackOut{}
+}
+
+func containsID(ids []uint16, id uint16) bool {
+	for _, x := range ids {
+		if x == id {
+			return true
+		}
+	}
+	return false
+}
+
+// congestion tells whether a DATA copy queued behind depth packets meets
+// congestion, and whether the switch may send its own CNP for the stream now.
+func (a *aggregator) congestion(f *headers.Fields, depth int) (mark, cnp bool) {
+	if depth < a.cfg.CNPQueueDepth {
+		return false, false
+	}
+	s := a.stream(uint32(f.SourceID)<<16|uint32(f.SessionID), false)
+	if s == nil {
+		return true, false
+	}
+	if a.now-s.cnpAt < int64(a.cfg.CNPInterval) {
+		return true, false
+	}
+	s.cnpAt, s.cnpSev = a.now, 1
+	return true, true
+}
+
+// buildFeedback makes a feedback packet for stream s from its DATA template,
+// addressed back towards the source, and queues it on port p.
+func (w *Worker) buildFeedback(s *streamState, f headers.Fields, ids []uint16, p uint8) {
+	if s.templateLen == 0 {
+		return
+	}
+	pk := w.pool.Get()
+	if pk == nil {
+		w.counters.drop(DropNoBuffer, 1)
+		return
+	}
+	m := s.tm
+	buf := pk.Buffer()
+	hl := headers.HeaderLenFor(f.Type, ids)
+	if Headroom+m.smh+hl > len(buf) {
+		pk.Free()
+		w.counters.drop(DropTooBig, 1)
+		return
+	}
+	h := buf[Headroom:]
+	copy(h, s.template[:s.templateLen])
+	// Back towards the source: swap the IP addresses and UDP ports of the
+	// DATA it answers; rewriteOuter then sets the next hop's addresses.
+	if m.v6 {
+		var a [16]byte
+		copy(a[:], h[m.ip+8:m.ip+24])
+		copy(h[m.ip+8:m.ip+24], h[m.ip+24:m.ip+40])
+		copy(h[m.ip+24:m.ip+40], a[:])
+	} else {
+		var a [4]byte
+		copy(a[:], h[m.ip+12:m.ip+16])
+		copy(h[m.ip+12:m.ip+16], h[m.ip+16:m.ip+20])
+		copy(h[m.ip+16:m.ip+20], a[:])
+		h[m.ip+8] = 64
+	}
+	// Feedback goes to the SMH port like everything else; the source port
+	// keeps the stream's entropy, so it follows the stream's ECMP path.
+	binary.BigEndian.PutUint16(h[m.udp+2:], w.udpPort)
+	headers.PutHeader(h[m.smh:], f, ids)
+	pk.SetFrame(m.smh + hl)
+	// A fresh checksum over the small packet: start from zero.
+	binary.BigEndian.PutUint16(pk.Head[m.udp+6:], 0)
+	w.rewriteOuter(pk.Head, &m, hl, 0, p, csumBase{zero: !m.v6})
+	if m.v6 {
+		fillUDPChecksum(pk.Head, &m)
+	}
+	inc(&w.agg.counts[f.Type][FbGenerated], 1)
+	w.enqueue(p, pk)
+}
+
+// fillUDPChecksum computes a frame's UDP checksum in full (small frames the
+// switch makes itself).
+func fillUDPChecksum(fr []byte, m *parsed) {
+	var acc uint64
+	if m.v6 {
+		acc = sum16(fr[m.ip+8:m.ip+40], 0)
+	} else {
+		acc = sum16(fr[m.ip+12:m.ip+20], 0)
+	}
+	binary.BigEndian.PutUint16(fr[m.udp+6:], 0)
+	acc += ipProtoUDP + uint64(len(fr)-m.udp)
+	c := ^fold(sum16(fr[m.udp:], acc))
+	if c == 0 {
+		c = 0xFFFF
+	}
+	binary.BigEndian.PutUint16(fr[m.udp+6:], c)
+}

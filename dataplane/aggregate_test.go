@@ -1,0 +1,199 @@
+package dataplane
+
+import (
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/sparsecast/sparsecast/headers"
+)
+
+func newAggFabric(t *testing.T, aggregate bool) *testFabric {
+	id := uint16(900)
+	return newTestFabric(t, 5, func(c *Config) {
+		c.Routes = append(c.Routes, RouteEntry{Receivers: "0", Port: "p0"})
+		c.SwitchID = &id
+		c.Feedback = FeedbackConfig{Aggregate: &aggregate, AckTimeout: 5 * time.Millisecond, NackWindow: time.Second, CNPInterval: time.Second}
+	})
+}
+
+func data(t *testing.T, seq uint32, flags headers.Flags, ids ...uint16) []byte {
+	return buildFrame(t, frameOpts{fields: headers.Fields{HopLimit: 4, SourceID: 0, SessionID: 1, Sequence: seq, Flags: flags}, ids: ids, payload: []byte("d")})
+}
+
+func fb(t *testing.T, typ headers.Type, seq uint32, reporter uint16, count uint16, set ...uint16) []byte {
+	return buildFrame(t, frameOpts{fields: headers.Fields{Type: typ, HopLimit: 4, SourceID: 0, SessionID: 1, Sequence: seq, Count: count, SpeaksFor: 1, ReporterID: reporter}, ids: set})
+}
+
+// upstream returns the SMH of every frame that went back to the source.
+func upstream(t *testing.T, f *testFabric) []headers.SMH {
+	var out []headers.SMH
+	for _, fr := range f.recv(0) {
+		h, _ := checkFrame(t, fr)
+		out = append(out, h)
+	}
+	return out
+}
+
+func drain(f *testFabric) {
+	for p := 1; p < len(f.host); p++ {
+		f.recv(p)
+	}
+}
+
+func TestAggregatedACK(t *testing.T) {
+	f := newAggFabric(t, true)
+	for seq := uint32(0); seq < 10; seq++ {
+		f.send(t, 0, data(t, seq, 0, 1, 2, 3, 4))
+	}
+	drain(f)
+	for r := uint16(1); r <= 3; r++ {
+		f.send(t, int(r), fb(t, headers.TypeACK, 10, r, 0))
+	}
+	if up := upstream(t, f); len(up) != 0 {
+		t.Fatalf("ACK went up before every receiver reported: %v", up[0].Fields())
+	}
+	f.send(t, 4, fb(t, headers.TypeACK, 10, 4, 0))
+	up := upstream(t, f)
+	if len(up) != 1 {
+		t.Fatalf("%d ACKs upstream, want 1", len(up))
+	}
+	h := up[0]
+	if h.Type() != headers.TypeACK || h.Sequence() != 10 || h.SpeaksFor() != 4 || h.ReporterID() != 900 ||
+		h.Flags()&headers.FlagAggregated == 0 || h.SetCount() != 0 {
+		t.Fatalf("aggregate %+v set %d", h.Fields(), h.SetCount())
+	}
+
+	// Sparse sets: 10 goes to 1 only, 11 to 2 only. Receivers 3 and 4 have
+	// everything they were sent; once 1 and 2 acknowledge, the aggregate
+	// moves to 12.
+	f.send(t, 0, data(t, 10, 0, 1))
+	f.send(t, 0, data(t, 11, 0, 2))
+	drain(f)
+	f.send(t, 1, fb(t, headers.TypeACK, 11, 1, 0))
+	if up := upstream(t, f); len(up) != 0 {
+		t.Fatalf("ACK up while receiver 2 lacks 11: %+v", up[0].Fields())
+	}
+	f.send(t, 2, fb(t, headers.TypeACK, 12, 2, 0))
+	up = upstream(t, f)
+	if len(up) != 1 || up[0].Sequence() != 12 {
+		t.Fatalf("after sparse sets: %d ACKs, want one for 12", len(up))
+	}
+
+	// A receiver that stops reporting is left out after the ACK timeout.
+	f.send(t, 0, data(t, 12, 0, 1, 2, 3, 4))
+	drain(f)
+	for _, r := range []uint16{1, 2, 3} {
+		f.send(t, int(r), fb(t, headers.TypeACK, 13, r, 0))
+	}
+	if up := upstream(t, f); len(up) != 0 {
+		t.Fatal("ACK up before the timeout")
+	}
+	time.Sleep(8 * time.Millisecond)
+	f.send(t, 1, fb(t, headers.TypeACK, 13, 1, 0))
+	up = upstream(t, f)
+	if len(up) != 1 || up[0].Sequence() != 13 || up[0].SpeaksFor() != 3 {
+		t.Fatalf("timed-out aggregate: %d ACKs %+v", len(up), up)
+	}
+	if exc := up[0].AppendReceivers(nil); !slices.Equal(exc, []uint16{4}) {
+		t.Fatalf("exception list %v, want [4]", exc)
+	}
+	if got := f.w.counters.Feedback[headers.TypeACK][FbAbsorbed].Load(); got != 10 {
+		t.Fatalf("absorbed %d ACKs, want 10", got)
+	}
+}
+
+func TestNACKSuppressionAndRepairExpansion(t *testing.T) {
+	f := newAggFabric(t, true)
+	for seq := uint32(0); seq < 10; seq++ {
+		f.send(t, 0, data(t, seq, 0, 1, 2, 3, 4))
+	}
+	drain(f)
+	f.send(t, 1, fb(t, headers.TypeNACK, 5, 1, 2, 1))
+	f.send(t, 2, fb(t, headers.TypeNACK, 6, 2, 1, 2))
+	f.send(t, 3, fb(t, headers.TypeNACK, 5, 3, 1, 3))
+	up := upstream(t, f)
+	if len(up) != 1 || up[0].Sequence() != 5 || up[0].FeedbackCount() != 2 {
+		t.Fatalf("%d NACKs upstream, want the first one only", len(up))
+	}
+	if got := f.w.counters.Feedback[headers.TypeNACK][FbSuppressed].Load(); got != 2 {
+		t.Fatalf("suppressed %d NACKs, want 2", got)
+	}
+	// The source repairs 6 for receiver 1 only; the switch adds 2, which
+	// asked for 6 (3 asked for 5 only).
+	f.send(t, 0, data(t, 6, headers.FlagRetransmit, 1))
+	for p, want := range map[int]int{1: 1, 2: 1, 3: 0, 4: 0} {
+		if got := len(f.recv(p)); got != want {
+			t.Fatalf("repair of 6: port %d got %d copies, want %d", p, got, want)
+		}
+	}
+	// The repair of 5 goes to 1 and 3 (2 asked for 6 only).
+	f.send(t, 0, data(t, 5, headers.FlagRetransmit, 1))
+	for p, want := range map[int]int{1: 1, 2: 0, 3: 1, 4: 0} {
+		if got := len(f.recv(p)); got != want {
+			t.Fatalf("repair of 5: port %d got %d copies, want %d", p, got, want)
+		}
+	}
+}
+
+func TestSpoofedFeedbackAndCNP(t *testing.T) {
+	f := newAggFabric(t, true)
+	f.send(t, 0, data(t, 0, 0, 1, 2))
+	drain(f)
+	// Port 3 never got this stream: its ACK is spoofed.
+	f.send(t, 3, fb(t, headers.TypeACK, 1, 3, 0))
+	if f.w.counters.Drops[DropFeedbackSpoofed].Load() != 1 || len(upstream(t, f)) != 0 {
+		t.Fatal("spoofed ACK not dropped")
+	}
+	// Two CNPs within the interval: the second, no more severe, is dropped;
+	// a more severe one goes up.
+	f.send(t, 1, fb(t, headers.TypeCNP, 0, 1, 1))
+	f.send(t, 2, fb(t, headers.TypeCNP, 0, 2, 1))
+	f.send(t, 2, fb(t, headers.TypeCNP, 0, 2, 3))
+	up := upstream(t, f)
+	if len(up) != 2 || up[0].FeedbackCount() != 1 || up[1].FeedbackCount() != 3 {
+		t.Fatalf("CNPs upstream: %d", len(up))
+	}
+}
+
+func TestAggregationOffForwardsEverything(t *testing.T) {
+	f := newAggFabric(t, false)
+	f.send(t, 0, data(t, 0, 0, 1, 2, 3, 4))
+	drain(f)
+	for r := uint16(1); r <= 4; r++ {
+		f.send(t, int(r), fb(t, headers.TypeACK, 1, r, 0))
+	}
+	if up := upstream(t, f); len(up) != 4 {
+		t.Fatalf("%d ACKs upstream without aggregation, want 4", len(up))
+	}
+}
+
+func TestSwitchCNPOnDeepQueue(t *testing.T) {
+	id := uint16(901)
+	f := newTestFabric(t, 3, func(c *Config) {
+		c.Routes = append(c.Routes, RouteEntry{Receivers: "0", Port: "p0"})
+		c.SwitchID = &id
+		c.QueueDepth = 64
+		c.Feedback = FeedbackConfig{CNPQueueDepth: 8, CNPInterval: time.Minute}
+	})
+	f.send(t, 0, data(t, 3, 0, 1))
+	f.recv(1)
+	fields := headers.Fields{Type: headers.TypeData, SourceID: 0, SessionID: 1, Sequence: 4}
+	q := &f.w.queues[1]
+	for depth, wantMark := range map[int]bool{7: false, 8: true} {
+		q.size = depth // pretend the queue is this deep
+		out := f.w.congest(1, fields)
+		q.size = 0
+		if got := out.Flags&headers.FlagCongestion != 0; got != wantMark {
+			t.Fatalf("depth %d: C flag %v, want %v", depth, got, wantMark)
+		}
+	}
+	q.size = 20
+	f.w.congest(1, fields) // within the interval: marked, no second CNP
+	q.size = 0
+	f.w.flush()
+	up := upstream(t, f)
+	if len(up) != 1 || up[0].Type() != headers.TypeCNP || up[0].ReporterID() != 901 || up[0].Sequence() != 4 {
+		t.Fatalf("switch CNPs upstream: %d", len(up))
+	}
+}
