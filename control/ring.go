@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"os"
 	"slices"
 	"time"
 
@@ -38,6 +39,10 @@ var _ Ring = (*RingClient)(nil)
 // records per ring (0: the file's, or ffi.DefaultRingSlots for a new file)
 // and writes a fresh control boot ID into its header.
 func OpenRing(path string, slots int) (*RingClient, error) {
+	if _, err := os.Stat(path); err == nil {
+		// The switch created it first: take its size, whatever ours is.
+		slots = 0
+	}
 	rf, err := ffi.OpenRingFile(path, slots)
 	if err != nil {
 		return nil, err

@@ -53,6 +53,9 @@ type Config struct {
 	// control process (docs/control.md), conventionally
 	// /dev/shm/sparsecast-<name>.ring; empty runs without control.
 	ControlRing string `yaml:"control_ring"`
+	// EAL is DPDK's EAL command line for dpdk ports (default: no hugepages,
+	// no PCI; see dpdkport.DefaultEAL).
+	EAL []string `yaml:"eal_args"`
 }
 
 // GroupEntry is a group a sender may address with SMH's group encoding; the
@@ -65,9 +68,13 @@ type GroupEntry struct {
 // PortConfig describes one port.
 type PortConfig struct {
 	Name string `yaml:"name"`
-	// Type is "afpacket" (veth, NICs) or "mem" (in-process, tests only).
+	// Type is "afpacket" (veth, NICs), "dpdk" (a DPDK device; binaries
+	// built with `make build-dpdk`) or "mem" (in-process, tests only).
 	Type  string `yaml:"type"`
 	Iface string `yaml:"iface"`
+	// Device is a dpdk port's DPDK device: a vdev with its arguments
+	// ("net_af_packet0,iface=veth1") or a PCI address.
+	Device string `yaml:"device"`
 	// NeighborMAC and NeighborIP, when set, become the destination MAC and IP
 	// of every frame sent on this port (the host or switch at the far end).
 	NeighborMAC string      `yaml:"neighbor_mac"`
@@ -259,8 +266,15 @@ func (c *Config) Validate() error {
 				p.Iface = p.Name
 			}
 		case "mem":
+		case "dpdk":
+			if p.Device == "" {
+				return fmt.Errorf("port %s: type dpdk needs a device (e.g. net_null0, or a PCI address)", p.Name)
+			}
 		default:
-			return fmt.Errorf("port %s: type %q: want afpacket or mem", p.Name, p.Type)
+			return fmt.Errorf("port %s: type %q: want afpacket, dpdk or mem", p.Name, p.Type)
+		}
+		if p.Device != "" && p.Type != "dpdk" {
+			return fmt.Errorf("port %s: device is for type dpdk ports", p.Name)
 		}
 		if p.NeighborMAC != "" {
 			if _, err := net.ParseMAC(p.NeighborMAC); err != nil {

@@ -53,7 +53,10 @@ type linkStates struct {
 	// upSince is when a port last came up (CLOCK_MONOTONIC ns): probes give
 	// a link that just came back a few intervals before judging it silent.
 	upSince [MaxPorts]atomic.Int64
-	hooks   []func(LinkEvent)
+	// noCarrier marks ports the carrier watcher saw go down: probes alone
+	// never bring such a port up again.
+	noCarrier PortSet
+	hooks     []func(LinkEvent)
 }
 
 // OnLinkEvent registers a function called (from the detecting goroutine,
@@ -83,6 +86,15 @@ func (s *Switch) LinkChange(p uint8, state uint8, cause string, lossPPM uint32, 
 	l := &s.links
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	if cause == "carrier" {
+		if state == headers.LinkDown {
+			l.noCarrier.Add(p)
+		} else {
+			l.noCarrier.Remove(p)
+		}
+	} else if state != headers.LinkDown && l.noCarrier.Has(p) {
+		return // probes got through a port without carrier? not believed
+	}
 	if s.LinkState(p) == state {
 		return
 	}

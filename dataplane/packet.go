@@ -21,6 +21,9 @@ type Buf struct {
 	refs int32
 	pool *Pool
 	pkt  Packet
+	// ext is the owner's handle of an external buffer (a DPDK mbuf's
+	// address); 0 for the buffers of an ordinary pool.
+	ext uintptr
 }
 
 // Packet is a frame in flight. The frame is Head followed by Tail; Tail is
@@ -71,6 +74,11 @@ func (b *Buf) unref() {
 	b.refs--
 	if b.refs == 0 {
 		b.pkt = Packet{own: b}
+		if b.ext != 0 {
+			// Its owner gives it back (external.go).
+			b.pool.released = append(b.pool.released, b.ext)
+			return
+		}
 		b.pool.free = append(b.pool.free, b)
 	}
 }
@@ -81,6 +89,9 @@ type Pool struct {
 	free []*Buf
 	all  []Buf
 	size int
+	// released holds the handles of external buffers whose last reference
+	// dropped (external.go); always empty for an ordinary pool.
+	released []uintptr
 }
 
 // NewPool allocates n buffers of size bytes each (Headroom included).

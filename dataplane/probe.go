@@ -33,7 +33,8 @@ type probePort struct {
 	port    uint8
 	txSeq   uint32
 	heard   bool
-	lastRx  int64 // CLOCK_MONOTONIC ns of the last probe
+	lastRx  int64 // last probe, moved on by this worker's own stalls
+	rxAt    int64 // last probe, as it was (CLOCK_MONOTONIC ns)
 	nextSeq uint32
 	// the current loss window
 	winStart       int64
@@ -120,7 +121,7 @@ func (w *Worker) judgeWindow(pp *probePort) {
 			if state == headers.LinkUp {
 				w.sw.LinkChange(pp.port, headers.LinkDegraded, "probe_loss", ppm, ps.now)
 			}
-		case state != headers.LinkUp && ps.now-pp.lastRx <= int64(ps.cfg.Miss)*int64(ps.cfg.Interval):
+		case state != headers.LinkUp && ps.now-pp.rxAt <= int64(ps.cfg.Miss)*int64(ps.cfg.Interval):
 			w.sw.LinkChange(pp.port, headers.LinkUp, "probe_recovered", ppm, ps.now)
 		}
 	}
@@ -174,5 +175,5 @@ func (w *Worker) probeRx(b []byte, in uint16) {
 	}
 	pp.nextSeq = seq + 1
 	pp.received++
-	pp.lastRx = now
+	pp.lastRx, pp.rxAt = now, now
 }

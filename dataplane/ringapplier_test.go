@@ -667,7 +667,7 @@ func TestRingApplierLinkEvents(t *testing.T) {
 	e := newRingEnv(t, 16)
 	e.wantHello()
 	e.sw.OnLinkEvent(e.a.OnLinkEvent)
-	e.sw.LinkChange(1, headers.LinkDown, "carrier", 0, 123)
+	e.sw.LinkChange(1, headers.LinkDown, "probe_timeout", 0, 123)
 	ev := e.event()
 	if ev.Kind() != headers.EvLink || ev.Port() != 1 || ev.LinkState() != headers.LinkDown || ev.EventNanos() != 123 {
 		t.Fatalf("link event %v %x", ev.Kind(), []byte(ev))

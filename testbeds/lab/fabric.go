@@ -22,6 +22,7 @@ import (
 
 	"github.com/sparsecast/sparsecast/control"
 	"github.com/sparsecast/sparsecast/dataplane"
+	"github.com/sparsecast/sparsecast/ffi"
 	"github.com/sparsecast/sparsecast/headers"
 )
 
@@ -36,7 +37,11 @@ type FabricOptions struct {
 	Probes bool
 	// Faults injects egress loss on named ports, "switch:port" -> config.
 	Faults map[string]dataplane.FaultConfig
-	Log    func(format string, args ...any)
+	// Control starts one control process serving every switch through
+	// control rings in Dir, with its API on Dir/control.sock.
+	Control      bool
+	TopologyPath string
+	Log          func(format string, args ...any)
 }
 
 // FabricHost is one host of a running fabric.
@@ -59,8 +64,14 @@ type Fabric struct {
 	SwitchNS map[string]string
 	Configs  map[string]string // switch -> config path
 	Logs     map[string]string // switch -> log path
-	procs    map[string]*Proc
-	bin      string
+	// Topology is the fabric file the control process reads; ControlAPI its
+	// API socket and ControlLog its log (Control only).
+	TopologyPath string
+	ControlAPI   string
+	ControlLog   string
+	control      *Proc
+	procs        map[string]*Proc
+	bin          string
 }
 
 func portMAC(sw, port int) string { return fmt.Sprintf("02:5c:%02x:%02x:00:01", sw, port) }
@@ -159,6 +170,9 @@ func StartFabric(ctx context.Context, o FabricOptions) (f *Fabric, err error) {
 		if err != nil {
 			return nil, err
 		}
+		if o.Control {
+			cfg.ControlRing = filepath.Join(o.Dir, "sparsecast-"+sw.Name+".ring")
+		}
 		out, err := yaml.Marshal(cfg)
 		if err != nil {
 			return nil, err
@@ -178,7 +192,75 @@ func StartFabric(ctx context.Context, o FabricOptions) (f *Fabric, err error) {
 			return nil, err
 		}
 	}
+	if o.Control {
+		if o.TopologyPath == "" {
+			return nil, fmt.Errorf("fabric: a control process needs the topology's file (TopologyPath)")
+		}
+		f.TopologyPath = o.TopologyPath
+		f.ControlAPI = filepath.Join(o.Dir, "control.sock")
+		f.ControlLog = filepath.Join(o.Dir, "control.log")
+		logf("== starting the control process")
+		if err := f.StartControl(ctx); err != nil {
+			return nil, err
+		}
+	}
 	return f, nil
+}
+
+// StartControl (re)starts the control process and waits until every
+// switch has applied a table it pushed.
+func (f *Fabric) StartControl(ctx context.Context) error {
+	lf, err := os.OpenFile(f.ControlLog, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return err
+	}
+	defer lf.Close()
+	// The control process needs no namespace of its own: it meets the
+	// switches only at their ring files.
+	p, err := f.Lab.Start("", "control", lf, lf, f.bin, "control", "run", "--topology", f.TopologyPath,
+		"--ring-dir", f.Dir, "--api", "unix:"+f.ControlAPI)
+	if err != nil {
+		return err
+	}
+	f.control = p
+	deadline := time.Now().Add(15 * time.Second)
+	for _, sw := range f.Topo.Switches {
+		for {
+			gen, err := f.AppliedGeneration(sw.Name)
+			if err == nil && gen > 0 {
+				break
+			}
+			if p.Exited() || time.Now().After(deadline) {
+				return fmt.Errorf("fabric: switch %s applied no table from control (see %s)", sw.Name, f.ControlLog)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	return nil
+}
+
+// StopControl stops the control process (SIGKILL with kill true).
+func (f *Fabric) StopControl(kill bool) error {
+	if f.control == nil {
+		return fmt.Errorf("fabric: no control process")
+	}
+	p := f.control
+	f.control = nil
+	if kill {
+		return p.Stop(0)
+	}
+	return p.Stop(2 * time.Second)
+}
+
+// AppliedGeneration reads the generation a switch last applied from its
+// ring file's header.
+func (f *Fabric) AppliedGeneration(sw string) (uint64, error) {
+	rf, err := ffi.OpenRingFile(filepath.Join(f.Dir, "sparsecast-"+sw+".ring"), 0)
+	if err != nil {
+		return 0, err
+	}
+	defer rf.Close()
+	return rf.AppliedGeneration(), nil
 }
 
 // StartSwitch (re)starts one switch process and waits until it has opened
@@ -229,10 +311,11 @@ func fabricSwitchConfig(t *control.Topology, si int, o FabricOptions) (*dataplan
 		// A lab runs a dozen processes on two shared cores, and AF_PACKET
 		// hands frames over in blocks retired every millisecond: probes
 		// arrive tens of milliseconds late now and then. The lab probes
-		// every 10 ms and gives up after 5 silent intervals; link-down by
-		// `ip link set down` is caught by the carrier watcher anyway. A
-		// switch on dedicated cores keeps the 1 ms default.
-		cfg.Probe = dataplane.ProbeConfig{Interval: 10 * time.Millisecond, Miss: 5, Window: 100}
+		// every 10 ms and gives up after 10 silent intervals; link-down by
+		// `ip link set down` is caught by the carrier watcher anyway, and
+		// probes are there for gray failures. A switch on dedicated cores
+		// keeps the 1 ms default.
+		cfg.Probe = dataplane.ProbeConfig{Interval: 10 * time.Millisecond, Miss: 10, Window: 100}
 	}
 	for _, p := range sw.Ports {
 		pc := dataplane.PortConfig{Name: p.Name, Type: "afpacket", Iface: p.Name}

@@ -125,6 +125,9 @@ func Failover(ctx context.Context, o FailoverOptions) (res *FailoverResult, err 
 			}
 		}
 	}
+	if sender == "" && len(topo.Hosts) > 0 {
+		sender = topo.Hosts[0].Name
+	}
 	senderIdx := -1
 	for i, h := range topo.Hosts {
 		if h.Name == sender {
@@ -138,6 +141,9 @@ func Failover(ctx context.Context, o FailoverOptions) (res *FailoverResult, err 
 	paths := map[uint16][]pathHop{}
 	var recvIDs []uint16
 	for _, r := range topo.Receivers() {
+		if r.Host == sender {
+			continue
+		}
 		p, err := primaryPath(topo, tables, topo.Hosts[senderIdx].Switch, r.ID)
 		if err != nil {
 			return nil, err
@@ -193,7 +199,8 @@ func Failover(ctx context.Context, o FailoverOptions) (res *FailoverResult, err 
 		}
 	}
 
-	f, err := StartFabric(ctx, FabricOptions{Topology: topo, Binary: o.Binary, Prefix: o.Prefix, Dir: o.Dir, Probes: true, Log: logf})
+	f, err := StartFabric(ctx, FabricOptions{Topology: topo, Binary: o.Binary, Prefix: o.Prefix, Dir: o.Dir, Probes: true,
+		Control: true, TopologyPath: o.Topology, Log: logf})
 	if err != nil {
 		return nil, err
 	}
@@ -208,7 +215,13 @@ func Failover(ctx context.Context, o FailoverOptions) (res *FailoverResult, err 
 	maxRun := o.Duration*3 + 30*time.Second
 	outs := map[uint16]*bytes.Buffer{}
 	var recvs []*Proc
+	var rhosts []*FabricHost
 	for _, h := range f.Receivers() {
+		if h.Name != sender {
+			rhosts = append(rhosts, h)
+		}
+	}
+	for _, h := range rhosts {
 		outs[h.ID] = &bytes.Buffer{}
 		errLog, err := os.Create(filepath.Join(f.Dir, fmt.Sprintf("recv-%d.log", h.ID)))
 		if err != nil {
@@ -229,7 +242,7 @@ func Failover(ctx context.Context, o FailoverOptions) (res *FailoverResult, err 
 	// Let probes run for a few windows so every link is known good.
 	time.Sleep(300 * time.Millisecond)
 
-	logf("== streaming %d packets at %.0f pps from %s to %s; %s goes down at %v", count, o.Rate, sender, ReceiverIDs(f.Receivers()), link, o.FailAt)
+	logf("== streaming %d packets at %.0f pps from %s to %s; %s goes down at %v", count, o.Rate, sender, ReceiverIDs(rhosts), link, o.FailAt)
 	var sendOut bytes.Buffer
 	sendLog, err := os.Create(filepath.Join(f.Dir, "send.log"))
 	if err != nil {
@@ -241,7 +254,7 @@ func Failover(ctx context.Context, o FailoverOptions) (res *FailoverResult, err 
 		srcID = int(h.ID)
 	}
 	sp, err := f.Lab.Start(f.Hosts[sender].NS, "send", &sendOut, sendLog, o.Binary, "send",
-		"--via", f.GatewayAddr(sender), "--to", ReceiverIDs(f.Receivers()),
+		"--via", f.GatewayAddr(sender), "--to", ReceiverIDs(rhosts),
 		"--source-id", strconv.Itoa(srcID), "--session", "7", "--count", strconv.Itoa(count),
 		"--size", "128", "--rate", strconv.FormatFloat(o.Rate, 'f', -1, 64), "--json")
 	if err != nil {

@@ -253,8 +253,9 @@ type Proc struct {
 	err  error
 }
 
-// Start starts argv inside namespace ns with the given output streams (nil
-// discards). The lab stops it on Close if it is still running.
+// Start starts argv inside namespace ns (the caller's own namespace when ns
+// is "") with the given output streams (nil discards). The lab stops it on
+// Close if it is still running.
 func (l *Lab) Start(ns, name string, stdout, stderr io.Writer, argv ...string) (*Proc, error) {
 	if len(argv) == 0 {
 		return nil, fmt.Errorf("lab: start in %s: no command", ns)
@@ -263,6 +264,9 @@ func (l *Lab) Start(ns, name string, stdout, stderr io.Writer, argv ...string) (
 	// `ip netns exec` enters the namespace and execs argv, so the process we
 	// start is argv itself and its PID is the one to signal.
 	cmd := exec.Command("ip", append([]string{"netns", "exec", ns}, argv...)...)
+	if ns == "" {
+		cmd = exec.Command(argv[0], argv[1:]...)
+	}
 	cmd.Stdout, cmd.Stderr = stdout, stderr
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {

@@ -1,0 +1,90 @@
+// External buffers: a pool whose buffers belong to another allocator, so a
+// port can hand the switch frames where its device put them (DPDK mbufs in a
+// mempool) and take them back by reference on transmit. The switch code does
+// not change: a packet from an external pool is parsed, replicated and
+// queued like any other, and its copies still share its payload.
+//
+// Ownership. The owner lends a buffer with Adopt (one reference). When the
+// last reference drops, the buffer is not put on a free list: its handle is
+// queued for the owner, who collects it with Released and gives it back to
+// its allocator. A transmit queue that sends the buffer itself calls Consign
+// instead of Free, taking over the pool's reference when it is the last one.
+// Every call on an external pool and its packets comes from the one worker
+// that receives from the owner's port, as for an ordinary pool.
+package dataplane
+
+// NewExternalPool returns a pool over external buffers: bufs[i] is buffer
+// i's whole memory and handles[i] (non-zero) the owner's name for it. The
+// pool lends nothing by itself: Get always returns nil.
+func NewExternalPool(bufs [][]byte, handles []uintptr) *Pool {
+	p := &Pool{all: make([]Buf, len(bufs)), released: make([]uintptr, 0, len(bufs))}
+	for i := range p.all {
+		b := &p.all[i]
+		// Full slice expressions: cap == len, so a view's offset in its
+		// buffer is len(data) - cap(view) (HeadRef, TailRef).
+		b.data = bufs[i][:len(bufs[i]):len(bufs[i])]
+		b.ext = handles[i]
+		b.pool = p
+		b.pkt.own = b
+		p.size = max(p.size, len(b.data))
+	}
+	return p
+}
+
+// Adopt makes buffer i, into which the owner has just put an n-byte frame at
+// offset off, a packet with one reference. The owner must not adopt a buffer
+// the pool still references.
+func (p *Pool) Adopt(i, off, n int) *Packet {
+	b := &p.all[i]
+	b.refs = 1
+	pk := &b.pkt
+	pk.off = off
+	pk.Head = b.data[off : off+n]
+	return pk
+}
+
+// Released returns the handles of the buffers whose last reference dropped
+// since the previous call and forgets them. The slice is reused: read it
+// before the next Free of a packet of this pool.
+func (p *Pool) Released() []uintptr {
+	r := p.released
+	p.released = p.released[:0]
+	return r
+}
+
+// HeadRef returns the handle of the external buffer holding Head and Head's
+// offset in it, or 0 if Head is in an ordinary buffer.
+func (p *Packet) HeadRef() (handle uintptr, off int) {
+	return p.own.ext, p.off
+}
+
+// TailRef returns the handle of the external buffer holding Tail and Tail's
+// offset in it, or 0 if there is no Tail or it is in an ordinary buffer.
+func (p *Packet) TailRef() (handle uintptr, off int) {
+	if p.shared == nil || p.shared.ext == 0 || len(p.Tail) == 0 {
+		return 0, 0
+	}
+	return p.shared.ext, len(p.shared.data) - cap(p.Tail)
+}
+
+// Consign ends the packet's life on the Go side for a transmit queue that
+// sends its (external) head buffer by reference. References are dropped as
+// Free drops them, except the head buffer's last one: that reference passes
+// to the queue, and the buffer is neither freed nor released. Consign
+// reports whether that happened; false means other packets still share the
+// head buffer, and the queue must take a reference of its own.
+func (p *Packet) Consign() bool {
+	if p.shared != nil {
+		p.shared.unref()
+		p.shared = nil
+	}
+	p.Tail = nil
+	b := p.own
+	if b.refs == 1 {
+		b.refs = 0
+		b.pkt = Packet{own: b}
+		return true
+	}
+	b.refs--
+	return false
+}
