@@ -211,96 +211,35 @@ func Failover(ctx context.Context, o FailoverOptions) (res *FailoverResult, err 
 	}()
 	res.Dir = f.Dir
 
-	count := int(o.Rate * o.Duration.Seconds())
-	maxRun := o.Duration*3 + 30*time.Second
-	outs := map[uint16]*bytes.Buffer{}
-	var recvs []*Proc
 	var rhosts []*FabricHost
 	for _, h := range f.Receivers() {
 		if h.Name != sender {
 			rhosts = append(rhosts, h)
 		}
 	}
-	for _, h := range rhosts {
-		outs[h.ID] = &bytes.Buffer{}
-		errLog, err := os.Create(filepath.Join(f.Dir, fmt.Sprintf("recv-%d.log", h.ID)))
-		if err != nil {
-			return nil, err
-		}
-		defer errLog.Close()
-		p, err := f.Lab.Start(h.NS, fmt.Sprintf("recv %d", h.ID), outs[h.ID], errLog, o.Binary, "recv",
-			"--id", strconv.Itoa(int(h.ID)), "--listen", f.ListenAddr(h.Name), "--idle-timeout", "1500ms",
-			"--duration", maxRun.String(), "--json")
-		if err != nil {
-			return nil, err
-		}
-		recvs = append(recvs, p)
-		if err := waitUDPBound(ctx, f.Lab, h.NS, f.UDPPort, p, 10*time.Second); err != nil {
-			return nil, fmt.Errorf("failover: receiver %d: %w", h.ID, err)
-		}
-	}
-	// Let probes run for a few windows so every link is known good.
-	time.Sleep(300 * time.Millisecond)
-
-	logf("== streaming %d packets at %.0f pps from %s to %s; %s goes down at %v", count, o.Rate, sender, ReceiverIDs(rhosts), link, o.FailAt)
-	var sendOut bytes.Buffer
-	sendLog, err := os.Create(filepath.Join(f.Dir, "send.log"))
-	if err != nil {
-		return nil, err
-	}
-	defer sendLog.Close()
-	srcID := 0
+	srcID := uint16(0)
 	if h := topo.Hosts[senderIdx]; h.Receiver {
-		srcID = int(h.ID)
+		srcID = h.ID
 	}
-	sp, err := f.Lab.Start(f.Hosts[sender].NS, "send", &sendOut, sendLog, o.Binary, "send",
-		"--via", f.GatewayAddr(sender), "--to", ReceiverIDs(rhosts),
-		"--source-id", strconv.Itoa(srcID), "--session", "7", "--count", strconv.Itoa(count),
-		"--size", "128", "--rate", strconv.FormatFloat(o.Rate, 'f', -1, 64), "--json")
+	logf("== streaming at %.0f pps from %s to %s; %s goes down at %v", o.Rate, sender, ReceiverIDs(rhosts), link, o.FailAt)
+	var t0 int64
+	st, err := f.Stream(ctx, StreamOptions{
+		Sender: sender, SourceID: srcID, Receivers: rhosts, Rate: o.Rate, Duration: o.Duration,
+		At: o.FailAt, Do: func() error {
+			// The same change as `ip link set dev PORT down`, made
+			// in-process so that t0 is taken right before it and not
+			// before a fork and exec.
+			return SetLinkDown(f.SwitchNS[failSw], failPort, true, func() { t0 = dataplane.MonotonicNs() })
+		},
+	})
 	if err != nil {
 		return nil, err
 	}
-	select {
-	case <-time.After(o.FailAt):
-	case <-ctx.Done():
-		return nil, ctx.Err()
-	}
-	// The same change as `ip link set dev PORT down`, made in-process so
-	// that t0 is taken right before it and not before a fork and exec.
-	var t0 int64
-	if err := SetLinkDown(f.SwitchNS[failSw], failPort, true, func() { t0 = dataplane.MonotonicNs() }); err != nil {
-		return nil, err
-	}
-	sendCtx, cancel := context.WithTimeout(ctx, maxRun)
-	defer cancel()
-	if err := sp.Wait(sendCtx); err != nil {
-		return nil, fmt.Errorf("failover: sender: %w (see %s)", err, sendLog.Name())
-	}
-	var sent struct {
-		Packets uint64  `json:"packets"`
-		PPS     float64 `json:"pps"`
-	}
-	if err := json.Unmarshal(sendOut.Bytes(), &sent); err != nil {
-		return nil, fmt.Errorf("failover: sender output: %w: %q", err, sendOut.String())
-	}
-	res.Sent, res.RatePPS = sent.Packets, sent.PPS
-	for _, p := range recvs {
-		if err := p.Wait(sendCtx); err != nil {
-			return nil, fmt.Errorf("failover: receiver: %w", err)
-		}
-	}
+	res.Sent, res.RatePPS = st.Sent, st.PPS
 	res.DeliveredUnaffected = true
 	for _, id := range recvIDs {
-		var rep endpoint.Report
-		if err := json.Unmarshal(outs[id].Bytes(), &rep); err != nil {
-			return nil, fmt.Errorf("failover: receiver %d output: %w", id, err)
-		}
-		st := FailoverReceiverStat{ID: id, Affected: affected[id]}
-		for _, s := range rep.Streams {
-			st.Received += s.Unique
-			st.Duplicates += s.Duplicates
-		}
-		st.Lost = sent.Packets - min(st.Received, sent.Packets)
+		r := st.Receivers[id]
+		st := FailoverReceiverStat{ID: id, Affected: affected[id], Received: r.Received, Lost: r.Lost, Duplicates: r.Duplicates}
 		if st.Affected {
 			res.LostAffected += int(st.Lost)
 		} else {
@@ -384,4 +323,113 @@ func readLinkEvents(path string) ([]dataplane.LinkEvent, error) {
 		}
 	}
 	return evs, sc.Err()
+}
+
+// StreamOptions configure Fabric.Stream.
+type StreamOptions struct {
+	Sender    string
+	SourceID  uint16
+	Receivers []*FabricHost
+	Rate      float64
+	Duration  time.Duration
+	// Do, if set, runs At into the stream (a failure to inject).
+	At time.Duration
+	Do func() error
+}
+
+// StreamResult counts what a stream delivered.
+type StreamResult struct {
+	Sent      uint64
+	PPS       float64
+	Receivers map[uint16]ReceiverCount
+}
+
+// ReceiverCount is one receiver's share of a stream.
+type ReceiverCount struct {
+	Received, Lost, Duplicates uint64
+}
+
+// Stream sends SMH at a steady rate from one host to a fixed set of
+// receivers with the plain send and recv commands, runs Do At into it, and
+// counts what every receiver got.
+func (f *Fabric) Stream(ctx context.Context, o StreamOptions) (*StreamResult, error) {
+	count := int(o.Rate * o.Duration.Seconds())
+	maxRun := o.Duration*3 + 30*time.Second
+	outs := map[uint16]*bytes.Buffer{}
+	var recvs []*Proc
+	for _, h := range o.Receivers {
+		outs[h.ID] = &bytes.Buffer{}
+		errLog, err := os.Create(filepath.Join(f.Dir, fmt.Sprintf("recv-%d.log", h.ID)))
+		if err != nil {
+			return nil, err
+		}
+		defer errLog.Close()
+		p, err := f.Lab.Start(h.NS, fmt.Sprintf("recv %d", h.ID), outs[h.ID], errLog, f.bin, "recv",
+			"--id", strconv.Itoa(int(h.ID)), "--listen", f.ListenAddr(h.Name), "--idle-timeout", "1500ms",
+			"--duration", maxRun.String(), "--json")
+		if err != nil {
+			return nil, err
+		}
+		recvs = append(recvs, p)
+		if err := waitUDPBound(ctx, f.Lab, h.NS, f.UDPPort, p, 10*time.Second); err != nil {
+			return nil, fmt.Errorf("stream: receiver %d: %w", h.ID, err)
+		}
+	}
+	// Let probes run for a few windows so every link is known good.
+	time.Sleep(300 * time.Millisecond)
+	var sendOut bytes.Buffer
+	sendLog, err := os.Create(filepath.Join(f.Dir, "send.log"))
+	if err != nil {
+		return nil, err
+	}
+	defer sendLog.Close()
+	sp, err := f.Lab.Start(f.Hosts[o.Sender].NS, "send", &sendOut, sendLog, f.bin, "send",
+		"--via", f.GatewayAddr(o.Sender), "--to", ReceiverIDs(o.Receivers),
+		"--source-id", strconv.Itoa(int(o.SourceID)), "--session", "7", "--count", strconv.Itoa(count),
+		"--size", "128", "--rate", strconv.FormatFloat(o.Rate, 'f', -1, 64), "--json")
+	if err != nil {
+		return nil, err
+	}
+	if o.Do != nil {
+		select {
+		case <-time.After(o.At):
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+		if err := o.Do(); err != nil {
+			return nil, err
+		}
+	}
+	waitCtx, cancel := context.WithTimeout(ctx, maxRun)
+	defer cancel()
+	if err := sp.Wait(waitCtx); err != nil {
+		return nil, fmt.Errorf("stream: sender: %w (see %s)", err, sendLog.Name())
+	}
+	var sent struct {
+		Packets uint64  `json:"packets"`
+		PPS     float64 `json:"pps"`
+	}
+	if err := json.Unmarshal(sendOut.Bytes(), &sent); err != nil {
+		return nil, fmt.Errorf("stream: sender output: %w: %q", err, sendOut.String())
+	}
+	res := &StreamResult{Sent: sent.Packets, PPS: sent.PPS, Receivers: map[uint16]ReceiverCount{}}
+	for _, p := range recvs {
+		if err := p.Wait(waitCtx); err != nil {
+			return nil, fmt.Errorf("stream: receiver: %w", err)
+		}
+	}
+	for id, out := range outs {
+		var rep endpoint.Report
+		if err := json.Unmarshal(out.Bytes(), &rep); err != nil {
+			return nil, fmt.Errorf("stream: receiver %d output: %w", id, err)
+		}
+		var c ReceiverCount
+		for _, s := range rep.Streams {
+			c.Received += s.Unique
+			c.Duplicates += s.Duplicates
+		}
+		c.Lost = sent.Packets - min(c.Received, sent.Packets)
+		res.Receivers[id] = c
+	}
+	return res, nil
 }
