@@ -16,6 +16,7 @@ import (
 
 	"github.com/sparsecast/sparsecast/dataplane"
 	"github.com/sparsecast/sparsecast/dataplane/afpacket"
+	"github.com/sparsecast/sparsecast/dataplane/dpdkport"
 	"github.com/sparsecast/sparsecast/dataplane/metrics"
 	"github.com/sparsecast/sparsecast/ffi"
 )
@@ -74,6 +75,8 @@ func openPorts(cfg *dataplane.Config) ([]dataplane.Port, error) {
 		switch pc.Type {
 		case "afpacket":
 			p, err = afpacket.Open(pc.Iface, afpacket.Options{Name: pc.Name})
+		case "dpdk":
+			p, err = dpdkport.Open(dpdkport.FromConfig(cfg, &pc))
 		default:
 			err = fmt.Errorf("type %q ports exist only inside one process (tests and benchmarks)", pc.Type)
 		}

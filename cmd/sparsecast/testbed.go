@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
 
@@ -27,20 +28,20 @@ Every namespace of a lab is named with a prefix (sc- by default), and
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error { return cmd.Help() },
 	}
-	cmd.AddCommand(newTestbedRunCmd(), NewCmdTestbedDown(nil))
+	cmd.AddCommand(NewCmdTestbedUp(nil), NewCmdTestbedStatus(nil), newTestbedRunCmd(), NewCmdTestbedDown(nil))
 	return cmd
 }
 
 func newTestbedRunCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "run SCENARIO",
-		Short: "Run a scenario in a fresh lab and tear it down",
+		Short: "Run a scenario: on the testbed that is up, or (single-switch) in a lab of its own",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return fmt.Errorf("name a scenario: %s", "single-switch")
+			return fmt.Errorf("name a scenario: %s", strings.Join(scenarioNames(cmd), ", "))
 		},
 	}
-	cmd.AddCommand(NewCmdSingleSwitch(nil))
+	cmd.AddCommand(NewCmdSingleSwitch(nil), NewCmdRunFailover(nil))
 	return cmd
 }
 
@@ -181,10 +182,11 @@ func NewCmdTestbedDown(runF func(*TestbedDownOptions) error) *cobra.Command {
 	opts := &TestbedDownOptions{}
 	cmd := &cobra.Command{
 		Use:   "down [--prefix P]",
-		Short: "Remove every lab namespace with the prefix and kill the processes in them",
-		Long: `Kill every process inside the network namespaces named with --prefix and
-delete those namespaces (with their veths). Safe to run twice and after a
-crashed run.`,
+		Short: "Stop a testbed: its processes, namespaces and state",
+		Long: `Stop the switches and control process of the testbed brought up with
+--prefix, kill every process inside the network namespaces named with the
+prefix and delete those namespaces (with their veths). Safe to run twice and
+after a crashed run.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			opts.Out = cmd.OutOrStdout()
@@ -217,7 +219,7 @@ func runTestbedDown(ctx context.Context, o *TestbedDownOptions) error {
 	if o.Verbose {
 		log = o.Out
 	}
-	if err := lab.Teardown(ctx, o.Prefix, log); err != nil {
+	if err := lab.Down(ctx, o.Prefix, log); err != nil {
 		return err
 	}
 	fmt.Fprintf(o.Out, "removed %d namespaces with prefix %q\n", len(before), o.Prefix)

@@ -55,6 +55,10 @@ type Options struct {
 	DataRoom int
 	// RxDesc and TxDesc are ring sizes (default 1024; the driver adjusts).
 	RxDesc, TxDesc int
+	// TxOnly never receives: RxBurst returns nothing without calling
+	// DPDK. For devices that only sink (a benchmark's net_null outputs,
+	// which would otherwise produce frames on every poll).
+	TxOnly bool
 }
 
 // DefaultEAL runs DPDK without hugepages and without PCI, on lcore 0,

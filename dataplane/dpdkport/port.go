@@ -92,6 +92,9 @@ func (p *Port) RxBurst(_ *dataplane.Pool, pkts []*dataplane.Packet) (int, error)
 	if p.closed.Load() {
 		return 0, dataplane.ErrPortClosed
 	}
+	if p.opts.TxOnly {
+		return 0, nil
+	}
 	w := p.ctx
 	if w == nil {
 		var err error

@@ -141,7 +141,7 @@ func (t *txQueue) TxBurst(pkts []*dataplane.Packet) (int, error) {
 // with the next flush.
 func (t *txQueue) drop(pk *dataplane.Packet, h uintptr) {
 	pk.Free()
-	t.ctx.c.Release([]uintptr{h})
+	t.ctx.c.ReleaseOne(h)
 	t.tooBig++
 }
 

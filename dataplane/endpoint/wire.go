@@ -70,25 +70,26 @@ const (
 // parsePayload finds, in a reliable DATA payload, the previous sequence
 // number addressed to receiver id, whether seq starts its subsequence, and
 // the app data.
-func parsePayload(p []byte, id uint16, seq uint32) (prev uint32, head bool, data []byte, status int) {
+// In fixed mode it also returns the stream's Base.
+func parsePayload(p []byte, id uint16, seq uint32) (prev uint32, head bool, data []byte, fixed bool, base uint32, status int) {
 	if len(p) < PayloadHeaderLen {
-		return 0, false, nil, payloadShort
+		return 0, false, nil, false, 0, payloadShort
 	}
 	if p[0]>>4 != payloadVersion {
-		return 0, false, nil, payloadBadVersion
+		return 0, false, nil, false, 0, payloadBadVersion
 	}
 	n := int(binary.BigEndian.Uint16(p[2:]))
 	end := PayloadHeaderLen + n*ChainEntryLen
 	if len(p) < end {
-		return 0, false, nil, payloadShort
+		return 0, false, nil, false, 0, payloadShort
 	}
 	switch p[0] & 0x0F {
 	case ModeFixed:
-		base := binary.BigEndian.Uint32(p[4:])
+		base = binary.BigEndian.Uint32(p[4:])
 		if seq == base {
-			return seq, true, p[end:], payloadOK
+			return seq, true, p[end:], true, base, payloadOK
 		}
-		return seq - 1, false, p[end:], payloadOK
+		return seq - 1, false, p[end:], true, base, payloadOK
 	case ModeChain:
 		lo, hi := 0, n
 		for lo < hi {
@@ -100,16 +101,16 @@ func parsePayload(p []byte, id uint16, seq uint32) (prev uint32, head bool, data
 			}
 		}
 		if lo == n {
-			return 0, false, nil, payloadNotInChain
+			return 0, false, nil, false, 0, payloadNotInChain
 		}
 		e := p[PayloadHeaderLen+lo*ChainEntryLen:]
 		if binary.BigEndian.Uint16(e) != id {
-			return 0, false, nil, payloadNotInChain
+			return 0, false, nil, false, 0, payloadNotInChain
 		}
 		prev = binary.BigEndian.Uint32(e[2:])
-		return prev, prev == seq, p[end:], payloadOK
+		return prev, prev == seq, p[end:], false, 0, payloadOK
 	}
-	return 0, false, nil, payloadBadVersion
+	return 0, false, nil, false, 0, payloadBadVersion
 }
 
 // seqLess is serial-number order (RFC 1982) on 32-bit sequence numbers.

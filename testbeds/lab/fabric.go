@@ -41,7 +41,10 @@ type FabricOptions struct {
 	// control rings in Dir, with its API on Dir/control.sock.
 	Control      bool
 	TopologyPath string
-	Log          func(format string, args ...any)
+	// Detach leaves the processes running after this process exits
+	// (`testbed up`); Close still stops them.
+	Detach bool
+	Log    func(format string, args ...any)
 }
 
 // FabricHost is one host of a running fabric.
@@ -72,6 +75,9 @@ type Fabric struct {
 	control      *Proc
 	procs        map[string]*Proc
 	bin          string
+	// attached: a Fabric over a testbed another command brought up; Close
+	// leaves it running.
+	attached bool
 }
 
 func portMAC(sw, port int) string { return fmt.Sprintf("02:5c:%02x:%02x:00:01", sw, port) }
@@ -109,6 +115,7 @@ func StartFabric(ctx context.Context, o FabricOptions) (f *Fabric, err error) {
 	if err != nil {
 		return nil, err
 	}
+	l.Detach = o.Detach
 	t := o.Topology
 	f = &Fabric{
 		Lab: l, Topo: t, Dir: o.Dir, UDPPort: o.UDPPort,
@@ -298,8 +305,15 @@ func (f *Fabric) StopSwitch(name string, kill bool) error {
 	return p.Stop(2 * time.Second)
 }
 
-// Close stops every process and removes the fabric's namespaces.
-func (f *Fabric) Close() error { return f.Lab.Close() }
+// Close stops every process and removes the fabric's namespaces (but for a
+// Fabric attached to a running testbed, which stays up).
+func (f *Fabric) Close() error {
+	if f.attached {
+		f.Lab.Release()
+		return nil
+	}
+	return f.Lab.Close()
+}
 
 // fabricSwitchConfig renders one switch's configuration: ports in topology
 // order, neighbours' MACs and (for hosts) IPs, and control's routes with
@@ -310,12 +324,13 @@ func fabricSwitchConfig(t *control.Topology, si int, o FabricOptions) (*dataplan
 	if o.Probes {
 		// A lab runs a dozen processes on two shared cores, and AF_PACKET
 		// hands frames over in blocks retired every millisecond: probes
-		// arrive tens of milliseconds late now and then. The lab probes
-		// every 10 ms and gives up after 10 silent intervals; link-down by
-		// `ip link set down` is caught by the carrier watcher anyway, and
-		// probes are there for gray failures. A switch on dedicated cores
-		// keeps the 1 ms default.
-		cfg.Probe = dataplane.ProbeConfig{Interval: 10 * time.Millisecond, Miss: 10, Window: 100}
+		// arrive a hundred milliseconds late when the machine is loaded.
+		// The lab probes every 20 ms and gives up after 10 silent
+		// intervals; link-down by `ip link set down` is caught by the
+		// carrier watcher within a millisecond anyway, and probes are
+		// there for gray failures. A switch on dedicated cores keeps the
+		// 1 ms default.
+		cfg.Probe = dataplane.ProbeConfig{Interval: 20 * time.Millisecond, Miss: 10, Window: 50}
 	}
 	for _, p := range sw.Ports {
 		pc := dataplane.PortConfig{Name: p.Name, Type: "afpacket", Iface: p.Name}

@@ -82,9 +82,7 @@ func (r *FailoverResult) Table() string {
 	return b.String()
 }
 
-// Failover runs the scenario and tears the fabric down again.
-func Failover(ctx context.Context, o FailoverOptions) (res *FailoverResult, err error) {
-	start := time.Now()
+func (o *FailoverOptions) defaults() error {
 	if o.Rate == 0 {
 		o.Rate = 5000
 	}
@@ -94,11 +92,20 @@ func Failover(ctx context.Context, o FailoverOptions) (res *FailoverResult, err 
 	if o.FailAt == 0 {
 		o.FailAt = o.Duration / 2
 	}
+	if o.Rate < 1 || o.Rate > 1e6 || o.Duration > 10*time.Minute || o.FailAt >= o.Duration {
+		return fmt.Errorf("failover: rate %v, duration %v, fail at %v: want a rate of 1-1e6 pps and the failure inside the stream", o.Rate, o.Duration, o.FailAt)
+	}
+	return nil
+}
+
+// Failover runs the scenario and tears the fabric down again.
+func Failover(ctx context.Context, o FailoverOptions) (res *FailoverResult, err error) {
+	start := time.Now()
 	if o.Prefix == "" {
 		o.Prefix = "scf-"
 	}
-	if o.Rate < 1 || o.Rate > 1e6 || o.Duration > 10*time.Minute || o.FailAt >= o.Duration {
-		return nil, fmt.Errorf("failover: rate %v, duration %v, fail at %v: want a rate of 1-1e6 pps and the failure inside the stream", o.Rate, o.Duration, o.FailAt)
+	if err := o.defaults(); err != nil {
+		return nil, err
 	}
 	logf := o.Log
 	if logf == nil {
@@ -107,6 +114,35 @@ func Failover(ctx context.Context, o FailoverOptions) (res *FailoverResult, err 
 	topo, err := control.LoadTopology(o.Topology)
 	if err != nil {
 		return nil, err
+	}
+	f, err := StartFabric(ctx, FabricOptions{Topology: topo, Binary: o.Binary, Prefix: o.Prefix, Dir: o.Dir, Probes: true,
+		Control: true, TopologyPath: o.Topology, Log: logf})
+	if err != nil {
+		return nil, err
+	}
+	defer func() {
+		if cerr := f.Close(); cerr != nil && err == nil {
+			err = fmt.Errorf("failover: teardown: %w", cerr)
+		}
+	}()
+	res, err = FailoverOn(ctx, f, o)
+	if res != nil {
+		res.ElapsedS = time.Since(start).Seconds()
+	}
+	return res, err
+}
+
+// FailoverOn runs the failover scenario on a running fabric and brings the
+// link back up afterwards.
+func FailoverOn(ctx context.Context, f *Fabric, o FailoverOptions) (res *FailoverResult, err error) {
+	start := time.Now()
+	topo := f.Topo
+	if err := o.defaults(); err != nil {
+		return nil, err
+	}
+	logf := o.Log
+	if logf == nil {
+		logf = func(string, ...any) {}
 	}
 	all, err := control.ComputeAllTables(topo, nil)
 	if err != nil {
@@ -199,16 +235,6 @@ func Failover(ctx context.Context, o FailoverOptions) (res *FailoverResult, err 
 		}
 	}
 
-	f, err := StartFabric(ctx, FabricOptions{Topology: topo, Binary: o.Binary, Prefix: o.Prefix, Dir: o.Dir, Probes: true,
-		Control: true, TopologyPath: o.Topology, Log: logf})
-	if err != nil {
-		return nil, err
-	}
-	defer func() {
-		if cerr := f.Close(); cerr != nil && err == nil {
-			err = fmt.Errorf("failover: teardown: %w", cerr)
-		}
-	}()
 	res.Dir = f.Dir
 
 	var rhosts []*FabricHost
@@ -235,6 +261,8 @@ func Failover(ctx context.Context, o FailoverOptions) (res *FailoverResult, err 
 	if err != nil {
 		return nil, err
 	}
+	// Bring the link back for whatever runs next on this fabric.
+	defer SetLinkDown(f.SwitchNS[failSw], failPort, false, nil)
 	res.Sent, res.RatePPS = st.Sent, st.PPS
 	res.DeliveredUnaffected = true
 	for _, id := range recvIDs {

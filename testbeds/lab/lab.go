@@ -50,6 +50,9 @@ type Lab struct {
 	Prefix string
 	// Log, if set, gets one line per command the lab runs.
 	Log io.Writer
+	// Detach starts processes in sessions of their own that outlive this
+	// one (a testbed brought up by one command and used by the next).
+	Detach bool
 
 	mu    sync.Mutex
 	procs []*Proc
@@ -269,6 +272,9 @@ func (l *Lab) Start(ns, name string, stdout, stderr io.Writer, argv ...string) (
 	}
 	cmd.Stdout, cmd.Stderr = stdout, stderr
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if l.Detach {
+		cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	}
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("lab: start %s in %s: %w", name, ns, err)
 	}
@@ -334,6 +340,16 @@ func (p *Proc) Stop(grace time.Duration) error {
 
 // Close stops the lab's processes and removes every namespace with its
 // prefix. It is safe to call more than once.
+// Release forgets the lab's processes without stopping them: they are
+// detached and live on after this process (Detach).
+func (l *Lab) Release() []*Proc {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	procs := l.procs
+	l.procs = nil
+	return procs
+}
+
 func (l *Lab) Close() error {
 	l.mu.Lock()
 	procs := l.procs

@@ -1,0 +1,31 @@
+//go:build dpdk
+
+package main
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/sparsecast/sparsecast/perf"
+)
+
+func init() { benchDPDKRun = benchDPDKMeasure }
+
+func benchDPDKMeasure(ctx context.Context, o *BenchDPDKOptions) error {
+	r, err := perf.BenchDPDK(ctx, perf.DPDKOptions{Vdev: o.Vdev, Fanout: o.Fanout, Size: o.Size,
+		Seconds: o.Seconds, CPU: o.CPU, VsTestpmd: o.VsTestpmd})
+	if err != nil {
+		return err
+	}
+	if o.JSON {
+		return printJSON(o.Out, r)
+	}
+	fmt.Fprintf(o.Out, "%s, fan-out %d, %d-byte frames, %.1f s on CPU %d\n", r.Vdev, r.Fanout, r.Size, r.Seconds, r.CPU)
+	fmt.Fprintf(o.Out, "  switch    %8.3f Mpps in, %8.3f Mpps out   %6.1f ns/packet\n", r.SwitchMpps, r.EgressMpps, r.NsPerPacket)
+	fmt.Fprintf(o.Out, "  io fwd    %8.3f Mpps (same DPDK port code, no switch)\n", r.IOMpps)
+	if r.TestpmdMpps > 0 {
+		fmt.Fprintf(o.Out, "  testpmd   %8.3f Mpps (io mode)\n", r.TestpmdMpps)
+		fmt.Fprintf(o.Out, "  ratios    switch %.2f, egress %.2f, io %.2f of testpmd\n", r.RatioVsTestpmd, r.EgressVsTestpmd, r.IORatioVsTestpmd)
+	}
+	return nil
+}

@@ -1,0 +1,217 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/sparsecast/sparsecast/testbeds/lab"
+)
+
+func scenarioNames(cmd *cobra.Command) []string {
+	var names []string
+	for _, c := range cmd.Commands() {
+		names = append(names, c.Name())
+	}
+	return names
+}
+
+func needRoot(what string) error {
+	if os.Geteuid() != 0 {
+		return fmt.Errorf("%s builds network namespaces: run it as root", what)
+	}
+	return nil
+}
+
+// TestbedUpOptions are `testbed up`'s flags.
+type TestbedUpOptions struct {
+	Out, Log io.Writer
+	Topology string
+	Prefix   string
+	Binary   string
+	JSON     bool
+}
+
+// NewCmdTestbedUp builds `testbed up`.
+func NewCmdTestbedUp(runF func(*TestbedUpOptions) error) *cobra.Command {
+	o := &TestbedUpOptions{Out: os.Stdout, Log: os.Stderr}
+	cmd := &cobra.Command{
+		Use:   "up --topology testbeds/leafspine.yaml",
+		Short: "Build a fabric from a topology and leave it running (root)",
+		Long: `Builds the fabric of --topology out of network namespaces and veth pairs:
+one namespace per switch and per host, a sparsecast switch process per switch
+(probes between switches), and one control process serving them all through
+their control rings. Every host gets its receiver ID and a gateway on its
+leaf. The fabric keeps running after the command returns; "testbed run" uses
+it and "testbed down" removes it.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := lab.CheckPrefix(o.Prefix); err != nil {
+				return fmt.Errorf("--prefix: %w", err)
+			}
+			if o.Binary == "" {
+				exe, err := os.Executable()
+				if err != nil {
+					return err
+				}
+				o.Binary = exe
+			}
+			if runF != nil {
+				return runF(o)
+			}
+			return runTestbedUp(cmd.Context(), o)
+		},
+	}
+	cmd.Flags().StringVar(&o.Topology, "topology", "testbeds/leafspine.yaml", "fabric description")
+	cmd.Flags().StringVar(&o.Prefix, "prefix", lab.DefaultPrefix, "prefix of the namespace names")
+	cmd.Flags().StringVar(&o.Binary, "binary", "", "sparsecast binary for the fabric's processes (default: this one)")
+	cmd.Flags().BoolVar(&o.JSON, "json", false, "print the testbed's state as JSON")
+	return cmd
+}
+
+func runTestbedUp(ctx context.Context, o *TestbedUpOptions) error {
+	if err := needRoot("testbed up"); err != nil {
+		return err
+	}
+	st, err := lab.Up(ctx, lab.UpOptions{
+		Topology: o.Topology, Binary: o.Binary, Prefix: o.Prefix,
+		Log: func(format string, args ...any) { fmt.Fprintf(o.Log, format+"\n", args...) },
+	})
+	if err != nil {
+		return err
+	}
+	if o.JSON {
+		enc := json.NewEncoder(o.Out)
+		enc.SetIndent("", "  ")
+		return enc.Encode(st)
+	}
+	fmt.Fprintf(o.Out, "testbed %q up in %.1f s: %d switches, %d hosts, control API unix:%s; logs in %s\n",
+		st.Prefix, st.UpSeconds, len(st.SwitchNS), len(st.Hosts), st.ControlAPI, st.Dir)
+	return nil
+}
+
+// TestbedStatusOptions are `testbed status`'s flags.
+type TestbedStatusOptions struct {
+	Out    io.Writer
+	Prefix string
+	JSON   bool
+}
+
+// NewCmdTestbedStatus builds `testbed status`.
+func NewCmdTestbedStatus(runF func(*TestbedStatusOptions) error) *cobra.Command {
+	o := &TestbedStatusOptions{Out: os.Stdout}
+	cmd := &cobra.Command{
+		Use:   "status",
+		Short: "Show the running testbed: switches, control, hosts",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if runF != nil {
+				return runF(o)
+			}
+			s, err := lab.Status(o.Prefix)
+			if err != nil {
+				return err
+			}
+			if o.JSON {
+				enc := json.NewEncoder(o.Out)
+				enc.SetIndent("", "  ")
+				return enc.Encode(s)
+			}
+			fmt.Fprintf(o.Out, "testbed %q (%s), up since %s, logs in %s\n", s.Prefix, s.Topology, s.Up, s.Dir)
+			tw := tabwriter.NewWriter(o.Out, 2, 8, 2, ' ', 0)
+			fmt.Fprintln(tw, "SWITCH\tPID\tRUNNING\tGENERATION\tLINKS DOWN")
+			for _, sw := range s.Switches {
+				fmt.Fprintf(tw, "%s\t%d\t%v\t%d\t%d\n", sw.Name, sw.PID, sw.Running, sw.Generation, sw.LinksDown)
+			}
+			fmt.Fprintf(tw, "control\t%d\t%v\t\t\n", s.Control.PID, s.Control.Running)
+			tw.Flush()
+			tw = tabwriter.NewWriter(o.Out, 2, 8, 2, ' ', 0)
+			fmt.Fprintln(tw, "HOST\tID\tIP\tGATEWAY")
+			for _, h := range s.Hosts {
+				fmt.Fprintf(tw, "%s\t%d\t%s\t%s\n", h.Name, h.ID, h.IP, h.Gateway)
+			}
+			return tw.Flush()
+		},
+	}
+	cmd.Flags().StringVar(&o.Prefix, "prefix", lab.DefaultPrefix, "the testbed's namespace prefix")
+	cmd.Flags().BoolVar(&o.JSON, "json", false, "print JSON")
+	return cmd
+}
+
+// RunFailoverOptions are `testbed run failover`'s flags.
+type RunFailoverOptions struct {
+	Out, Log io.Writer
+	Prefix   string
+	Link     string
+	Sender   string
+	Rate     float64
+	Duration time.Duration
+	JSON     bool
+}
+
+// NewCmdRunFailover builds `testbed run failover`.
+func NewCmdRunFailover(runF func(*RunFailoverOptions) error) *cobra.Command {
+	o := &RunFailoverOptions{Out: os.Stdout, Log: os.Stderr}
+	cmd := &cobra.Command{
+		Use:   "failover [--link SWITCH:PORT] [--json]",
+		Short: "Fail a spine link mid-stream on the running testbed; show repair time and who noticed",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if o.Rate <= 0 || o.Duration <= 0 {
+				return fmt.Errorf("want --rate > 0 and --duration > 0")
+			}
+			if runF != nil {
+				return runF(o)
+			}
+			if err := needRoot("testbed run"); err != nil {
+				return err
+			}
+			st, err := lab.LoadState(o.Prefix)
+			if err != nil {
+				return err
+			}
+			f, err := st.Attach()
+			if err != nil {
+				return err
+			}
+			defer f.Close()
+			r, err := lab.FailoverOn(cmd.Context(), f, lab.FailoverOptions{
+				Link: o.Link, Sender: o.Sender, Rate: o.Rate, Duration: o.Duration,
+				Log: func(format string, args ...any) { fmt.Fprintf(o.Log, format+"\n", args...) },
+			})
+			if err != nil {
+				return err
+			}
+			ok := r.DeliveredUnaffected
+			if o.JSON {
+				enc := json.NewEncoder(o.Out)
+				enc.SetIndent("", "  ")
+				if err := enc.Encode(struct {
+					DeliveredOK bool `json:"delivered_ok"`
+					*lab.FailoverResult
+				}{ok, r}); err != nil {
+					return err
+				}
+			} else {
+				io.WriteString(o.Out, r.Table())
+			}
+			if !ok {
+				return fmt.Errorf("receivers behind working links lost packets")
+			}
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&o.Prefix, "prefix", lab.DefaultPrefix, "the testbed's namespace prefix")
+	cmd.Flags().StringVar(&o.Link, "link", "", "switch:port of the link to fail (default: the first spine link on a receiver's path)")
+	cmd.Flags().StringVar(&o.Sender, "sender", "", "sending host (default: the first host)")
+	cmd.Flags().Float64Var(&o.Rate, "rate", 3000, "packets per second")
+	cmd.Flags().DurationVar(&o.Duration, "duration", 3*time.Second, "stream length; the link fails half way")
+	cmd.Flags().BoolVar(&o.JSON, "json", false, "print JSON")
+	return cmd
+}
