@@ -4,15 +4,19 @@ GO       ?= go
 BIN      := bin/sparsecast
 FUZZTIME ?= 15s
 
-.PHONY: build test test-unit test-fuzz test-lab vet fmt-check demo bench clean
+.PHONY: build build-dpdk test test-unit test-fuzz test-lab test-trex test-dissector test-sriov test-deploy vet fmt-check demo bench install clean
 
 build:
 	$(GO) build -o $(BIN) ./cmd/sparsecast
 
+# The same binary with the DPDK backend (needs libdpdk-dev).
+build-dpdk:
+	$(GO) build -tags dpdk -o $(BIN) ./cmd/sparsecast
+
 # Every test: formatting, vet, unit tests (race detector on the packages with
 # concurrency), each fuzzer for a bounded time over its kept corpus, and the
 # veth/netns lab tests (root).
-test: fmt-check vet test-unit test-fuzz test-lab
+test: fmt-check vet test-unit test-fuzz test-lab test-trex test-dissector test-sriov test-deploy
 
 fmt-check:
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
@@ -43,9 +47,25 @@ test-lab:
 	@if [ "$$(id -u)" != 0 ]; then echo "test-lab needs root (network namespaces)"; exit 1; fi
 	$(GO) test -count=1 -tags lab -timeout 15m ./testbeds/...
 
-# The main job: a lab fabric carrying real multicast traffic (root).
+# TRex profiles decoded by the Go codec and replayed into a lab switch,
+# the Wireshark dissector under tshark, SR-IOV dry runs, deployment files.
+# (They also run inside test-unit; these targets name them.)
+test-trex:
+	$(GO) test -count=1 -v ./testbeds/trex/
+test-dissector:
+	$(GO) test -count=1 -v ./testbeds/wireshark/
+test-sriov:
+	$(GO) test -count=1 ./testbeds/sriov/
+test-deploy:
+	$(GO) test -count=1 ./testbeds/deploy/
+
+# The main job (root): the leaf-spine lab fabric, its scenarios, and down.
 demo: build
-	$(BIN) testbed run single-switch
+	bash testbeds/demo.sh
+
+PREFIX ?= /usr/local
+install: build
+	bash testbeds/deploy/install.sh $(PREFIX)
 
 bench: build
 	$(GO) test -run='^$$' -bench=. -benchmem ./headers ./dataplane

@@ -67,6 +67,16 @@ int sc_probe(const char *devargs, char *name, int namelen, uint16_t *port) {
 	if (rte_eth_dev_get_port_by_name(name, port) == 0) {
 		return 0;
 	}
+	// Some drivers name the ethdev after an argument (net_ring's
+	// nodeaction names its rings): find it by its device instead.
+	uint16_t p;
+	RTE_ETH_FOREACH_DEV(p) {
+		struct rte_eth_dev_info info;
+		if (rte_eth_dev_info_get(p, &info) == 0 && info.device && strcmp(rte_dev_name(info.device), name) == 0) {
+			*port = p;
+			return 0;
+		}
+	}
 	return -ENODEV;
 }
 

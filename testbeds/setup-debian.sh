@@ -33,7 +33,9 @@ trap 'die "command failed (exit $?) at line $LINENO: $BASH_COMMAND"' ERR
 
 packages=(
 	iproute2 ethtool make gcc git ca-certificates curl procps
-	tshark python3-scapy tcpreplay
+	tshark python3-scapy tcpreplay shellcheck
+	# the DPDK backend (make build-dpdk) and its tests
+	pkg-config libdpdk-dev dpdk dpdk-dev
 )
 # Oldest Go whose GOTOOLCHAIN=auto can fetch a newer toolchain.
 min_switching_go=1.21
