@@ -86,6 +86,29 @@ func uturn(rt *RouteTable, id uint16, in uint8) uint8 {
 	return NoPort
 }
 
+// Receivers left out of a packet's split, counted once per packet.
+const (
+	missNoRoute = 1 << iota
+	missLoop
+)
+
+// route looks up one receiver and adds it to the split, or notes in miss
+// why it could not. It returns the new pair count and miss.
+func (s *splitScratch) route(n int, miss uint8, id uint16, rt *RouteTable, in uint8) (int, uint8) {
+	p := rt.Lookup(id)
+	if p == in {
+		p = uturn(rt, id, in)
+		if p == NoPort {
+			return n, miss | missLoop
+		}
+	}
+	if p == NoPort {
+		return n, miss | missNoRoute
+	}
+	s.add(n, id, p)
+	return n + 1, miss
+}
+
 // add records receiver id for its egress port.
 func (s *splitScratch) add(n int, id uint16, port uint8) {
 	if s.count[port] == 0 {
@@ -102,56 +125,22 @@ func (w *Worker) replicate(pk *Packet, m *parsed, t *Tables) {
 	h := headers.SMH(pk.Head[m.smh:m.payload])
 	in := uint8(pk.InPort)
 	rt := t.Routes
-	n, noRoute, loop := 0, false, false
-	var (
-		members []uint16
-		cnt     = int(h.SetCount())
-	)
+	n, miss := 0, uint8(0)
+	var members []uint16
+	cnt := int(h.SetCount())
 	// The set is sliced once; entries are read at fixed strides from it.
 	set := h.Set()
 	switch h.Encoding() {
 	case headers.EncList:
 		for i := 0; i < cnt; i++ {
-			id := binary.BigEndian.Uint16(set[i*headers.ListEntryLen:])
-			p := rt.Lookup(id)
-			switch {
-			case p == NoPort:
-				noRoute = true
-			case p == in:
-				if p = uturn(rt, id, in); p == NoPort {
-					loop = true
-					continue
-				}
-				s.add(n, id, p)
-				n++
-			default:
-				s.add(n, id, p)
-				n++
-			}
+			n, miss = s.route(n, miss, binary.BigEndian.Uint16(set[i*headers.ListEntryLen:]), rt, in)
 		}
 	case headers.EncBlocks:
 		for i := 0; i < cnt; i++ {
 			e := set[i*headers.BlockEntryLen:]
 			base := binary.BigEndian.Uint16(e) << 6
-			bm := binary.BigEndian.Uint64(e[2:])
-			for bm != 0 {
-				id := base + uint16(trailingZeros(bm))
-				bm &= bm - 1
-				p := rt.Lookup(id)
-				switch {
-				case p == NoPort:
-					noRoute = true
-				case p == in:
-					if p = uturn(rt, id, in); p == NoPort {
-						loop = true
-						continue
-					}
-					s.add(n, id, p)
-					n++
-				default:
-					s.add(n, id, p)
-					n++
-				}
+			for bm := binary.BigEndian.Uint64(e[2:]); bm != 0; bm &= bm - 1 {
+				n, miss = s.route(n, miss, base+uint16(trailingZeros(bm)), rt, in)
 			}
 		}
 	case headers.EncGroup:
@@ -162,21 +151,7 @@ func (w *Worker) replicate(pk *Packet, m *parsed, t *Tables) {
 			return
 		}
 		for _, id := range members {
-			p := rt.Lookup(id)
-			switch {
-			case p == NoPort:
-				noRoute = true
-			case p == in:
-				if p = uturn(rt, id, in); p == NoPort {
-					loop = true
-					continue
-				}
-				s.add(n, id, p)
-				n++
-			default:
-				s.add(n, id, p)
-				n++
-			}
+			n, miss = s.route(n, miss, id, rt, in)
 		}
 	}
 	f := h.Fields()
@@ -184,10 +159,10 @@ func (w *Worker) replicate(pk *Packet, m *parsed, t *Tables) {
 		// A repair: add the receivers whose NACKs this switch suppressed.
 		n = w.addRepairReceivers(&f, rt, in, n)
 	}
-	if noRoute {
+	if miss&missNoRoute != 0 {
 		w.counters.drop(DropNoRoute, 1)
 	}
-	if loop {
+	if miss&missLoop != 0 {
 		w.counters.drop(DropIngressPort, 1)
 	}
 	if n == 0 {
@@ -243,15 +218,7 @@ func (w *Worker) addRepairReceivers(f *headers.Fields, rt *RouteTable, in uint8,
 		if containsID(s.pairID[:n], id) {
 			continue
 		}
-		p := rt.Lookup(id)
-		if p == in {
-			p = uturn(rt, id, in)
-		}
-		if p == NoPort {
-			continue
-		}
-		s.add(n, id, p)
-		n++
+		n, _ = s.route(n, 0, id, rt, in)
 	}
 	return n
 }
