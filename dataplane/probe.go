@@ -109,6 +109,12 @@ func (w *Worker) probeTick(now time.Time) {
 // judgeWindow turns one window's probe loss into a verdict.
 func (w *Worker) judgeWindow(pp *probePort) {
 	ps := &w.probe
+	if w.sw.links.upSince[pp.port].Load() > pp.winStart {
+		// The link came up during this window: the probes lost while it
+		// was down say nothing about it now.
+		pp.winStart, pp.received, pp.lost = ps.now, 0, 0
+		return
+	}
 	total := pp.received + pp.lost
 	if total >= uint32(ps.cfg.Window/2) {
 		loss := float64(pp.lost) / float64(total)
@@ -146,6 +152,15 @@ func (w *Worker) sendProbe(pp *probePort) {
 	pp.txSeq++
 	pk.SetFrame(probeFrameLen)
 	w.enqueue(pp.port, pk)
+}
+
+// alive notes that frames arrived on port in this round: proof of life for
+// the silence check (the loss measurement counts probes only).
+func (w *Worker) alive(in uint16) {
+	ps := &w.probe
+	if i := ps.byPort[in]; i >= 0 && ps.ports[i].heard {
+		ps.ports[i].lastRx = ps.now
+	}
 }
 
 // probeRx accounts for a probe that arrived on port in.

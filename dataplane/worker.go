@@ -129,6 +129,9 @@ func (w *Worker) poll() int {
 			pk.InPort = r.index
 			bytes += len(pk.Head)
 		}
+		if w.probe.enabled() {
+			w.alive(r.index)
+		}
 		pc := &w.counters.Ports[r.index]
 		inc(&pc.RxPackets, uint64(n))
 		inc(&pc.RxBytes, uint64(bytes))

@@ -1,13 +1,21 @@
 package main
 
 import (
+	"bufio"
 	"context"
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net/netip"
 	"os"
 	"os/signal"
+	"path/filepath"
+	"slices"
+	"strings"
 	"syscall"
 	"text/tabwriter"
 	"time"
@@ -37,16 +45,32 @@ type SendOptions struct {
 	FirstSeq  uint32
 	JSON      bool
 
-	// Receivers is the parsed --to or --subsets-of list.
+	// Reliable transfers (a FILE argument) and MoE dispatch (--moe).
+	ErrOut    io.Writer
+	File      string
+	Group     int64
+	Members   string
+	Listen    string
+	GiveUp    time.Duration
+	MaxRate   float64
+	MoE       bool
+	Experts   int
+	TopK      int
+	Tokens    int
+	TokenSize int
+
+	// Receivers is the parsed --to or --subsets-of list (for a group, its
+	// --members).
 	Receivers []uint16
+	mode      string // "plain", "file" or "moe"
 }
 
 // NewCmdSend builds `sparsecast send`; runF replaces the run function in tests.
 func NewCmdSend(runF func(*SendOptions) error) *cobra.Command {
 	opts := &SendOptions{}
 	cmd := &cobra.Command{
-		Use:   "send --via HOST:PORT (--to IDS | --subsets-of IDS [--seed S]) [flags]",
-		Short: "Send SMH DATA packets to a switch port",
+		Use:   "send --via HOST:PORT (--to IDS | --subsets-of IDS [--seed S] | --group G --members IDS) [FILE] [flags]",
+		Short: "Send SMH DATA packets, a file reliably, or MoE tokens to a switch port",
 		Long: `Send a stream of SMH DATA packets over UDP to a switch port (--via, the
 port's IP and SMH UDP port, 9471 when omitted).
 
@@ -54,17 +78,39 @@ Every packet goes either to a fixed receiver set (--to 1,5,9) or to a
 pseudo-random non-empty subset of a list (--subsets-of 1-4), drawn per
 sequence number from --seed so that receivers can be checked exactly
 (sparsecast testbed does). The payload carries the sequence number and the
-send time. The UDP source port is the stream's hash port (49152-65535).`,
+send time. The UDP source port is the stream's hash port (49152-65535).
+
+With a FILE argument the file goes reliably (docs/feedback.md): a manifest
+(name, size, SHA-256) first, then the data, to --to IDS or to --group G
+(whose --members the sender needs to account for acknowledgements). The
+host listens on the SMH port (--listen) for feedback; receivers that do not
+acknowledge everything within --give-up of their last progress are named
+and the exit status is 1. A progress bar goes to stderr.
+
+With --moe, --tokens tokens of --token-size bytes each go reliably to a
+fresh random --topk set of the first --experts IDs of --to (default IDs
+0..experts-1), using the per-receiver chain.`,
 		Example: `  sparsecast send --via 10.77.0.1:9471 --to 1,5,9 --count 1000 --rate 500
-  sparsecast send --via [fd00::1] --subsets-of 1-4 --seed 7 --count 10000 --json`,
-		Args: cobra.NoArgs,
+  sparsecast send --via [fd00::1] --subsets-of 1-4 --seed 7 --count 10000 --json
+  sparsecast send --via 10.78.0.1 --to 1,2,3 --source-id 100 checkpoint.bin
+  sparsecast send --via 10.78.0.1 --moe --experts 256 --topk 9 --tokens 10000 --json`,
+		Args: cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			opts.Out = cmd.OutOrStdout()
+			opts.Out, opts.ErrOut = cmd.OutOrStdout(), cmd.ErrOrStderr()
+			if len(args) == 1 {
+				opts.File = args[0]
+			}
 			if err := opts.check(cmd); err != nil {
 				return err
 			}
 			if runF != nil {
 				return runF(opts)
+			}
+			switch opts.mode {
+			case "file":
+				return runSendFile(cmd.Context(), opts)
+			case "moe":
+				return runSendMoE(cmd.Context(), opts)
 			}
 			return runSend(cmd.Context(), opts)
 		},
@@ -83,10 +129,38 @@ send time. The UDP source port is the stream's hash port (49152-65535).`,
 	f.Float64Var(&opts.Rate, "rate", 1000, "packets per second (0: as fast as possible)")
 	f.Uint32Var(&opts.FirstSeq, "first-seq", 0, "sequence number of the first packet")
 	f.BoolVar(&opts.JSON, "json", false, "print a JSON summary")
+	f.Int64Var(&opts.Group, "group", -1, "reliable file: address DATA to this SMH group (0-4294967295); needs --members")
+	f.StringVar(&opts.Members, "members", "", "the --group's receivers, e.g. 1-8")
+	f.StringVar(&opts.Listen, "listen", fmt.Sprintf(":%d", headers.DefaultUDPPort), "reliable modes: address receiving feedback, [IP]:PORT")
+	f.DurationVar(&opts.GiveUp, "give-up", 10*time.Second, "reliable modes: declare a receiver failed after this long without progress")
+	f.Float64Var(&opts.MaxRate, "max-rate", 0, "reliable modes: congestion control's ceiling in packets per second (0: 1,000,000)")
+	f.BoolVar(&opts.MoE, "moe", false, "send MoE tokens, each to a fresh random top-k set of experts")
+	f.IntVar(&opts.Experts, "experts", 256, "--moe: number of experts (receiver IDs)")
+	f.IntVar(&opts.TopK, "topk", 9, "--moe: experts per token")
+	f.IntVar(&opts.Tokens, "tokens", 1000, "--moe: tokens to send")
+	f.IntVar(&opts.TokenSize, "token-size", 64, "--moe: bytes per token")
 	return cmd
 }
 
 func (o *SendOptions) check(cmd *cobra.Command) error {
+	switch {
+	case o.MoE && o.File != "":
+		return fmt.Errorf("--moe sends tokens, not a FILE")
+	case o.MoE:
+		o.mode = "moe"
+	case o.File != "":
+		o.mode = "file"
+	default:
+		o.mode = "plain"
+	}
+	if o.mode != "plain" {
+		return o.checkReliable(cmd)
+	}
+	for _, name := range []string{"group", "members", "give-up", "max-rate", "experts", "topk", "tokens", "token-size", "listen"} {
+		if cmd.Flags().Changed(name) {
+			return fmt.Errorf("--%s applies to a reliable FILE transfer or --moe only", name)
+		}
+	}
 	if o.Via == "" {
 		return fmt.Errorf("--via is required: the switch port's HOST:PORT")
 	}
@@ -136,6 +210,106 @@ func (o *SendOptions) check(cmd *cobra.Command) error {
 	}
 	if o.Rate < 0 || o.Rate != o.Rate {
 		return fmt.Errorf("--rate %v: want >= 0 packets per second (0: unlimited)", o.Rate)
+	}
+	return nil
+}
+
+// checkReliable checks the flags of the file and MoE modes.
+func (o *SendOptions) checkReliable(cmd *cobra.Command) error {
+	if o.Via == "" {
+		return fmt.Errorf("--via is required: the switch port's HOST:PORT")
+	}
+	if _, err := endpoint.ResolveAddr(o.Via, headers.DefaultUDPPort); err != nil {
+		return fmt.Errorf("--via: %w", err)
+	}
+	if _, err := endpoint.ResolveAddr(o.Listen, headers.DefaultUDPPort); err != nil {
+		return fmt.Errorf("--listen: %w", err)
+	}
+	for _, name := range []string{"subsets-of", "seed", "count", "rate", "first-seq", "size"} {
+		if cmd.Flags().Changed(name) {
+			return fmt.Errorf("--%s applies to plain packet mode, not to a reliable transfer", name)
+		}
+	}
+	if o.SourceID < 0 || o.SourceID > headers.MaxID {
+		return fmt.Errorf("--source-id %d: want 0-%d", o.SourceID, headers.MaxID)
+	}
+	if o.Session < 0 || o.Session > 0xFFFF {
+		return fmt.Errorf("--session %d: want 0-65535", o.Session)
+	}
+	if !cmd.Flags().Changed("session") {
+		// A fresh session per transfer, so receivers never mistake it for
+		// an earlier one from the same source.
+		o.Session = 1 + int(time.Now().UnixNano()%0xFFFE)
+	}
+	if o.HopLimit < 1 || o.HopLimit > 255 {
+		return fmt.Errorf("--hop-limit %d: want 1-255", o.HopLimit)
+	}
+	if o.GiveUp <= 0 {
+		return fmt.Errorf("--give-up %v: want > 0", o.GiveUp)
+	}
+	if o.MaxRate < 0 || o.MaxRate != o.MaxRate || (o.MaxRate > 0 && o.MaxRate < 500) {
+		return fmt.Errorf("--max-rate %v: want 0 (default) or at least 500 packets per second", o.MaxRate)
+	}
+	if o.To != "" {
+		ids, err := headers.ParseIDSet(o.To)
+		if err != nil {
+			return fmt.Errorf("--to: %w", err)
+		}
+		o.Receivers = ids
+	}
+	if o.mode == "moe" {
+		if o.Group >= 0 || o.Members != "" {
+			return fmt.Errorf("--moe draws a set per token: no --group")
+		}
+		if o.Experts < 1 || o.Experts > headers.MaxID+1 {
+			return fmt.Errorf("--experts %d: want 1-%d", o.Experts, headers.MaxID+1)
+		}
+		if o.TopK < 1 || o.TopK > o.Experts || o.TopK > 1024 {
+			return fmt.Errorf("--topk %d: want 1-min(--experts, 1024)", o.TopK)
+		}
+		if o.Tokens < 1 {
+			return fmt.Errorf("--tokens %d: want >= 1", o.Tokens)
+		}
+		if o.TokenSize < 0 || o.TokenSize > 1024 {
+			return fmt.Errorf("--token-size %d: want 0-1024 bytes", o.TokenSize)
+		}
+		if o.To == "" {
+			o.Receivers = make([]uint16, o.Experts)
+			for i := range o.Receivers {
+				o.Receivers[i] = uint16(i)
+			}
+		} else if len(o.Receivers) < o.Experts {
+			return fmt.Errorf("--to lists %d IDs for %d experts", len(o.Receivers), o.Experts)
+		}
+		o.Receivers = o.Receivers[:o.Experts]
+		return nil
+	}
+	switch {
+	case o.To != "" && o.Group >= 0:
+		return fmt.Errorf("--to and --group are exclusive")
+	case o.Group >= 0:
+		if o.Group > 0xFFFFFFFF {
+			return fmt.Errorf("--group %d: want 0-4294967295", o.Group)
+		}
+		if o.Members == "" {
+			return fmt.Errorf("--group needs --members: the sender accounts for every member's acknowledgements")
+		}
+		ids, err := headers.ParseIDSet(o.Members)
+		if err != nil {
+			return fmt.Errorf("--members: %w", err)
+		}
+		o.Receivers = ids
+	case o.To == "":
+		return fmt.Errorf("give the receivers with --to IDS or --group G --members IDS")
+	case o.Members != "":
+		return fmt.Errorf("--members goes with --group")
+	}
+	st, err := os.Stat(o.File)
+	if err != nil {
+		return fmt.Errorf("FILE: %w", err)
+	}
+	if !st.Mode().IsRegular() {
+		return fmt.Errorf("FILE %s is not a regular file", o.File)
 	}
 	return nil
 }
@@ -244,6 +418,13 @@ type RecvOptions struct {
 	SetCheck    string
 	JSON        bool
 
+	// Reliable mode (--out or --reliable).
+	OutDir   string
+	Reliable bool
+	Via      string
+	Files    int
+	Linger   time.Duration
+
 	setCheck endpoint.SetCheck
 	// ready, if set, is told the bound address before receiving starts.
 	ready func(netip.AddrPort)
@@ -266,9 +447,18 @@ set containing --id, for a sender talking to the receiver directly).
 It stops after --count DATA packets, after --duration, after --idle-timeout
 without a packet (counted from the first packet), or on SIGINT/SIGTERM,
 whichever comes first, and then prints its report. With --json the report
-includes every received sequence number as ranges ("0-17,20,22-40").`,
+includes every received sequence number as ranges ("0-17,20,22-40").
+
+With --out DIR (or --reliable, which keeps no files) it receives reliable
+streams instead: it acknowledges and NACKs towards its gateway (--via, by
+default the default route's gateway), writes each file a sender announces
+into DIR once its size and SHA-256 match the manifest, and counts MoE
+tokens. With --files N it stops --linger after the N-th file (answering a
+sender whose last ACK was lost meanwhile). Exit status 1 if a file failed
+its check.`,
 		Example: `  sparsecast recv --id 3 --idle-timeout 2s
-  sparsecast recv --id 1 --listen 10.77.1.2:9471 --count 5000 --json`,
+  sparsecast recv --id 1 --listen 10.77.1.2:9471 --count 5000 --json
+  sparsecast recv --id 5 --out /tmp/in --files 1 --json`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			opts.Out, opts.ErrOut = cmd.OutOrStdout(), cmd.ErrOrStderr()
@@ -277,6 +467,9 @@ includes every received sequence number as ranges ("0-17,20,22-40").`,
 			}
 			if runF != nil {
 				return runF(opts)
+			}
+			if opts.Reliable {
+				return runRecvReliable(cmd.Context(), opts)
 			}
 			return runRecv(cmd.Context(), opts)
 		},
@@ -289,6 +482,11 @@ includes every received sequence number as ranges ("0-17,20,22-40").`,
 	f.DurationVar(&opts.IdleTimeout, "idle-timeout", 0, "stop when no packet came for this long, after the first (0: never)")
 	f.StringVar(&opts.SetCheck, "set-check", "exact", "what each packet's receiver set must be: exact (only --id), member (contains --id), none")
 	f.BoolVar(&opts.JSON, "json", false, "print a JSON report")
+	f.StringVar(&opts.OutDir, "out", "", "reliable mode: write received files into this directory")
+	f.BoolVar(&opts.Reliable, "reliable", false, "reliable mode without --out: check files and count tokens, keep nothing")
+	f.StringVar(&opts.Via, "via", "", "reliable mode: gateway for feedback, HOST[:PORT] (default: the default route's gateway)")
+	f.IntVar(&opts.Files, "files", 0, "reliable mode: stop --linger after this many files (0: no limit)")
+	f.DurationVar(&opts.Linger, "linger", time.Second, "reliable mode: how long to keep answering after the last file")
 	return cmd
 }
 
@@ -316,7 +514,152 @@ func (o *RecvOptions) check(cmd *cobra.Command) error {
 		return fmt.Errorf("--set-check: %w", err)
 	}
 	o.setCheck = sc
+	if o.OutDir != "" {
+		o.Reliable = true
+		if st, err := os.Stat(o.OutDir); err != nil || !st.IsDir() {
+			return fmt.Errorf("--out %s: not a directory", o.OutDir)
+		}
+	}
+	if !o.Reliable {
+		for _, name := range []string{"via", "files", "linger"} {
+			if cmd.Flags().Changed(name) {
+				return fmt.Errorf("--%s applies to reliable mode (--out or --reliable) only", name)
+			}
+		}
+		return nil
+	}
+	for _, name := range []string{"count", "set-check"} {
+		if cmd.Flags().Changed(name) {
+			return fmt.Errorf("--%s applies to plain packet mode, not to reliable mode", name)
+		}
+	}
+	if o.Files < 0 || o.Linger < 0 {
+		return fmt.Errorf("--files %d, --linger %v: want >= 0", o.Files, o.Linger)
+	}
+	if o.Via == "" {
+		gw, err := defaultGateway("/proc/net/route")
+		if err != nil {
+			return fmt.Errorf("--via not given and %w", err)
+		}
+		o.Via = gw
+	}
+	if _, err := endpoint.ResolveAddr(o.Via, headers.DefaultUDPPort); err != nil {
+		return fmt.Errorf("--via: %w", err)
+	}
 	return nil
+}
+
+// defaultGateway reads the IPv4 default route's gateway from a
+// /proc/net/route table.
+func defaultGateway(path string) (string, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return "", fmt.Errorf("no default gateway: %w", err)
+	}
+	for _, line := range strings.Split(string(b), "\n")[1:] {
+		f := strings.Fields(line)
+		if len(f) < 3 || f[1] != "00000000" {
+			continue
+		}
+		var v uint32
+		if _, err := fmt.Sscanf(f[2], "%08X", &v); err != nil || v == 0 {
+			continue
+		}
+		// The kernel prints the address in host (little-endian) order.
+		return netip.AddrFrom4([4]byte{byte(v), byte(v >> 8), byte(v >> 16), byte(v >> 24)}).String(), nil
+	}
+	return "", fmt.Errorf("no IPv4 default route with a gateway in %s", path)
+}
+
+// RecvReliableSummary is `recv --out/--reliable --json`'s output.
+type RecvReliableSummary struct {
+	ID     uint16                  `json:"id"`
+	Via    string                  `json:"via"`
+	OK     bool                    `json:"ok"`
+	Files  []endpoint.FileResult   `json:"files"`
+	Tokens map[uint16]uint64       `json:"tokens_by_source,omitempty"`
+	Report *endpoint.SessionReport `json:"report"`
+}
+
+func runRecvReliable(ctx context.Context, o *RecvOptions) error {
+	if ctx == nil {
+		ctx = context.Background()
+	}
+	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if o.Duration > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, o.Duration)
+		defer cancel()
+	}
+	tr, err := endpoint.NewUDPTransport(endpoint.UDPConfig{Listen: o.Listen, Gateway: o.Via})
+	if err != nil {
+		return err
+	}
+	defer tr.Close()
+	var r *endpoint.ReliableReceiver
+	files := 0
+	sink := &endpoint.FileSink{Dir: o.OutDir, OnFile: func(res endpoint.FileResult) {
+		files++
+		status := "ok"
+		if !res.OK {
+			status = "FAILED: " + res.Error
+		}
+		fmt.Fprintf(o.ErrOut, "recv: file %q from %d/%d, %d bytes, sha256 %s: %s\n", res.Name, res.Source, res.Session, res.Size, res.SHA256, status)
+		if o.Files > 0 && files >= o.Files {
+			r.SetIdleTimeout(max(o.Linger, time.Millisecond))
+		}
+	}}
+	r, err = endpoint.NewReliableReceiver(tr, endpoint.SessionReceiverConfig{ID: uint16(o.ID), IdleTimeout: o.IdleTimeout, Deliver: sink.Deliver})
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(o.ErrOut, "recv: reliable receiver %d listening on %s, feedback via %s\n", o.ID, tr.LocalAddr(), tr.Gateway())
+	if o.ready != nil {
+		o.ready(tr.LocalAddr())
+	}
+	rep, err := r.Run(ctx)
+	sum := RecvReliableSummary{ID: uint16(o.ID), Via: tr.Gateway().String(), OK: true, Files: sink.Results(), Tokens: sink.Tokens(), Report: rep}
+	if sum.Files == nil {
+		sum.Files = []endpoint.FileResult{}
+	}
+	for _, f := range sum.Files {
+		if !f.OK {
+			sum.OK = false
+		}
+	}
+	if o.Files > 0 && len(sum.Files) < o.Files {
+		sum.OK = false
+	}
+	if o.JSON {
+		enc := json.NewEncoder(o.Out)
+		enc.SetIndent("", "  ")
+		if perr := enc.Encode(sum); perr != nil && err == nil {
+			err = perr
+		}
+	} else {
+		fmt.Fprintf(o.Out, "receiver %d: %d files, stopped: %s\n", sum.ID, len(sum.Files), rep.StopReason)
+		for _, f := range sum.Files {
+			fmt.Fprintf(o.Out, "  %s  %d bytes  sha256 %s  ok=%v %s\n", f.Name, f.Size, f.SHA256, f.OK, f.Error)
+		}
+		for src, n := range sum.Tokens {
+			fmt.Fprintf(o.Out, "  %d tokens from source %d\n", n, src)
+		}
+	}
+	if err == nil && !sum.OK {
+		err = fmt.Errorf("receiver %d: %d of %d files arrived intact", o.ID, countOK(sum.Files), max(o.Files, len(sum.Files)))
+	}
+	return err
+}
+
+func countOK(fs []endpoint.FileResult) int {
+	n := 0
+	for _, f := range fs {
+		if f.OK {
+			n++
+		}
+	}
+	return n
 }
 
 func runRecv(ctx context.Context, o *RecvOptions) error {
@@ -380,4 +723,259 @@ func printRecv(w io.Writer, asJSON bool, rep *endpoint.Report) error {
 			s.Latency.Avg.Round(time.Microsecond), s.Latency.Max.Round(time.Microsecond))
 	}
 	return tw.Flush()
+}
+
+// TransferSummary is the JSON summary of a reliable transfer (file or MoE).
+type TransferSummary struct {
+	Mode             string                        `json:"mode"`
+	Via              string                        `json:"via"`
+	SourceID         int                           `json:"source_id"`
+	Session          int                           `json:"session"`
+	File             string                        `json:"file,omitempty"`
+	Bytes            int64                         `json:"bytes"`
+	SHA256           string                        `json:"sha256,omitempty"`
+	Tokens           int                           `json:"tokens,omitempty"`
+	TokensPerSec     float64                       `json:"tokens_per_s,omitempty"`
+	ElapsedNS        int64                         `json:"elapsed_ns"`
+	GoodputMbps      float64                       `json:"goodput_mbps"`
+	Packets          uint64                        `json:"packets"`
+	Retransmissions  uint64                        `json:"retransmissions"`
+	RetransmitCopies uint64                        `json:"retransmit_copies"`
+	FeedbackPackets  uint64                        `json:"feedback_packets"`
+	ACKs             uint64                        `json:"acks"`
+	AggregatedACKs   uint64                        `json:"aggregated_acks"`
+	AmbiguousACKs    uint64                        `json:"ambiguous_acks"`
+	NACKs            uint64                        `json:"nacks"`
+	CNPs             uint64                        `json:"cnps"`
+	RateDecreases    uint64                        `json:"rate_decreases"`
+	FinalRatePPS     float64                       `json:"final_rate_pps"`
+	Complete         bool                          `json:"complete"`
+	Failed           []uint16                      `json:"failed_receivers"`
+	Receivers        []endpoint.ReceiverCompletion `json:"receivers"`
+}
+
+// reliableSender opens the UDP transport and the session of a reliable mode.
+func reliableSender(o *SendOptions, chain bool, progress func(endpoint.Progress)) (*endpoint.UDPTransport, *endpoint.ReliableSender, error) {
+	tr, err := endpoint.NewUDPTransport(endpoint.UDPConfig{
+		Listen: o.Listen, Gateway: o.Via, Data: true, Local: o.Local,
+		SourceID: uint16(o.SourceID), SessionID: uint16(o.Session),
+	})
+	if err != nil {
+		return nil, nil, err
+	}
+	cfg := endpoint.SessionConfig{
+		SourceID: uint16(o.SourceID), SessionID: uint16(o.Session), HopLimit: uint8(o.HopLimit),
+		Receivers: o.Receivers, Chain: chain, GiveUp: o.GiveUp, Progress: progress,
+		CC: endpoint.CCConfig{MaxRate: o.MaxRate},
+	}
+	if chain {
+		cfg.Receivers, cfg.MaxSet = nil, o.TopK
+	}
+	if o.Group >= 0 {
+		cfg.UseGroup, cfg.Group = true, uint32(o.Group)
+	}
+	if o.MaxRate > 0 {
+		cfg.CC.InitialRate = min(20000, o.MaxRate)
+	}
+	s, err := endpoint.NewReliableSender(tr, cfg)
+	if err != nil {
+		tr.Close()
+		return nil, nil, err
+	}
+	return tr, s, nil
+}
+
+// progressBar draws a transfer's progress on a terminal, or prints a plain
+// line a second elsewhere.
+type progressBar struct {
+	w     io.Writer
+	tty   bool
+	total int64
+	last  time.Time
+}
+
+func newProgressBar(w io.Writer, total int64) *progressBar {
+	tty := false
+	if f, ok := w.(*os.File); ok {
+		if st, err := f.Stat(); err == nil && st.Mode()&os.ModeCharDevice != 0 {
+			tty = true
+		}
+	}
+	return &progressBar{w: w, tty: tty, total: total}
+}
+
+func (p *progressBar) update(pr endpoint.Progress) {
+	if !p.tty && time.Since(p.last) < time.Second {
+		return
+	}
+	p.last = time.Now()
+	done := int64(pr.AppBytesAcked)
+	frac := 0.0
+	if p.total > 0 {
+		frac = min(float64(done)/float64(p.total), 1)
+	}
+	rate := 0.0
+	if s := pr.Elapsed.Seconds(); s > 0 {
+		rate = float64(done) * 8 / s / 1e6
+	}
+	eta := "?"
+	if rate > 0 && p.total > done {
+		eta = (time.Duration(float64(p.total-done)*8/(rate*1e6)) * time.Second / time.Second).Round(time.Second).String()
+	} else if p.total <= done {
+		eta = "0s"
+	}
+	if p.tty {
+		const width = 30
+		n := int(frac * width)
+		fmt.Fprintf(p.w, "\r[%s%s] %5.1f%% %8.2f Mb/s ETA %-6s retx %d   ",
+			strings.Repeat("=", n), strings.Repeat(" ", width-n), frac*100, rate, eta, pr.Retransmissions)
+		return
+	}
+	fmt.Fprintf(p.w, "send: %.1f%% acknowledged (%d of %d bytes), %.2f Mb/s, ETA %s, %d retransmissions\n",
+		frac*100, done, p.total, rate, eta, pr.Retransmissions)
+}
+
+func (p *progressBar) finish() {
+	if p.tty {
+		fmt.Fprintln(p.w)
+	}
+}
+
+func fillTransfer(sum *TransferSummary, rep *endpoint.SenderReport, tr endpoint.Transport) {
+	sum.ElapsedNS = int64(rep.Elapsed)
+	sum.Packets, sum.Retransmissions, sum.RetransmitCopies = rep.Packets, rep.Retransmissions, rep.RetransmitCopies
+	sum.FeedbackPackets = tr.Stats().RecvFeedback
+	sum.ACKs, sum.AggregatedACKs, sum.AmbiguousACKs = rep.ACKs, rep.AggregatedACKs, rep.AmbiguousACKs
+	sum.NACKs, sum.CNPs, sum.RateDecreases, sum.FinalRatePPS = rep.NACKs, rep.CNPs, rep.RateDecreases, rep.FinalRatePPS
+	sum.Complete, sum.Failed, sum.Receivers = rep.Complete, rep.Failed(), rep.Receivers
+	if sum.Failed == nil {
+		sum.Failed = []uint16{}
+	}
+}
+
+func runSendFile(ctx context.Context, o *SendOptions) error {
+	if ctx == nil {
+		ctx = context.Background()
+	}
+	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	f, err := os.Open(o.File)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	h := sha256.New()
+	size, err := io.Copy(h, f)
+	if err != nil {
+		return fmt.Errorf("reading %s: %w", o.File, err)
+	}
+	var digest [32]byte
+	copy(digest[:], h.Sum(nil))
+	if _, err := f.Seek(0, io.SeekStart); err != nil {
+		return err
+	}
+	bar := newProgressBar(o.ErrOut, size)
+	tr, s, err := reliableSender(o, false, bar.update)
+	if err != nil {
+		return err
+	}
+	defer tr.Close()
+	sum := TransferSummary{
+		Mode: "file", Via: tr.Gateway().String(), SourceID: o.SourceID, Session: o.Session,
+		File: filepath.Base(o.File), Bytes: size, SHA256: hex.EncodeToString(digest[:]),
+	}
+	err = endpoint.SendFile(ctx, s, filepath.Base(o.File), bufio.NewReaderSize(f, 1<<20), size, digest)
+	var rep *endpoint.SenderReport
+	if err == nil {
+		rep, err = s.Flush(ctx)
+	} else {
+		rep = s.Report()
+	}
+	bar.update(endpoint.Progress{AppBytesAcked: uint64(size), Elapsed: rep.Elapsed, Retransmissions: rep.Retransmissions})
+	bar.finish()
+	fillTransfer(&sum, rep, tr)
+	if sum.Complete && rep.Elapsed > 0 {
+		sum.GoodputMbps = float64(size) * 8 / rep.Elapsed.Seconds() / 1e6
+	}
+	if perr := printTransfer(o.Out, o.JSON, sum); perr != nil && err == nil {
+		err = perr
+	}
+	if err == nil && !sum.Complete {
+		err = fmt.Errorf("receivers %s did not receive all of %s (no progress for %v)", headers.FormatIDSet(sum.Failed), sum.File, o.GiveUp)
+	}
+	return err
+}
+
+func runSendMoE(ctx context.Context, o *SendOptions) error {
+	if ctx == nil {
+		ctx = context.Background()
+	}
+	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	tr, s, err := reliableSender(o, true, nil)
+	if err != nil {
+		return err
+	}
+	defer tr.Close()
+	sum := TransferSummary{Mode: "moe", Via: tr.Gateway().String(), SourceID: o.SourceID, Session: o.Session, Tokens: o.Tokens}
+	rng := rand.New(rand.NewPCG(uint64(o.Session), uint64(time.Now().UnixNano())))
+	token := make([]byte, 1+o.TokenSize)
+	token[0] = endpoint.KindToken
+	set := make([]uint16, o.TopK)
+	perm := make([]int, o.Experts)
+	for i := range perm {
+		perm[i] = i
+	}
+	for t := 0; t < o.Tokens && err == nil; t++ {
+		// A partial Fisher-Yates shuffle picks TopK distinct experts.
+		for i := 0; i < o.TopK; i++ {
+			j := i + rng.IntN(o.Experts-i)
+			perm[i], perm[j] = perm[j], perm[i]
+			set[i] = o.Receivers[perm[i]]
+		}
+		slices.Sort(set)
+		binary.BigEndian.PutUint32(token[1:min(5, len(token))], uint32(t))
+		err = s.SendMessage(ctx, set, token)
+		sum.Bytes += int64(o.TokenSize)
+	}
+	var rep *endpoint.SenderReport
+	if err == nil {
+		rep, err = s.Flush(ctx)
+	} else {
+		rep = s.Report()
+	}
+	fillTransfer(&sum, rep, tr)
+	if rep.Elapsed > 0 {
+		sum.TokensPerSec = float64(rep.Messages) / rep.Elapsed.Seconds()
+		if sum.Complete {
+			sum.GoodputMbps = float64(sum.Bytes) * 8 / rep.Elapsed.Seconds() / 1e6
+		}
+	}
+	if perr := printTransfer(o.Out, o.JSON, sum); perr != nil && err == nil {
+		err = perr
+	}
+	if err == nil && !sum.Complete {
+		err = fmt.Errorf("experts %s did not receive all their tokens (no progress for %v)", headers.FormatIDSet(sum.Failed), o.GiveUp)
+	}
+	return err
+}
+
+func printTransfer(w io.Writer, asJSON bool, s TransferSummary) error {
+	if asJSON {
+		enc := json.NewEncoder(w)
+		enc.SetIndent("", "  ")
+		return enc.Encode(s)
+	}
+	what := fmt.Sprintf("%s (%d bytes, sha256 %s)", s.File, s.Bytes, s.SHA256)
+	if s.Mode == "moe" {
+		what = fmt.Sprintf("%d tokens (%.0f tokens/s)", s.Tokens, s.TokensPerSec)
+	}
+	status := "complete"
+	if !s.Complete {
+		status = "INCOMPLETE for " + headers.FormatIDSet(s.Failed)
+	}
+	_, err := fmt.Fprintf(w, "sent %s via %s in %v: %.2f Mb/s, %s\n  %d packets, %d retransmissions (%d copies), %d feedback packets (%d ACKs, %d aggregated, %d NACKs, %d CNPs)\n",
+		what, s.Via, time.Duration(s.ElapsedNS).Round(time.Millisecond), s.GoodputMbps, status,
+		s.Packets, s.Retransmissions, s.RetransmitCopies, s.FeedbackPackets, s.ACKs, s.AggregatedACKs, s.NACKs, s.CNPs)
+	return err
 }

@@ -152,6 +152,7 @@ type RunFailoverOptions struct {
 	Sender   string
 	Rate     float64
 	Duration time.Duration
+	Plot     string
 	JSON     bool
 }
 
@@ -189,6 +190,16 @@ func NewCmdRunFailover(runF func(*RunFailoverOptions) error) *cobra.Command {
 				return err
 			}
 			ok := r.DeliveredUnaffected
+			if o.Plot != "" {
+				aff := map[uint16]bool{}
+				for _, id := range r.AffectedReceivers {
+					aff[id] = true
+				}
+				if err := lab.PlotStream(o.Plot, "failover of "+r.Link, r.Stream, o.Rate, r.FailAt, aff); err != nil {
+					return err
+				}
+				fmt.Fprintf(o.Log, "plot written to %s\n", o.Plot)
+			}
 			if o.JSON {
 				enc := json.NewEncoder(o.Out)
 				enc.SetIndent("", "  ")
@@ -211,6 +222,7 @@ func NewCmdRunFailover(runF func(*RunFailoverOptions) error) *cobra.Command {
 	cmd.Flags().StringVar(&o.Link, "link", "", "switch:port of the link to fail (default: the first spine link on a receiver's path)")
 	cmd.Flags().StringVar(&o.Sender, "sender", "", "sending host (default: the first host)")
 	cmd.Flags().Float64Var(&o.Rate, "rate", 3000, "packets per second")
+	cmd.Flags().StringVar(&o.Plot, "plot", "", "draw per-receiver throughput over time, failure marked, to this PNG")
 	cmd.Flags().DurationVar(&o.Duration, "duration", 3*time.Second, "stream length; the link fails half way")
 	cmd.Flags().BoolVar(&o.JSON, "json", false, "print JSON")
 	return cmd

@@ -241,6 +241,8 @@ type rstate struct {
 	progress int64 // when its ACK last rose, or it was first addressed
 	excGen   uint32
 	packets  uint64
+	rtoAt    int64 // last RTO expiry
+	rtoN     uint8 // RTO expiries since progress
 }
 
 // ReliableSender is one reliable stream's sender. It is not safe for
@@ -263,6 +265,7 @@ type ReliableSender struct {
 	fb      []byte
 	ids     []uint16 // scratch: feedback sets
 	targets []uint16 // scratch: retransmission targets
+	rtoQ    []rtoItem
 	excGen  uint32
 
 	// Congestion control and RTT.
@@ -353,6 +356,7 @@ func NewReliableSender(tr Transport, cfg SessionConfig) (*ReliableSender, error)
 		hdrRoom: hdr, head: cfg.FirstSeq, next: cfg.FirstSeq,
 		idx: make([]int32, headers.MaxID+1), fixed: cfg.Receivers,
 		fb: make([]byte, 65536), ids: make([]uint16, 0, 1024), targets: make([]uint16, 0, 1024),
+		rtoQ: make([]rtoItem, 0, 2*len(cfg.Receivers)+16),
 		rate: cfg.CC.InitialRate, tokens: float64(cfg.CC.Burst),
 	}
 	// In chain mode a slot's payload is bounded by the datagram; the header
@@ -690,9 +694,11 @@ func (s *ReliableSender) timers(now int64) {
 	}
 	s.tokens = min(s.tokens+s.rate*float64(now-s.lastFill)/1e9, float64(s.cfg.CC.Burst))
 	s.lastFill = now
-	// One congestion-control round per round trip (at least 1 ms).
+	// One congestion-control round per round trip (at least 1 ms); the
+	// loss test looks at rounds of at least 20 ms and 256 receiver-packets,
+	// so that one NACK does not make a round congested.
 	round := max(s.srtt, int64(time.Millisecond))
-	if now-s.roundStart >= round {
+	if now-s.roundStart >= round && (s.congested || s.roundSent >= 256 || now-s.roundStart >= int64(20*time.Millisecond)) {
 		if !s.cfg.CC.Fixed {
 			if s.roundSent > 0 && float64(s.roundLost) > s.cfg.CC.LossThreshold*float64(s.roundSent) {
 				s.congested = true
@@ -733,27 +739,73 @@ func (s *ReliableSender) decrease(now int64) {
 	s.rep.RateDecreases++
 }
 
-// rtoScan resends, to the receivers that have not acknowledged them, the
-// packets whose last transmission is older than the RTO (doubled per
-// resend).
+// rtoScan handles tail loss per receiver, as TCP's RTO does per
+// connection: a receiver whose cumulative ACK has not moved for an RTO
+// (doubled per expiry) is resent the oldest packet addressed to it that it
+// has not acknowledged, and the last one (which, in fixed mode, shows it
+// every gap in between, so its NACKs repair them). Packets beyond a gap are
+// not resent wholesale: the receiver may well hold them already.
 func (s *ReliableSender) rtoScan(now int64) {
-	sent := 0
-	for q := s.head; q != s.next && sent < 256; q++ {
-		sl := &s.slots[q&s.mask]
-		if !sl.used || sl.seq != q {
+	s.rtoQ = s.rtoQ[:0]
+	for i := range s.rcv {
+		r := &s.rcv[i]
+		if r.failed || !r.hasLast || (r.hasAck && seqLess(r.last, r.ack)) {
 			continue
 		}
-		if now-sl.last < min(s.rto<<min(sl.retx, 5), int64(s.cfg.MaxRTO)) {
+		wait := min(s.rto<<min(r.rtoN, 5), int64(s.cfg.MaxRTO))
+		if now-max(r.progress, r.rtoAt) < wait {
 			continue
 		}
-		s.targets = s.unacked(s.targets[:0], sl, nil)
-		if len(s.targets) == 0 {
-			continue
+		r.rtoAt = now
+		if r.rtoN < 255 {
+			r.rtoN++
 		}
-		s.retransmit(sl, s.targets)
-		s.rep.RTORetransmits++
-		sent++
+		from := s.head
+		if r.hasAck && seqLess(from, r.ack) {
+			from = r.ack
+		}
+		// The oldest unacknowledged packet addressed to r.
+		for q := from; q != s.next; q++ {
+			sl := &s.slots[q&s.mask]
+			if sl.used && sl.seq == q && slices.Contains(sl.set, r.id) {
+				s.rtoQ = append(s.rtoQ, rtoItem{seq: q, id: r.id})
+				break
+			}
+		}
+		if !seqLess(r.last, from) && (len(s.rtoQ) == 0 || s.rtoQ[len(s.rtoQ)-1].seq != r.last || s.rtoQ[len(s.rtoQ)-1].id != r.id) {
+			s.rtoQ = append(s.rtoQ, rtoItem{seq: r.last, id: r.id})
+		}
 	}
+	if len(s.rtoQ) == 0 {
+		return
+	}
+	slices.SortFunc(s.rtoQ, func(a, b rtoItem) int {
+		if a.seq != b.seq {
+			return int(int32(a.seq - b.seq))
+		}
+		return int(a.id) - int(b.id)
+	})
+	for i := 0; i < len(s.rtoQ); {
+		j := i
+		s.targets = s.targets[:0]
+		for j < len(s.rtoQ) && s.rtoQ[j].seq == s.rtoQ[i].seq {
+			if len(s.targets) == 0 || s.targets[len(s.targets)-1] != s.rtoQ[j].id {
+				s.targets = append(s.targets, s.rtoQ[j].id)
+			}
+			j++
+		}
+		q := s.rtoQ[i].seq
+		if sl := &s.slots[q&s.mask]; sl.used && sl.seq == q {
+			s.retransmit(sl, s.targets)
+			s.rep.RTORetransmits++
+		}
+		i = j
+	}
+}
+
+type rtoItem struct {
+	seq uint32
+	id  uint16
 }
 
 // giveUpScan fails receivers without progress for GiveUp.
@@ -841,7 +893,7 @@ func (s *ReliableSender) raise(r *rstate, x uint32) {
 	if r.hasAck && !seqLess(r.ack, x) {
 		return
 	}
-	r.ack, r.hasAck, r.progress = x, true, s.now
+	r.ack, r.hasAck, r.progress, r.rtoN = x, true, s.now, 0
 	if r.failed {
 		r.failed = false
 		s.nFailed--

@@ -57,6 +57,9 @@ type FailoverResult struct {
 	DeliveredUnaffected bool                   `json:"delivered_ok_unaffected"`
 	ElapsedS            float64                `json:"elapsed_s"`
 	Dir                 string                 `json:"dir"`
+	// Stream is the raw stream result, for plots.
+	Stream *StreamResult `json:"-"`
+	FailAt time.Duration `json:"-"`
 }
 
 // FailoverReceiverStat is one receiver's count.
@@ -264,6 +267,7 @@ func FailoverOn(ctx context.Context, f *Fabric, o FailoverOptions) (res *Failove
 	// Bring the link back for whatever runs next on this fabric.
 	defer SetLinkDown(f.SwitchNS[failSw], failPort, false, nil)
 	res.Sent, res.RatePPS = st.Sent, st.PPS
+	res.Stream, res.FailAt = st, o.FailAt
 	res.DeliveredUnaffected = true
 	for _, id := range recvIDs {
 		r := st.Receivers[id]
@@ -375,6 +379,8 @@ type StreamResult struct {
 // ReceiverCount is one receiver's share of a stream.
 type ReceiverCount struct {
 	Received, Lost, Duplicates uint64
+	// Seqs is every sequence number it received.
+	Seqs *endpoint.SeqSet `json:"-"`
 }
 
 // Stream sends SMH at a steady rate from one host to a fixed set of
@@ -451,10 +457,13 @@ func (f *Fabric) Stream(ctx context.Context, o StreamOptions) (*StreamResult, er
 		if err := json.Unmarshal(out.Bytes(), &rep); err != nil {
 			return nil, fmt.Errorf("stream: receiver %d output: %w", id, err)
 		}
-		var c ReceiverCount
+		c := ReceiverCount{Seqs: &endpoint.SeqSet{}}
 		for _, s := range rep.Streams {
 			c.Received += s.Unique
 			c.Duplicates += s.Duplicates
+			if s.Seqs != nil {
+				s.Seqs.Each(func(q uint32) bool { c.Seqs.Add(q); return true })
+			}
 		}
 		c.Lost = sent.Packets - min(c.Received, sent.Packets)
 		res.Receivers[id] = c
