@@ -4,7 +4,7 @@ GO       ?= go
 BIN      := bin/sparsecast
 FUZZTIME ?= 15s
 
-.PHONY: build build-dpdk test test-unit test-fuzz test-lab test-trex test-dissector test-sriov test-deploy vet fmt-check demo bench install clean
+.PHONY: build build-dpdk test test-unit test-fuzz test-lab test-trex test-dissector test-sriov test-deploy test-dpdk vet fmt-check demo bench install clean
 
 build:
 	$(GO) build -o $(BIN) ./cmd/sparsecast
@@ -16,7 +16,7 @@ build-dpdk:
 # Every test: formatting, vet, unit tests (race detector on the packages with
 # concurrency), each fuzzer for a bounded time over its kept corpus, and the
 # veth/netns lab tests (root).
-test: fmt-check vet test-unit test-fuzz test-lab test-trex test-dissector test-sriov test-deploy
+test: fmt-check vet test-unit test-fuzz test-lab test-trex test-dissector test-sriov test-deploy test-dpdk
 
 fmt-check:
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
@@ -58,6 +58,12 @@ test-sriov:
 	$(GO) test -count=1 ./testbeds/sriov/
 test-deploy:
 	$(GO) test -count=1 ./testbeds/deploy/
+
+# The DPDK backend's tests on virtual devices (needs libdpdk-dev; no
+# hugepages: the tests run EAL with --no-huge).
+test-dpdk:
+	$(GO) vet -tags dpdk ./ffi ./dataplane/dpdkport ./perf ./cmd/sparsecast
+	$(GO) test -count=1 -tags dpdk ./ffi ./dataplane/dpdkport ./perf
 
 # The main job (root): the leaf-spine lab fabric, its scenarios, and down.
 demo: build

@@ -71,6 +71,8 @@ type streamState struct {
 	highest  uint32
 	upAck    uint32
 	upAckSet bool
+	upAckAt  int64 // when the aggregate last went up
+	upSpeaks int   // how many receivers it spoke for
 	recv     []recvState // len = receivers tracked, cap = ReceiversPerStream
 	slots    []int16     // open addressing over recv, by receiver ID
 	nacks    [nackEntries]nackEntry
@@ -383,10 +385,20 @@ func (a *aggregator) aggregate(s *streamState) ackOut {
 			x, first = eff, false
 		}
 	}
-	if first || speaks == 0 || !seqLess(s.upAck, x) {
+	if first || speaks == 0 || seqLess(x, s.upAck) {
 		return out
 	}
-	s.upAck, s.upAckSet = x, true
+	if x == s.upAck && (s.upAckAt == 0 || speaks <= s.upSpeaks) {
+		// No progress. Receivers repeat their ACKs when the source
+		// retransmits, and it retransmits when it did not hear the
+		// aggregate: so say it again, at most once per repeat interval,
+		// or a lost aggregate would stall the stream for good. (A laggard
+		// catching up is progress: the aggregate speaks for more.)
+		if a.now-s.upAckAt < int64(a.cfg.NackWindow) || s.upAckAt == 0 {
+			return out
+		}
+	}
+	s.upAck, s.upAckSet, s.upAckAt, s.upSpeaks = x, true, a.now, speaks
 	out.send, out.seq, out.speaksFor = true, x, uint16(min(speaks, 0xFFFF))
 	return out
 }

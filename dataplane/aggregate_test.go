@@ -197,3 +197,31 @@ func TestSwitchCNPOnDeepQueue(t *testing.T) {
 		t.Fatalf("switch CNPs upstream: %d", len(up))
 	}
 }
+
+// A lost aggregate must not stall the stream: a repeated ACK (receivers
+// repeat when the source retransmits) sends the aggregate up again, at most
+// once per repeat interval.
+func TestLostAggregateIsRepeated(t *testing.T) {
+	id := uint16(900)
+	f := newTestFabric(t, 3, func(c *Config) {
+		c.Routes = append(c.Routes, RouteEntry{Receivers: "0", Port: "p0"})
+		c.SwitchID = &id
+		c.Feedback = FeedbackConfig{NackWindow: 5 * time.Millisecond}
+	})
+	f.send(t, 0, data(t, 0, 0, 1, 2))
+	drain(f)
+	f.send(t, 1, fb(t, headers.TypeACK, 1, 1, 0))
+	f.send(t, 2, fb(t, headers.TypeACK, 1, 2, 0))
+	if up := upstream(t, f); len(up) != 1 || up[0].Sequence() != 1 {
+		t.Fatalf("first aggregate: %d", len(up))
+	}
+	f.send(t, 1, fb(t, headers.TypeACK, 1, 1, 0))
+	if up := upstream(t, f); len(up) != 0 {
+		t.Fatal("aggregate repeated within the interval")
+	}
+	time.Sleep(8 * time.Millisecond)
+	f.send(t, 2, fb(t, headers.TypeACK, 1, 2, 0))
+	if up := upstream(t, f); len(up) != 1 || up[0].Sequence() != 1 || up[0].SpeaksFor() != 2 {
+		t.Fatalf("repeat after the interval: %d", len(up))
+	}
+}
