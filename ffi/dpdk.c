@@ -19,6 +19,7 @@
 #include <rte_malloc.h>
 #include <rte_mbuf.h>
 #include <rte_mempool.h>
+#include <rte_ring.h>
 
 #include "dpdk.h"
 
@@ -262,11 +263,12 @@ static void txq_flush(sc_txq *q) {
 		if (d->ref) {
 			rte_mbuf_refcnt_update(m, 1);
 		}
+		// Every head is one segment (received ones are made so, stash ones
+		// are fresh): only a chain touches next, in the mbuf's second
+		// cache line.
 		m->data_off = d->off;
 		m->data_len = d->len;
 		m->pkt_len = d->len;
-		m->nb_segs = 1;
-		m->next = NULL;
 		if (d->tail) {
 			if (c == nclones) {
 				// No indirect mbuf for this copy.
@@ -394,4 +396,29 @@ int sc_port_stats(uint16_t port, uint64_t *out) {
 	out[4] = s.oerrors;
 	out[5] = s.rx_nombuf;
 	return 0;
+}
+
+// sc_ring_drain takes up to max frames from the named rte_ring (a net_ring
+// device's), copies them back to back into buf and their lengths into lens,
+// and frees them: for tests that read what a ring device was sent.
+int sc_ring_drain(const char *name, uint8_t *buf, uint32_t buflen, uint32_t *lens, uint32_t max) {
+	struct rte_ring *r = rte_ring_lookup(name);
+	if (!r) {
+		return -ENOENT;
+	}
+	uint32_t n = 0, off = 0;
+	void *m;
+	while (n < max && rte_ring_dequeue(r, &m) == 0) {
+		struct rte_mbuf *x = m;
+		if (off + x->pkt_len <= buflen) {
+			const void *src = rte_pktmbuf_read(x, 0, x->pkt_len, buf + off);
+			if (src != buf + off) {
+				memcpy(buf + off, src, x->pkt_len);
+			}
+			lens[n++] = x->pkt_len;
+			off += x->pkt_len;
+		}
+		rte_pktmbuf_free(x);
+	}
+	return n;
 }

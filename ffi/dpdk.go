@@ -372,3 +372,25 @@ func (x *Ctx) Burst(r *RxQueue, max int) int {
 
 // Free releases the context (not its queues).
 func (x *Ctx) Free() { C.free(unsafe.Pointer(x.c)); x.c = nil }
+
+// DrainRing takes up to max frames from the named rte_ring (a net_ring
+// device's "ETH_RXTX0_<name>"), returns copies of them and frees the mbufs:
+// for tests that check what was sent into a ring device.
+func DrainRing(name string, max int) ([][]byte, error) {
+	cs := C.CString(name)
+	defer C.free(unsafe.Pointer(cs))
+	buf := make([]byte, max*2048)
+	lens := make([]C.uint32_t, max)
+	n := C.sc_ring_drain(cs, (*C.uint8_t)(unsafe.Pointer(&buf[0])), C.uint32_t(len(buf)), &lens[0], C.uint32_t(max))
+	if n < 0 {
+		return nil, fmt.Errorf("ring %s: error %d", name, -int(n))
+	}
+	out := make([][]byte, n)
+	off := 0
+	for i := range out {
+		l := int(lens[i])
+		out[i] = buf[off : off+l : off+l]
+		off += l
+	}
+	return out, nil
+}

@@ -105,5 +105,6 @@ void sc_ctx_flush(sc_ctx *c);
 uint16_t sc_burst(sc_ctx *c, sc_rxq *r, uint16_t max);
 void *sc_clone_pool(const char *name, uint32_t n, int socket);
 int sc_port_stats(uint16_t port, uint64_t *out);
+int sc_ring_drain(const char *name, uint8_t *buf, uint32_t buflen, uint32_t *lens, uint32_t max);
 
 #endif

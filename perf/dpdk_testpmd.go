@@ -27,6 +27,9 @@ type TestpmdOptions struct {
 	// EAL arguments besides the vdevs (cores, memory, file prefix).
 	EAL     []string
 	Seconds float64
+	// Ring devices start empty: testpmd sends a first burst (--tx-first)
+	// that then circulates.
+	Ring bool
 }
 
 // TestpmdResult is what one testpmd run forwarded.
@@ -55,18 +58,56 @@ func RunTestpmd(ctx context.Context, o TestpmdOptions) (*TestpmdResult, error) {
 		args = append(args, "--vdev", v)
 	}
 	args = append(args, "--", "--forward-mode=io", "--nb-cores=1", "--stats-period", "1")
+	if o.Ring {
+		args = append(args, "--tx-first")
+	}
 	cmd := exec.CommandContext(ctx, path, args...)
-	var out bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &out
+	pr, pw, err := os.Pipe()
+	if err != nil {
+		return nil, err
+	}
+	cmd.Stdout, cmd.Stderr = pw, pw
 	cmd.Cancel = func() error { return cmd.Process.Signal(os.Interrupt) }
 	cmd.WaitDelay = 5 * time.Second
 	if err := cmd.Start(); err != nil {
+		pr.Close()
+		pw.Close()
 		return nil, err
 	}
-	t := time.NewTimer(time.Duration((o.Seconds + 1.5) * float64(time.Second)))
-	defer t.Stop()
+	pw.Close()
+	// The measured window starts at the first rate report: EAL start-up
+	// (zeroing its memory) takes seconds on a loaded machine.
+	var out bytes.Buffer
+	first := make(chan struct{})
+	readDone := make(chan struct{})
+	go func() {
+		defer close(readDone)
+		sc := bufio.NewScanner(pr)
+		started := false
+		for sc.Scan() {
+			out.WriteString(sc.Text())
+			out.WriteByte('\n')
+			if !started && rxPpsRe.MatchString(sc.Text()) {
+				started = true
+				close(first)
+			}
+		}
+	}()
 	done := make(chan error, 1)
-	go func() { done <- cmd.Wait() }()
+	go func() { <-readDone; done <- cmd.Wait() }()
+	startup := time.NewTimer(30 * time.Second)
+	defer startup.Stop()
+	select {
+	case <-first:
+	case err := <-done:
+		return nil, fmt.Errorf("testpmd exited early (%v): %s", err, tail(out.String(), 2000))
+	case <-startup.C:
+		cmd.Process.Kill()
+		<-done
+		return nil, fmt.Errorf("testpmd printed no rates in 30 s: %s", tail(out.String(), 2000))
+	}
+	t := time.NewTimer(time.Duration((o.Seconds + 1.2) * float64(time.Second)))
+	defer t.Stop()
 	select {
 	case err := <-done:
 		return nil, fmt.Errorf("testpmd exited early (%v): %s", err, tail(out.String(), 2000))

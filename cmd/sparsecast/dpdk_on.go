@@ -21,7 +21,11 @@ func benchDPDKMeasure(ctx context.Context, o *BenchDPDKOptions) error {
 		return printJSON(o.Out, r)
 	}
 	fmt.Fprintf(o.Out, "%s, fan-out %d, %d-byte frames, %.1f s on CPU %d\n", r.Vdev, r.Fanout, r.Size, r.Seconds, r.CPU)
-	fmt.Fprintf(o.Out, "  switch    %8.3f Mpps in, %8.3f Mpps out   %6.1f ns/packet\n", r.SwitchMpps, r.EgressMpps, r.NsPerPacket)
+	if r.SwitchSkipped != "" {
+		fmt.Fprintf(o.Out, "  switch    not measured: %s\n", r.SwitchSkipped)
+	} else {
+		fmt.Fprintf(o.Out, "  switch    %8.3f Mpps in, %8.3f Mpps out   %6.1f ns/packet\n", r.SwitchMpps, r.EgressMpps, r.NsPerPacket)
+	}
 	fmt.Fprintf(o.Out, "  io fwd    %8.3f Mpps (same DPDK port code, no switch)\n", r.IOMpps)
 	if r.TestpmdMpps > 0 {
 		fmt.Fprintf(o.Out, "  testpmd   %8.3f Mpps (io mode)\n", r.TestpmdMpps)

@@ -1,0 +1,64 @@
+package perf
+
+import (
+	"context"
+	"os/exec"
+	"testing"
+)
+
+const testpmdSample = `
+  ######################## NIC statistics for port 0  ########################
+  RX-packets: 303072     RX-missed: 0          RX-bytes:  0
+  Throughput (since last show)
+  Rx-pps:            0          Rx-bps:            0
+  ######################## NIC statistics for port 1  ########################
+  Rx-pps:            0          Rx-bps:            0
+  ######################## NIC statistics for port 0  ########################
+  Rx-pps:     21173079          Rx-bps:            0
+  Tx-pps:     21173079          Tx-bps:            0
+  ######################## NIC statistics for port 1  ########################
+  Rx-pps:     21173080          Rx-bps:            0
+  ######################## NIC statistics for port 0  ########################
+  Rx-pps:     20000000          Rx-bps:            0
+  ######################## NIC statistics for port 1  ########################
+  Rx-pps:     20000000          Rx-bps:            0
+  ---------------------- Forward statistics for port 0  ----------------------
+  RX-packets: 69427200       RX-dropped: 0             RX-total: 69427200
+`
+
+func TestParseTestpmdStats(t *testing.T) {
+	got := ParseTestpmdStats(testpmdSample)
+	want := []float64{0, 42.346159, 40}
+	if len(got) != len(want) {
+		t.Fatalf("got %v, want %v", got, want)
+	}
+	for i := range want {
+		if d := got[i] - want[i]; d > 1e-9 || d < -1e-9 {
+			t.Fatalf("got %v, want %v", got, want)
+		}
+	}
+	if m := median(got[1:]); m < 41.17 || m > 41.18 {
+		t.Fatalf("median %v", m)
+	}
+	if len(ParseTestpmdStats("EAL: nothing here\n")) != 0 {
+		t.Fatal("rates from no reports")
+	}
+}
+
+// TestRunTestpmd runs the real testpmd briefly where it is installed.
+func TestRunTestpmd(t *testing.T) {
+	if _, err := exec.LookPath("dpdk-testpmd"); err != nil {
+		t.Skip("dpdk-testpmd not installed")
+	}
+	r, err := RunTestpmd(context.Background(), TestpmdOptions{
+		EAL:   []string{"-l", "0,1", "--no-pci", "--no-huge", "-m", "1024", "--file-prefix", "sc-perf-test", "--log-level", "*:warning"},
+		Vdevs: []string{"net_null0,size=64", "net_null1,size=64"}, Seconds: 2,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Mpps <= 0.1 {
+		t.Fatalf("testpmd forwarded %v Mpps: %+v", r.Mpps, r)
+	}
+	t.Logf("testpmd %.1f Mpps", r.Mpps)
+}
