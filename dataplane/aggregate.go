@@ -41,13 +41,45 @@ const (
 
 type recvState struct {
 	id         uint16
-	port       uint8
+	port       uint8 // where its DATA goes (downstream)
+	up         uint8 // where its DATA came from: its feedback goes back there
 	seen       bool
 	hasAck     bool
+	excepted   bool // listed as an exception in the last aggregate sent
 	first      uint32 // first sequence forwarded to it
 	last       uint32 // highest sequence forwarded to it
 	ack        uint32 // its cumulative ACK
 	lastReport int64  // when it last reported (ns)
+}
+
+// maxUpstreams bounds the upstream ports one stream's DATA arrives on at a
+// switch (in a Clos fabric: the spines or cores it is spread over).
+const maxUpstreams = 8
+
+type upstream struct {
+	port   uint8
+	used   bool
+	ack    uint32 // the aggregate last sent
+	at     int64  // when (0: never)
+	speaks int    // how many receivers it spoke for
+}
+
+// upstreamFor returns the aggregate state for an upstream port.
+func (s *streamState) upstreamFor(port uint8) *upstream {
+	for i := range s.ups {
+		u := &s.ups[i]
+		if u.used && u.port == port {
+			return u
+		}
+	}
+	for i := range s.ups {
+		u := &s.ups[i]
+		if !u.used {
+			*u = upstream{port: port, used: true, ack: s.first}
+			return u
+		}
+	}
+	return &s.ups[0] // more upstream ports than tracked: share the first
 }
 
 type nackEntry struct {
@@ -64,20 +96,22 @@ type nackReporter struct {
 }
 
 type streamState struct {
-	key      uint32
-	used     bool
-	lastUse  int64
-	ports    PortSet
-	highest  uint32
-	upAck    uint32
-	upAckSet bool
-	upAckAt  int64 // when the aggregate last went up
-	upSpeaks int   // how many receivers it spoke for
-	recv     []recvState // len = receivers tracked, cap = ReceiversPerStream
-	slots    []int16     // open addressing over recv, by receiver ID
-	nacks    [nackEntries]nackEntry
-	cnpAt    int64
-	cnpSev   uint16
+	key     uint32
+	used    bool
+	lastUse int64
+	ports   PortSet
+	highest uint32
+	started bool
+	first   uint32 // the first sequence number seen here
+	// ups is the aggregate state per upstream port: receivers whose DATA
+	// came in on different ports (one spine or another) are acknowledged
+	// back through their own port, the reverse of their data path.
+	ups    [maxUpstreams]upstream
+	recv   []recvState // len = receivers tracked, cap = ReceiversPerStream
+	slots  []int16     // open addressing over recv, by receiver ID
+	nacks  [nackEntries]nackEntry
+	cnpAt  int64
+	cnpSev uint16
 	// template holds the outer headers (Ethernet to UDP) of the last DATA
 	// packet, from which the switch builds the feedback it generates.
 	template    [ethHdrLen + vlanTagLen + ipv6HdrLen + udpHdrLen]byte
@@ -236,13 +270,13 @@ func (s *streamState) receiver(id uint16, create bool) *recvState {
 }
 
 // recordData notes a DATA packet forwarded to receivers ids[i] via ports[i].
-func (a *aggregator) recordData(frame []byte, m *parsed, f *headers.Fields, ids []uint16, ports []uint8) {
+func (a *aggregator) recordData(frame []byte, m *parsed, f *headers.Fields, ids []uint16, ports []uint8, in uint8) {
 	key := uint32(f.SourceID)<<16 | uint32(f.SessionID)
 	s := a.stream(key, true)
 	s.lastUse = a.now
-	if !s.upAckSet {
+	if !s.started {
 		// Nothing below the first packet seen here is ours to acknowledge.
-		s.upAck, s.upAckSet, s.highest = f.Sequence, true, f.Sequence
+		s.started, s.first, s.highest = true, f.Sequence, f.Sequence
 	}
 	if seqLess(s.highest, f.Sequence) {
 		s.highest = f.Sequence
@@ -254,6 +288,8 @@ func (a *aggregator) recordData(frame []byte, m *parsed, f *headers.Fields, ids 
 		}
 		p := ports[i]
 		s.ports.Add(p)
+		r.up = in
+		s.upstreamFor(in)
 		if !r.seen {
 			r.seen, r.first, r.last, r.lastReport = true, f.Sequence, f.Sequence, a.now
 		} else if seqLess(r.last, f.Sequence) {
@@ -294,63 +330,82 @@ const (
 	fbSpoofed                        // not from a downstream port: drop
 )
 
-// onFeedback folds one feedback packet into the stream's state. ids is the
-// packet's receiver set (an ACK's exceptions, a NACK's reporters). For an ACK
-// it may return, in ack, an aggregate to send upstream instead.
-func (a *aggregator) onFeedback(h headers.SMH, in uint8, exc []uint16) (v feedbackVerdict, ack ackOut) {
-	t := h.Type()
-	inc(&a.counts[t][FbIn], 1)
-	s := a.stream(uint32(h.SourceID())<<16|uint32(h.SessionID()), false)
-	if s == nil {
-		inc(&a.counts[t][FbUnknown], 1)
-		return fbForward, ack
-	}
-	if !s.ports.Has(in) {
-		return fbSpoofed, ack
-	}
-	s.lastUse = a.now
-	switch t {
-	case headers.TypeACK:
-		return a.onACK(s, h, in, exc)
-	case headers.TypeNACK:
-		return a.onNACK(s, h, exc)
-	case headers.TypeCNP:
-		sev := h.FeedbackCount()
-		if a.now-s.cnpAt < int64(a.cfg.CNPInterval) && sev <= s.cnpSev {
-			inc(&a.counts[t][FbSuppressed], 1)
-			return fbConsume, ack
-		}
-		s.cnpAt, s.cnpSev = a.now, sev
-		return fbForward, ack
-	}
-	return fbForward, ack
-}
-
 // ackOut describes an aggregated ACK to send upstream.
 type ackOut struct {
 	send      bool
+	port      uint8 // the upstream port it goes out of
 	seq       uint32
 	speaksFor uint16
 	stream    *streamState
 }
 
-func (a *aggregator) onACK(s *streamState, h headers.SMH, in uint8, exc []uint16) (feedbackVerdict, ackOut) {
+// onFeedback folds one feedback packet into the stream's state. ids is the
+// packet's receiver set (an ACK's exceptions, a NACK's reporters). It
+// returns what to do with the packet, the port to forward it on (NoPort:
+// towards the source by its route), and for an ACK the aggregates to send
+// upstream instead, at most one per upstream port, into acks.
+func (a *aggregator) onFeedback(h headers.SMH, in uint8, ids []uint16, acks *[maxUpstreams]ackOut) (feedbackVerdict, uint8) {
+	t := h.Type()
+	inc(&a.counts[t][FbIn], 1)
+	s := a.stream(uint32(h.SourceID())<<16|uint32(h.SessionID()), false)
+	if s == nil {
+		inc(&a.counts[t][FbUnknown], 1)
+		return fbForward, NoPort
+	}
+	if !s.ports.Has(in) {
+		return fbSpoofed, NoPort
+	}
+	s.lastUse = a.now
+	switch t {
+	case headers.TypeACK:
+		a.onACK(s, h, in, ids)
+		for i := range s.ups {
+			if u := &s.ups[i]; u.used {
+				acks[i] = a.aggregate(s, u)
+			}
+		}
+		inc(&a.counts[headers.TypeACK][FbAbsorbed], 1)
+		return fbConsume, NoPort
+	case headers.TypeNACK:
+		return a.onNACK(s, h, ids), s.upPortOf(ids)
+	case headers.TypeCNP:
+		sev := h.FeedbackCount()
+		if a.now-s.cnpAt < int64(a.cfg.CNPInterval) && sev <= s.cnpSev {
+			inc(&a.counts[t][FbSuppressed], 1)
+			return fbConsume, NoPort
+		}
+		s.cnpAt, s.cnpSev = a.now, sev
+		return fbForward, s.upPortOf(ids)
+	}
+	return fbForward, NoPort
+}
+
+// upPortOf is the upstream port of the first receiver of ids this switch
+// forwarded to (the reverse of its data path), or NoPort.
+func (s *streamState) upPortOf(ids []uint16) uint8 {
+	for _, id := range ids {
+		if r := s.receiver(id, false); r != nil {
+			return r.up
+		}
+	}
+	return NoPort
+}
+
+func (a *aggregator) onACK(s *streamState, h headers.SMH, in uint8, exc []uint16) {
 	x := h.Sequence()
 	if r := s.receiver(h.ReporterID(), false); r != nil && r.port == in && h.SpeaksFor() <= 1 && h.SetCount() == 0 {
 		// One receiver reports for itself.
 		r.raise(x, a.now)
-	} else {
-		// A downstream switch speaks for every receiver it was sent to on
-		// this port, but the ones in its exception list.
-		for i := range s.recv {
-			r := &s.recv[i]
-			if r.port == in && !containsID(exc, r.id) {
-				r.raise(x, a.now)
-			}
+		return
+	}
+	// A downstream switch speaks for every receiver it was sent to on this
+	// port, but the ones in its exception list.
+	for i := range s.recv {
+		r := &s.recv[i]
+		if r.port == in && !containsID(exc, r.id) {
+			r.raise(x, a.now)
 		}
 	}
-	inc(&a.counts[headers.TypeACK][FbAbsorbed], 1)
-	return fbConsume, a.aggregate(s)
 }
 
 func (r *recvState) raise(x uint32, now int64) {
@@ -360,69 +415,93 @@ func (r *recvState) raise(x uint32, now int64) {
 	r.lastReport = now
 }
 
-// aggregate computes the stream's ACK: the lowest effective ACK over its
-// receivers, leaving out (as exceptions) receivers silent for AckTimeout.
-func (a *aggregator) aggregate(s *streamState) ackOut {
-	out := ackOut{stream: s}
+// aggregate computes the ACK for the receivers whose DATA came in on one
+// upstream port: the lowest effective ACK over them, leaving out receivers
+// silent for AckTimeout. It speaks for every one of them at or above that
+// ACK; the rest (exceptions) go in its exception list, so Speaks For plus
+// the exceptions is every receiver the stream reached through that port.
+func (a *aggregator) aggregate(s *streamState, u *upstream) ackOut {
+	out := ackOut{stream: s, port: u.port}
 	done := s.highest + 1
 	first := true
 	var x uint32
-	speaks := 0
 	for i := range s.recv {
 		r := &s.recv[i]
-		eff := r.first
-		if r.hasAck {
-			eff = r.ack
+		if r.up != u.port {
+			continue
 		}
-		if seqLess(r.last, eff) {
-			eff = done // it has everything it was sent
-		}
+		eff := r.effective(done)
 		if eff != done && a.now-r.lastReport > int64(a.cfg.AckTimeout) {
-			continue // a laggard: listed as an exception
+			continue // a laggard: it does not hold the aggregate back
 		}
-		speaks++
+		if r.excepted {
+			if seqLess(eff, u.ack) {
+				// Reported behind already: it stays an exception until it
+				// catches up, and never pulls the aggregate back.
+				continue
+			}
+			r.excepted = false
+		}
 		if first || seqLess(eff, x) {
 			x, first = eff, false
 		}
 	}
-	if first || speaks == 0 || seqLess(x, s.upAck) {
+	if first || seqLess(x, u.ack) {
 		return out
 	}
-	if x == s.upAck && (s.upAckAt == 0 || speaks <= s.upSpeaks) {
+	speaks := 0
+	for i := range s.recv {
+		if r := &s.recv[i]; r.up == u.port && !seqLess(r.effective(done), x) {
+			speaks++
+		}
+	}
+	if x == u.ack && (u.at == 0 || speaks <= u.speaks) {
 		// No progress. Receivers repeat their ACKs when the source
 		// retransmits, and it retransmits when it did not hear the
 		// aggregate: so say it again, at most once per repeat interval,
 		// or a lost aggregate would stall the stream for good. (A laggard
 		// catching up is progress: the aggregate speaks for more.)
-		if a.now-s.upAckAt < int64(a.cfg.NackWindow) || s.upAckAt == 0 {
+		if a.now-u.at < int64(a.cfg.NackWindow) || u.at == 0 {
 			return out
 		}
 	}
-	s.upAck, s.upAckSet, s.upAckAt, s.upSpeaks = x, true, a.now, speaks
+	for i := range s.recv {
+		if r := &s.recv[i]; r.up == u.port && seqLess(r.effective(done), x) {
+			r.excepted = true
+		}
+	}
+	u.ack, u.at, u.speaks = x, a.now, speaks
 	out.send, out.seq, out.speaksFor = true, x, uint16(min(speaks, 0xFFFF))
 	return out
 }
 
-// exceptions appends the receivers an aggregate at x leaves out.
-func (s *streamState) exceptions(x uint32, dst []uint16) []uint16 {
+// effective is what a receiver has: its ACK, or nothing from its first
+// packet on; once it acknowledged everything it was sent, everything the
+// stream has sent (done).
+func (r *recvState) effective(done uint32) uint32 {
+	eff := r.first
+	if r.hasAck {
+		eff = r.ack
+	}
+	if seqLess(r.last, eff) {
+		eff = done
+	}
+	return eff
+}
+
+// exceptions appends the receivers behind upstream port up that an
+// aggregate at x leaves out.
+func (s *streamState) exceptions(x uint32, up uint8, dst []uint16) []uint16 {
 	done := s.highest + 1
 	for i := range s.recv {
-		r := &s.recv[i]
-		eff := r.first
-		if r.hasAck {
-			eff = r.ack
-		}
-		if seqLess(r.last, eff) {
-			eff = done
-		}
-		if seqLess(eff, x) {
-			dst = append(dst, r.id)
+		if s.recv[i].up == up && seqLess(s.recv[i].effective(done), x) {
+			dst = append(dst, s.recv[i].id)
 		}
 	}
 	return dst
 }
 
-func (a *aggregator) onNACK(s *streamState, h headers.SMH, reporters []uint16) (feedbackVerdict, ackOut) {
+func (a *aggregator) onNACK(s *streamState, h headers.SMH, reporters []uint16) feedbackVerdict {
 	start, count := h.Sequence(), uint32(h.FeedbackCount())
 	oldest := 0
 	for i := range s.nacks {
@@ -444,7 +523,7 @@ func (a *aggregator) onNACK(s *streamState, h headers.SMH, reporters []uint16) (
 				}
 			}
 			inc(&a.counts[headers.TypeNACK][FbSuppressed], 1)
-			return fbConsume, ackOut{}
+			return fbConsume
 		}
 		if s.nacks[i].at < s.nacks[oldest].at {
 			oldest = i
@@ -452,7 +531,7 @@ func (a *aggregator) onNACK(s *streamState, h headers.SMH, reporters []uint16) (
 	}
 	e := &s.nacks[oldest]
 	*e = nackEntry{start: start, count: count, at: a.now}
-	return fbForward, ackOut{}
+	return fbForward
 }
 
 func containsID(ids []uint16, id uint16) bool {

@@ -25,8 +25,8 @@ func fb(t *testing.T, typ headers.Type, seq uint32, reporter uint16, count uint1
 	return buildFrame(t, frameOpts{fields: headers.Fields{Type: typ, HopLimit: 4, SourceID: 0, SessionID: 1, Sequence: seq, Count: count, SpeaksFor: 1, ReporterID: reporter}, ids: set})
 }
 
-// upstream returns the SMH of every frame that went back to the source.
-func upstream(t *testing.T, f *testFabric) []headers.SMH {
+// upstreamFrames returns the SMH of every frame that went back to the source.
+func upstreamFrames(t *testing.T, f *testFabric) []headers.SMH {
 	var out []headers.SMH
 	for _, fr := range f.recv(0) {
 		h, _ := checkFrame(t, fr)
@@ -50,11 +50,11 @@ func TestAggregatedACK(t *testing.T) {
 	for r := uint16(1); r <= 3; r++ {
 		f.send(t, int(r), fb(t, headers.TypeACK, 10, r, 0))
 	}
-	if up := upstream(t, f); len(up) != 0 {
+	if up := upstreamFrames(t, f); len(up) != 0 {
 		t.Fatalf("ACK went up before every receiver reported: %v", up[0].Fields())
 	}
 	f.send(t, 4, fb(t, headers.TypeACK, 10, 4, 0))
-	up := upstream(t, f)
+	up := upstreamFrames(t, f)
 	if len(up) != 1 {
 		t.Fatalf("%d ACKs upstream, want 1", len(up))
 	}
@@ -71,11 +71,11 @@ func TestAggregatedACK(t *testing.T) {
 	f.send(t, 0, data(t, 11, 0, 2))
 	drain(f)
 	f.send(t, 1, fb(t, headers.TypeACK, 11, 1, 0))
-	if up := upstream(t, f); len(up) != 0 {
+	if up := upstreamFrames(t, f); len(up) != 0 {
 		t.Fatalf("ACK up while receiver 2 lacks 11: %+v", up[0].Fields())
 	}
 	f.send(t, 2, fb(t, headers.TypeACK, 12, 2, 0))
-	up = upstream(t, f)
+	up = upstreamFrames(t, f)
 	if len(up) != 1 || up[0].Sequence() != 12 {
 		t.Fatalf("after sparse sets: %d ACKs, want one for 12", len(up))
 	}
@@ -86,12 +86,12 @@ func TestAggregatedACK(t *testing.T) {
 	for _, r := range []uint16{1, 2, 3} {
 		f.send(t, int(r), fb(t, headers.TypeACK, 13, r, 0))
 	}
-	if up := upstream(t, f); len(up) != 0 {
+	if up := upstreamFrames(t, f); len(up) != 0 {
 		t.Fatal("ACK up before the timeout")
 	}
 	time.Sleep(8 * time.Millisecond)
 	f.send(t, 1, fb(t, headers.TypeACK, 13, 1, 0))
-	up = upstream(t, f)
+	up = upstreamFrames(t, f)
 	if len(up) != 1 || up[0].Sequence() != 13 || up[0].SpeaksFor() != 3 {
 		t.Fatalf("timed-out aggregate: %d ACKs %+v", len(up), up)
 	}
@@ -112,7 +112,7 @@ func TestNACKSuppressionAndRepairExpansion(t *testing.T) {
 	f.send(t, 1, fb(t, headers.TypeNACK, 5, 1, 2, 1))
 	f.send(t, 2, fb(t, headers.TypeNACK, 6, 2, 1, 2))
 	f.send(t, 3, fb(t, headers.TypeNACK, 5, 3, 1, 3))
-	up := upstream(t, f)
+	up := upstreamFrames(t, f)
 	if len(up) != 1 || up[0].Sequence() != 5 || up[0].FeedbackCount() != 2 {
 		t.Fatalf("%d NACKs upstream, want the first one only", len(up))
 	}
@@ -142,7 +142,7 @@ func TestSpoofedFeedbackAndCNP(t *testing.T) {
 	drain(f)
 	// Port 3 never got this stream: its ACK is spoofed.
 	f.send(t, 3, fb(t, headers.TypeACK, 1, 3, 0))
-	if f.w.counters.Drops[DropFeedbackSpoofed].Load() != 1 || len(upstream(t, f)) != 0 {
+	if f.w.counters.Drops[DropFeedbackSpoofed].Load() != 1 || len(upstreamFrames(t, f)) != 0 {
 		t.Fatal("spoofed ACK not dropped")
 	}
 	// Two CNPs within the interval: the second, no more severe, is dropped;
@@ -150,7 +150,7 @@ func TestSpoofedFeedbackAndCNP(t *testing.T) {
 	f.send(t, 1, fb(t, headers.TypeCNP, 0, 1, 1))
 	f.send(t, 2, fb(t, headers.TypeCNP, 0, 2, 1))
 	f.send(t, 2, fb(t, headers.TypeCNP, 0, 2, 3))
-	up := upstream(t, f)
+	up := upstreamFrames(t, f)
 	if len(up) != 2 || up[0].FeedbackCount() != 1 || up[1].FeedbackCount() != 3 {
 		t.Fatalf("CNPs upstream: %d", len(up))
 	}
@@ -163,7 +163,7 @@ func TestAggregationOffForwardsEverything(t *testing.T) {
 	for r := uint16(1); r <= 4; r++ {
 		f.send(t, int(r), fb(t, headers.TypeACK, 1, r, 0))
 	}
-	if up := upstream(t, f); len(up) != 4 {
+	if up := upstreamFrames(t, f); len(up) != 4 {
 		t.Fatalf("%d ACKs upstream without aggregation, want 4", len(up))
 	}
 }
@@ -192,7 +192,7 @@ func TestSwitchCNPOnDeepQueue(t *testing.T) {
 	f.w.congest(1, fields) // within the interval: marked, no second CNP
 	q.size = 0
 	f.w.flush()
-	up := upstream(t, f)
+	up := upstreamFrames(t, f)
 	if len(up) != 1 || up[0].Type() != headers.TypeCNP || up[0].ReporterID() != 901 || up[0].Sequence() != 4 {
 		t.Fatalf("switch CNPs upstream: %d", len(up))
 	}
@@ -212,16 +212,16 @@ func TestLostAggregateIsRepeated(t *testing.T) {
 	drain(f)
 	f.send(t, 1, fb(t, headers.TypeACK, 1, 1, 0))
 	f.send(t, 2, fb(t, headers.TypeACK, 1, 2, 0))
-	if up := upstream(t, f); len(up) != 1 || up[0].Sequence() != 1 {
+	if up := upstreamFrames(t, f); len(up) != 1 || up[0].Sequence() != 1 {
 		t.Fatalf("first aggregate: %d", len(up))
 	}
 	f.send(t, 1, fb(t, headers.TypeACK, 1, 1, 0))
-	if up := upstream(t, f); len(up) != 0 {
+	if up := upstreamFrames(t, f); len(up) != 0 {
 		t.Fatal("aggregate repeated within the interval")
 	}
 	time.Sleep(8 * time.Millisecond)
 	f.send(t, 2, fb(t, headers.TypeACK, 1, 2, 0))
-	if up := upstream(t, f); len(up) != 1 || up[0].Sequence() != 1 || up[0].SpeaksFor() != 2 {
+	if up := upstreamFrames(t, f); len(up) != 1 || up[0].Sequence() != 1 || up[0].SpeaksFor() != 2 {
 		t.Fatalf("repeat after the interval: %d", len(up))
 	}
 }

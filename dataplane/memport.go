@@ -1,7 +1,9 @@
 // In-memory ports: a pair of ports joined by single-producer single-consumer
 // rings, one ring per transmitting worker. Transmit copies the frame into the
 // ring slot (as a NIC's DMA would), receive copies it into the receiving
-// worker's pool. Used by tests, simulations and the in-memory fabrics.
+// worker's pool. Used by tests, simulations and the in-memory fabrics. Each
+// port has an eventfd the peer signals after a burst, so an adaptive worker
+// blocks in poll(2) and wakes when frames arrive, as on a real port.
 package dataplane
 
 import (
@@ -9,6 +11,8 @@ import (
 	"net"
 	"sync"
 	"sync/atomic"
+
+	"golang.org/x/sys/unix"
 )
 
 // MemPort is one end of an in-memory link.
@@ -23,6 +27,7 @@ type MemPort struct {
 	rings  atomic.Pointer[[]*memRing] // rings delivering to this port
 	next   int                        // round-robin start, rx worker only
 	closed atomic.Bool
+	efd    int // eventfd: readable when a peer transmitted since the last receive
 }
 
 type memRing struct {
@@ -47,6 +52,7 @@ func NewMemPair(nameA, nameB string, depth, slot int) (*MemPort, *MemPort) {
 	a := &MemPort{name: nameA, mac: localMAC(nameA), depth: d, slot: slot}
 	b := &MemPort{name: nameB, mac: localMAC(nameB), depth: d, slot: slot}
 	a.peer, b.peer = b, a
+	a.efd, b.efd = newEventfd(), newEventfd()
 	empty := []*memRing{}
 	a.rings.Store(&empty)
 	b.rings.Store(&empty)
@@ -64,8 +70,26 @@ func localMAC(name string) net.HardwareAddr {
 
 func (p *MemPort) Name() string                   { return p.name }
 func (p *MemPort) HardwareAddr() net.HardwareAddr { return p.mac }
-func (p *MemPort) WaitFd() int                    { return -1 }
+func (p *MemPort) WaitFd() int                    { return p.efd }
 func (p *MemPort) Close() error                   { p.closed.Store(true); return nil }
+
+// newEventfd returns a non-blocking eventfd, or -1 (the worker then naps).
+func newEventfd() int {
+	fd, err := unix.Eventfd(0, unix.EFD_NONBLOCK|unix.EFD_CLOEXEC)
+	if err != nil {
+		return -1
+	}
+	return fd
+}
+
+var eventOne = [8]byte{1}
+
+// signal wakes the port's receiver; one write per burst, not per frame.
+func (p *MemPort) signal() {
+	if p.efd >= 0 {
+		_, _ = unix.Write(p.efd, eventOne[:])
+	}
+}
 
 // OpenTx opens a ring towards the peer for one worker.
 func (p *MemPort) OpenTx() (TxQueue, error) {
@@ -115,6 +139,9 @@ func (t *memTx) TxBurst(pkts []*Packet) (int, error) {
 		n++
 	}
 	r.tail.Store(tail)
+	if n > 0 {
+		t.port.peer.signal()
+	}
 	return n, nil
 }
 
@@ -122,6 +149,12 @@ func (t *memTx) TxBurst(pkts []*Packet) (int, error) {
 func (p *MemPort) RxBurst(pool *Pool, pkts []*Packet) (int, error) {
 	if p.closed.Load() {
 		return 0, ErrPortClosed
+	}
+	if p.efd >= 0 {
+		// Clear the wake-up before looking at the rings: a burst that
+		// lands after this read signals again, so none is slept through.
+		var buf [8]byte
+		_, _ = unix.Read(p.efd, buf[:])
 	}
 	rings := *p.rings.Load()
 	n := 0

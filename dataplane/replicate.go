@@ -181,8 +181,11 @@ func (w *Worker) replicate(pk *Packet, m *parsed, t *Tables) {
 		s.sorted[s.start[p]] = s.pairID[i]
 		s.start[p]++
 	}
-	if w.agg != nil {
-		w.agg.recordData(pk.Head, m, &f, s.pairID[:n], s.pairPort[:n])
+	if w.agg != nil && f.Flags&headers.FlagRetransmit == 0 {
+		// Only original DATA shapes the stream's state: a repair may take
+		// another path (widened here or elsewhere), and a switch that only
+		// saw repairs for a receiver must not speak for it.
+		w.agg.recordData(pk.Head, m, &f, s.pairID[:n], s.pairPort[:n], in)
 	}
 	f.HopLimit--
 	sum := w.checksumBase(pk.Head, m)
@@ -300,24 +303,35 @@ func (w *Worker) forwardFeedback(pk *Packet, m *parsed, t *Tables) {
 	p := t.Routes.Lookup(h.SourceID())
 	if w.agg != nil && p != NoPort && p != uint8(pk.InPort) {
 		ids := h.AppendReceivers(w.fbIDs[:0])
-		v, ack := w.agg.onFeedback(h, uint8(pk.InPort), ids)
+		acks := &w.acks
+		*acks = [maxUpstreams]ackOut{}
+		v, up := w.agg.onFeedback(h, uint8(pk.InPort), ids, acks)
 		switch v {
 		case fbSpoofed:
 			w.counters.drop(DropFeedbackSpoofed, 1)
 			pk.Free()
 			return
 		case fbConsume:
-			if ack.send {
-				exc := ack.stream.exceptions(ack.seq, w.fbIDs[:0])
-				w.buildFeedback(ack.stream, headers.Fields{
+			for i := range acks {
+				a := &acks[i]
+				if !a.send {
+					continue
+				}
+				exc := a.stream.exceptions(a.seq, a.port, w.fbIDs[:0])
+				w.buildFeedback(a.stream, headers.Fields{
 					Type: headers.TypeACK, Flags: headers.FlagAggregated, HopLimit: headers.DefaultHopLimit,
-					SourceID: h.SourceID(), SessionID: h.SessionID(), Sequence: ack.seq,
-					SpeaksFor: ack.speaksFor, ReporterID: w.agg.switchID,
-				}, exc, p)
+					SourceID: h.SourceID(), SessionID: h.SessionID(), Sequence: a.seq,
+					SpeaksFor: a.speaksFor, ReporterID: w.agg.switchID,
+				}, exc, a.port)
 				inc(&w.agg.counts[headers.TypeACK][FbUp], 1)
 			}
 			pk.Free()
 			return
+		}
+		if up != NoPort && up != uint8(pk.InPort) {
+			// Back along the reverse of the reporters' data path, so the
+			// switches that forwarded their DATA see their feedback.
+			p = up
 		}
 		inc(&w.agg.counts[h.Type()][FbUp], 1)
 	}

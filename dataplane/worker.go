@@ -45,7 +45,8 @@ type Worker struct {
 	probe    probeState
 	agg      *aggregator // nil: feedback is forwarded, not aggregated
 	fbIDs    []uint16    // scratch: a feedback packet's set
-	cur      *Tables     // this round's snapshot
+	acks     [maxUpstreams]ackOut
+	cur      *Tables // this round's snapshot
 	sw       *Switch
 	stop     atomic.Bool
 	// RxErrors counts failed receive calls (a port going away).

@@ -1,0 +1,315 @@
+package lab
+
+// The transfer scenario (a checkpoint copy): a leaf-spine fabric, a sender
+// host and four receivers on two other leaves; the fault injector drops a
+// fraction of the frames on the receivers' leaf ports; the sender copies a
+// file to all four with `sparsecast send FILE` (reliable, docs/feedback.md)
+// and each receiver writes it with `sparsecast recv --out`. Optionally a
+// spine link goes down mid-transfer. The scenario passes when every
+// receiver's file is byte-identical to the original.
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/sparsecast/sparsecast/control"
+	"github.com/sparsecast/sparsecast/dataplane"
+)
+
+// transferTopology is the built-in fabric: tx (ID 100, a host with an ID so
+// that feedback can be routed to it) on leaf1, r1/r2 (IDs 1, 2) on leaf2,
+// r3/r4 (IDs 64, 65) on leaf3, two spines.
+const transferTopology = `
+switches:
+  - {name: spine1, role: spine, id: 1001, ports: [p1, p2, p3]}
+  - {name: spine2, role: spine, id: 1002, ports: [p1, p2, p3]}
+  - {name: leaf1, role: leaf, id: 1011, ports: [p1, p2, h0]}
+  - {name: leaf2, role: leaf, id: 1012, ports: [p1, p2, h1, h2]}
+  - {name: leaf3, role: leaf, id: 1013, ports: [p1, p2, h1, h2]}
+links:
+  - {a: spine1:p1, b: leaf1:p1}
+  - {a: spine2:p1, b: leaf1:p2}
+  - {a: spine1:p2, b: leaf2:p1}
+  - {a: spine2:p2, b: leaf2:p2}
+  - {a: spine1:p3, b: leaf3:p1}
+  - {a: spine2:p3, b: leaf3:p2}
+hosts:
+  - {name: tx, attach: leaf1:h0, id: 100, ips: [10.0.1.100]}
+  - {name: r1, attach: leaf2:h1, id: 1, ips: [10.0.2.1]}
+  - {name: r2, attach: leaf2:h2, id: 2, ips: [10.0.2.2]}
+  - {name: r3, attach: leaf3:h1, id: 64, ips: [10.0.3.1]}
+  - {name: r4, attach: leaf3:h2, id: 65, ips: [10.0.3.2]}
+`
+
+// TransferOptions configure Transfer.
+type TransferOptions struct {
+	Binary string
+	// Topology is a fabric YAML; empty means the built-in one. Sender names
+	// the sending host (default "tx") and Receivers the receiving hosts
+	// (default: every other host with an ID).
+	Topology  string
+	Sender    string
+	Receivers []string
+	// Size is the file size (default 4 MiB); Loss the fault loss on the
+	// receivers' leaf ports (default 0.05; negative: none).
+	Size int
+	Loss float64
+	// FailLink, "switch:port", is taken down FailAfter (default 300 ms)
+	// after the transfer starts.
+	FailLink  string
+	FailAfter time.Duration
+	// MaxRate caps the sender (packets per second; default 0: its own
+	// congestion control).
+	MaxRate float64
+	// Timeout bounds the transfer (default 2 minutes).
+	Timeout time.Duration
+	Prefix  string
+	Dir     string
+	Log     func(format string, args ...any)
+}
+
+// TransferReceiver is one receiver's outcome.
+type TransferReceiver struct {
+	Host  string `json:"host"`
+	ID    uint16 `json:"id"`
+	OK    bool   `json:"ok"`
+	Bytes int64  `json:"bytes"`
+	Error string `json:"error,omitempty"`
+}
+
+// TransferResult is the scenario's outcome.
+type TransferResult struct {
+	Size        int                `json:"size"`
+	Loss        float64            `json:"loss"`
+	FailedLink  string             `json:"failed_link,omitempty"`
+	DeliveredOK bool               `json:"delivered_ok"`
+	Receivers   []TransferReceiver `json:"receivers"`
+	// Sender is `sparsecast send --json`'s summary.
+	Sender   json.RawMessage `json:"sender"`
+	ElapsedS float64         `json:"elapsed_s"`
+	Dir      string          `json:"dir"`
+}
+
+// Table renders a result for people.
+func (r *TransferResult) Table() string {
+	var b strings.Builder
+	fail := ""
+	if r.FailedLink != "" {
+		fail = ", link " + r.FailedLink + " failed mid-transfer"
+	}
+	fmt.Fprintf(&b, "transfer of %d bytes, loss %.3f%s: delivered_ok %v in %.1f s\n", r.Size, r.Loss, fail, r.DeliveredOK, r.ElapsedS)
+	for _, rc := range r.Receivers {
+		fmt.Fprintf(&b, "  %-4s id %-5d ok %-5v %d bytes %s\n", rc.Host, rc.ID, rc.OK, rc.Bytes, rc.Error)
+	}
+	return b.String()
+}
+
+// Transfer runs the scenario and tears the fabric down.
+func Transfer(ctx context.Context, o TransferOptions) (res *TransferResult, err error) {
+	start := time.Now()
+	if o.Size == 0 {
+		o.Size = 4 << 20
+	}
+	if o.Loss == 0 {
+		o.Loss = 0.05
+	}
+	if o.Loss < 0 {
+		o.Loss = 0
+	}
+	if o.FailAfter == 0 {
+		o.FailAfter = 300 * time.Millisecond
+	}
+	if o.Timeout == 0 {
+		o.Timeout = 2 * time.Minute
+	}
+	if o.Prefix == "" {
+		o.Prefix = "sct-"
+	}
+	if o.Sender == "" {
+		o.Sender = "tx"
+	}
+	if o.Size < 0 || o.Size > 1<<30 || o.Loss >= 1 {
+		return nil, fmt.Errorf("transfer: size %d, loss %v: want 0-1 GiB and loss below 1", o.Size, o.Loss)
+	}
+	logf := o.Log
+	if logf == nil {
+		logf = func(string, ...any) {}
+	}
+	var topo *control.Topology
+	if o.Topology == "" {
+		topo, err = control.ParseTopology([]byte(transferTopology))
+	} else {
+		topo, err = control.LoadTopology(o.Topology)
+	}
+	if err != nil {
+		return nil, err
+	}
+	var sender *control.Host
+	byName := map[string]*control.Host{}
+	for i := range topo.Hosts {
+		h := &topo.Hosts[i]
+		byName[h.Name] = h
+		if h.Name == o.Sender {
+			sender = h
+		}
+	}
+	if sender == nil || !sender.Receiver {
+		return nil, fmt.Errorf("transfer: sender %q must be a host with an ID (feedback is routed to it)", o.Sender)
+	}
+	if len(o.Receivers) == 0 {
+		for _, h := range topo.Hosts {
+			if h.Receiver && h.Name != o.Sender {
+				o.Receivers = append(o.Receivers, h.Name)
+			}
+		}
+	}
+	faults := map[string]dataplane.FaultConfig{}
+	var ids []string
+	for i, name := range o.Receivers {
+		h := byName[name]
+		if h == nil || !h.Receiver || name == o.Sender {
+			return nil, fmt.Errorf("transfer: %q is not a receiving host", name)
+		}
+		sw := topo.Switches[h.Switch]
+		if o.Loss > 0 {
+			faults[sw.Name+":"+sw.Ports[h.Port].Name] = dataplane.FaultConfig{Loss: o.Loss, Seed: uint64(i) + 11}
+		}
+		ids = append(ids, strconv.Itoa(int(h.ID)))
+	}
+
+	f, err := StartFabric(ctx, FabricOptions{Topology: topo, Binary: o.Binary, Prefix: o.Prefix, Dir: o.Dir, Probes: o.FailLink != "", Faults: faults, Log: logf})
+	if err != nil {
+		return nil, err
+	}
+	defer func() {
+		if cerr := f.Close(); cerr != nil && err == nil {
+			err = fmt.Errorf("transfer: teardown: %w", cerr)
+		}
+	}()
+	res = &TransferResult{Size: o.Size, Loss: o.Loss, FailedLink: o.FailLink, Dir: f.Dir}
+
+	// The file.
+	src := filepath.Join(f.Dir, "checkpoint.bin")
+	data := make([]byte, o.Size)
+	rng := rand.New(rand.NewPCG(uint64(o.Size), 42))
+	for i := range data {
+		data[i] = byte(rng.Uint32())
+	}
+	if err := os.WriteFile(src, data, 0o644); err != nil {
+		return nil, err
+	}
+
+	type recvProc struct {
+		host *control.Host
+		dir  string
+		out  *bytes.Buffer
+		proc *Proc
+	}
+	var recvs []recvProc
+	for _, name := range o.Receivers {
+		h, fh := byName[name], f.Hosts[name]
+		dir := filepath.Join(f.Dir, "out-"+name)
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			return nil, err
+		}
+		errLog, err := os.Create(filepath.Join(f.Dir, "recv-"+name+".log"))
+		if err != nil {
+			return nil, err
+		}
+		defer errLog.Close()
+		out := &bytes.Buffer{}
+		p, err := f.Lab.Start(fh.NS, "recv "+name, out, errLog, o.Binary, "recv",
+			"--id", strconv.Itoa(int(h.ID)), "--listen", f.ListenAddr(name), "--via", f.GatewayAddr(name),
+			"--out", dir, "--files", "1", "--linger", "2s", "--duration", (o.Timeout + 30*time.Second).String(), "--json")
+		if err != nil {
+			return nil, err
+		}
+		if err := waitUDPBound(ctx, f.Lab, fh.NS, f.UDPPort, p, 10*time.Second); err != nil {
+			return nil, fmt.Errorf("transfer: receiver %s: %w", name, err)
+		}
+		recvs = append(recvs, recvProc{host: h, dir: dir, out: out, proc: p})
+	}
+	if o.FailLink != "" {
+		// Let probes establish every link first.
+		time.Sleep(300 * time.Millisecond)
+	}
+
+	logf("== copying %d bytes from %s to %s (loss %.3f)", o.Size, o.Sender, strings.Join(o.Receivers, ","), o.Loss)
+	sendOut := &bytes.Buffer{}
+	sendLog, err := os.Create(filepath.Join(f.Dir, "send.log"))
+	if err != nil {
+		return nil, err
+	}
+	defer sendLog.Close()
+	args := []string{"send", "--via", f.GatewayAddr(o.Sender), "--listen", f.ListenAddr(o.Sender),
+		"--to", strings.Join(ids, ","), "--source-id", strconv.Itoa(int(sender.ID)), "--session", "9",
+		"--give-up", "20s", "--json"}
+	if o.MaxRate > 0 {
+		args = append(args, "--max-rate", strconv.FormatFloat(o.MaxRate, 'f', -1, 64))
+	}
+	args = append(args, src)
+	sp, err := f.Lab.Start(f.Hosts[o.Sender].NS, "send", sendOut, sendLog, append([]string{o.Binary}, args...)...)
+	if err != nil {
+		return nil, err
+	}
+	if o.FailLink != "" {
+		sw, port, ok := strings.Cut(o.FailLink, ":")
+		if !ok || f.SwitchNS[sw] == "" {
+			return nil, fmt.Errorf("transfer: fail link %q: want switch:port", o.FailLink)
+		}
+		select {
+		case <-time.After(o.FailAfter):
+		case <-sp.Done():
+			return nil, fmt.Errorf("transfer: the sender finished before %v; the link failure would not be mid-transfer (lower --max-rate)", o.FailAfter)
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+		logf("== taking %s down", o.FailLink)
+		if err := SetLinkDown(f.SwitchNS[sw], port, true, nil); err != nil {
+			return nil, err
+		}
+	}
+	tctx, cancel := context.WithTimeout(ctx, o.Timeout+40*time.Second)
+	defer cancel()
+	sendErr := sp.Wait(tctx)
+	res.Sender = json.RawMessage(bytes.TrimSpace(sendOut.Bytes()))
+	if !json.Valid(res.Sender) {
+		res.Sender = nil
+	}
+	res.DeliveredOK = sendErr == nil
+	for _, rp := range recvs {
+		rr := TransferReceiver{Host: rp.host.Name, ID: rp.host.ID}
+		if err := rp.proc.Wait(tctx); err != nil {
+			rr.Error = fmt.Sprintf("recv: %v", err)
+		}
+		// Keep the receiver's report next to its log.
+		_ = os.WriteFile(filepath.Join(f.Dir, "recv-"+rp.host.Name+".json"), rp.out.Bytes(), 0o644)
+		got, rerr := os.ReadFile(filepath.Join(rp.dir, "checkpoint.bin"))
+		rr.Bytes = int64(len(got))
+		switch {
+		case rerr != nil:
+			rr.Error = strings.TrimSpace(rr.Error + " " + rerr.Error())
+		case !bytes.Equal(got, data):
+			rr.Error = strings.TrimSpace(rr.Error + " contents differ from the original")
+		default:
+			rr.OK = rr.Error == ""
+		}
+		if !rr.OK {
+			res.DeliveredOK = false
+		}
+		res.Receivers = append(res.Receivers, rr)
+	}
+	if sendErr != nil {
+		logf("sender: %v (see %s)", sendErr, sendLog.Name())
+	}
+	res.ElapsedS = time.Since(start).Seconds()
+	return res, nil
+}

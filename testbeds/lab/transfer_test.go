@@ -1,0 +1,52 @@
+//go:build lab
+
+package lab
+
+import (
+	"context"
+	"os"
+	"strings"
+	"testing"
+	"time"
+)
+
+func runTransfer(t *testing.T, o TransferOptions) {
+	bin := buildBinary(t)
+	cleanup(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	var log strings.Builder
+	o.Binary, o.Prefix, o.Dir = bin, labPrefix, t.TempDir()
+	if d := os.Getenv("SPARSECAST_LAB_DIR"); d != "" {
+		o.Dir = d // keep configs and logs for a post-mortem
+	}
+	o.Log = func(format string, args ...any) { log.WriteString(strings.TrimSpace(format) + "\n") }
+	res, err := Transfer(ctx, o)
+	if err != nil {
+		t.Fatalf("Transfer: %v\n%s", err, log.String())
+	}
+	t.Logf("\n%s\nsender: %s", res.Table(), res.Sender)
+	if !res.DeliveredOK || len(res.Receivers) != 4 {
+		t.Fatalf("delivered_ok %v, %d receivers (logs in %s)", res.DeliveredOK, len(res.Receivers), res.Dir)
+	}
+	for _, r := range res.Receivers {
+		if !r.OK || r.Bytes != int64(res.Size) {
+			t.Errorf("receiver %+v", r)
+		}
+	}
+	if len(res.Sender) == 0 || !strings.Contains(string(res.Sender), `"complete": true`) {
+		t.Errorf("sender summary %s", res.Sender)
+	}
+}
+
+// TestTransferLoss copies 4 MiB to 4 receivers with 5% loss on their ports.
+func TestTransferLoss(t *testing.T) { runTransfer(t, TransferOptions{}) }
+
+// TestTransferSmall is a quick smoke test without loss.
+func TestTransferSmall(t *testing.T) { runTransfer(t, TransferOptions{Size: 200_000, Loss: -1}) }
+
+// TestTransferLinkFailure fails a spine link mid-transfer; the copy still
+// completes byte-exact.
+func TestTransferLinkFailure(t *testing.T) {
+	runTransfer(t, TransferOptions{FailLink: "spine1:p2", FailAfter: 400 * time.Millisecond, MaxRate: 2000})
+}
