@@ -45,7 +45,7 @@ type recvState struct {
 	up         uint8 // where its DATA came from: its feedback goes back there
 	seen       bool
 	hasAck     bool
-	excepted   bool // listed as an exception in the last aggregate sent
+	excepted   bool   // listed as an exception in the last aggregate sent
 	first      uint32 // first sequence forwarded to it
 	last       uint32 // highest sequence forwarded to it
 	ack        uint32 // its cumulative ACK
