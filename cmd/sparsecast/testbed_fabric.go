@@ -227,3 +227,143 @@ func NewCmdRunFailover(runF func(*RunFailoverOptions) error) *cobra.Command {
 	cmd.Flags().BoolVar(&o.JSON, "json", false, "print JSON")
 	return cmd
 }
+
+// RunCheckpointOptions are `testbed run checkpoint`'s flags.
+type RunCheckpointOptions struct {
+	Out, Log io.Writer
+	Prefix   string
+	Sender   string
+	To       []string
+	Size     int
+	Timeout  time.Duration
+	JSON     bool
+}
+
+// NewCmdRunCheckpoint builds `testbed run checkpoint`.
+func NewCmdRunCheckpoint(runF func(*RunCheckpointOptions) error) *cobra.Command {
+	o := &RunCheckpointOptions{Out: os.Stdout, Log: os.Stderr}
+	cmd := &cobra.Command{
+		Use:   "checkpoint [--to HOST,HOST,HOST] [--size BYTES] [--json]",
+		Short: "Copy a file reliably from one host to three storage hosts on the running testbed",
+		Long: `Writes a file of --size random bytes, sends it with "sparsecast send FILE"
+(reliable sparse multicast: NACK repair, ACKs aggregated in the switches)
+from --sender to the --to hosts, each receiving with "sparsecast recv --out",
+and checks every copy byte for byte. By default the sender is the first host
+of the topology and the storage hosts the first host of each other leaf.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if o.Size < 1 || o.Size > 1<<30 {
+				return fmt.Errorf("--size %d: want 1 byte to 1 GiB", o.Size)
+			}
+			if runF != nil {
+				return runF(o)
+			}
+			if err := needRoot("testbed run"); err != nil {
+				return err
+			}
+			st, err := lab.LoadState(o.Prefix)
+			if err != nil {
+				return err
+			}
+			f, err := st.Attach()
+			if err != nil {
+				return err
+			}
+			defer f.Close()
+			sender, to := o.Sender, o.To
+			if sender == "" || len(to) == 0 {
+				s, t := lab.StorageHosts(f, 3)
+				if sender == "" {
+					sender = s
+				}
+				if len(to) == 0 {
+					to = t
+				}
+			}
+			r, err := lab.TransferOn(cmd.Context(), f, lab.TransferOptions{
+				Sender: sender, Receivers: to, Size: o.Size, Timeout: o.Timeout,
+				Log: func(format string, args ...any) { fmt.Fprintf(o.Log, format+"\n", args...) },
+			})
+			if err != nil {
+				return err
+			}
+			if o.JSON {
+				enc := json.NewEncoder(o.Out)
+				enc.SetIndent("", "  ")
+				if err := enc.Encode(r); err != nil {
+					return err
+				}
+			} else {
+				io.WriteString(o.Out, r.Table())
+			}
+			if !r.DeliveredOK {
+				return fmt.Errorf("checkpoint: not every storage host has the file")
+			}
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&o.Prefix, "prefix", lab.DefaultPrefix, "the testbed's namespace prefix")
+	cmd.Flags().StringVar(&o.Sender, "sender", "", "sending host (default: the topology's first host)")
+	cmd.Flags().StringSliceVar(&o.To, "to", nil, "storage hosts (default: the first host of three other leaves)")
+	cmd.Flags().IntVar(&o.Size, "size", 4<<20, "file size in bytes")
+	cmd.Flags().DurationVar(&o.Timeout, "timeout", time.Minute, "give up after this long")
+	cmd.Flags().BoolVar(&o.JSON, "json", false, "print JSON")
+	return cmd
+}
+
+// NewCmdRunMoE builds `testbed run moe`.
+func NewCmdRunMoE(runF func(*lab.MoEOptions) error) *cobra.Command {
+	o := &lab.MoEOptions{}
+	var prefix string
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "moe [--tokens N] [--topk K] [--json]",
+		Short: "MoE dispatch on the running testbed: one dispatcher per leaf, tokens to fresh top-k sets of experts",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if o.Tokens < 1 || o.TopK < 1 || o.TokenSize < 16 {
+				return fmt.Errorf("want --tokens >= 1, --topk >= 1 and --token-size >= 16")
+			}
+			if runF != nil {
+				return runF(o)
+			}
+			if err := needRoot("testbed run"); err != nil {
+				return err
+			}
+			st, err := lab.LoadState(prefix)
+			if err != nil {
+				return err
+			}
+			f, err := st.Attach()
+			if err != nil {
+				return err
+			}
+			defer f.Close()
+			o.Log = func(format string, args ...any) { fmt.Fprintf(os.Stderr, format+"\n", args...) }
+			r, err := lab.MoEOn(cmd.Context(), f, *o)
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				enc := json.NewEncoder(os.Stdout)
+				enc.SetIndent("", "  ")
+				if err := enc.Encode(r); err != nil {
+					return err
+				}
+			} else {
+				io.WriteString(os.Stdout, r.Table())
+			}
+			if !r.DeliveredOK {
+				return fmt.Errorf("moe: not every token reached its experts")
+			}
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&prefix, "prefix", lab.DefaultPrefix, "the testbed's namespace prefix")
+	cmd.Flags().IntVar(&o.Tokens, "tokens", 2000, "tokens per dispatcher")
+	cmd.Flags().IntVar(&o.TopK, "topk", 2, "experts per token")
+	cmd.Flags().IntVar(&o.TokenSize, "token-size", 256, "bytes per token")
+	cmd.Flags().DurationVar(&o.Timeout, "timeout", time.Minute, "give up after this long")
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	return cmd
+}

@@ -152,6 +152,36 @@ func Transfer(ctx context.Context, o TransferOptions) (res *TransferResult, err 
 	if err != nil {
 		return nil, err
 	}
+	faults := map[string]dataplane.FaultConfig{}
+	if o.Loss > 0 {
+		_, rcv, err := transferHosts(topo, &o)
+		if err != nil {
+			return nil, err
+		}
+		for i, h := range rcv {
+			sw := topo.Switches[h.Switch]
+			faults[sw.Name+":"+sw.Ports[h.Port].Name] = dataplane.FaultConfig{Loss: o.Loss, Seed: uint64(i) + 11}
+		}
+	}
+	f, err := StartFabric(ctx, FabricOptions{Topology: topo, Binary: o.Binary, Prefix: o.Prefix, Dir: o.Dir, Probes: o.FailLink != "", Faults: faults, Log: logf})
+	if err != nil {
+		return nil, err
+	}
+	defer func() {
+		if cerr := f.Close(); cerr != nil && err == nil {
+			err = fmt.Errorf("transfer: teardown: %w", cerr)
+		}
+	}()
+	res, err = TransferOn(ctx, f, o)
+	if res != nil {
+		res.ElapsedS = time.Since(start).Seconds()
+	}
+	return res, err
+}
+
+// transferHosts resolves the sender and the receiving hosts of a transfer
+// (by default every other host with an ID).
+func transferHosts(topo *control.Topology, o *TransferOptions) (*control.Host, []*control.Host, error) {
 	var sender *control.Host
 	byName := map[string]*control.Host{}
 	for i := range topo.Hosts {
@@ -162,7 +192,7 @@ func Transfer(ctx context.Context, o TransferOptions) (res *TransferResult, err 
 		}
 	}
 	if sender == nil || !sender.Receiver {
-		return nil, fmt.Errorf("transfer: sender %q must be a host with an ID (feedback is routed to it)", o.Sender)
+		return nil, nil, fmt.Errorf("transfer: sender %q must be a host with an ID (feedback is routed to it)", o.Sender)
 	}
 	if len(o.Receivers) == 0 {
 		for _, h := range topo.Hosts {
@@ -171,29 +201,47 @@ func Transfer(ctx context.Context, o TransferOptions) (res *TransferResult, err 
 			}
 		}
 	}
-	faults := map[string]dataplane.FaultConfig{}
-	var ids []string
-	for i, name := range o.Receivers {
+	var rcv []*control.Host
+	for _, name := range o.Receivers {
 		h := byName[name]
 		if h == nil || !h.Receiver || name == o.Sender {
-			return nil, fmt.Errorf("transfer: %q is not a receiving host", name)
+			return nil, nil, fmt.Errorf("transfer: %q is not a receiving host", name)
 		}
-		sw := topo.Switches[h.Switch]
-		if o.Loss > 0 {
-			faults[sw.Name+":"+sw.Ports[h.Port].Name] = dataplane.FaultConfig{Loss: o.Loss, Seed: uint64(i) + 11}
-		}
-		ids = append(ids, strconv.Itoa(int(h.ID)))
+		rcv = append(rcv, h)
 	}
+	return sender, rcv, nil
+}
 
-	f, err := StartFabric(ctx, FabricOptions{Topology: topo, Binary: o.Binary, Prefix: o.Prefix, Dir: o.Dir, Probes: o.FailLink != "", Faults: faults, Log: logf})
+// TransferOn copies a file over a running fabric (the injected loss, if
+// any, is the fabric's) and checks every receiver's copy.
+func TransferOn(ctx context.Context, f *Fabric, o TransferOptions) (res *TransferResult, err error) {
+	start := time.Now()
+	if o.Size == 0 {
+		o.Size = 4 << 20
+	}
+	if o.FailAfter == 0 {
+		o.FailAfter = 300 * time.Millisecond
+	}
+	if o.Timeout == 0 {
+		o.Timeout = 2 * time.Minute
+	}
+	if o.Binary == "" {
+		o.Binary = f.bin
+	}
+	logf := o.Log
+	if logf == nil {
+		logf = func(string, ...any) {}
+	}
+	sender, rcv, err := transferHosts(f.Topo, &o)
 	if err != nil {
 		return nil, err
 	}
-	defer func() {
-		if cerr := f.Close(); cerr != nil && err == nil {
-			err = fmt.Errorf("transfer: teardown: %w", cerr)
-		}
-	}()
+	byName := map[string]*control.Host{}
+	var ids []string
+	for _, h := range rcv {
+		byName[h.Name] = h
+		ids = append(ids, strconv.Itoa(int(h.ID)))
+	}
 	res = &TransferResult{Size: o.Size, Loss: o.Loss, FailedLink: o.FailLink, Dir: f.Dir}
 
 	// The file.
@@ -312,4 +360,33 @@ func Transfer(ctx context.Context, o TransferOptions) (res *TransferResult, err 
 	}
 	res.ElapsedS = time.Since(start).Seconds()
 	return res, nil
+}
+
+// StorageHosts picks a checkpoint's source and n storage hosts: the first
+// host with an ID is the source, and the storage hosts are the first host
+// of each other leaf, then any other host, in topology order.
+func StorageHosts(f *Fabric, n int) (string, []string) {
+	var src string
+	var srcLeaf = -1
+	leaves := map[int]bool{}
+	var first, rest []string
+	for _, h := range f.Topo.Hosts {
+		if !h.Receiver {
+			continue
+		}
+		switch {
+		case src == "":
+			src, srcLeaf = h.Name, h.Switch
+		case h.Switch != srcLeaf && !leaves[h.Switch]:
+			leaves[h.Switch] = true
+			first = append(first, h.Name)
+		default:
+			rest = append(rest, h.Name)
+		}
+	}
+	to := append(first, rest...)
+	if len(to) > n {
+		to = to[:n]
+	}
+	return src, to
 }
