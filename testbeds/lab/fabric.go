@@ -322,15 +322,16 @@ func fabricSwitchConfig(t *control.Topology, si int, o FabricOptions) (*dataplan
 	sw := t.Switches[si]
 	cfg := &dataplane.Config{Name: sw.Name, UDPPort: o.UDPPort, PollMode: dataplane.PollAdaptive, MetricsAddr: "127.0.0.1:9470"}
 	if o.Probes {
-		// A lab runs a dozen processes on two shared cores, and AF_PACKET
-		// hands frames over in blocks retired every millisecond: probes
-		// arrive a hundred milliseconds late when the machine is loaded.
-		// The lab probes every 20 ms and gives up after 10 silent
-		// intervals; link-down by `ip link set down` is caught by the
-		// carrier watcher within a millisecond anyway, and probes are
-		// there for gray failures. A switch on dedicated cores keeps the
-		// 1 ms default.
-		cfg.Probe = dataplane.ProbeConfig{Interval: 20 * time.Millisecond, Miss: 10, Window: 50}
+		// A lab runs a dozen switch and host processes on two shared
+		// cores, and AF_PACKET hands frames over in blocks retired every
+		// millisecond: under a stream, a switch can be starved for a few
+		// hundred milliseconds and its probes arrive late or not at all.
+		// So the lab probes every 50 ms, declares a link down after 20
+		// silent intervals or past 50% probe loss, and reports it degraded
+		// from 1%; a link taken down (`ip link set down`) is caught by the
+		// carrier watcher within a millisecond anyway. A switch on
+		// dedicated cores keeps the defaults (1 ms, 3 misses, 10%).
+		cfg.Probe = dataplane.ProbeConfig{Interval: 20 * time.Millisecond, Miss: 10, Window: 50, DegradedLoss: 0.01, DownLoss: 0.5}
 	}
 	for _, p := range sw.Ports {
 		pc := dataplane.PortConfig{Name: p.Name, Type: "afpacket", Iface: p.Name}
