@@ -288,8 +288,13 @@ func (a *aggregator) recordData(frame []byte, m *parsed, f *headers.Fields, ids 
 		}
 		p := ports[i]
 		s.ports.Add(p)
-		r.up = in
-		s.upstreamFor(in)
+		if !r.seen || r.port != in {
+			// A packet coming back in on the receiver's own downstream
+			// port is a U-turn (a neighbour rerouted around a failure):
+			// the receiver's feedback still goes back the original way.
+			r.up = in
+			s.upstreamFor(in)
+		}
 		if !r.seen {
 			r.seen, r.first, r.last, r.lastReport = true, f.Sequence, f.Sequence, a.now
 		} else if seqLess(r.last, f.Sequence) {
