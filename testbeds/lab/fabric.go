@@ -123,9 +123,10 @@ func StartFabric(ctx context.Context, o FabricOptions) (f *Fabric, err error) {
 		Configs: map[string]string{}, Logs: map[string]string{},
 		procs: map[string]*Proc{}, bin: o.Binary,
 	}
+	built := f // the named result is nil by the time an error return defers run
 	defer func() {
 		if err != nil {
-			f.Close()
+			built.Close()
 			f = nil
 		}
 	}()
@@ -230,7 +231,7 @@ func (f *Fabric) StartControl(ctx context.Context) error {
 		return err
 	}
 	f.control = p
-	deadline := time.Now().Add(15 * time.Second)
+	deadline := time.Now().Add(60 * time.Second)
 	for _, sw := range f.Topo.Switches {
 		for {
 			gen, err := f.AppliedGeneration(sw.Name)
@@ -320,7 +321,10 @@ func (f *Fabric) Close() error {
 // their backups, grouped by (primary, backup) into ID ranges.
 func fabricSwitchConfig(t *control.Topology, si int, o FabricOptions) (*dataplane.Config, error) {
 	sw := t.Switches[si]
-	cfg := &dataplane.Config{Name: sw.Name, UDPPort: o.UDPPort, PollMode: dataplane.PollAdaptive, MetricsAddr: "127.0.0.1:9470"}
+	// A lab runs many switches on one machine: smaller pools and
+	// aggregation tables than a white box's defaults start them quickly.
+	cfg := &dataplane.Config{Name: sw.Name, UDPPort: o.UDPPort, PollMode: dataplane.PollAdaptive, MetricsAddr: "127.0.0.1:9470",
+		Buffers: 2048, Feedback: dataplane.FeedbackConfig{Streams: 64, ReceiversPerStream: 256}}
 	if o.Probes {
 		// A lab runs a dozen switch and host processes on two shared
 		// cores, and AF_PACKET hands frames over in blocks retired every
