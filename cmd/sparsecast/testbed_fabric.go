@@ -170,52 +170,36 @@ func NewCmdRunFailover(runF func(*RunFailoverOptions) error) *cobra.Command {
 			if runF != nil {
 				return runF(o)
 			}
-			if err := needRoot("testbed run"); err != nil {
-				return err
-			}
-			st, err := lab.LoadState(o.Prefix)
-			if err != nil {
-				return err
-			}
-			f, err := st.Attach()
-			if err != nil {
-				return err
-			}
-			defer f.Close()
-			r, err := lab.FailoverOn(cmd.Context(), f, lab.FailoverOptions{
-				Link: o.Link, Sender: o.Sender, Rate: o.Rate, Duration: o.Duration,
-				Log: func(format string, args ...any) { fmt.Fprintf(o.Log, format+"\n", args...) },
-			})
-			if err != nil {
-				return err
-			}
-			ok := r.DeliveredUnaffected
-			if o.Plot != "" {
-				aff := map[uint16]bool{}
-				for _, id := range r.AffectedReceivers {
-					aff[id] = true
-				}
-				if err := lab.PlotStream(o.Plot, "failover of "+r.Link, r.Stream, o.Rate, r.FailAt, aff); err != nil {
+			return onTestbed(o.Prefix, func(f *lab.Fabric) error {
+				r, err := lab.FailoverOn(cmd.Context(), f, lab.FailoverOptions{
+					Link: o.Link, Sender: o.Sender, Rate: o.Rate, Duration: o.Duration,
+					Log: func(format string, args ...any) { fmt.Fprintf(o.Log, format+"\n", args...) },
+				})
+				if err != nil {
 					return err
 				}
-				fmt.Fprintf(o.Log, "plot written to %s\n", o.Plot)
-			}
-			if o.JSON {
-				enc := json.NewEncoder(o.Out)
-				enc.SetIndent("", "  ")
-				if err := enc.Encode(struct {
+				ok := r.DeliveredUnaffected
+				if o.Plot != "" {
+					aff := map[uint16]bool{}
+					for _, id := range r.AffectedReceivers {
+						aff[id] = true
+					}
+					if err := lab.PlotStream(o.Plot, "failover of "+r.Link, r.Stream, o.Rate, r.FailAt, aff); err != nil {
+						return err
+					}
+					fmt.Fprintf(o.Log, "plot written to %s\n", o.Plot)
+				}
+				if err := printResult(o.Out, o.JSON, struct {
 					DeliveredOK bool `json:"delivered_ok"`
 					*lab.FailoverResult
-				}{ok, r}); err != nil {
+				}{ok, r}, r.Table()); err != nil {
 					return err
 				}
-			} else {
-				io.WriteString(o.Out, r.Table())
-			}
-			if !ok {
-				return fmt.Errorf("receivers behind working links lost packets")
-			}
-			return nil
+				if !ok {
+					return fmt.Errorf("receivers behind working links lost packets")
+				}
+				return nil
+			})
 		},
 	}
 	cmd.Flags().StringVar(&o.Prefix, "prefix", lab.DefaultPrefix, "the testbed's namespace prefix")
@@ -258,48 +242,32 @@ of the topology and the storage hosts the first host of each other leaf.`,
 			if runF != nil {
 				return runF(o)
 			}
-			if err := needRoot("testbed run"); err != nil {
-				return err
-			}
-			st, err := lab.LoadState(o.Prefix)
-			if err != nil {
-				return err
-			}
-			f, err := st.Attach()
-			if err != nil {
-				return err
-			}
-			defer f.Close()
-			sender, to := o.Sender, o.To
-			if sender == "" || len(to) == 0 {
-				s, t := lab.StorageHosts(f, 3)
-				if sender == "" {
-					sender = s
+			return onTestbed(o.Prefix, func(f *lab.Fabric) error {
+				sender, to := o.Sender, o.To
+				if sender == "" || len(to) == 0 {
+					s, t := lab.StorageHosts(f, 3)
+					if sender == "" {
+						sender = s
+					}
+					if len(to) == 0 {
+						to = t
+					}
 				}
-				if len(to) == 0 {
-					to = t
-				}
-			}
-			r, err := lab.TransferOn(cmd.Context(), f, lab.TransferOptions{
-				Sender: sender, Receivers: to, Size: o.Size, Timeout: o.Timeout,
-				Log: func(format string, args ...any) { fmt.Fprintf(o.Log, format+"\n", args...) },
-			})
-			if err != nil {
-				return err
-			}
-			if o.JSON {
-				enc := json.NewEncoder(o.Out)
-				enc.SetIndent("", "  ")
-				if err := enc.Encode(r); err != nil {
+				r, err := lab.TransferOn(cmd.Context(), f, lab.TransferOptions{
+					Sender: sender, Receivers: to, Size: o.Size, Timeout: o.Timeout,
+					Log: func(format string, args ...any) { fmt.Fprintf(o.Log, format+"\n", args...) },
+				})
+				if err != nil {
 					return err
 				}
-			} else {
-				io.WriteString(o.Out, r.Table())
-			}
-			if !r.DeliveredOK {
-				return fmt.Errorf("checkpoint: not every storage host has the file")
-			}
-			return nil
+				if err := printResult(o.Out, o.JSON, r, r.Table()); err != nil {
+					return err
+				}
+				if !r.DeliveredOK {
+					return fmt.Errorf("checkpoint: not every storage host has the file")
+				}
+				return nil
+			})
 		},
 	}
 	cmd.Flags().StringVar(&o.Prefix, "prefix", lab.DefaultPrefix, "the testbed's namespace prefix")
@@ -327,36 +295,20 @@ func NewCmdRunMoE(runF func(*lab.MoEOptions) error) *cobra.Command {
 			if runF != nil {
 				return runF(o)
 			}
-			if err := needRoot("testbed run"); err != nil {
-				return err
-			}
-			st, err := lab.LoadState(prefix)
-			if err != nil {
-				return err
-			}
-			f, err := st.Attach()
-			if err != nil {
-				return err
-			}
-			defer f.Close()
-			o.Log = func(format string, args ...any) { fmt.Fprintf(os.Stderr, format+"\n", args...) }
-			r, err := lab.MoEOn(cmd.Context(), f, *o)
-			if err != nil {
-				return err
-			}
-			if asJSON {
-				enc := json.NewEncoder(os.Stdout)
-				enc.SetIndent("", "  ")
-				if err := enc.Encode(r); err != nil {
+			return onTestbed(prefix, func(f *lab.Fabric) error {
+				o.Log = func(format string, args ...any) { fmt.Fprintf(os.Stderr, format+"\n", args...) }
+				r, err := lab.MoEOn(cmd.Context(), f, *o)
+				if err != nil {
 					return err
 				}
-			} else {
-				io.WriteString(os.Stdout, r.Table())
-			}
-			if !r.DeliveredOK {
-				return fmt.Errorf("moe: not every token reached its experts")
-			}
-			return nil
+				if err := printResult(os.Stdout, asJSON, r, r.Table()); err != nil {
+					return err
+				}
+				if !r.DeliveredOK {
+					return fmt.Errorf("moe: not every token reached its experts")
+				}
+				return nil
+			})
 		},
 	}
 	cmd.Flags().StringVar(&prefix, "prefix", lab.DefaultPrefix, "the testbed's namespace prefix")
@@ -366,4 +318,32 @@ func NewCmdRunMoE(runF func(*lab.MoEOptions) error) *cobra.Command {
 	cmd.Flags().DurationVar(&o.Timeout, "timeout", time.Minute, "give up after this long")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
 	return cmd
+}
+
+// onTestbed runs fn on the testbed that is up under prefix.
+func onTestbed(prefix string, fn func(f *lab.Fabric) error) error {
+	if err := needRoot("testbed run"); err != nil {
+		return err
+	}
+	st, err := lab.LoadState(prefix)
+	if err != nil {
+		return err
+	}
+	f, err := st.Attach()
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	return fn(f)
+}
+
+// printResult writes a scenario's result as indented JSON or as its table.
+func printResult(out io.Writer, asJSON bool, v any, table string) error {
+	if asJSON {
+		enc := json.NewEncoder(out)
+		enc.SetIndent("", "  ")
+		return enc.Encode(v)
+	}
+	_, err := io.WriteString(out, table)
+	return err
 }
