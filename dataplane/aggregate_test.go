@@ -13,7 +13,7 @@ func newAggFabric(t *testing.T, aggregate bool) *testFabric {
 	return newTestFabric(t, 5, func(c *Config) {
 		c.Routes = append(c.Routes, RouteEntry{Receivers: "0", Port: "p0"})
 		c.SwitchID = &id
-		c.Feedback = FeedbackConfig{Aggregate: &aggregate, AckTimeout: 5 * time.Millisecond, NackWindow: time.Second, CNPInterval: time.Second}
+		c.Feedback = FeedbackConfig{Aggregate: &aggregate, AckTimeout: 100 * time.Millisecond, NackWindow: time.Second, CNPInterval: time.Second}
 	})
 }
 
@@ -89,7 +89,7 @@ func TestAggregatedACK(t *testing.T) {
 	if up := upstreamFrames(t, f); len(up) != 0 {
 		t.Fatal("ACK up before the timeout")
 	}
-	time.Sleep(8 * time.Millisecond)
+	time.Sleep(120 * time.Millisecond)
 	f.send(t, 1, fb(t, headers.TypeACK, 13, 1, 0))
 	up = upstreamFrames(t, f)
 	if len(up) != 1 || up[0].Sequence() != 13 || up[0].SpeaksFor() != 3 {
@@ -206,7 +206,7 @@ func TestLostAggregateIsRepeated(t *testing.T) {
 	f := newTestFabric(t, 3, func(c *Config) {
 		c.Routes = append(c.Routes, RouteEntry{Receivers: "0", Port: "p0"})
 		c.SwitchID = &id
-		c.Feedback = FeedbackConfig{NackWindow: 5 * time.Millisecond}
+		c.Feedback = FeedbackConfig{NackWindow: 100 * time.Millisecond}
 	})
 	f.send(t, 0, data(t, 0, 0, 1, 2))
 	drain(f)
@@ -219,7 +219,7 @@ func TestLostAggregateIsRepeated(t *testing.T) {
 	if up := upstreamFrames(t, f); len(up) != 0 {
 		t.Fatal("aggregate repeated within the interval")
 	}
-	time.Sleep(8 * time.Millisecond)
+	time.Sleep(120 * time.Millisecond)
 	f.send(t, 2, fb(t, headers.TypeACK, 1, 2, 0))
 	if up := upstreamFrames(t, f); len(up) != 1 || up[0].Sequence() != 1 || up[0].SpeaksFor() != 2 {
 		t.Fatalf("repeat after the interval: %d", len(up))
