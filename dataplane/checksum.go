@@ -39,3 +39,11 @@ func fold(acc uint64) uint16 {
 func ipv4HeaderChecksum(h []byte) uint16 { return ^fold(sum16(h, 0)) }
 
 func trailingZeros(x uint64) int { return bits.TrailingZeros64(x) }
+
+// ChecksumAdd and ChecksumFold expose sum16 and fold to other packages that
+// build frames themselves (the endpoint's in-memory transport), so there is
+// one Internet-checksum implementation.
+func ChecksumAdd(b []byte, acc uint64) uint64 { return sum16(b, acc) }
+
+// ChecksumFold reduces a ChecksumAdd sum to 16 bits.
+func ChecksumFold(acc uint64) uint16 { return fold(acc) }

@@ -44,12 +44,8 @@ the link) and lost_unaffected (by all others; must be 0).`,
 			if o.Rate <= 0 || o.Duration <= 0 || o.FailAt < 0 || o.FailAt >= o.Duration {
 				return fmt.Errorf("want --rate > 0, --duration > 0 and --fail-at inside the stream")
 			}
-			if o.Binary == "" {
-				exe, err := os.Executable()
-				if err != nil {
-					return err
-				}
-				o.Binary = exe
+			if err := defaultBinary(&o.Binary); err != nil {
+				return err
 			}
 			if runF != nil {
 				return runF(o)
@@ -69,8 +65,8 @@ the link) and lost_unaffected (by all others; must be 0).`,
 }
 
 func benchFailoverRun(ctx context.Context, o *BenchFailoverOptions) error {
-	if os.Geteuid() != 0 {
-		return fmt.Errorf("bench failover builds network namespaces: run it as root")
+	if err := needRoot("bench failover"); err != nil {
+		return err
 	}
 	logf := func(format string, args ...any) { fmt.Fprintf(o.Log, format+"\n", args...) }
 	r, err := lab.Failover(ctx, lab.FailoverOptions{

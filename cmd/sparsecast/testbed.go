@@ -127,14 +127,7 @@ func (o *SingleSwitchOptions) check() error {
 	if err := lab.CheckPrefix(o.Prefix); err != nil {
 		return fmt.Errorf("--prefix: %w", err)
 	}
-	if o.Binary == "" {
-		exe, err := os.Executable()
-		if err != nil {
-			return fmt.Errorf("cannot find this binary to run in the lab (give --binary): %w", err)
-		}
-		o.Binary = exe
-	}
-	return nil
+	return defaultBinary(&o.Binary)
 }
 
 func runSingleSwitch(ctx context.Context, o *SingleSwitchOptions) error {

@@ -55,12 +55,8 @@ it and "testbed down" removes it.`,
 			if err := lab.CheckPrefix(o.Prefix); err != nil {
 				return fmt.Errorf("--prefix: %w", err)
 			}
-			if o.Binary == "" {
-				exe, err := os.Executable()
-				if err != nil {
-					return err
-				}
-				o.Binary = exe
+			if err := defaultBinary(&o.Binary); err != nil {
+				return err
 			}
 			if runF != nil {
 				return runF(o)
@@ -346,4 +342,18 @@ func printResult(out io.Writer, asJSON bool, v any, table string) error {
 	}
 	_, err := io.WriteString(out, table)
 	return err
+}
+
+// defaultBinary makes an empty --binary this executable: the lab runs the
+// same sparsecast that was asked to build it.
+func defaultBinary(bin *string) error {
+	if *bin != "" {
+		return nil
+	}
+	exe, err := os.Executable()
+	if err != nil {
+		return fmt.Errorf("cannot find this binary to run in the lab (give --binary): %w", err)
+	}
+	*bin = exe
+	return nil
 }

@@ -439,7 +439,7 @@ func NewMemTransport(port *dataplane.MemPort, cfg MemConfig) (*MemTransport, err
 	}
 	if t.v6 {
 		t.udpOff = 14 + 40
-		t.pseudo = csum(t.tmpl[14+8:14+40], 0)
+		t.pseudo = dataplane.ChecksumAdd(t.tmpl[14+8:14+40], 0)
 	} else {
 		t.udpOff = 14 + 20
 	}
@@ -483,7 +483,7 @@ func (t *MemTransport) Send(b []byte) error {
 	u[6], u[7] = 0, 0
 	if t.v6 {
 		binary.BigEndian.PutUint16(fr[t.ipOff+4:], uint16(ulen))
-		c := ^fold(csum(u[:ulen], t.pseudo+17+uint64(ulen)))
+		c := ^dataplane.ChecksumFold(dataplane.ChecksumAdd(u[:ulen], t.pseudo+17+uint64(ulen)))
 		if c == 0 {
 			c = 0xFFFF
 		}
@@ -492,7 +492,7 @@ func (t *MemTransport) Send(b []byte) error {
 		ip := fr[t.ipOff : t.ipOff+20]
 		binary.BigEndian.PutUint16(ip[2:], uint16(20+ulen))
 		ip[10], ip[11] = 0, 0
-		binary.BigEndian.PutUint16(ip[10:], ^fold(csum(ip, 0)))
+		binary.BigEndian.PutUint16(ip[10:], ^dataplane.ChecksumFold(dataplane.ChecksumAdd(ip, 0)))
 		// UDP checksum 0 over IPv4: allowed (docs/smh.md section 1).
 	}
 	pk.SetFrame(n)
@@ -612,22 +612,3 @@ func (t *MemTransport) Stats() TransportStats { return t.st }
 
 // Close closes the port.
 func (t *MemTransport) Close() error { return t.port.Close() }
-
-// csum adds b as big-endian 16-bit words to acc (RFC 1071).
-func csum(b []byte, acc uint64) uint64 {
-	for len(b) >= 2 {
-		acc += uint64(binary.BigEndian.Uint16(b))
-		b = b[2:]
-	}
-	if len(b) == 1 {
-		acc += uint64(b[0]) << 8
-	}
-	return acc
-}
-
-func fold(acc uint64) uint16 {
-	for acc>>16 != 0 {
-		acc = acc&0xFFFF + acc>>16
-	}
-	return uint16(acc)
-}
