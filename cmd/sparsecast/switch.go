@@ -202,8 +202,14 @@ func reloadOnHUP(ctx context.Context, o *SwitchRunOptions, sw *dataplane.Switch)
 		if err == nil {
 			var t *dataplane.Tables
 			if t, err = dataplane.TablesFromConfig(cfg); err == nil {
-				t.Generation = sw.Tables().Generation + 1
-				sw.Publish(t)
+				// Through the writer mutex, like the ring applier and fast
+				// reroute, and resolved against the links that are down.
+				_ = sw.UpdateTables(func(old *dataplane.Tables) (*dataplane.Tables, error) {
+					t.Generation = old.Generation + 1
+					down := sw.DownPorts()
+					t.Routes.Resolve(&down)
+					return t, nil
+				})
 				fmt.Fprintf(o.Log, "reloaded: generation %d, %d routes, %d groups\n", t.Generation, t.Routes.Len(), len(t.Groups))
 				continue
 			}
