@@ -57,11 +57,17 @@ type recvState struct {
 const maxUpstreams = 8
 
 type upstream struct {
-	port   uint8
-	used   bool
-	ack    uint32 // the aggregate last sent
-	at     int64  // when (0: never)
-	speaks int    // how many receivers it spoke for
+	port uint8
+	used bool
+	// highest is the highest sequence number that came in on this port for
+	// the receivers behind it. A receiver that acknowledged everything it
+	// was sent through this port is complete up to highest+1, and no
+	// further: DATA on another upstream port may be ahead, and what is
+	// still in flight on this one is not here yet.
+	highest uint32
+	ack     uint32 // the aggregate last sent
+	at      int64  // when (0: never)
+	speaks  int    // how many receivers it spoke for
 }
 
 // upstreamFor returns the aggregate state for an upstream port.
@@ -75,7 +81,7 @@ func (s *streamState) upstreamFor(port uint8) *upstream {
 	for i := range s.ups {
 		u := &s.ups[i]
 		if !u.used {
-			*u = upstream{port: port, used: true, ack: s.first}
+			*u = upstream{port: port, used: true, ack: s.first, highest: s.first}
 			return u
 		}
 	}
@@ -100,7 +106,6 @@ type streamState struct {
 	used    bool
 	lastUse int64
 	ports   PortSet
-	highest uint32
 	started bool
 	first   uint32 // the first sequence number seen here
 	// ups is the aggregate state per upstream port: receivers whose DATA
@@ -276,11 +281,9 @@ func (a *aggregator) recordData(frame []byte, m *parsed, f *headers.Fields, ids 
 	s.lastUse = a.now
 	if !s.started {
 		// Nothing below the first packet seen here is ours to acknowledge.
-		s.started, s.first, s.highest = true, f.Sequence, f.Sequence
+		s.started, s.first = true, f.Sequence
 	}
-	if seqLess(s.highest, f.Sequence) {
-		s.highest = f.Sequence
-	}
+	var u *upstream // the upstream state of the last receiver's r.up
 	for i, id := range ids {
 		r := s.receiver(id, true)
 		if r == nil {
@@ -293,7 +296,12 @@ func (a *aggregator) recordData(frame []byte, m *parsed, f *headers.Fields, ids 
 			// port is a U-turn (a neighbour rerouted around a failure):
 			// the receiver's feedback still goes back the original way.
 			r.up = in
-			s.upstreamFor(in)
+		}
+		if u == nil || u.port != r.up {
+			u = s.upstreamFor(r.up)
+		}
+		if seqLess(u.highest, f.Sequence) {
+			u.highest = f.Sequence
 		}
 		if !r.seen {
 			r.seen, r.first, r.last, r.lastReport = true, f.Sequence, f.Sequence, a.now
@@ -427,7 +435,7 @@ func (r *recvState) raise(x uint32, now int64) {
 // the exceptions is every receiver the stream reached through that port.
 func (a *aggregator) aggregate(s *streamState, u *upstream) ackOut {
 	out := ackOut{stream: s, port: u.port}
-	done := s.highest + 1
+	done := u.highest + 1
 	first := true
 	var x uint32
 	for i := range s.recv {
@@ -497,7 +505,7 @@ func (r *recvState) effective(done uint32) uint32 {
 // exceptions appends the receivers behind upstream port up that an
 // aggregate at x leaves out.
 func (s *streamState) exceptions(x uint32, up uint8, dst []uint16) []uint16 {
-	done := s.highest + 1
+	done := s.upstreamFor(up).highest + 1
 	for i := range s.recv {
 		if s.recv[i].up == up && seqLess(s.recv[i].effective(done), x) {
 			dst = append(dst, s.recv[i].id)

@@ -225,3 +225,37 @@ func TestLostAggregateIsRepeated(t *testing.T) {
 		t.Fatalf("repeat after the interval: %d", len(up))
 	}
 }
+
+// A stream's DATA reaches a leaf over two spines, one behind the other. A
+// receiver behind the slow spine that has everything that came its way is
+// complete only up to what that spine delivered, not up to the stream's
+// highest sequence number seen on the fast one (the aggregate used to claim
+// the latter and the source freed packets still in flight to it).
+func TestAggregatePerUpstreamHighest(t *testing.T) {
+	f := newAggFabric(t, true)
+	for seq := uint32(0); seq < 10; seq++ {
+		f.send(t, 0, data(t, seq, 0, 1)) // receiver 1's DATA via p0: 0-9
+	}
+	for seq := uint32(0); seq < 5; seq++ {
+		f.send(t, 3, data(t, seq, 0, 2)) // receiver 2's DATA via p3: 0-4 so far
+	}
+	drain(f)
+	f.send(t, 2, fb(t, headers.TypeACK, 5, 2, 0))
+	var acks []headers.SMH
+	for _, fr := range f.recv(3) {
+		if h, _ := checkFrame(t, fr); h.Type() == headers.TypeACK {
+			acks = append(acks, h)
+		}
+	}
+	if len(acks) != 1 {
+		t.Fatalf("%d ACKs towards p3, want 1", len(acks))
+	}
+	if got := acks[0].Sequence(); got != 5 {
+		t.Fatalf("aggregate towards the slow spine says %d, want 5 (receiver 2 was sent 0-4 only)", got)
+	}
+	f.send(t, 1, fb(t, headers.TypeACK, 10, 1, 0))
+	up := upstreamFrames(t, f)
+	if len(up) != 1 || up[0].Sequence() != 10 || up[0].SpeaksFor() != 1 {
+		t.Fatalf("towards p0: %d ACKs, want one for 10 speaking for 1", len(up))
+	}
+}
