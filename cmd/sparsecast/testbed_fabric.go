@@ -216,6 +216,7 @@ type RunCheckpointOptions struct {
 	To       []string
 	Size     int
 	Timeout  time.Duration
+	Plot     string
 	JSON     bool
 }
 
@@ -223,7 +224,7 @@ type RunCheckpointOptions struct {
 func NewCmdRunCheckpoint(runF func(*RunCheckpointOptions) error) *cobra.Command {
 	o := &RunCheckpointOptions{Out: os.Stdout, Log: os.Stderr}
 	cmd := &cobra.Command{
-		Use:   "checkpoint [--to HOST,HOST,HOST] [--size BYTES] [--json]",
+		Use:   "checkpoint [--to HOST,HOST,HOST] [--size BYTES] [--plot out.png] [--json]",
 		Short: "Copy a file reliably from one host to three storage hosts on the running testbed",
 		Long: `Writes a file of --size random bytes, sends it with "sparsecast send FILE"
 (reliable sparse multicast: NACK repair, ACKs aggregated in the switches)
@@ -256,6 +257,12 @@ of the topology and the storage hosts the first host of each other leaf.`,
 				if err != nil {
 					return err
 				}
+				if o.Plot != "" {
+					title := fmt.Sprintf("checkpoint: %d bytes from %s", r.Size, sender)
+					if err := plotProgress(o.Log, o.Plot, title, r.Progress, r.FailAt, "link "+r.FailedLink+" down"); err != nil {
+						return err
+					}
+				}
 				if err := printResult(o.Out, o.JSON, r, r.Table()); err != nil {
 					return err
 				}
@@ -271,6 +278,7 @@ of the topology and the storage hosts the first host of each other leaf.`,
 	cmd.Flags().StringSliceVar(&o.To, "to", nil, "storage hosts (default: the first host of three other leaves)")
 	cmd.Flags().IntVar(&o.Size, "size", 4<<20, "file size in bytes")
 	cmd.Flags().DurationVar(&o.Timeout, "timeout", time.Minute, "give up after this long")
+	cmd.Flags().StringVar(&o.Plot, "plot", "", "draw per-receiver throughput over time to this PNG")
 	cmd.Flags().BoolVar(&o.JSON, "json", false, "print JSON")
 	return cmd
 }
@@ -278,10 +286,10 @@ of the topology and the storage hosts the first host of each other leaf.`,
 // NewCmdRunMoE builds `testbed run moe`.
 func NewCmdRunMoE(runF func(*lab.MoEOptions) error) *cobra.Command {
 	o := &lab.MoEOptions{}
-	var prefix string
+	var prefix, plotPath string
 	var asJSON bool
 	cmd := &cobra.Command{
-		Use:   "moe [--tokens N] [--topk K] [--json]",
+		Use:   "moe [--tokens N] [--topk K] [--plot out.png] [--json]",
 		Short: "MoE dispatch on the running testbed: one dispatcher per leaf, tokens to fresh top-k sets of experts",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -296,6 +304,12 @@ func NewCmdRunMoE(runF func(*lab.MoEOptions) error) *cobra.Command {
 				r, err := lab.MoEOn(cmd.Context(), f, *o)
 				if err != nil {
 					return err
+				}
+				if plotPath != "" {
+					title := fmt.Sprintf("MoE dispatch, top-%d of %d experts", r.TopK, len(r.Experts))
+					if err := plotProgress(os.Stderr, plotPath, title, r.Progress, 0, ""); err != nil {
+						return err
+					}
 				}
 				if err := printResult(os.Stdout, asJSON, r, r.Table()); err != nil {
 					return err
@@ -312,8 +326,19 @@ func NewCmdRunMoE(runF func(*lab.MoEOptions) error) *cobra.Command {
 	cmd.Flags().IntVar(&o.TopK, "topk", 2, "experts per token")
 	cmd.Flags().IntVar(&o.TokenSize, "token-size", 256, "bytes per token")
 	cmd.Flags().DurationVar(&o.Timeout, "timeout", time.Minute, "give up after this long")
+	cmd.Flags().StringVar(&plotPath, "plot", "", "draw per-expert throughput over time to this PNG")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
 	return cmd
+}
+
+// plotProgress draws a scenario's per-receiver throughput to path and says
+// so on log; failAt 0 draws no failure mark.
+func plotProgress(log io.Writer, path, title string, rs []lab.ReceiverProgress, failAt time.Duration, failLabel string) error {
+	if err := lab.PlotProgress(path, title, rs, failAt, failLabel); err != nil {
+		return err
+	}
+	fmt.Fprintf(log, "plot written to %s\n", path)
+	return nil
 }
 
 // onTestbed runs fn on the testbed that is up under prefix.

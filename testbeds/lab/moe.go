@@ -38,6 +38,9 @@ type MoEResult struct {
 	Dispatchers []MoEDispatcher `json:"dispatchers"`
 	ExpertsRx   []MoEExpert     `json:"experts_received"`
 	ElapsedS    float64         `json:"elapsed_s"`
+	// Progress is every expert's bytes over time, from the dispatchers'
+	// start until the last of them is done (for PlotProgress).
+	Progress []ReceiverProgress `json:"-"`
 }
 
 // MoEDispatcher is one dispatcher's line.
@@ -140,6 +143,13 @@ func MoEOn(ctx context.Context, f *Fabric, o MoEOptions) (*MoEResult, error) {
 		rx = append(rx, proc{e, out, p})
 	}
 	logf("== %d dispatchers send %d tokens each to top-%d of experts %s", len(dispatchers), o.Tokens, o.TopK, ReceiverIDs(experts))
+	// Sample every expert's interface from the dispatchers' start on.
+	targets := make([]progressTarget, len(rx))
+	for i, r := range rx {
+		targets[i] = progressTarget{host: r.h.Name, id: r.h.ID, pid: r.p.PID(), dev: "eth0"}
+	}
+	rec := startProgress(targets, progressInterval)
+	defer rec.Stop()
 	for i, d := range dispatchers {
 		out := &bytes.Buffer{}
 		errLog, err := os.Create(filepath.Join(f.Dir, fmt.Sprintf("moe-dispatcher-%d.log", d.ID)))
@@ -175,6 +185,7 @@ func MoEOn(ctx context.Context, f *Fabric, o MoEOptions) (*MoEResult, error) {
 		}
 		res.Dispatchers = append(res.Dispatchers, d)
 	}
+	res.Progress = rec.Stop()
 	for _, r := range rx {
 		e := MoEExpert{Host: r.h.Name, ID: r.h.ID}
 		_ = r.p.Wait(wctx)

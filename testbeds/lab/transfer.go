@@ -96,6 +96,11 @@ type TransferResult struct {
 	Sender   json.RawMessage `json:"sender"`
 	ElapsedS float64         `json:"elapsed_s"`
 	Dir      string          `json:"dir"`
+	// Progress is every receiver's bytes over time, from the sender's
+	// start to its end (for PlotProgress); FailAt is when FailLink went
+	// down on that clock (0: no failure).
+	Progress []ReceiverProgress `json:"-"`
+	FailAt   time.Duration      `json:"-"`
 }
 
 // Table renders a result for people.
@@ -304,6 +309,13 @@ func TransferOn(ctx context.Context, f *Fabric, o TransferOptions) (res *Transfe
 		args = append(args, "--max-rate", strconv.FormatFloat(o.MaxRate, 'f', -1, 64))
 	}
 	args = append(args, src)
+	// Sample every receiver's interface from the sender's start on.
+	targets := make([]progressTarget, len(recvs))
+	for i, rp := range recvs {
+		targets[i] = progressTarget{host: rp.host.Name, id: rp.host.ID, pid: rp.proc.PID(), dev: "eth0"}
+	}
+	rec := startProgress(targets, progressInterval)
+	defer rec.Stop()
 	sp, err := f.Lab.Start(f.Hosts[o.Sender].NS, "send", sendOut, sendLog, append([]string{o.Binary}, args...)...)
 	if err != nil {
 		return nil, err
@@ -321,6 +333,7 @@ func TransferOn(ctx context.Context, f *Fabric, o TransferOptions) (res *Transfe
 			return nil, ctx.Err()
 		}
 		logf("== taking %s down", o.FailLink)
+		res.FailAt = rec.Elapsed()
 		if err := SetLinkDown(f.SwitchNS[sw], port, true, nil); err != nil {
 			return nil, err
 		}
@@ -328,6 +341,7 @@ func TransferOn(ctx context.Context, f *Fabric, o TransferOptions) (res *Transfe
 	tctx, cancel := context.WithTimeout(ctx, o.Timeout+40*time.Second)
 	defer cancel()
 	sendErr := sp.Wait(tctx)
+	res.Progress = rec.Stop()
 	res.Sender = json.RawMessage(bytes.TrimSpace(sendOut.Bytes()))
 	if !json.Valid(res.Sender) {
 		res.Sender = nil

@@ -5,6 +5,7 @@ package lab
 import (
 	"context"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -36,6 +37,22 @@ func runTransfer(t *testing.T, o TransferOptions) {
 	}
 	if len(res.Sender) == 0 || !strings.Contains(string(res.Sender), `"complete": true`) {
 		t.Errorf("sender summary %s", res.Sender)
+	}
+	// Every receiver's interface was sampled while the file went out (the
+	// last sample after the sender's end: all of it), and it plots.
+	if len(res.Progress) != len(res.Receivers) {
+		t.Fatalf("progress of %d receivers, want %d", len(res.Progress), len(res.Receivers))
+	}
+	for _, p := range res.Progress {
+		if n := len(p.Samples); n < 2 {
+			t.Errorf("receiver %s: %d progress samples", p.Host, n)
+		} else if last := p.Samples[n-1]; last.Bytes < uint64(res.Size) {
+			t.Errorf("receiver %s: last sample %+v: want at least %d bytes", p.Host, last, res.Size)
+		}
+	}
+	plot := filepath.Join(res.Dir, "progress.png")
+	if err := PlotProgress(plot, "transfer", res.Progress, res.FailAt, "link "+res.FailedLink+" down"); err != nil {
+		t.Errorf("plot: %v", err)
 	}
 }
 

@@ -4,11 +4,14 @@ package wireshark
 // list, blocks and feedback; gopacket with headers.SMHLayer for the group
 // encoding and for malformed headers, which BuildFrame refuses to write),
 // runs tshark with smh.lua over it, and checks that every field tshark
-// prints equals what was encoded. It is a generated pcap, not a lab capture.
+// prints equals what was encoded. TestDissectorLabCapture does the same for
+// testdata/lab-capture.pcap, traffic captured in a lab by TestLabCapture
+// (lab_test.go, build tag lab), against what the lab's sender sent.
 
 import (
 	"bytes"
 	"encoding/binary"
+	"fmt"
 	"net"
 	"os"
 	"os/exec"
@@ -21,6 +24,7 @@ import (
 	"github.com/google/gopacket/layers"
 
 	"github.com/sparsecast/sparsecast/dataplane"
+	"github.com/sparsecast/sparsecast/dataplane/endpoint"
 	"github.com/sparsecast/sparsecast/headers"
 )
 
@@ -233,4 +237,152 @@ func TestDissector(t *testing.T) {
 			t.Errorf("tshark -V lacks %q:\n%s", s, v)
 		}
 	}
+}
+
+// The lab capture: what TestLabCapture sends and where it captures. A
+// single-leaf fabric (lab.StartFabric) with a sender tx (host 0) and
+// receivers r1-r3 (IDs 1-3); tx sends capCount DATA packets, each to a
+// seeded random subset of 1-3 (`sparsecast send --subsets-of`), and dumpcap
+// records tx's eth0 (the full sets, to the switch's port) and r1's eth0
+// (what the switch sent r1: the set cut down to 1). Addresses follow
+// StartFabric's plan: host i is 10.78.i.2, its gateway 10.78.i.1.
+const (
+	capSeed    = 5
+	capSource  = 42
+	capSession = 3
+	capCount   = 30
+	capSize    = 64 // payload bytes after SMH
+	capTxIP    = "10.78.0.2"
+	capTxGW    = "10.78.0.1"
+	capR1IP    = "10.78.1.2"
+	capR1ID    = 1
+)
+
+var capSchedule = endpoint.Schedule{Seed: capSeed, Receivers: []uint16{1, 2, 3}}
+
+// capFields are the columns checkLabCapture asks tshark for.
+var capFields = []string{"frame.protocols", "ip.src", "ip.dst", "smh.version", "smh.type", "smh.flags",
+	"smh.hop", "smh.enc", "smh.setcount", "smh.src", "smh.sess", "smh.seq", "smh.receivers",
+	"smh.payload_len", "smh.error"}
+
+// tsharkColumns runs tshark with smh.lua over pcap and returns one row per
+// frame, a column per field. It fails the test on any Lua error.
+func tsharkColumns(t *testing.T, tshark, lua, pcap string, fields []string) [][]string {
+	t.Helper()
+	args := []string{"-X", "lua_script:" + lua, "-r", pcap, "-T", "fields",
+		"-E", "separator=|", "-E", "occurrence=a", "-E", "aggregator=,"}
+	for _, f := range fields {
+		args = append(args, "-e", f)
+	}
+	cmd := exec.Command(tshark, args...)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("tshark: %v\n%s", err, stderr.String())
+	}
+	if strings.Contains(stderr.String(), "Lua:") || strings.Contains(stderr.String(), "lua_script") {
+		t.Fatalf("tshark reported a Lua problem:\n%s", stderr.String())
+	}
+	var rows [][]string
+	for _, line := range strings.Split(strings.TrimRight(string(out), "\n"), "\n") {
+		if line == "" {
+			continue
+		}
+		cols := strings.Split(line, "|")
+		if len(cols) != len(fields) {
+			t.Fatalf("%d columns, want %d: %q", len(cols), len(fields), line)
+		}
+		rows = append(rows, cols)
+	}
+	return rows
+}
+
+// checkLabCapture decodes a lab capture with smh.lua and checks every SMH
+// field against what the sender sent: on tx's side every sequence number
+// 0..capCount-1 once, in order, each with the schedule's receiver set; on
+// r1's side exactly the sequence numbers whose set holds receiver 1, the
+// set cut down to "1" and the hop limit one lower than as sent.
+func checkLabCapture(t *testing.T, tshark, lua, pcap string) {
+	t.Helper()
+	rows := tsharkColumns(t, tshark, lua, pcap, capFields)
+	col := map[string]int{}
+	for i, f := range capFields {
+		col[f] = i
+	}
+	want := capSchedule.Expected(capR1ID, 0, capCount)
+	sentHop := map[uint32]int{}
+	var sentSeqs, gotSeqs []uint32
+	for i, r := range rows {
+		get := func(f string) string { return r[col[f]] }
+		where := fmt.Sprintf("frame %d (%s > %s, seq %s)", i+1, get("ip.src"), get("ip.dst"), get("smh.seq"))
+		if !strings.HasSuffix(get("frame.protocols"), ":udp:smh") && !strings.Contains(get("frame.protocols"), ":udp:smh:") {
+			t.Errorf("%s: protocols %q: not dissected as SMH", where, get("frame.protocols"))
+			continue
+		}
+		for f, v := range map[string]string{
+			"ip.src": capTxIP, "smh.version": "1", "smh.type": "0", "smh.flags": "0x00", "smh.enc": "0",
+			"smh.src": strconv.Itoa(capSource), "smh.sess": strconv.Itoa(capSession),
+			"smh.payload_len": strconv.Itoa(capSize), "smh.error": "",
+		} {
+			if get(f) != v {
+				t.Errorf("%s: %s = %q, want %q", where, f, get(f), v)
+			}
+		}
+		seq64, err := strconv.ParseUint(get("smh.seq"), 10, 32)
+		if err != nil {
+			t.Errorf("%s: smh.seq: %v", where, err)
+			continue
+		}
+		seq := uint32(seq64)
+		hop, _ := strconv.Atoi(get("smh.hop"))
+		switch get("ip.dst") {
+		case capTxGW: // as sent, to the switch
+			set := capSchedule.Set(seq)
+			if s := headers.FormatIDSet(set); get("smh.receivers") != s || get("smh.setcount") != strconv.Itoa(len(set)) {
+				t.Errorf("%s: receivers %q (count %s), sent %q", where, get("smh.receivers"), get("smh.setcount"), s)
+			}
+			sentHop[seq] = hop
+			sentSeqs = append(sentSeqs, seq)
+		case capR1IP: // as the switch forwarded it to r1
+			if get("smh.receivers") != strconv.Itoa(capR1ID) || get("smh.setcount") != "1" {
+				t.Errorf("%s: receivers %q (count %s), want %d alone", where, get("smh.receivers"), get("smh.setcount"), capR1ID)
+			}
+			if sh, ok := sentHop[seq]; ok && hop != sh-1 {
+				t.Errorf("%s: hop limit %d, sent with %d", where, hop, sh)
+			}
+			gotSeqs = append(gotSeqs, seq)
+		default:
+			t.Errorf("%s: a frame to neither the switch nor r1", where)
+		}
+	}
+	if len(sentSeqs) != capCount {
+		t.Errorf("%d frames from tx, want %d: %v", len(sentSeqs), capCount, sentSeqs)
+	}
+	for i, q := range sentSeqs {
+		if q != uint32(i) {
+			t.Errorf("tx's frame %d has seq %d, want %d", i+1, q, i)
+			break
+		}
+	}
+	got := &endpoint.SeqSet{}
+	for _, q := range gotSeqs {
+		got.Add(q)
+	}
+	if uint64(len(gotSeqs)) != want.Len() || want.Minus(got).Len() != 0 || got.Minus(want).Len() != 0 {
+		t.Errorf("r1 got seqs %v (%d frames), the schedule sent it %v", got, len(gotSeqs), want)
+	}
+	t.Logf("%s: %d frames from tx, %d to r1 (seqs %v)", filepath.Base(pcap), len(sentSeqs), len(gotSeqs), got)
+}
+
+func TestDissectorLabCapture(t *testing.T) {
+	tshark, err := exec.LookPath("tshark")
+	if err != nil {
+		t.Skip("tshark is not installed (apt-get install tshark, or testbeds/setup-debian.sh)")
+	}
+	lua, err := filepath.Abs("smh.lua")
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkLabCapture(t, tshark, lua, filepath.Join("testdata", "lab-capture.pcap"))
 }
