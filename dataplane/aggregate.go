@@ -2,8 +2,9 @@
 // (per DATA packet, the receivers and their egress ports) and the feedback
 // (ACK, NACK, CNP) coming back up from those ports. Out: one message per
 // event towards the source: an ACK when the lowest acknowledged sequence over
-// every receiver below rises (with an exception list for receivers that stop
-// reporting), the first NACK of a range (later overlapping ones are
+// every receiver below rises, naming the receivers it speaks for (those that
+// stop reporting are left out: its exceptions), the first NACK of a range
+// (later overlapping ones are
 // suppressed, and their reporters added to the repair when it comes down),
 // the most severe CNP per interval, and CNPs of the switch's own when a DATA
 // copy meets a deep egress queue. State is per stream (Source ID, Session
@@ -13,6 +14,7 @@ package dataplane
 import (
 	"encoding/binary"
 	"sync/atomic"
+	"time"
 
 	"github.com/sparsecast/sparsecast/headers"
 )
@@ -40,17 +42,32 @@ const (
 )
 
 type recvState struct {
-	id         uint16
-	port       uint8 // where its DATA goes (downstream)
-	up         uint8 // where its DATA came from: its feedback goes back there
-	seen       bool
-	hasAck     bool
-	excepted   bool   // listed as an exception in the last aggregate sent
+	id       uint16
+	port     uint8 // where its DATA goes (downstream)
+	up       uint8 // where its DATA came from: its feedback goes back there
+	seen     bool
+	hasAck   bool
+	excepted bool // left out of the last aggregate sent (an exception)
+	// partial: only repairs reached it through this switch so far (its
+	// path moved here after a failure), so the switch cannot tell what it
+	// was sent: it speaks for it only at its own ACK, never as complete.
+	partial bool
+	// detour is a port its copies went out of and came back in on (a
+	// neighbour's fast reroute turning them around, until control moves
+	// the route): copies to it do not move the receiver's downstream port,
+	// which stays where the returning copies go, the way its feedback comes.
+	detour     uint8
+	hasDetour  bool
+	detourAt   int64
 	first      uint32 // first sequence forwarded to it
 	last       uint32 // highest sequence forwarded to it
 	ack        uint32 // its cumulative ACK
 	lastReport int64  // when it last reported (ns)
 }
+
+// detourHold is how long after the last copy that came back a port stays
+// a receiver's detour (a healed link stops the U-turns).
+const detourHold = int64(100 * time.Millisecond)
 
 // maxUpstreams bounds the upstream ports one stream's DATA arrives on at a
 // switch (in a Clos fabric: the spines or cores it is spread over).
@@ -283,6 +300,7 @@ func (a *aggregator) recordData(frame []byte, m *parsed, f *headers.Fields, ids 
 		// Nothing below the first packet seen here is ours to acknowledge.
 		s.started, s.first = true, f.Sequence
 	}
+	repair := f.Flags&headers.FlagRetransmit != 0
 	var u *upstream // the upstream state of the last receiver's r.up
 	for i, id := range ids {
 		r := s.receiver(id, true)
@@ -291,24 +309,48 @@ func (a *aggregator) recordData(frame []byte, m *parsed, f *headers.Fields, ids 
 		}
 		p := ports[i]
 		s.ports.Add(p)
-		if !r.seen || r.port != in {
-			// A packet coming back in on the receiver's own downstream
-			// port is a U-turn (a neighbour rerouted around a failure):
-			// the receiver's feedback still goes back the original way.
+		if r.seen && (in == r.port || r.hasDetour && in == r.detour) {
+			// A packet coming back in on a port it went out of is a
+			// U-turn (a neighbour rerouted around a failure): the
+			// receiver's feedback still goes back the original way.
+			r.detour, r.hasDetour, r.detourAt = in, true, a.now
+		} else {
 			r.up = in
+		}
+		if r.hasDetour && p == r.detour && a.now-r.detourAt <= detourHold {
+			// This copy will come back: the receiver's path goes on
+			// from where the returning copy is sent.
+		} else {
+			r.port = p
+			if r.hasDetour && p == r.detour {
+				r.hasDetour = false // nothing came back for a while
+			}
 		}
 		if u == nil || u.port != r.up {
 			u = s.upstreamFor(r.up)
 		}
+		if repair {
+			// A repair moves the receiver's path (after a failure the
+			// source may send nothing but repairs until it hears ACKs
+			// along the new one) but says nothing of what it was sent.
+			if !r.seen {
+				r.seen, r.partial, r.first, r.last, r.lastReport = true, true, f.Sequence, f.Sequence, a.now
+			}
+			continue
+		}
 		if seqLess(u.highest, f.Sequence) {
 			u.highest = f.Sequence
 		}
-		if !r.seen {
+		switch {
+		case !r.seen:
 			r.seen, r.first, r.last, r.lastReport = true, f.Sequence, f.Sequence, a.now
-		} else if seqLess(r.last, f.Sequence) {
+		case r.partial:
+			// From its first original DATA on, the switch sees what it is
+			// sent: the ACK that covers this packet may count it complete.
+			r.partial, r.last = false, f.Sequence
+		case seqLess(r.last, f.Sequence):
 			r.last = f.Sequence
 		}
-		r.port = p
 	}
 	if n := m.smh; n <= len(s.template) {
 		s.templateLen = copy(s.template[:], frame[:n])
@@ -345,11 +387,10 @@ const (
 
 // ackOut describes an aggregated ACK to send upstream.
 type ackOut struct {
-	send      bool
-	port      uint8 // the upstream port it goes out of
-	seq       uint32
-	speaksFor uint16
-	stream    *streamState
+	send   bool
+	port   uint8 // the upstream port it goes out of
+	seq    uint32
+	stream *streamState
 }
 
 // onFeedback folds one feedback packet into the stream's state. ids is the
@@ -371,7 +412,10 @@ func (a *aggregator) onFeedback(h headers.SMH, in uint8, ids []uint16, acks *[ma
 	s.lastUse = a.now
 	switch t {
 	case headers.TypeACK:
-		a.onACK(s, h, in, ids)
+		if !a.onACK(s, h, in, ids) {
+			inc(&a.counts[t][FbUnknown], 1)
+			return fbForward, NoPort
+		}
 		for i := range s.ups {
 			if u := &s.ups[i]; u.used {
 				acks[i] = a.aggregate(s, u)
@@ -404,21 +448,30 @@ func (s *streamState) upPortOf(ids []uint16) uint8 {
 	return NoPort
 }
 
-func (a *aggregator) onACK(s *streamState, h headers.SMH, in uint8, exc []uint16) {
+// onACK raises the receivers an ACK speaks for: its reporter (a receiver
+// for itself: Speaks For 1, no set) or the receivers a downstream switch's
+// aggregate names. Only receivers this switch sent DATA to on the port the
+// ACK came in on are raised: a receiver whose path moved is heard on its new
+// one. It returns false for a receiver's own ACK this switch cannot place
+// (it never forwarded to it here), which then goes on upstream as it is.
+func (a *aggregator) onACK(s *streamState, h headers.SMH, in uint8, set []uint16) bool {
 	x := h.Sequence()
-	if r := s.receiver(h.ReporterID(), false); r != nil && r.port == in && h.SpeaksFor() <= 1 && h.SetCount() == 0 {
-		// One receiver reports for itself.
-		r.raise(x, a.now)
-		return
+	if h.SetCount() == 0 {
+		r := s.receiver(h.ReporterID(), false)
+		if r == nil {
+			return false
+		}
+		if r.port == in {
+			r.raise(x, a.now)
+		}
+		return true
 	}
-	// A downstream switch speaks for every receiver it was sent to on this
-	// port, but the ones in its exception list.
-	for i := range s.recv {
-		r := &s.recv[i]
-		if r.port == in && !containsID(exc, r.id) {
+	for _, id := range set {
+		if r := s.receiver(id, false); r != nil && r.port == in {
 			r.raise(x, a.now)
 		}
 	}
+	return true
 }
 
 func (r *recvState) raise(x uint32, now int64) {
@@ -430,9 +483,12 @@ func (r *recvState) raise(x uint32, now int64) {
 
 // aggregate computes the ACK for the receivers whose DATA came in on one
 // upstream port: the lowest effective ACK over them, leaving out receivers
-// silent for AckTimeout. It speaks for every one of them at or above that
-// ACK; the rest (exceptions) go in its exception list, so Speaks For plus
-// the exceptions is every receiver the stream reached through that port.
+// silent for AckTimeout. It speaks for, and names, every one of them at or
+// above that ACK; the rest are its exceptions. (It names whom it speaks for
+// rather than listing the exceptions: an upstream switch's idea of who is
+// behind a port differs from this switch's while paths move or packets are
+// in flight, and "everyone but these" then credits receivers it never
+// heard from.)
 func (a *aggregator) aggregate(s *streamState, u *upstream) ackOut {
 	out := ackOut{stream: s, port: u.port}
 	done := u.highest + 1
@@ -440,7 +496,7 @@ func (a *aggregator) aggregate(s *streamState, u *upstream) ackOut {
 	var x uint32
 	for i := range s.recv {
 		r := &s.recv[i]
-		if r.up != u.port {
+		if r.up != u.port || r.silent() {
 			continue
 		}
 		eff := r.effective(done)
@@ -464,7 +520,7 @@ func (a *aggregator) aggregate(s *streamState, u *upstream) ackOut {
 	}
 	speaks := 0
 	for i := range s.recv {
-		if r := &s.recv[i]; r.up == u.port && !seqLess(r.effective(done), x) {
+		if r := &s.recv[i]; r.up == u.port && !r.silent() && !seqLess(r.effective(done), x) {
 			speaks++
 		}
 	}
@@ -479,12 +535,12 @@ func (a *aggregator) aggregate(s *streamState, u *upstream) ackOut {
 		}
 	}
 	for i := range s.recv {
-		if r := &s.recv[i]; r.up == u.port && seqLess(r.effective(done), x) {
+		if r := &s.recv[i]; r.up == u.port && (r.silent() || seqLess(r.effective(done), x)) {
 			r.excepted = true
 		}
 	}
 	u.ack, u.at, u.speaks = x, a.now, speaks
-	out.send, out.seq, out.speaksFor = true, x, uint16(min(speaks, 0xFFFF))
+	out.send, out.seq = true, x
 	return out
 }
 
@@ -496,22 +552,38 @@ func (r *recvState) effective(done uint32) uint32 {
 	if r.hasAck {
 		eff = r.ack
 	}
-	if seqLess(r.last, eff) {
+	if !r.partial && seqLess(r.last, eff) {
 		eff = done
 	}
 	return eff
 }
 
-// exceptions appends the receivers behind upstream port up that an
-// aggregate at x leaves out.
-func (s *streamState) exceptions(x uint32, up uint8, dst []uint16) []uint16 {
+// silent: a receiver the switch has nothing to say for (only repairs went
+// to it and it has not acknowledged anything here).
+func (r *recvState) silent() bool { return r.partial && !r.hasAck }
+
+// speakers appends, in ID order, the receivers behind upstream port up that
+// an aggregate at x speaks for.
+func (s *streamState) speakers(x uint32, up uint8, dst []uint16) []uint16 {
 	done := s.upstreamFor(up).highest + 1
+	n := len(dst)
 	for i := range s.recv {
-		if s.recv[i].up == up && seqLess(s.recv[i].effective(done), x) {
-			dst = append(dst, s.recv[i].id)
+		if r := &s.recv[i]; r.up == up && !r.silent() && !seqLess(r.effective(done), x) {
+			dst = append(dst, r.id)
 		}
 	}
+	sortIDs(dst[n:])
 	return dst
+}
+
+// sortIDs sorts a short ID list in place (insertion sort: no allocation,
+// and the list is built in nearly sorted order).
+func sortIDs(ids []uint16) {
+	for i := 1; i < len(ids); i++ {
+		for j := i; j > 0 && ids[j] < ids[j-1]; j-- {
+			ids[j], ids[j-1] = ids[j-1], ids[j]
+		}
+	}
 }
 
 func (a *aggregator) onNACK(s *streamState, h headers.SMH, reporters []uint16) feedbackVerdict {

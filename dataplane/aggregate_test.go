@@ -60,8 +60,8 @@ func TestAggregatedACK(t *testing.T) {
 	}
 	h := up[0]
 	if h.Type() != headers.TypeACK || h.Sequence() != 10 || h.SpeaksFor() != 4 || h.ReporterID() != 900 ||
-		h.Flags()&headers.FlagAggregated == 0 || h.SetCount() != 0 {
-		t.Fatalf("aggregate %+v set %d", h.Fields(), h.SetCount())
+		h.Flags()&headers.FlagAggregated == 0 || !slices.Equal(h.AppendReceivers(nil), []uint16{1, 2, 3, 4}) {
+		t.Fatalf("aggregate %+v set %v", h.Fields(), h.AppendReceivers(nil))
 	}
 
 	// Sparse sets: 10 goes to 1 only, 11 to 2 only. Receivers 3 and 4 have
@@ -95,8 +95,8 @@ func TestAggregatedACK(t *testing.T) {
 	if len(up) != 1 || up[0].Sequence() != 13 || up[0].SpeaksFor() != 3 {
 		t.Fatalf("timed-out aggregate: %d ACKs %+v", len(up), up)
 	}
-	if exc := up[0].AppendReceivers(nil); !slices.Equal(exc, []uint16{4}) {
-		t.Fatalf("exception list %v, want [4]", exc)
+	if set := up[0].AppendReceivers(nil); !slices.Equal(set, []uint16{1, 2, 3}) {
+		t.Fatalf("timed-out aggregate speaks for %v, want [1 2 3]: 4 is its exception", set)
 	}
 	if got := f.w.counters.Feedback[headers.TypeACK][FbAbsorbed].Load(); got != 10 {
 		t.Fatalf("absorbed %d ACKs, want 10", got)
@@ -257,5 +257,47 @@ func TestAggregatePerUpstreamHighest(t *testing.T) {
 	up := upstreamFrames(t, f)
 	if len(up) != 1 || up[0].Sequence() != 10 || up[0].SpeaksFor() != 1 {
 		t.Fatalf("towards p0: %d ACKs, want one for 10 speaking for 1", len(up))
+	}
+}
+
+// A neighbour's fast reroute turns a receiver's copies around: they go out
+// of p1 (the primary), come back in on p1 and leave by the backup p2, the way
+// the receiver's feedback now comes back. Aggregates arriving on p2 must
+// count, while originals keep going out of p1 first.
+func TestAggregateAcrossUTurn(t *testing.T) {
+	aggregate, id := true, uint16(900)
+	f := newTestFabric(t, 3, func(c *Config) {
+		c.Routes = []RouteEntry{{Receivers: "0", Port: "p0"}, {Receivers: "7", Port: "p1", Backup: "p2"}}
+		c.SwitchID = &id
+		c.Feedback = FeedbackConfig{Aggregate: &aggregate, AckTimeout: time.Second, NackWindow: time.Second, CNPInterval: time.Second}
+	})
+	spine2ACK := func(x uint32) []byte { return fb(t, headers.TypeACK, x, 0xFE00, 0, 7) }
+	turnAround := func() {
+		out := f.recv(1)
+		f.send(t, 1, out...) // spine1 sends them back
+		if back := f.recv(2); len(back) != len(out) {
+			t.Fatalf("%d copies came back in, %d went out by the backup", len(out), len(back))
+		}
+	}
+	for seq := uint32(0); seq < 5; seq++ {
+		f.send(t, 0, data(t, seq, 0, 7))
+	}
+	turnAround()
+	f.send(t, 2, spine2ACK(5))
+	if up := upstreamFrames(t, f); len(up) != 1 || up[0].Sequence() != 5 || !slices.Equal(up[0].AppendReceivers(nil), []uint16{7}) {
+		t.Fatalf("after the U-turn: %d ACKs upstream, want one for 5 naming 7", len(up))
+	}
+	// New originals still go out of p1 first; feedback keeps coming on p2.
+	for seq := uint32(5); seq < 10; seq++ {
+		f.send(t, 0, data(t, seq, 0, 7))
+	}
+	turnAround()
+	f.send(t, 0, data(t, 10, 0, 7)) // on its way round when the ACK comes
+	f.send(t, 2, spine2ACK(10))
+	if up := upstreamFrames(t, f); len(up) != 1 || up[0].Sequence() != 10 {
+		t.Fatalf("originals during the detour: %d ACKs upstream, want one for 10", len(up))
+	}
+	if n := f.w.counters.Drops[DropFeedbackSpoofed].Load(); n != 0 {
+		t.Fatalf("%d ACKs dropped as spoofed", n)
 	}
 }

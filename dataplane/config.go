@@ -95,7 +95,7 @@ type FeedbackConfig struct {
 	Streams            int `yaml:"streams"`
 	ReceiversPerStream int `yaml:"receivers_per_stream"`
 	// AckTimeout: how long laggards may hold the aggregate ACK back before
-	// it goes up with an exception list (default 20ms).
+	// it goes up without them: they are its exceptions (default 20ms).
 	AckTimeout time.Duration `yaml:"ack_timeout"`
 	// NackWindow: overlapping NACKs within it are suppressed (default 5ms).
 	NackWindow time.Duration `yaml:"nack_window"`

@@ -181,10 +181,9 @@ func (w *Worker) replicate(pk *Packet, m *parsed, t *Tables) {
 		s.sorted[s.start[p]] = s.pairID[i]
 		s.start[p]++
 	}
-	if w.agg != nil && f.Flags&headers.FlagRetransmit == 0 {
-		// Only original DATA shapes the stream's state: a repair may take
-		// another path (widened here or elsewhere), and a switch that only
-		// saw repairs for a receiver must not speak for it.
+	if w.agg != nil {
+		// Repairs move a receiver's path but say nothing of what it was
+		// sent (recordData).
 		w.agg.recordData(pk.Head, m, &f, s.pairID[:n], s.pairPort[:n], in)
 	}
 	f.HopLimit--
@@ -317,12 +316,12 @@ func (w *Worker) forwardFeedback(pk *Packet, m *parsed, t *Tables) {
 				if !a.send {
 					continue
 				}
-				exc := a.stream.exceptions(a.seq, a.port, w.fbIDs[:0])
+				set := a.stream.speakers(a.seq, a.port, w.fbIDs[:0])
 				w.buildFeedback(a.stream, headers.Fields{
 					Type: headers.TypeACK, Flags: headers.FlagAggregated, HopLimit: headers.DefaultHopLimit,
 					SourceID: h.SourceID(), SessionID: h.SessionID(), Sequence: a.seq,
-					SpeaksFor: a.speaksFor, ReporterID: w.agg.switchID,
-				}, exc, a.port)
+					SpeaksFor: uint16(min(len(set), 0xFFFF)), ReporterID: w.agg.switchID,
+				}, set, a.port)
 				inc(&w.agg.counts[headers.TypeACK][FbUp], 1)
 			}
 			pk.Free()

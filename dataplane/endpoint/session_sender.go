@@ -11,12 +11,11 @@ package endpoint
 //     message's receiver set: the stream's fixed set, its group (SMH Enc 2),
 //     or in chain mode a set per message.
 //  3. The event loop, run by whichever call is waiting, reads feedback from
-//     the transport: ACK(X) moves one receiver (individual: Speaks For 1,
-//     Reporter ID a receiver) or all receivers but the exception list
-//     (aggregated: only when Speaks For plus the exceptions accounts for
-//     every receiver the stream has addressed; anything else is counted as
-//     ambiguous and ignored, so a partial aggregate can never complete a
-//     receiver it does not speak for) to X, and frees packets every receiver
+//     the transport: ACK(X) moves one receiver (individual: no set, Reporter
+//     ID a receiver) or the receivers an aggregate names (its set: the ones
+//     it speaks for; a name the stream never addressed is counted as
+//     ambiguous and skipped, so an aggregate can never complete a receiver
+//     it does not speak for) to X, and frees packets every receiver
 //     of their set has acknowledged; NACK(S, C) retransmits S..S+C-1, each
 //     to the NACK's set ∩ the packet's original set, minus receivers that
 //     acknowledged it, with R; CNP halves the rate (congestion control).
@@ -239,7 +238,6 @@ type rstate struct {
 	hasLast  bool
 	failed   bool
 	progress int64 // when its ACK last rose, or it was first addressed
-	excGen   uint32
 	packets  uint64
 	rtoAt    int64 // last RTO expiry
 	rtoN     uint8 // RTO expiries since progress
@@ -266,7 +264,6 @@ type ReliableSender struct {
 	ids     []uint16 // scratch: feedback sets
 	targets []uint16 // scratch: retransmission targets
 	rtoQ    []rtoItem
-	excGen  uint32
 
 	// Congestion control and RTT.
 	rate       float64
@@ -860,30 +857,23 @@ func (s *ReliableSender) onACK(h headers.SMH) {
 		return
 	}
 	s.ids = h.AppendReceivers(s.ids[:0])
-	sf := int(h.SpeaksFor())
-	if rid := s.idx[h.ReporterID()]; sf == 1 && len(s.ids) == 0 && rid >= 0 {
-		s.raise(&s.rcv[rid], x)
-		s.free()
+	if len(s.ids) == 0 {
+		if rid := s.idx[h.ReporterID()]; rid >= 0 {
+			s.raise(&s.rcv[rid], x)
+			s.free()
+		} else {
+			s.rep.AmbiguousACKs++
+		}
 		return
 	}
 	s.rep.AggregatedACKs++
-	s.excGen++
 	for _, id := range s.ids {
 		i := s.idx[id]
 		if i < 0 || !s.rcv[i].hasLast {
 			s.rep.AmbiguousACKs++
-			return
+			continue
 		}
-		s.rcv[i].excGen = s.excGen
-	}
-	if sf+len(s.ids) != s.nAddr {
-		s.rep.AmbiguousACKs++
-		return
-	}
-	for i := range s.rcv {
-		if r := &s.rcv[i]; r.hasLast && r.excGen != s.excGen {
-			s.raise(r, x)
-		}
+		s.raise(&s.rcv[i], x)
 	}
 	s.free()
 }

@@ -40,9 +40,9 @@ func ack(x uint32, speaks, reporter uint16, exc []uint16) []byte {
 	return b[:n]
 }
 
-// TestSenderAggregatedACK checks how ACKs move receivers: individually, as
-// an aggregate with exceptions that accounts for every receiver, and not at
-// all for an aggregate that does not (a partial one cannot complete anyone).
+// TestSenderAggregatedACK checks how ACKs move receivers: individually, and
+// as an aggregate naming the receivers it speaks for (names the stream never
+// addressed are ambiguous and move no one).
 func TestSenderAggregatedACK(t *testing.T) {
 	p := &pipeTransport{}
 	s, err := NewReliableSender(p, SessionConfig{SourceID: 7, SessionID: 3, Receivers: []uint16{1, 2, 3, 4}, CC: CCConfig{InitialRate: 1e6, MaxRate: 1e6}})
@@ -64,19 +64,20 @@ func TestSenderAggregatedACK(t *testing.T) {
 		return a
 	}
 	p.in = append(p.in,
-		ack(5, 1, 2, nil),              // individual: 2 -> 5
-		ack(8, 2, 0xFFFF, nil),         // aggregate of 2 of 4: ambiguous
-		ack(9, 3, 0xFFFF, []uint16{3}), // 3 + 1 exception = 4: all but 3 -> 9
-		ack(12, 4, 0xFFFF, nil),        // beyond what was sent: bad
-		ack(11, 1, 99, nil),            // unknown reporter, speaks for 1 of 4: ambiguous
-		ack(11, 1, 3, nil),             // individual: 3 -> 11
+		ack(5, 1, 2, nil),                     // individual: 2 -> 5
+		ack(8, 2, 0xFFFF, nil),                // no set, reporter not a receiver: ambiguous
+		ack(9, 3, 0xFFFF, []uint16{1, 2, 4}),  // aggregate: 1, 2 and 4 -> 9
+		ack(12, 4, 0xFFFF, []uint16{1, 2, 3}), // beyond what was sent: bad
+		ack(11, 1, 99, nil),                   // unknown reporter: ambiguous
+		ack(11, 1, 3, nil),                    // individual: 3 -> 11
+		ack(10, 2, 0xFFFF, []uint16{3, 77}),   // 3 is ahead already; 77 never addressed: ambiguous
 	)
 	s.poll()
 	if got, want := acked(), []uint32{9, 9, 11, 9}; !equalU32(got, want) {
 		t.Fatalf("acks %v, want %v", got, want)
 	}
 	rep := s.Report()
-	if rep.AmbiguousACKs != 2 || rep.BadFeedback != 1 || rep.AggregatedACKs != 3 || s.head != 9 {
+	if rep.AmbiguousACKs != 3 || rep.BadFeedback != 1 || rep.AggregatedACKs != 2 || s.head != 9 {
 		t.Errorf("ambiguous %d, bad %d, aggregated %d, head %d", rep.AmbiguousACKs, rep.BadFeedback, rep.AggregatedACKs, s.head)
 	}
 	// A NACK from 1 and 4 for 9-10 repairs exactly them, with R.

@@ -17,7 +17,7 @@ pcap for checking against the Go decoder and the switch.
 Tunables (all optional):
 
   receivers=K      receivers per packet (DATA: the set; feedback: the set
-                   of reporters / exceptions, may be 0)              [9]
+                   of reporters / covered receivers, may be 0)              [9]
   domain=N         receiver IDs are drawn from 0..N-1 (1-65536)      [256]
   encoding=E       list, blocks, group (DATA only) or auto (the smaller
                    of list and blocks, as senders must)              [auto]
