@@ -52,6 +52,10 @@ type FeedbackResult struct {
 	Size         int     `json:"size"`
 	DeliveredOK  bool    `json:"delivered_ok"`
 	FeedbackPerD float64 `json:"feedback_pkts_at_sender_per_data_pkt"`
+	// FeedbackPerOriginal divides by the file's packets alone, without the
+	// retransmissions: without aggregation there are many more of those, so
+	// the per-datagram figure flatters the baseline.
+	FeedbackPerOriginal float64 `json:"feedback_pkts_at_sender_per_original_pkt"`
 	// NACKsSuppressed sums the switches' suppressed-NACK counters
 	// (sparsecast_switch_feedback_total{type="NACK",action="suppressed"}).
 	NACKsSuppressed uint64  `json:"nacks_suppressed"`
@@ -240,6 +244,9 @@ func BenchFeedback(ctx context.Context, o FeedbackOptions) (*FeedbackResult, err
 	res.NACKs, res.CNPs, res.RateDecreases, res.FinalRatePPS = rep.NACKs, rep.CNPs, rep.RateDecreases, rep.FinalRatePPS
 	if ts.SentData > 0 {
 		res.FeedbackPerD = float64(ts.RecvFeedback) / float64(ts.SentData)
+	}
+	if rep.Packets > 0 {
+		res.FeedbackPerOriginal = float64(ts.RecvFeedback) / float64(rep.Packets)
 	}
 	if elapsed > 0 && res.DeliveredOK {
 		res.GoodputMbps = float64(o.Size) * 8 / elapsed.Seconds() / 1e6

@@ -1060,8 +1060,8 @@ func benchFeedbackRun(ctx context.Context, o *BenchFeedbackOptions) error {
 		fmt.Fprintf(o.Out, "%d receivers on %d leaves x %d spines, loss %.3f, aggregation %v, %d-byte file\n",
 			r.Receivers, r.Leaves, r.Spines, r.Loss, r.Aggregate, r.Size)
 		fmt.Fprintf(o.Out, "  delivered_ok %v in %.2f s, goodput %.2f Mb/s\n", r.DeliveredOK, r.ElapsedS, r.GoodputMbps)
-		fmt.Fprintf(o.Out, "  feedback at sender %.4f per DATA packet (%d feedback, %d DATA datagrams), %d NACKs suppressed by switches\n",
-			r.FeedbackPerD, r.FeedbackPkts, r.DataDatagrams, r.NACKsSuppressed)
+		fmt.Fprintf(o.Out, "  feedback at sender %.4f per DATA datagram, %.4f per original packet (%d feedback, %d DATA datagrams), %d NACKs suppressed by switches\n",
+			r.FeedbackPerD, r.FeedbackPerOriginal, r.FeedbackPkts, r.DataDatagrams, r.NACKsSuppressed)
 		fmt.Fprintf(o.Out, "  %d packets, %d retransmissions (%d copies), %d fault drops\n", r.DataPkts, r.Retransmissions, r.RetransmitCopies, r.FaultDrops)
 	}
 	if err == nil && !r.DeliveredOK {

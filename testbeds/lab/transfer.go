@@ -16,6 +16,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -69,6 +70,12 @@ type TransferOptions struct {
 	// MaxRate caps the sender (packets per second; default 0: its own
 	// congestion control).
 	MaxRate float64
+	// Spoofer names a host outside the receiver set that forges ACKs for
+	// the receivers throughout the transfer (their own ACKs and aggregates
+	// naming all of them, at sequence numbers across the file), sent to its
+	// switch from a port the stream never went out of: they must be
+	// dropped as feedback_spoofed and change nothing.
+	Spoofer string
 	// Timeout bounds the transfer (default 2 minutes).
 	Timeout time.Duration
 	Prefix  string
@@ -101,6 +108,10 @@ type TransferResult struct {
 	// down on that clock (0: no failure).
 	Progress []ReceiverProgress `json:"-"`
 	FailAt   time.Duration      `json:"-"`
+	// SpoofedSent counts the forged ACKs the Spoofer sent and
+	// SpoofedDropped its switch's feedback_spoofed drops.
+	SpoofedSent    int    `json:"spoofed_sent,omitempty"`
+	SpoofedDropped uint64 `json:"spoofed_dropped,omitempty"`
 }
 
 // Table renders a result for people.
@@ -113,6 +124,9 @@ func (r *TransferResult) Table() string {
 	fmt.Fprintf(&b, "transfer of %d bytes, loss %.3f%s: delivered_ok %v in %.1f s\n", r.Size, r.Loss, fail, r.DeliveredOK, r.ElapsedS)
 	for _, rc := range r.Receivers {
 		fmt.Fprintf(&b, "  %-4s id %-5d ok %-5v %d bytes %s\n", rc.Host, rc.ID, rc.OK, rc.Bytes, rc.Error)
+	}
+	if r.SpoofedSent > 0 {
+		fmt.Fprintf(&b, "  forged ACKs sent %d, dropped by the switch as feedback_spoofed %d\n", r.SpoofedSent, r.SpoofedDropped)
 	}
 	return b.String()
 }
@@ -340,7 +354,51 @@ func TransferOn(ctx context.Context, f *Fabric, o TransferOptions) (res *Transfe
 	}
 	tctx, cancel := context.WithTimeout(ctx, o.Timeout+40*time.Second)
 	defer cancel()
+	var spoofDone chan error
+	var spoof *spoofer
+	if o.Spoofer != "" {
+		if f.Hosts[o.Spoofer] == nil || slices.Contains(o.Receivers, o.Spoofer) || o.Spoofer == o.Sender {
+			return nil, fmt.Errorf("transfer: spoofer %q: want a host that neither sends nor receives", o.Spoofer)
+		}
+		var rids []uint16
+		for _, r := range o.Receivers {
+			rids = append(rids, f.Hosts[r].ID)
+		}
+		var xs []uint32
+		for x := uint32(32); x < uint32(o.Size/1000); x += 96 {
+			xs = append(xs, x)
+		}
+		dgrams := forgedACKs(sender.ID, 9, rids, xs)
+		spoof = &spoofer{f: f, host: o.Spoofer, dir: filepath.Join(f.Dir, "spoof")}
+		if err := spoof.writeFiles(dgrams); err != nil {
+			return nil, err
+		}
+		logf("== %s forges %d ACKs per round", o.Spoofer, len(dgrams))
+		spoofDone = make(chan error, 1)
+		go func() {
+			// Once the stream is under way: a switch forwards feedback for a
+			// stream it has no state for unaggregated (a restarted switch
+			// must not cut a stream's feedback), so it can tell spoofed
+			// feedback only for streams it forwards.
+			select {
+			case <-time.After(200 * time.Millisecond):
+			case <-sp.Done():
+			}
+			spoofDone <- spoof.run(tctx, len(dgrams), 100*time.Millisecond, sp.Done())
+		}()
+	}
 	sendErr := sp.Wait(tctx)
+	if spoof != nil {
+		if err := <-spoofDone; err != nil {
+			return nil, err
+		}
+		res.SpoofedSent = spoof.sent
+		n, err := f.SwitchDrops(tctx, f.hostSwitch(o.Spoofer), "feedback_spoofed")
+		if err != nil {
+			return nil, err
+		}
+		res.SpoofedDropped = n
+	}
 	res.Progress = rec.Stop()
 	res.Sender = json.RawMessage(bytes.TrimSpace(sendOut.Bytes()))
 	if !json.Valid(res.Sender) {

@@ -11,7 +11,7 @@ import (
 	"time"
 )
 
-func runTransfer(t *testing.T, o TransferOptions) {
+func runTransfer(t *testing.T, o TransferOptions) *TransferResult {
 	bin := buildBinary(t)
 	cleanup(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
@@ -54,18 +54,11 @@ func runTransfer(t *testing.T, o TransferOptions) {
 	if err := PlotProgress(plot, "transfer", res.Progress, res.FailAt, "link "+res.FailedLink+" down"); err != nil {
 		t.Errorf("plot: %v", err)
 	}
+	return res
 }
 
 // TestTransferLoss copies 4 MiB to 4 receivers with 5% loss on their ports.
-// It passes in most runs but stalls in some (the intermittent stall noted on
-// issue 4, also seen in bench feedback at 64 receivers), so it runs only
-// with SPARSECAST_LAB_LINKFAIL=1 until that is found.
-func TestTransferLoss(t *testing.T) {
-	if os.Getenv("SPARSECAST_LAB_LINKFAIL") == "" {
-		t.Skip("intermittent stall, see issue 4's note: set SPARSECAST_LAB_LINKFAIL=1 to run it")
-	}
-	runTransfer(t, TransferOptions{})
-}
+func TestTransferLoss(t *testing.T) { runTransfer(t, TransferOptions{}) }
 
 // TestTransferSmall is a quick smoke test without loss.
 func TestTransferSmall(t *testing.T) { runTransfer(t, TransferOptions{Size: 200_000, Loss: -1}) }
@@ -73,13 +66,33 @@ func TestTransferSmall(t *testing.T) { runTransfer(t, TransferOptions{Size: 200_
 // TestTransferLinkFailure fails a spine link mid-transfer; the copy still
 // completes byte-exact.
 //
-// Known to fail today (the transfer stalls after the spine link goes down:
-// feedback state across the rerouted path, see the note on issue 4), so it
-// runs only with SPARSECAST_LAB_LINKFAIL=1 and stays out of `make test`
-// until fixed.
+// It passes in most runs since aggregates name whom they speak for and
+// U-turned copies keep feedback on the detour's return path, but about one
+// run in four still stalls on this loaded 2-core machine (not diagnosed:
+// the logs of a failing run are kept with SPARSECAST_LAB_DIR), so it runs
+// only with SPARSECAST_LAB_LINKFAIL=1 and stays out of `make test`.
 func TestTransferLinkFailure(t *testing.T) {
 	if os.Getenv("SPARSECAST_LAB_LINKFAIL") == "" {
-		t.Skip("known failure, see issue 4's note: set SPARSECAST_LAB_LINKFAIL=1 to run it")
+		t.Skip("stalls in about one run in four, see issue 4's note: set SPARSECAST_LAB_LINKFAIL=1 to run it")
 	}
 	runTransfer(t, TransferOptions{FailLink: "spine1:p2", FailAfter: 400 * time.Millisecond, MaxRate: 2000})
+}
+
+// TestTransferSpoofedACK: a host on the receivers' leaf that is not in the
+// set forges ACKs for the receivers (their own, and aggregates naming all
+// of them) throughout a lossy transfer. The switch drops them as spoofed,
+// and the copy is byte-exact: had a forged ACK reached the source, it would
+// have freed packets a receiver still lacked.
+func TestTransferSpoofedACK(t *testing.T) {
+	topo := strings.Replace(transferTopology, "{name: leaf2, role: leaf, id: 1012, ports: [p1, p2, h1, h2]}",
+		"{name: leaf2, role: leaf, id: 1012, ports: [p1, p2, h1, h2, h3]}", 1)
+	topo += "  - {name: mal, attach: leaf2:h3, id: 3, ips: [10.0.2.3]}\n"
+	path := filepath.Join(t.TempDir(), "spoof.yaml")
+	if err := os.WriteFile(path, []byte(topo), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	res := runTransfer(t, TransferOptions{Topology: path, Receivers: []string{"r1", "r2", "r3", "r4"}, Spoofer: "mal", MaxRate: 3000})
+	if res.SpoofedSent == 0 || res.SpoofedDropped == 0 || res.SpoofedDropped > uint64(res.SpoofedSent) {
+		t.Fatalf("forged ACKs sent %d, dropped as spoofed %d", res.SpoofedSent, res.SpoofedDropped)
+	}
 }
