@@ -4,7 +4,7 @@ GO       ?= go
 BIN      := bin/sparsecast
 FUZZTIME ?= 15s
 
-.PHONY: build build-dpdk test test-unit test-fuzz test-lab test-trex test-dissector test-sriov test-deploy test-dpdk vet fmt-check demo bench install clean
+.PHONY: build build-dpdk test test-unit test-fuzz test-lab test-trex test-dissector test-sriov test-deploy test-dpdk vet fmt-check demo bench bench-veth bench-sweep install clean
 
 build:
 	$(GO) build -o $(BIN) ./cmd/sparsecast
@@ -59,11 +59,20 @@ test-sriov:
 test-deploy:
 	$(GO) test -count=1 ./testbeds/deploy/
 
-# The DPDK backend's tests on virtual devices (needs libdpdk-dev; no
-# hugepages: the tests run EAL with --no-huge).
+# The DPDK backend's tests on virtual devices: net_ring, net_null, and
+# net_af_packet on veth pairs (root; skipped otherwise). Installs
+# libdpdk-dev and dpdk when missing (root). As root, 256 hugepages of 2 MiB
+# are reserved for the run and given back after it, pass or fail
+# (testbeds/dpdk/with-hugepages.sh); without them EAL runs with --no-huge.
+DPDK_PKGS := ./ffi ./dataplane/dpdkport ./dataplane/metrics ./perf
 test-dpdk:
-	$(GO) vet -tags dpdk ./ffi ./dataplane/dpdkport ./perf ./cmd/sparsecast
-	$(GO) test -count=1 -tags dpdk ./ffi ./dataplane/dpdkport ./perf
+	@if ! pkg-config --exists libdpdk 2>/dev/null || ! command -v dpdk-testpmd >/dev/null; then \
+		if [ "$$(id -u)" != 0 ]; then echo "test-dpdk needs libdpdk-dev and dpdk: apt-get install libdpdk-dev dpdk pkg-config (root)"; exit 1; fi; \
+		DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=300 install -y pkg-config libdpdk-dev dpdk || \
+		{ apt-get update && DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=300 install -y pkg-config libdpdk-dev dpdk; }; \
+	fi
+	$(GO) vet -tags dpdk $(DPDK_PKGS) ./cmd/sparsecast
+	sh testbeds/dpdk/with-hugepages.sh -n 256 $(GO) test -count=1 -p 1 -tags dpdk $(DPDK_PKGS)
 
 # The main job (root): the leaf-spine lab fabric, its scenarios, and down.
 demo: build
@@ -78,6 +87,23 @@ bench: build
 	$(BIN) bench replicate --fanout 1 --json
 	$(BIN) bench replicate --fanout 9 --json
 	$(BIN) bench replicate --fanout 64 --json
+
+# Replication over fan-outs 1-64 and frames of 64-4096 bytes (about 30 s):
+# CSV, plot and table in perf/results/, the table also into README's
+# performance section.
+bench-sweep: build
+	$(BIN) bench sweep --csv perf/results/sweep.csv --png perf/results/sweep.png \
+		--md perf/results/sweep.md --readme README.md
+
+# The switch against tc (u32 + mirred) and kernel multicast routing
+# (smcroute, installed with apt-get when missing) on one veth topology, 8
+# outputs, in one run (root, about 30 s): JSON in perf/results/veth.json.
+bench-veth: build
+	@if [ "$$(id -u)" != 0 ]; then echo "bench-veth needs root (network namespaces)"; exit 1; fi
+	mkdir -p perf/results
+	$(BIN) bench veth --outputs 8 --json > perf/results/veth.json.tmp || { rm -f perf/results/veth.json.tmp; exit 1; }
+	mv perf/results/veth.json.tmp perf/results/veth.json
+	@cat perf/results/veth.json
 
 clean:
 	rm -rf bin

@@ -100,7 +100,9 @@ func NewBenchSwitch(fanout, size int, mode PollMode, cpu int) (*BenchSwitch, err
 	if fanout < 1 || fanout > MaxPorts-1 {
 		return nil, fmt.Errorf("fanout %d: want 1-%d", fanout, MaxPorts-1)
 	}
-	cfg := &Config{Name: "bench", PollMode: mode, Buffers: 8192}
+	// A buffer holds a whole frame: 2048 bytes as in a switch's default
+	// configuration, more for jumbo frames (`bench sweep` runs 4096).
+	cfg := &Config{Name: "bench", PollMode: mode, Buffers: 8192, BufferSize: min(max(size, 2048), 65536) + Headroom}
 	if cpu >= 0 {
 		cfg.CPUs = []int{cpu}
 	}

@@ -43,7 +43,15 @@ type DPDKOptions struct {
 	VsTestpmd bool
 	// EAL arguments for this process (default: no hugepages, -l CPU).
 	EAL []string
+	// DeviceBase numbers the switch's devices from here (net_null<base>
+	// in, the outputs after it). DPDK probes a device name once per
+	// process, so runs repeated in one process (the sweep) each take
+	// numbers of their own.
+	DeviceBase int
 }
+
+// maxDPDKFrame is the largest bench frame: mbufs are sized to hold it.
+const maxDPDKFrame = 9000
 
 // DPDKResult is what `sparsecast bench dpdk --json` prints.
 type DPDKResult struct {
@@ -82,6 +90,9 @@ func BenchDPDK(ctx context.Context, o DPDKOptions) (*DPDKResult, error) {
 	}
 	if o.CPU < 0 || o.CPU >= runtime.NumCPU() {
 		return nil, fmt.Errorf("cpu %d: this machine has CPUs 0-%d", o.CPU, runtime.NumCPU()-1)
+	}
+	if o.DeviceBase < 0 || o.DeviceBase > 1<<16 {
+		return nil, fmt.Errorf("device base %d: want 0-65536", o.DeviceBase)
 	}
 	frame, err := benchFrame(o.Fanout, o.Size)
 	if err != nil {
@@ -141,8 +152,8 @@ func vdevArgs(kind string, i, size int) string {
 func benchFrame(fanout, size int) ([]byte, error) {
 	ids := benchIDs(fanout)
 	hdr := 14 + 20 + 8 + headers.HeaderLenFor(headers.TypeData, ids)
-	if size < hdr || size > 2048 {
-		return nil, fmt.Errorf("size %d: want %d-2048 bytes for fan-out %d", size, hdr, fanout)
+	if size < hdr || size > maxDPDKFrame {
+		return nil, fmt.Errorf("size %d: want %d-%d bytes for fan-out %d", size, hdr, maxDPDKFrame, fanout)
 	}
 	return dataplane.BuildFrame(dataplane.FrameSpec{
 		SrcMAC: net.HardwareAddr{2, 0, 0, 0, 0, 2}, DstMAC: net.HardwareAddr{2, 0, 0, 0, 0, 1},
@@ -186,13 +197,13 @@ func benchIO(ctx context.Context, o DPDKOptions, eal []string, frame []byte) (fl
 			errc <- err
 			return
 		}
-		in, err := dpdkport.OpenPort(dpdkport.Options{Device: vdevArgs(o.Vdev, 80, o.Size), EAL: eal})
+		in, err := dpdkport.OpenPort(dpdkport.Options{Device: vdevArgs(o.Vdev, 80, o.Size), EAL: eal, DataRoom: dataRoom(o.Size)})
 		if err != nil {
 			errc <- err
 			return
 		}
 		defer in.Close()
-		out, err := dpdkport.OpenPort(dpdkport.Options{Device: vdevArgs(o.Vdev, 81, o.Size), EAL: eal})
+		out, err := dpdkport.OpenPort(dpdkport.Options{Device: vdevArgs(o.Vdev, 81, o.Size), EAL: eal, DataRoom: dataRoom(o.Size)})
 		if err != nil {
 			errc <- err
 			return
@@ -291,6 +302,11 @@ func primeRing(p *dpdkport.Port, tx dataplane.TxQueue, frame []byte) error {
 	return nil
 }
 
+// dataRoom is an mbuf's size for frames of size bytes: DPDK's headroom
+// and the frame (a net_null device fills its mbufs to the size it was given
+// without checking the room).
+func dataRoom(size int) int { return max(size, 2048) + 128 }
+
 func pin(cpu int) error {
 	var set unix.CPUSet
 	set.Set(cpu)
@@ -300,11 +316,14 @@ func pin(cpu int) error {
 // benchSwitch runs the switch: port 0 a device with the bench frames,
 // ports 1..fanout devices whose transmit side is the sink.
 func benchSwitch(ctx context.Context, o DPDKOptions, r *DPDKResult, frame []byte) error {
-	cfg := &dataplane.Config{Name: "bench-dpdk", PollMode: dataplane.PollBusy, CPUs: []int{o.CPU}, EAL: r.EAL}
-	cfg.Ports = append(cfg.Ports, dataplane.PortConfig{Name: "in", Type: "dpdk", Device: vdevArgs(o.Vdev, 0, o.Size)})
+	// Buffers (and so mbufs) hold the whole frame past the switch's
+	// headroom, or the egress ports would refuse it as too big.
+	cfg := &dataplane.Config{Name: "bench-dpdk", PollMode: dataplane.PollBusy, CPUs: []int{o.CPU}, EAL: r.EAL,
+		BufferSize: max(o.Size, 2048) + dataplane.Headroom}
+	cfg.Ports = append(cfg.Ports, dataplane.PortConfig{Name: "in", Type: "dpdk", Device: vdevArgs(o.Vdev, o.DeviceBase, o.Size)})
 	for i, id := range benchIDs(o.Fanout) {
 		name := fmt.Sprintf("out%d", i)
-		cfg.Ports = append(cfg.Ports, dataplane.PortConfig{Name: name, Type: "dpdk", Device: vdevArgs(o.Vdev, i+1, o.Size),
+		cfg.Ports = append(cfg.Ports, dataplane.PortConfig{Name: name, Type: "dpdk", Device: vdevArgs(o.Vdev, o.DeviceBase+i+1, o.Size),
 			NeighborMAC: "02:00:00:00:00:01", NeighborIP: "10.1.0.2"})
 		cfg.Routes = append(cfg.Routes, dataplane.RouteEntry{Receivers: fmt.Sprint(id), Port: name})
 	}
@@ -321,6 +340,11 @@ func benchSwitch(ctx context.Context, o DPDKOptions, r *DPDKResult, frame []byte
 	for i := range cfg.Ports {
 		po := dpdkport.FromConfig(cfg, &cfg.Ports[i])
 		po.TxOnly = i > 0 && o.Vdev == "net_null"
+		if po.TxOnly {
+			// Never received into: a small pool (a mempool with a
+			// per-core cache of 256 wants at least 1.5 times that).
+			po.Mbufs = 512
+		}
 		p, err := dpdkport.OpenPort(po)
 		if err != nil {
 			return err

@@ -18,7 +18,7 @@ func newBenchCmd() *cobra.Command {
 		Use:   "bench",
 		Short: "Measure the switch: replication rate, and more as the project grows",
 	}
-	cmd.AddCommand(newBenchReplicateCmd(nil), newBenchFailoverCmd(nil), NewCmdBenchControl(nil), NewCmdBenchDPDK(nil), NewCmdBenchFeedback(nil))
+	cmd.AddCommand(newBenchReplicateCmd(nil), newBenchFailoverCmd(nil), NewCmdBenchControl(nil), NewCmdBenchDPDK(nil), NewCmdBenchFeedback(nil), NewCmdBenchSweep(nil), NewCmdBenchVeth(nil))
 	return cmd
 }
 

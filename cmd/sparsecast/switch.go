@@ -124,7 +124,7 @@ func switchRun(ctx context.Context, o *SwitchRunOptions) error {
 	}
 	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	mopts := []metrics.Option{metrics.WithPortStats(metrics.PortStatsOf(ports))}
+	mopts := []metrics.Option{metrics.WithPortStats(metrics.PortStatsOf(ports)), metrics.WithDeviceStats(metrics.DeviceStatsOf(ports))}
 	controlAt := "off"
 	if cfg.ControlRing != "" {
 		// The ring applier: control's batches become table snapshots, and

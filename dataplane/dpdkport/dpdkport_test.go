@@ -17,8 +17,9 @@ import (
 	"github.com/sparsecast/sparsecast/headers"
 )
 
-// One EAL per process: every test uses these arguments (no hugepages).
-var testEAL = []string{"-l", "0", "--no-pci", "--no-huge", "-m", "1024", "--file-prefix", "sc-dpdkport-test", "--log-level", "*:error"}
+// One EAL per process: every test uses these arguments (hugepages when
+// make test-dpdk reserved them, see dpdkTestEAL).
+var testEAL = dpdkTestEAL()
 
 func open(t *testing.T, dev string, txOnly bool) *Port {
 	t.Helper()

@@ -16,6 +16,7 @@
 //	sparsecast_switch_ring_rejected_total{reason}               counter, every headers.Reject* reason, even at 0
 //	sparsecast_switch_ring_generation                           gauge, last applied generation
 //	sparsecast_switch_ring_events_dropped_total                 counter, events the full event ring refused
+//	sparsecast_switch_port_device_*_total{port}                 counters of a port's device (DPDK), device.go
 //
 // The ring series are exported when WithRing gives the applier's counters
 // (a switch with a control ring), every rejection reason even at 0.
@@ -118,11 +119,12 @@ func WithPortStats(f func() []PortStat) Option {
 }
 
 type switchCollector struct {
-	name      string
-	ports     []string
-	cores     []*dataplane.CoreCounters
-	portStats func() []PortStat
-	ring      *dataplane.RingCounters
+	name        string
+	ports       []string
+	cores       []*dataplane.CoreCounters
+	portStats   func() []PortStat
+	deviceStats func() []DeviceStat
+	ring        *dataplane.RingCounters
 }
 
 // WithRing exports the control ring applier's counters (RingApplier.Counters).
@@ -160,6 +162,9 @@ func (c *switchCollector) Describe(ch chan<- *prometheus.Desc) {
 	} {
 		ch <- d
 	}
+	for _, d := range deviceDescs {
+		ch <- d
+	}
 }
 
 // Collect loads the counters, sums them over cores and sends const metrics.
@@ -171,6 +176,7 @@ func (c *switchCollector) Collect(ch chan<- prometheus.Metric) {
 			ch <- prometheus.MustNewConstMetric(kernelDropsDesc, prometheus.CounterValue, float64(s.KernelDrops), s.Port)
 		}
 	}
+	c.collectDevices(ch)
 	c.collectDrops(ch)
 	c.collectFanout(ch)
 	c.collectWorkers(ch)
