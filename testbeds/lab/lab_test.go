@@ -18,20 +18,11 @@ import (
 // moduleRoot finds the directory of go.mod above the package directory.
 func moduleRoot(t *testing.T) string {
 	t.Helper()
-	dir, err := os.Getwd()
+	dir, err := ModuleRoot()
 	if err != nil {
 		t.Fatal(err)
 	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			return dir
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			t.Fatal("no go.mod above the test directory")
-		}
-		dir = parent
-	}
+	return dir
 }
 
 func buildBinary(t *testing.T) string {
@@ -40,10 +31,8 @@ func buildBinary(t *testing.T) string {
 		t.Skip("lab tests need root")
 	}
 	bin := filepath.Join(t.TempDir(), "sparsecast")
-	cmd := exec.Command("go", "build", "-o", bin, "./cmd/sparsecast")
-	cmd.Dir = moduleRoot(t)
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
+	if err := BuildBinary(bin); err != nil {
+		t.Fatal(err)
 	}
 	return bin
 }

@@ -199,33 +199,12 @@ func TestLabCapture(t *testing.T) {
 	}
 }
 
-// moduleRoot finds the directory of go.mod above the test's directory.
-func moduleRoot(t *testing.T) string {
-	t.Helper()
-	dir, err := os.Getwd()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			return dir
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			t.Fatal("no go.mod above the test directory")
-		}
-		dir = parent
-	}
-}
-
 // buildBinary builds the sparsecast binary the lab runs.
 func buildBinary(t *testing.T) string {
 	t.Helper()
 	bin := filepath.Join(t.TempDir(), "sparsecast")
-	cmd := exec.Command("go", "build", "-o", bin, "./cmd/sparsecast")
-	cmd.Dir = moduleRoot(t)
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
+	if err := lab.BuildBinary(bin); err != nil {
+		t.Fatal(err)
 	}
 	return bin
 }
