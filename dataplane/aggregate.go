@@ -45,6 +45,7 @@ type recvState struct {
 	id       uint16
 	port     uint8 // where its DATA goes (downstream)
 	up       uint8 // where its DATA came from: its feedback goes back there
+	hops     uint8 // the hop limit its DATA came in with on up (see upstream)
 	seen     bool
 	hasAck   bool
 	excepted bool // left out of the last aggregate sent (an exception)
@@ -73,8 +74,15 @@ const detourHold = int64(100 * time.Millisecond)
 // switch (in a Clos fabric: the spines or cores it is spread over).
 const maxUpstreams = 8
 
+// upstream is the aggregate state of the receivers whose DATA comes in on
+// one port with one hop limit. The hop limit tells paths apart that share
+// the last hop: after a neighbour's fast reroute, copies for some receivers
+// come in on the same port as the others' but a few hops (and some packets)
+// behind them, and counting them complete up to the direct copies' highest
+// sequence number let a source free packets still on their way round.
 type upstream struct {
 	port uint8
+	hops uint8
 	used bool
 	// highest is the highest sequence number that came in on this port for
 	// the receivers behind it. A receiver that acknowledged everything it
@@ -87,23 +95,27 @@ type upstream struct {
 	speaks  int    // how many receivers it spoke for
 }
 
-// upstreamFor returns the aggregate state for an upstream port.
-func (s *streamState) upstreamFor(port uint8) *upstream {
+// upstreamFor returns the aggregate state for an upstream port and hop
+// limit.
+func (s *streamState) upstreamFor(port, hops uint8) *upstream {
 	for i := range s.ups {
 		u := &s.ups[i]
-		if u.used && u.port == port {
+		if u.used && u.port == port && u.hops == hops {
 			return u
 		}
 	}
 	for i := range s.ups {
 		u := &s.ups[i]
 		if !u.used {
-			*u = upstream{port: port, used: true, ack: s.first, highest: s.first}
+			*u = upstream{port: port, hops: hops, used: true, ack: s.first, highest: s.first}
 			return u
 		}
 	}
-	return &s.ups[0] // more upstream ports than tracked: share the first
+	return &s.ups[0] // more upstream paths than tracked: share the first
 }
+
+// behind says whether receiver r's feedback is aggregated in u.
+func (r *recvState) behind(u *upstream) bool { return r.up == u.port && r.hops == u.hops }
 
 type nackEntry struct {
 	start, count uint32
@@ -315,7 +327,7 @@ func (a *aggregator) recordData(frame []byte, m *parsed, f *headers.Fields, ids 
 			// receiver's feedback still goes back the original way.
 			r.detour, r.hasDetour, r.detourAt = in, true, a.now
 		} else {
-			r.up = in
+			r.up, r.hops = in, f.HopLimit
 		}
 		if r.hasDetour && p == r.detour && a.now-r.detourAt <= detourHold {
 			// This copy will come back: the receiver's path goes on
@@ -326,8 +338,8 @@ func (a *aggregator) recordData(frame []byte, m *parsed, f *headers.Fields, ids 
 				r.hasDetour = false // nothing came back for a while
 			}
 		}
-		if u == nil || u.port != r.up {
-			u = s.upstreamFor(r.up)
+		if u == nil || !r.behind(u) {
+			u = s.upstreamFor(r.up, r.hops)
 		}
 		if repair {
 			// A repair moves the receiver's path (after a failure the
@@ -389,6 +401,7 @@ const (
 type ackOut struct {
 	send   bool
 	port   uint8 // the upstream port it goes out of
+	up     *upstream
 	seq    uint32
 	stream *streamState
 }
@@ -490,13 +503,13 @@ func (r *recvState) raise(x uint32, now int64) {
 // in flight, and "everyone but these" then credits receivers it never
 // heard from.)
 func (a *aggregator) aggregate(s *streamState, u *upstream) ackOut {
-	out := ackOut{stream: s, port: u.port}
+	out := ackOut{stream: s, port: u.port, up: u}
 	done := u.highest + 1
 	first := true
 	var x uint32
 	for i := range s.recv {
 		r := &s.recv[i]
-		if r.up != u.port || r.silent() {
+		if !r.behind(u) || r.silent() {
 			continue
 		}
 		eff := r.effective(done)
@@ -520,7 +533,7 @@ func (a *aggregator) aggregate(s *streamState, u *upstream) ackOut {
 	}
 	speaks := 0
 	for i := range s.recv {
-		if r := &s.recv[i]; r.up == u.port && !r.silent() && !seqLess(r.effective(done), x) {
+		if r := &s.recv[i]; r.behind(u) && r.speaksAt(x, done) {
 			speaks++
 		}
 	}
@@ -535,7 +548,7 @@ func (a *aggregator) aggregate(s *streamState, u *upstream) ackOut {
 		}
 	}
 	for i := range s.recv {
-		if r := &s.recv[i]; r.up == u.port && (r.silent() || seqLess(r.effective(done), x)) {
+		if r := &s.recv[i]; r.behind(u) && (r.silent() || seqLess(r.effective(done), x)) {
 			r.excepted = true
 		}
 	}
@@ -562,13 +575,24 @@ func (r *recvState) effective(done uint32) uint32 {
 // to it and it has not acknowledged anything here).
 func (r *recvState) silent() bool { return r.partial && !r.hasAck }
 
-// speakers appends, in ID order, the receivers behind upstream port up that
-// an aggregate at x speaks for.
-func (s *streamState) speakers(x uint32, up uint8, dst []uint16) []uint16 {
-	done := s.upstreamFor(up).highest + 1
+// speaksAt says whether an aggregate at x names the receiver: only once it
+// was heard from (its own ACK, or a downstream aggregate naming it). An
+// unheard receiver holds the aggregate back at its first packet here until
+// it reports or times out, but naming it would claim it has everything
+// before that packet, which only holds where this switch saw the stream
+// from its start: after a failure moves a receiver's path onto this switch
+// mid-stream, its first packet here says nothing of the gaps it has.
+func (r *recvState) speaksAt(x, done uint32) bool {
+	return r.hasAck && !seqLess(r.effective(done), x)
+}
+
+// speakers appends, in ID order, the receivers behind upstream u that an
+// aggregate at x speaks for.
+func (s *streamState) speakers(x uint32, u *upstream, dst []uint16) []uint16 {
+	done := u.highest + 1
 	n := len(dst)
 	for i := range s.recv {
-		if r := &s.recv[i]; r.up == up && !r.silent() && !seqLess(r.effective(done), x) {
+		if r := &s.recv[i]; r.behind(u) && r.speaksAt(x, done) {
 			dst = append(dst, r.id)
 		}
 	}

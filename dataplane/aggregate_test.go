@@ -301,3 +301,75 @@ func TestAggregateAcrossUTurn(t *testing.T) {
 		t.Fatalf("%d ACKs dropped as spoofed", n)
 	}
 }
+
+// A failure moves receiver 1's path onto this switch mid-stream: its first
+// packet here is 10, but it may lack anything before that (the lab's stalled
+// link-failure transfer: a spine named the receiver at its first packet, and
+// the source freed packets the receiver never got). Until it reports, an
+// aggregate must not name it, while it still names the receivers it heard.
+func TestAggregateNamesOnlyReceiversHeardFrom(t *testing.T) {
+	f := newAggFabric(t, true)
+	for seq := uint32(0); seq < 10; seq++ {
+		f.send(t, 0, data(t, seq, 0, 2))
+	}
+	drain(f)
+	f.send(t, 2, fb(t, headers.TypeACK, 10, 2, 0))
+	if up := upstreamFrames(t, f); len(up) != 1 || up[0].Sequence() != 10 || !slices.Equal(up[0].AppendReceivers(nil), []uint16{2}) {
+		t.Fatalf("before the move: %d ACKs upstream, want one for 10 naming 2", len(up))
+	}
+	for seq := uint32(10); seq < 15; seq++ {
+		f.send(t, 0, data(t, seq, 0, 1, 2))
+	}
+	drain(f)
+	names := func(when string, want ...uint16) {
+		t.Helper()
+		for _, h := range upstreamFrames(t, f) {
+			if set := h.AppendReceivers(nil); slices.Contains(set, 1) && !slices.Contains(want, 1) {
+				t.Fatalf("%s: an aggregate for %d names receiver 1 (set %v) before it reported", when, h.Sequence(), set)
+			}
+		}
+	}
+	f.send(t, 2, fb(t, headers.TypeACK, 15, 2, 0))
+	names("receiver 2 at 15")
+	time.Sleep(120 * time.Millisecond) // receiver 1 times out: a laggard
+	f.send(t, 2, fb(t, headers.TypeACK, 15, 2, 0))
+	names("after the ACK timeout")
+	f.send(t, 1, fb(t, headers.TypeACK, 15, 1, 0))
+	up := upstreamFrames(t, f)
+	if len(up) != 1 || up[0].Sequence() != 15 || !slices.Equal(up[0].AppendReceivers(nil), []uint16{1, 2}) {
+		t.Fatalf("once receiver 1 reported 15: %d ACKs upstream, want one for 15 naming 1 and 2", len(up))
+	}
+}
+
+// Receiver 1's copies come in on the same port as receiver 2's but two hops
+// later (a neighbour's fast reroute sends them round): when receiver 1 has
+// acknowledged 0-9, its 10 may still be on the way while receiver 2's 10 is
+// here. Counting it complete up to 11 let the lab's link-failure transfer
+// free packet 10 before receiver 1 had it.
+func TestAggregateLongerPathOnSamePort(t *testing.T) {
+	f := newAggFabric(t, true)
+	at := func(seq uint32, hops uint8, id uint16) []byte {
+		return buildFrame(t, frameOpts{fields: headers.Fields{HopLimit: hops, SourceID: 0, SessionID: 1, Sequence: seq}, ids: []uint16{id}, payload: []byte("d")})
+	}
+	for seq := uint32(0); seq <= 10; seq++ {
+		f.send(t, 0, at(seq, 6, 2))
+		if seq < 10 {
+			f.send(t, 0, at(seq, 4, 1))
+		}
+	}
+	drain(f)
+	f.send(t, 2, fb(t, headers.TypeACK, 11, 2, 0))
+	f.send(t, 1, fb(t, headers.TypeACK, 10, 1, 0))
+	for _, h := range upstreamFrames(t, f) {
+		if set := h.AppendReceivers(nil); slices.Contains(set, 1) && h.Sequence() != 10 {
+			t.Fatalf("an aggregate for %d names receiver 1 (set %v): it has 0-9, its 10 is still on the way", h.Sequence(), set)
+		}
+	}
+	f.send(t, 0, at(10, 4, 1)) // receiver 1's 10 arrives round the detour
+	drain(f)
+	f.send(t, 1, fb(t, headers.TypeACK, 11, 1, 0))
+	up := upstreamFrames(t, f)
+	if len(up) != 1 || up[0].Sequence() != 11 || !slices.Equal(up[0].AppendReceivers(nil), []uint16{1}) {
+		t.Fatalf("after receiver 1's 10 arrived: %d ACKs upstream, want one for 11 naming 1", len(up))
+	}
+}

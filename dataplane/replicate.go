@@ -316,7 +316,7 @@ func (w *Worker) forwardFeedback(pk *Packet, m *parsed, t *Tables) {
 				if !a.send {
 					continue
 				}
-				set := a.stream.speakers(a.seq, a.port, w.fbIDs[:0])
+				set := a.stream.speakers(a.seq, a.up, w.fbIDs[:0])
 				w.buildFeedback(a.stream, headers.Fields{
 					Type: headers.TypeACK, Flags: headers.FlagAggregated, HopLimit: headers.DefaultHopLimit,
 					SourceID: h.SourceID(), SessionID: h.SessionID(), Sequence: a.seq,
