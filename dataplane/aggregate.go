@@ -27,18 +27,22 @@ const (
 	FbSuppressed        // NACKs and CNPs suppressed as duplicates
 	FbGenerated         // made by this switch (aggregated ACKs, own CNPs)
 	FbUnknown           // for a stream without state: forwarded as is
+	FbEvicted           // NACK state dropped for lack of room (nack_ranges)
 	NumFbActions
 )
 
-var fbActionNames = [NumFbActions]string{"in", "up", "absorbed", "suppressed", "generated", "unknown"}
+var fbActionNames = [NumFbActions]string{"in", "up", "absorbed", "suppressed", "generated", "unknown", "evicted"}
 
 // FbActionName names a feedback action for metrics.
 func FbActionName(a int) string { return fbActionNames[a] }
 
 const (
-	noEntry       = -1
-	nackEntries   = 8  // remembered NACK ranges per stream
-	nackReporters = 64 // reporters remembered per range
+	noEntry = -1
+	// nackReporters bounds the suppressed reporters remembered per range:
+	// at a switch they are mostly one per downstream port (each port's
+	// first NACK; the next switch down suppressed the rest). Beyond it a
+	// reporter is not added to the repair and asks again.
+	nackReporters = 16
 )
 
 type recvState struct {
@@ -143,7 +147,7 @@ type streamState struct {
 	ups    [maxUpstreams]upstream
 	recv   []recvState // len = receivers tracked, cap = ReceiversPerStream
 	slots  []int16     // open addressing over recv, by receiver ID
-	nacks  [nackEntries]nackEntry
+	nacks  []nackEntry // len = cfg.NackRanges
 	cnpAt  int64
 	cnpSev uint16
 	// template holds the outer headers (Ethernet to UDP) of the last DATA
@@ -173,6 +177,10 @@ func newAggregator(cfg FeedbackConfig, switchID uint16, c *CoreCounters) *aggreg
 		a.slots[i] = noEntry
 	}
 	rps := cfg.ReceiversPerStream
+	nacks := make([]nackEntry, cfg.Streams*cfg.NackRanges)
+	for i := range a.streams {
+		a.streams[i].nacks = nacks[i*cfg.NackRanges : (i+1)*cfg.NackRanges : (i+1)*cfg.NackRanges]
+	}
 	recv := make([]recvState, cfg.Streams*rps)
 	slots := make([]int16, cfg.Streams*pow2(2*rps))
 	for i := range a.streams {
@@ -240,11 +248,12 @@ func (a *aggregator) freeStream() int {
 }
 
 func (s *streamState) reset(key uint32) {
-	recv, slots := s.recv[:0], s.slots
-	*s = streamState{key: key, used: true, recv: recv, slots: slots}
+	recv, slots, nacks := s.recv[:0], s.slots, s.nacks
+	*s = streamState{key: key, used: true, recv: recv, slots: slots, nacks: nacks}
 	for i := range s.slots {
 		s.slots[i] = noEntry
 	}
+	clear(s.nacks)
 }
 
 // evictLRU drops the least recently used stream (a rare event: counted).
@@ -363,6 +372,9 @@ func (a *aggregator) recordData(frame []byte, m *parsed, f *headers.Fields, ids 
 		case seqLess(r.last, f.Sequence):
 			r.last = f.Sequence
 		}
+	}
+	if repair {
+		s.repaired(f.Sequence)
 	}
 	if n := m.smh; n <= len(s.template) {
 		s.templateLen = copy(s.template[:], frame[:n])
@@ -612,35 +624,79 @@ func sortIDs(ids []uint16) {
 
 func (a *aggregator) onNACK(s *streamState, h headers.SMH, reporters []uint16) feedbackVerdict {
 	start, count := h.Sequence(), uint32(h.FeedbackCount())
-	oldest := 0
+	free, oldest := -1, 0
 	for i := range s.nacks {
 		e := &s.nacks[i]
-		if e.count != 0 && a.now-e.at < int64(a.cfg.NackWindow) &&
-			seqLess(start, e.start+e.count) && seqLess(e.start, start+count) {
-			// Overlaps a range already sent: merge, remember who asked.
-			if seqLess(start, e.start) {
-				e.count += e.start - start
-				e.start = start
+		if e.count == 0 {
+			if free < 0 {
+				free = i
 			}
-			if end := start + count; seqLess(e.start+e.count, end) {
-				e.count = end - e.start
-			}
+			continue
+		}
+		if !seqLess(start, e.start) && !seqLess(e.start+e.count, start+count) {
+			// Within a range already asked for: remember who asked, so
+			// the repair coming down reaches them too.
 			for _, id := range reporters {
-				if e.n < nackReporters {
+				if e.n < nackReporters && !e.has(id) {
 					e.reporters[e.n] = nackReporter{id: id, start: start, count: count}
 					e.n++
 				}
 			}
-			inc(&a.counts[headers.TypeNACK][FbSuppressed], 1)
-			return fbConsume
+			if a.now-e.at < int64(a.cfg.NackWindow) {
+				inc(&a.counts[headers.TypeNACK][FbSuppressed], 1)
+				return fbConsume
+			}
+			// No repair within the window: the NACK or its repair was
+			// lost upstream; ask again.
+			e.at = a.now
+			return fbForward
 		}
-		if s.nacks[i].at < s.nacks[oldest].at {
+		if e.at < s.nacks[oldest].at {
 			oldest = i
 		}
 	}
-	e := &s.nacks[oldest]
-	*e = nackEntry{start: start, count: count, at: a.now}
+	// A range not asked for yet (or overlapping one only in part: the
+	// part not covered must go up). Ranges stay until their repair passes
+	// (repaired); when all are taken the oldest goes, counted.
+	if free < 0 {
+		free = oldest
+		inc(&a.counts[headers.TypeNACK][FbEvicted], 1)
+	}
+	s.nacks[free] = nackEntry{start: start, count: count, at: a.now}
 	return fbForward
+}
+
+func (e *nackEntry) has(id uint16) bool {
+	for _, r := range e.reporters[:e.n] {
+		if r.id == id {
+			return true
+		}
+	}
+	return false
+}
+
+// repaired retires sequence number q from the ranges asked for: its repair
+// is going down (with the remembered reporters added), so a NACK for q from
+// now on means that repair was lost below, and goes up again.
+func (s *streamState) repaired(q uint32) {
+	for i := range s.nacks {
+		e := &s.nacks[i]
+		if e.count == 0 || seqLess(q, e.start) || !seqLess(q, e.start+e.count) {
+			continue
+		}
+		switch q {
+		case e.start:
+			e.start++
+			e.count--
+		case e.start + e.count - 1:
+			e.count--
+		default:
+			continue // the middle of a range: it stays until its ends go
+		}
+		if e.count == 0 {
+			e.n = 0
+		}
+	}
 }
 
 func containsID(ids []uint16, id uint16) bool {

@@ -373,3 +373,44 @@ func TestAggregateLongerPathOnSamePort(t *testing.T) {
 		t.Fatalf("after receiver 1's 10 arrived: %d ACKs upstream, want one for 11 naming 1", len(up))
 	}
 }
+
+// NACK ranges live until their repair passes: a NACK reaching past what was
+// asked for goes up (its new part would otherwise never be asked for), a
+// NACK after the repair went by goes up (that repair was lost below), and
+// with nack_ranges taken the oldest range is evicted, counted.
+func TestNACKRangesUntilRepaired(t *testing.T) {
+	aggregate, id := true, uint16(900)
+	f := newTestFabric(t, 5, func(c *Config) {
+		c.Routes = append(c.Routes, RouteEntry{Receivers: "0", Port: "p0"})
+		c.SwitchID = &id
+		c.Feedback = FeedbackConfig{Aggregate: &aggregate, NackWindow: time.Minute, NackRanges: 2}
+	})
+	for seq := uint32(0); seq < 20; seq++ {
+		f.send(t, 0, data(t, seq, 0, 1, 2, 3, 4))
+	}
+	drain(f)
+	up := func(want int, what string) {
+		t.Helper()
+		if got := len(upstreamFrames(t, f)); got != want {
+			t.Fatalf("%s: %d NACKs upstream, want %d", what, got, want)
+		}
+	}
+	f.send(t, 1, fb(t, headers.TypeNACK, 5, 1, 1, 1))
+	up(1, "first NACK for 5")
+	f.send(t, 2, fb(t, headers.TypeNACK, 5, 2, 1, 2))
+	up(0, "the same range again")
+	f.send(t, 3, fb(t, headers.TypeNACK, 5, 3, 2, 3))
+	up(1, "5-6: 6 was not asked for")
+	f.send(t, 0, data(t, 5, headers.FlagRetransmit, 1))
+	if got := len(f.recv(2)); got != 1 {
+		t.Fatalf("repair of 5 reached receiver 2 %d times, want 1", got)
+	}
+	drain(f)
+	f.send(t, 2, fb(t, headers.TypeNACK, 5, 2, 1, 2))
+	up(1, "5 after its repair went down")
+	f.send(t, 4, fb(t, headers.TypeNACK, 9, 4, 1, 4))
+	up(1, "a third range")
+	if got := f.w.counters.Feedback[headers.TypeNACK][FbEvicted].Load(); got != 1 {
+		t.Fatalf("evicted %d NACK ranges, want 1 (nack_ranges 2)", got)
+	}
+}

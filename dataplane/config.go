@@ -97,8 +97,13 @@ type FeedbackConfig struct {
 	// AckTimeout: how long laggards may hold the aggregate ACK back before
 	// it goes up without them: they are its exceptions (default 20ms).
 	AckTimeout time.Duration `yaml:"ack_timeout"`
-	// NackWindow: overlapping NACKs within it are suppressed (default 5ms).
+	// NackWindow: NACKs within a range already asked for are suppressed
+	// for this long, or until its repair passes (default 5ms).
 	NackWindow time.Duration `yaml:"nack_window"`
+	// NackRanges bounds the NACK ranges remembered per stream while their
+	// repairs are outstanding (default 32; when full the oldest goes,
+	// counted as sparsecast_switch_feedback_total{type="nack",action="evicted"}).
+	NackRanges int `yaml:"nack_ranges"`
 	// CNPInterval: at most one CNP per stream per interval goes up
 	// (default 100us).
 	CNPInterval time.Duration `yaml:"cnp_interval"`
@@ -123,6 +128,9 @@ func (f *FeedbackConfig) validate(queueDepth int) error {
 	if f.NackWindow == 0 {
 		f.NackWindow = 5 * time.Millisecond
 	}
+	if f.NackRanges == 0 {
+		f.NackRanges = 32
+	}
 	if f.CNPInterval == 0 {
 		f.CNPInterval = 100 * time.Microsecond
 	}
@@ -134,6 +142,8 @@ func (f *FeedbackConfig) validate(queueDepth int) error {
 		return fmt.Errorf("feedback.streams %d: want 1-%d", f.Streams, 1<<20)
 	case f.ReceiversPerStream < 1 || f.ReceiversPerStream > 65536:
 		return fmt.Errorf("feedback.receivers_per_stream %d: want 1-65536", f.ReceiversPerStream)
+	case f.NackRanges < 1 || f.NackRanges > 4096:
+		return fmt.Errorf("feedback.nack_ranges %d: want 1-4096", f.NackRanges)
 	case f.AckTimeout < 0 || f.AckTimeout > time.Minute, f.NackWindow < 0 || f.NackWindow > time.Minute,
 		f.CNPInterval < 0 || f.CNPInterval > time.Minute:
 		return fmt.Errorf("feedback timers %v/%v/%v: want 0-1m", f.AckTimeout, f.NackWindow, f.CNPInterval)
