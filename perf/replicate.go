@@ -5,6 +5,7 @@ package perf
 
 import (
 	"context"
+	"fmt"
 	"runtime"
 	"time"
 
@@ -57,6 +58,14 @@ func BenchReplicate(ctx context.Context, o ReplicateOptions) (*ReplicateResult, 
 	done := make(chan error, 1)
 	go func() { done <- b.Run(runCtx) }()
 
+	// The window opens once copies flow (the worker may take a while to
+	// start on a loaded machine: a window opened before would measure its
+	// start-up), then after a short warm-up.
+	if err := waitFor(ctx, 10*time.Second, func() bool { return egress(b) > 0 }); err != nil {
+		stop()
+		<-done
+		return nil, fmt.Errorf("bench replicate: no copies came out of the switch within 10s: %w", err)
+	}
 	warm := time.Duration(min(o.Seconds/5, 0.5) * float64(time.Second))
 	time.Sleep(warm)
 	var m0, m1 runtime.MemStats
