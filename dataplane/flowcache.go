@@ -80,6 +80,7 @@ type flowEntry struct {
 	tables *Tables
 	inPort uint16
 	m      parsed
+	po     patchOffsets
 	nw     int // words compared
 	key    [flowWords]uint64
 	mask   [flowWords]uint64
@@ -154,7 +155,7 @@ func (c *flowCache) startFill(e *flowEntry, pk *Packet, m *parsed, t *Tables) bo
 		e.mask[i] = binary.LittleEndian.Uint64(mb[8*i:])
 		e.key[i] = binary.LittleEndian.Uint64(hb[8*i:]) & e.mask[i]
 	}
-	e.nw, e.m, e.tables, e.inPort, e.nb, e.miss = nw, *m, t, pk.InPort, 0, 0
+	e.nw, e.m, e.po, e.tables, e.inPort, e.nb, e.miss = nw, *m, newPatchOffsets(m), t, pk.InPort, 0, 0
 	e.agg.ok, e.agg.n, e.agg.stream = false, 0, nil
 	return true
 }
@@ -250,10 +251,9 @@ func (w *Worker) forwardCached(pk *Packet, e *flowEntry) bool {
 	b = b[:m.udp+ulen]
 	pk.Head = b
 	plen := len(b) - m.payload
-	seq := binary.BigEndian.Uint32(b[m.smh+10:])
-	var id uint16
+	pf := pktFields{seq: binary.BigEndian.Uint32(b[m.smh+10:]), ulen: ulen, old: old}
 	if !m.v6 {
-		id = binary.BigEndian.Uint16(b[m.ip+4:])
+		pf.id = binary.BigEndian.Uint16(b[m.ip+4:])
 	}
 	if e.miss&missNoRoute != 0 {
 		w.counters.drop(DropNoRoute, 1)
@@ -262,7 +262,7 @@ func (w *Worker) forwardCached(pk *Packet, e *flowEntry) bool {
 		w.counters.drop(DropIngressPort, 1)
 	}
 	if w.agg != nil {
-		w.agg.recordCached(&e.agg, uint8(pk.InPort), seq)
+		w.agg.recordCached(&e.agg, uint8(pk.InPort), pf.seq)
 	}
 	payload := b[m.payload:]
 	last := e.nb - 1
@@ -276,7 +276,7 @@ func (w *Worker) forwardCached(pk *Packet, e *flowEntry) bool {
 		buf := c.Buffer()
 		h := buf[Headroom : Headroom+br.n]
 		copy(h, br.hdr[:br.n])
-		patchCopy(h, m, br, seq, id, ulen, old)
+		patchCopy(h, &e.po, br, &pf)
 		c.off = Headroom
 		c.Head = h
 		w.enqueue(br.port, c)
@@ -288,7 +288,7 @@ func (w *Worker) forwardCached(pk *Packet, e *flowEntry) bool {
 	buf := pk.own.data
 	h := buf[start : start+br.n]
 	copy(h, br.hdr[:br.n])
-	patchCopy(h, m, br, seq, id, ulen, old)
+	patchCopy(h, &e.po, br, &pf)
 	pk.Head = buf[start : start+br.n+plen]
 	pk.off = start
 	w.enqueue(br.port, pk)
@@ -296,27 +296,55 @@ func (w *Worker) forwardCached(pk *Packet, e *flowEntry) bool {
 	return true
 }
 
-// patchCopy writes a packet's own fields into a copy of a branch's headers:
-// the sequence number, the IPv4 ID, the lengths and both checksums.
-func patchCopy(h []byte, m *parsed, br *flowBranch, seq uint32, id uint16, ulen int, old uint16) {
-	binary.BigEndian.PutUint32(h[m.smh+10:], seq)
-	nu := ulen + br.dhl
-	binary.BigEndian.PutUint16(h[m.udp+4:], uint16(nu))
+// patchOffsets are where patchCopy writes, from the frame's start.
+type patchOffsets struct {
+	seq, ulen, ucsum int
+	iplen            int // IPv4 total length or IPv6 payload length
+	id, ipcsum       int // IPv4 only
+	ihl              int // IPv4 header length (total = ihl + UDP length)
+	v6               bool
+}
+
+func newPatchOffsets(m *parsed) patchOffsets {
+	o := patchOffsets{seq: m.smh + 10, ulen: m.udp + 4, ucsum: m.udp + 6, v6: m.v6}
 	if m.v6 {
-		binary.BigEndian.PutUint16(h[m.ip+4:], uint16(nu))
+		o.iplen = m.ip + 4
 	} else {
-		ip := h[m.ip:m.udp]
-		total := uint16(m.udp - m.ip + nu)
-		binary.BigEndian.PutUint16(ip[2:], total)
-		binary.BigEndian.PutUint16(ip[4:], id)
-		binary.BigEndian.PutUint16(ip[10:], ^fold(br.ipSum+uint64(total)+uint64(id)))
+		o.iplen, o.id, o.ipcsum, o.ihl = m.ip+2, m.ip+4, m.ip+10, m.udp-m.ip
 	}
-	if old == 0 {
+	return o
+}
+
+// pktFields are one packet's own values of the fields a flow's packets
+// differ in.
+type pktFields struct {
+	seq  uint32
+	id   uint16
+	ulen int
+	old  uint16 // UDP checksum
+}
+
+// patchCopy writes a packet's own fields into a copy of a branch's headers:
+// the sequence number, the IPv4 ID, the lengths and both checksums. Each
+// write slices exactly its bytes: one bounds check per field.
+func patchCopy(h []byte, o *patchOffsets, br *flowBranch, f *pktFields) {
+	binary.BigEndian.PutUint32(h[o.seq:o.seq+4], f.seq)
+	nu := uint16(f.ulen + br.dhl)
+	binary.BigEndian.PutUint16(h[o.ulen:o.ulen+2], nu)
+	if o.v6 {
+		binary.BigEndian.PutUint16(h[o.iplen:o.iplen+2], nu)
+	} else {
+		total := uint16(o.ihl) + nu
+		binary.BigEndian.PutUint16(h[o.iplen:o.iplen+2], total)
+		binary.BigEndian.PutUint16(h[o.id:o.id+2], f.id)
+		binary.BigEndian.PutUint16(h[o.ipcsum:o.ipcsum+2], ^fold(br.ipSum+uint64(total)+uint64(f.id)))
+	}
+	if f.old == 0 {
 		return // IPv4 without a UDP checksum: copies keep none
 	}
-	c := ^fold(uint64(^old) + br.csum)
+	c := ^fold(uint64(^f.old) + br.csum)
 	if c == 0 {
 		c = 0xFFFF
 	}
-	binary.BigEndian.PutUint16(h[m.udp+6:], c)
+	binary.BigEndian.PutUint16(h[o.ucsum:o.ucsum+2], c)
 }
