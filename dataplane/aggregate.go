@@ -167,6 +167,9 @@ type aggregator struct {
 	counts   *[4][NumFbActions]atomic.Uint64
 	now      int64
 	evicted  *atomic.Uint64
+	// epoch changes whenever a stream's state is dropped (and its slot
+	// may be reused), so flow entries holding pointers into it go stale.
+	epoch uint64
 }
 
 func newAggregator(cfg FeedbackConfig, switchID uint16, c *CoreCounters) *aggregator {
@@ -279,6 +282,7 @@ func (a *aggregator) remove(key uint32) {
 		return
 	}
 	a.streams[a.slots[i]].used = false
+	a.epoch++
 	a.slots[i] = noEntry
 	a.n--
 	for j := (i + 1) & mask; a.slots[j] != noEntry; j = (j + 1) & mask {
@@ -313,7 +317,9 @@ func (s *streamState) receiver(id uint16, create bool) *recvState {
 }
 
 // recordData notes a DATA packet forwarded to receivers ids[i] via ports[i].
-func (a *aggregator) recordData(frame []byte, m *parsed, f *headers.Fields, ids []uint16, ports []uint8, in uint8) {
+// With fa set it also remembers the stream and the receivers' states, so
+// that later packets of the flow skip both hash lookups (recordCached).
+func (a *aggregator) recordData(frame []byte, m *parsed, f *headers.Fields, ids []uint16, ports []uint8, in uint8, fa *flowAgg) {
 	key := uint32(f.SourceID)<<16 | uint32(f.SessionID)
 	s := a.stream(key, true)
 	s.lastUse = a.now
@@ -330,47 +336,9 @@ func (a *aggregator) recordData(frame []byte, m *parsed, f *headers.Fields, ids 
 		}
 		p := ports[i]
 		s.ports.Add(p)
-		if r.seen && (in == r.port || r.hasDetour && in == r.detour) {
-			// A packet coming back in on a port it went out of is a
-			// U-turn (a neighbour rerouted around a failure): the
-			// receiver's feedback still goes back the original way.
-			r.detour, r.hasDetour, r.detourAt = in, true, a.now
-		} else {
-			r.up, r.hops = in, f.HopLimit
-		}
-		if r.hasDetour && p == r.detour && a.now-r.detourAt <= detourHold {
-			// This copy will come back: the receiver's path goes on
-			// from where the returning copy is sent.
-		} else {
-			r.port = p
-			if r.hasDetour && p == r.detour {
-				r.hasDetour = false // nothing came back for a while
-			}
-		}
-		if u == nil || !r.behind(u) {
-			u = s.upstreamFor(r.up, r.hops)
-		}
-		if repair {
-			// A repair moves the receiver's path (after a failure the
-			// source may send nothing but repairs until it hears ACKs
-			// along the new one) but says nothing of what it was sent.
-			if !r.seen {
-				r.seen, r.partial, r.first, r.last, r.lastReport = true, true, f.Sequence, f.Sequence, a.now
-			}
-			continue
-		}
-		if seqLess(u.highest, f.Sequence) {
-			u.highest = f.Sequence
-		}
-		switch {
-		case !r.seen:
-			r.seen, r.first, r.last, r.lastReport = true, f.Sequence, f.Sequence, a.now
-		case r.partial:
-			// From its first original DATA on, the switch sees what it is
-			// sent: the ACK that covers this packet may count it complete.
-			r.partial, r.last = false, f.Sequence
-		case seqLess(r.last, f.Sequence):
-			r.last = f.Sequence
+		u = a.noteData(s, r, p, in, f.HopLimit, f.Sequence, repair, u)
+		if fa != nil && !fa.add(r, p) {
+			fa = nil // more receivers than a flow entry holds
 		}
 	}
 	if repair {
@@ -380,6 +348,74 @@ func (a *aggregator) recordData(frame []byte, m *parsed, f *headers.Fields, ids 
 		s.templateLen = copy(s.template[:], frame[:n])
 		s.tm = *m
 	}
+	if fa != nil {
+		// After stream(), which may have evicted (and so moved) streams.
+		fa.stream, fa.epoch, fa.hops, fa.ok = s, a.epoch, f.HopLimit, true
+	}
+}
+
+// recordCached is recordData for a packet of a cached flow: the same
+// stream and receivers, found without a lookup. The stream's template is
+// left as the flow's first packet made it: later packets differ from it
+// only in fields feedback does not use (IP ID, lengths, checksums,
+// sequence number).
+func (a *aggregator) recordCached(fa *flowAgg, in uint8, seq uint32) {
+	s := fa.stream
+	s.lastUse = a.now
+	var u *upstream
+	for i := 0; i < fa.n; i++ {
+		u = a.noteData(s, fa.recv[i], fa.port[i], in, fa.hops, seq, false, u)
+	}
+}
+
+// noteData updates one receiver's state for a DATA packet with sequence
+// number seq that came in on in with hop limit hops and leaves for it on p. u is the upstream
+// state used for the previous receiver (nil at first); it returns the one
+// used for this receiver.
+func (a *aggregator) noteData(s *streamState, r *recvState, p, in, hops uint8, seq uint32, repair bool, u *upstream) *upstream {
+	if r.seen && (in == r.port || r.hasDetour && in == r.detour) {
+		// A packet coming back in on a port it went out of is a
+		// U-turn (a neighbour rerouted around a failure): the
+		// receiver's feedback still goes back the original way.
+		r.detour, r.hasDetour, r.detourAt = in, true, a.now
+	} else {
+		r.up, r.hops = in, hops
+	}
+	if r.hasDetour && p == r.detour && a.now-r.detourAt <= detourHold {
+		// This copy will come back: the receiver's path goes on
+		// from where the returning copy is sent.
+	} else {
+		r.port = p
+		if r.hasDetour && p == r.detour {
+			r.hasDetour = false // nothing came back for a while
+		}
+	}
+	if u == nil || !r.behind(u) {
+		u = s.upstreamFor(r.up, r.hops)
+	}
+	if repair {
+		// A repair moves the receiver's path (after a failure the
+		// source may send nothing but repairs until it hears ACKs
+		// along the new one) but says nothing of what it was sent.
+		if !r.seen {
+			r.seen, r.partial, r.first, r.last, r.lastReport = true, true, seq, seq, a.now
+		}
+		return u
+	}
+	if seqLess(u.highest, seq) {
+		u.highest = seq
+	}
+	switch {
+	case !r.seen:
+		r.seen, r.first, r.last, r.lastReport = true, seq, seq, a.now
+	case r.partial:
+		// From its first original DATA on, the switch sees what it is
+		// sent: the ACK that covers this packet may count it complete.
+		r.partial, r.last = false, seq
+	case seqLess(r.last, seq):
+		r.last = seq
+	}
+	return u
 }
 
 // repairReceivers appends to dst the reporters whose NACKs for seq this

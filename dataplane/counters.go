@@ -39,16 +39,47 @@ func NewCoreCounters(nports int) *CoreCounters {
 	return &CoreCounters{Ports: make([]PortCounters, nports)}
 }
 
-// inc adds n to a single-writer counter without a locked instruction.
+// inc adds n to a single-writer counter with a load and a store, not a
+// read-modify-write. The store is still an XCHG on amd64 (an implicitly
+// locked instruction, some 20 cycles), so counts that change per packet are
+// kept in plain fields and published once per round (fanoutTally).
 func inc(c *atomic.Uint64, n uint64) { c.Store(c.Load() + n) }
 
 func (c *CoreCounters) drop(r DropReason, n uint64) { inc(&c.Drops[r], n) }
 
-func (c *CoreCounters) observeFanout(n int) {
+// fanoutTally is a worker's fan-out histogram since its last publication:
+// plain adds per packet, published to the CoreCounters once per round.
+type fanoutTally struct {
+	buckets [len(FanoutBounds) + 1]uint64
+	sum     uint64
+}
+
+// add counts one packet of fan-out n in histogram bucket b (fanoutBucket).
+func (t *fanoutTally) add(b, n int) {
+	t.buckets[b]++
+	t.sum += uint64(n)
+}
+
+// publish adds the tally to c and clears it.
+func (t *fanoutTally) publish(c *CoreCounters) {
+	if t.sum == 0 {
+		return
+	}
+	for i, v := range t.buckets {
+		if v != 0 {
+			inc(&c.FanoutBuckets[i], v)
+			t.buckets[i] = 0
+		}
+	}
+	inc(&c.FanoutSum, t.sum)
+	t.sum = 0
+}
+
+// fanoutBucket is the histogram bucket of a fan-out of n.
+func fanoutBucket(n int) int {
 	i := 0
 	for i < len(FanoutBounds) && float64(n) > FanoutBounds[i] {
 		i++
 	}
-	inc(&c.FanoutBuckets[i], 1)
-	inc(&c.FanoutSum, uint64(n))
+	return i
 }

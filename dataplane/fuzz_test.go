@@ -8,7 +8,8 @@ import (
 
 // FuzzSwitch feeds arbitrary frames through the whole pipeline: it must
 // never panic, every copy it sends must parse as valid SMH with checksums
-// that hold, and every buffer must come back to the pool.
+// that hold, and every buffer must come back to the pool, whether the
+// packet takes the full path or the flow cache's.
 func FuzzSwitch(f *testing.F) {
 	fb := newTestFabric(f, 4, func(c *Config) {
 		c.Groups = []GroupEntry{{ID: 5, Members: "1-3"}}
@@ -23,7 +24,8 @@ func FuzzSwitch(f *testing.F) {
 			return
 		}
 		csumOK := udpChecksumOK(frame)
-		for _, in := range []int{0, 2} {
+		// Twice on each port: the second time through the flow cache.
+		for _, in := range []int{0, 0, 2, 2} {
 			fb.send(t, in, frame)
 			for p := 0; p < 4; p++ {
 				for _, out := range fb.recv(p) {

@@ -29,13 +29,6 @@ type parsed struct {
 	drop                  DropReason // NumDropReasons when the frame is good
 }
 
-// parseBurst parses every frame of a burst into meta.
-func parseBurst(pkts []*Packet, meta []parsed, udpPort uint16) {
-	for i, pk := range pkts {
-		meta[i].drop = parseFrame(pk, &meta[i], udpPort)
-	}
-}
-
 // parseFrame fills m for one frame and returns NumDropReasons if it is a
 // valid SMH packet with a hop limit left, else the reason to drop it.
 func parseFrame(pk *Packet, m *parsed, udpPort uint16) DropReason {

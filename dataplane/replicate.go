@@ -47,10 +47,28 @@ func newSplitScratch() splitScratch {
 	}
 }
 
-// replicateBurst forwards every good packet of a parsed burst.
-func (w *Worker) replicateBurst(pkts []*Packet, meta []parsed, t *Tables) {
+// forwardBurst forwards every packet of a burst: a packet of a cached flow
+// by its entry (flowcache.go), any other one parsed and replicated in full,
+// which caches its flow for the next.
+func (w *Worker) forwardBurst(pkts []*Packet, meta []parsed, t *Tables) {
+	fc := &w.flows
 	for i, pk := range pkts {
+		slot := -1
+		if !fc.off {
+			slot = flowSlot(pk.Head, pk.InPort)
+		}
+		if slot >= 0 {
+			if e := fc.lookup(pk, slot, t, w.agg); e != nil {
+				if w.forwardCached(pk, e) {
+					continue
+				}
+				// A cached flow that needs the full path this once
+				// (congestion): keep its entry.
+				slot = -1
+			}
+		}
 		m := &meta[i]
+		m.drop = parseFrame(pk, m, w.udpPort)
 		if m.drop == probeFrame {
 			w.probeRx(pk.Head, pk.InPort)
 			pk.Free()
@@ -62,7 +80,11 @@ func (w *Worker) replicateBurst(pkts []*Packet, meta []parsed, t *Tables) {
 			continue
 		}
 		if headers.SMH(pk.Head[m.smh:]).Type() == headers.TypeData {
+			if slot >= 0 {
+				fc.fill = &fc.e[slot]
+			}
 			w.replicate(pk, m, t)
+			fc.fill = nil
 		} else {
 			w.forwardFeedback(pk, m, t)
 		}
@@ -181,15 +203,27 @@ func (w *Worker) replicate(pk *Packet, m *parsed, t *Tables) {
 		s.sorted[s.start[p]] = s.pairID[i]
 		s.start[p]++
 	}
+	fanout := len(s.used)
+	// The flow is cached if this packet's result depends on its headers
+	// alone: not for a repair (the receivers it adds depend on NACKs).
+	fe := w.flows.fill
+	w.flows.fill = nil
+	if fe != nil && (f.Flags&headers.FlagRetransmit != 0 || fanout > flowBranches || !w.flows.startFill(fe, pk, m, t)) {
+		fe = nil
+	}
+	var fa *flowAgg
+	if fe != nil {
+		fa = &fe.agg
+	}
 	if w.agg != nil {
 		// Repairs move a receiver's path but say nothing of what it was
 		// sent (recordData).
-		w.agg.recordData(pk.Head, m, &f, s.pairID[:n], s.pairPort[:n], in)
+		w.agg.recordData(pk.Head, m, &f, s.pairID[:n], s.pairPort[:n], in, fa)
 	}
 	f.HopLimit--
 	sum := w.checksumBase(pk.Head, m)
 	payload := pk.Head[m.payload:]
-	fanout := len(s.used)
+	w.filling = fe
 	end := int32(0)
 	for bi, p := range s.used {
 		ids := s.sorted[end : end+s.count[p]]
@@ -200,7 +234,11 @@ func (w *Worker) replicate(pk *Packet, m *parsed, t *Tables) {
 			w.emitLast(pk, m, p, f, ids, payload, sum)
 		}
 	}
-	w.counters.observeFanout(fanout)
+	w.fanout.add(fanoutBucket(fanout), fanout)
+	if fe != nil && w.filling == fe && fe.nb == fanout && (w.agg == nil || fe.agg.ok) {
+		fe.miss, fe.bucket, fe.valid = miss, fanoutBucket(fanout), true
+	}
+	w.filling = nil
 	s.reset()
 }
 
@@ -256,11 +294,13 @@ func (w *Worker) emitCopy(orig *Packet, m *parsed, port uint8, f headers.Fields,
 	c := w.pool.newCopy(orig, payload)
 	if c == nil {
 		w.counters.drop(DropNoBuffer, 1)
+		w.filling = nil
 		return
 	}
 	buf := c.Buffer()
 	if Headroom+m.smh+hl > len(buf) {
 		w.counters.drop(DropTooBig, 1)
+		w.filling = nil
 		c.Free()
 		return
 	}
@@ -269,7 +309,17 @@ func (w *Worker) emitCopy(orig *Packet, m *parsed, port uint8, f headers.Fields,
 	c.off = Headroom
 	c.Head = buf[Headroom : Headroom+m.smh+hl]
 	w.rewriteOuter(c.Head, m, hl, len(payload), port, sum)
+	w.cacheBranch(c.Head, hl, port, f)
 	w.enqueue(port, c)
+}
+
+// cacheBranch adds a copy's finished headers to the flow entry being
+// filled, or gives the entry up if the copy is not what every packet of
+// the flow would get (it met congestion).
+func (w *Worker) cacheBranch(hdr []byte, hl int, port uint8, f headers.Fields) {
+	if e := w.filling; e != nil && (f.Flags&headers.FlagCongestion != 0 || !e.addBranch(hdr, hl, port)) {
+		w.filling = nil
+	}
 }
 
 // emitLast rewrites the original packet in place for the last branch: the new
@@ -281,7 +331,9 @@ func (w *Worker) emitLast(pk *Packet, m *parsed, port uint8, f headers.Fields, i
 	payStart := pk.off + m.payload
 	start := payStart - hl - m.smh
 	if start < 0 {
-		// A group expanded beyond the headroom: send a copy instead.
+		// A group expanded beyond the headroom: send a copy instead (and
+		// do not cache the flow, whose last copy is always in place).
+		w.filling = nil
 		w.emitCopy(pk, m, port, f, ids, payload, sum)
 		pk.Free()
 		return
@@ -292,6 +344,7 @@ func (w *Worker) emitLast(pk *Packet, m *parsed, port uint8, f headers.Fields, i
 	pk.Head = buf[start : payStart+len(payload)]
 	pk.off = start
 	w.rewriteOuter(pk.Head[:m.smh+hl], m, hl, len(payload), port, sum)
+	w.cacheBranch(pk.Head[:m.smh+hl], hl, port, f)
 	w.enqueue(port, pk)
 }
 

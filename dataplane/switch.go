@@ -79,6 +79,7 @@ func NewSwitch(cfg *Config, ports []Port, t *Tables) (*Switch, error) {
 			counters: NewCoreCounters(len(ports)),
 			tables:   &s.tables,
 			split:    newSplitScratch(),
+			flows:    newFlowCache(),
 			probe:    newProbeState(cfg.Probe),
 			sw:       s,
 			fbIDs:    make([]uint16, 0, headers.MaxID+1),

@@ -47,6 +47,9 @@ type Worker struct {
 	fbIDs    []uint16    // scratch: a feedback packet's set
 	acks     [maxUpstreams]ackOut
 	cur      *Tables // this round's snapshot
+	flows    flowCache
+	fanout   fanoutTally // published to counters once per round
+	filling  *flowEntry  // the flow entry the packet being replicated fills
 	sw       *Switch
 	stop     atomic.Bool
 	// RxErrors counts failed receive calls (a port going away).
@@ -136,12 +139,12 @@ func (w *Worker) poll() int {
 		pc := &w.counters.Ports[r.index]
 		inc(&pc.RxPackets, uint64(n))
 		inc(&pc.RxBytes, uint64(bytes))
-		parseBurst(pkts, w.meta[:n], w.udpPort)
-		w.replicateBurst(pkts, w.meta[:n], t)
+		w.forwardBurst(pkts, w.meta[:n], t)
 		for j := range pkts {
 			pkts[j] = nil
 		}
 	}
+	w.fanout.publish(w.counters)
 	return got
 }
 
