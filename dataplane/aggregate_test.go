@@ -414,3 +414,44 @@ func TestNACKRangesUntilRepaired(t *testing.T) {
 		t.Fatalf("evicted %d NACK ranges, want 1 (nack_ranges 2)", got)
 	}
 }
+
+// Two receivers behind one port NACK the same packet: the higher ID's NACK
+// goes up, the lower one's is suppressed. The repair comes down for the
+// higher ID and the switch adds the lower one: the copy's set must still be
+// written in ascending order (it used to go out with a half-written set
+// whose last entry was read from the payload, and the bench fabric sent
+// repairs to the wrong leaves).
+func TestRepairAddsReceiversInOrder(t *testing.T) {
+	aggregate, id := true, uint16(900)
+	f := newTestFabric(t, 3, func(c *Config) {
+		c.Routes = []RouteEntry{{Receivers: "0", Port: "p0"}, {Receivers: "5,6", Port: "p1"}, {Receivers: "7", Port: "p2"}}
+		c.SwitchID = &id
+		c.Feedback = FeedbackConfig{Aggregate: &aggregate, NackWindow: time.Minute}
+	})
+	for seq := uint32(0); seq < 4; seq++ {
+		f.send(t, 0, data(t, seq, 0, 5, 6, 7))
+	}
+	drain(f)
+	for seq := uint32(2); seq < 4; seq++ {
+		f.send(t, 1, fb(t, headers.TypeNACK, seq, 6, 1, 6))
+		f.send(t, 1, fb(t, headers.TypeNACK, seq, 5, 1, 5))
+	}
+	upstreamFrames(t, f)
+	// One copy through emitCopy (p1, then p2 in place), and one as the
+	// last copy in place, so both writers see an added receiver.
+	for i, set := range [][]uint16{{6, 7}, {6}} {
+		f.send(t, 0, data(t, uint32(2+i), headers.FlagRetransmit, set...))
+		got := f.recv(1)
+		if len(got) != 1 {
+			t.Fatalf("repair to %v: %d copies on p1, want 1", set, len(got))
+		}
+		h, _ := checkFrame(t, got[0])
+		if ids := h.AppendReceivers(nil); !slices.Equal(ids, []uint16{5, 6}) {
+			t.Fatalf("repair to %v: the copy on p1 names %v, want [5 6]", set, ids)
+		}
+		drain(f)
+	}
+	if n := f.w.counters.Drops[DropBadSet].Load(); n != 0 {
+		t.Fatalf("%d copies dropped as bad_set", n)
+	}
+}

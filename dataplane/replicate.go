@@ -177,9 +177,12 @@ func (w *Worker) replicate(pk *Packet, m *parsed, t *Tables) {
 		}
 	}
 	f := h.Fields()
+	added := false
 	if w.agg != nil && f.Flags&headers.FlagRetransmit != 0 {
 		// A repair: add the receivers whose NACKs this switch suppressed.
+		n0 := n
 		n = w.addRepairReceivers(&f, rt, in, n)
+		added = n > n0
 	}
 	if miss&missNoRoute != 0 {
 		w.counters.drop(DropNoRoute, 1)
@@ -228,6 +231,11 @@ func (w *Worker) replicate(pk *Packet, m *parsed, t *Tables) {
 	for bi, p := range s.used {
 		ids := s.sorted[end : end+s.count[p]]
 		end += s.count[p]
+		if added {
+			// The receivers added come after the packet's own (which
+			// arrive in ascending order): a set is written ascending.
+			sortIDs(ids)
+		}
 		if bi < fanout-1 {
 			w.emitCopy(pk, m, p, f, ids, payload, sum)
 		} else {
@@ -305,7 +313,14 @@ func (w *Worker) emitCopy(orig *Packet, m *parsed, port uint8, f headers.Fields,
 		return
 	}
 	copy(buf[Headroom:], orig.Head[:m.smh])
-	headers.PutHeader(buf[Headroom+m.smh:], f, ids)
+	if headers.PutHeader(buf[Headroom+m.smh:], f, ids) != hl {
+		// Not reached with an ascending set; a header that cannot be
+		// written must not go out half written.
+		w.counters.drop(DropBadSet, 1)
+		w.filling = nil
+		c.Free()
+		return
+	}
 	c.off = Headroom
 	c.Head = buf[Headroom : Headroom+m.smh+hl]
 	w.rewriteOuter(c.Head, m, hl, len(payload), port, sum)
@@ -340,7 +355,12 @@ func (w *Worker) emitLast(pk *Packet, m *parsed, port uint8, f headers.Fields, i
 	}
 	buf := pk.own.data
 	copy(buf[start:], pk.Head[:m.smh])
-	headers.PutHeader(buf[start+m.smh:payStart], f, ids)
+	if headers.PutHeader(buf[start+m.smh:payStart], f, ids) != hl {
+		w.counters.drop(DropBadSet, 1) // as in emitCopy
+		w.filling = nil
+		pk.Free()
+		return
+	}
 	pk.Head = buf[start : payStart+len(payload)]
 	pk.off = start
 	w.rewriteOuter(pk.Head[:m.smh+hl], m, hl, len(payload), port, sum)
