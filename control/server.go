@@ -39,8 +39,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/sparsecast/sparsecast/ffi"
 	"github.com/sparsecast/sparsecast/headers"
 )
@@ -279,12 +277,8 @@ func openRingWithDepth(path string, slots int) (Ring, error) {
 }
 
 // MonotonicNanos is CLOCK_MONOTONIC in nanoseconds, the clock of the
-// dataplane's event timestamps.
-func MonotonicNanos() uint64 {
-	var ts unix.Timespec
-	unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts)
-	return uint64(ts.Nano())
-}
+// dataplane's event timestamps, read without a system call.
+func MonotonicNanos() uint64 { return uint64(ffi.MonotonicNs()) }
 
 // Run serves until ctx ends, then closes the rings.
 func (s *Server) Run(ctx context.Context) error {

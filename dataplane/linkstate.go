@@ -13,6 +13,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/sparsecast/sparsecast/ffi"
 	"github.com/sparsecast/sparsecast/headers"
 )
 
@@ -123,14 +124,9 @@ func (s *Switch) LinkChange(p uint8, state uint8, cause string, lossPPM uint32, 
 // MonotonicNs returns CLOCK_MONOTONIC in nanoseconds: one clock for every
 // process on the machine, so events can be compared with another process's
 // readings (a benchmark taking a link down, control timing an update). It is
-// read only at events, never per packet.
-func MonotonicNs() int64 {
-	var ts unix.Timespec
-	if err := unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts); err != nil {
-		return monotonicAt(time.Now())
-	}
-	return ts.Nano()
-}
+// read only at events, never per packet, and without a system call
+// (ffi.MonotonicNs).
+func MonotonicNs() int64 { return ffi.MonotonicNs() }
 
 // The worker loop reads Go's monotonic clock (cheap, vDSO) once per round;
 // monotonicAt maps such a reading onto CLOCK_MONOTONIC. Go's monotonic clock
