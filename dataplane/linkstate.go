@@ -107,7 +107,7 @@ func (s *Switch) LinkChange(p uint8, state uint8, cause string, lossPPM uint32, 
 	if state != headers.LinkDegraded {
 		s.SetPortDown(p, state == headers.LinkDown)
 		_ = s.UpdateTables(func(old *Tables) (*Tables, error) {
-			rt := old.Routes.Clone()
+			rt := s.cloneRoutes(old.Routes)
 			down := s.DownPorts()
 			ev.Moved = rt.Resolve(&down)
 			nt := *old
@@ -118,6 +118,11 @@ func (s *Switch) LinkChange(p uint8, state uint8, cause string, lossPPM uint32, 
 	}
 	for _, f := range l.hooks {
 		f(ev)
+	}
+	if ev.SwapNs != 0 {
+		// The next spare costs page faults; this may be a worker's
+		// probe stage, which must not wait for them.
+		go s.prepareSpareRoutes()
 	}
 }
 

@@ -317,7 +317,7 @@ func (a *RingApplier) reject(gen uint64, code uint32, k headers.RecordKind, inde
 // first time a delta touches routes.
 func (a *RingApplier) stageRoutes() *RouteTable {
 	if a.routes == nil {
-		a.routes = a.base.Routes.Clone()
+		a.routes = a.sw.cloneRoutes(a.base.Routes)
 	}
 	return a.routes
 }
@@ -443,6 +443,8 @@ func (a *RingApplier) commit() {
 	a.counters.BatchesApplied.Add(1)
 	a.emit(headers.Applied(a.out[:], a.gen, uint64(now)))
 	a.finish()
+	// After the APPLIED, so its page faults are not in this batch's time.
+	a.sw.prepareSpareRoutes()
 }
 
 func (a *RingApplier) emit(r headers.Record) bool {
