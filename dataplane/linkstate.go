@@ -99,10 +99,12 @@ func (s *Switch) LinkChange(p uint8, state uint8, cause string, lossPPM uint32, 
 	if s.LinkState(p) == state {
 		return
 	}
-	l.state[p].Store(uint32(state))
 	if state == headers.LinkUp {
+		// Before the state: the probe stage reads them in the other
+		// order (probeTick).
 		l.upSince[p].Store(detectNs)
 	}
+	l.state[p].Store(uint32(state))
 	ev := LinkEvent{Port: p, Name: s.ports[p].Name(), State: state, Cause: cause, LossPPM: lossPPM, DetectNs: detectNs}
 	if state != headers.LinkDegraded {
 		s.SetPortDown(p, state == headers.LinkDown)
