@@ -358,3 +358,32 @@ func TestOpenRingErrors(t *testing.T) {
 		t.Fatalf("err %v", err)
 	}
 }
+
+// TestPushGroupOpsDoesNotAllocate: a member change is handed to the ring
+// without allocating (bench control times from just before this), and a
+// bad record still gets a message naming it.
+func TestPushGroupOpsDoesNotAllocate(t *testing.T) {
+	c, err := OpenRing(ringPath(t), 1024)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	ops := []GroupOp{{Kind: GroupAdd, Group: 3, Members: []uint16{5}}}
+	rec := make([]byte, headers.RingRecordLen)
+	gen := uint64(0)
+	allocs := testing.AllocsPerRun(200, func() {
+		gen++
+		if err := c.PushGroupOps(gen, ops); err != nil {
+			t.Fatal(err)
+		}
+		for c.cmd.TryPop(rec) {
+		}
+	})
+	if allocs != 0 {
+		t.Fatalf("PushGroupOps allocates %v times", allocs)
+	}
+	err = c.PushGroupOps(gen+1, []GroupOp{{Kind: GroupAdd, Group: 7, Members: []uint16{9, 5}}})
+	if err == nil || !strings.Contains(err.Error(), "group 7") {
+		t.Fatalf("bad member: %v", err)
+	}
+}

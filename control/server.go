@@ -39,8 +39,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/sparsecast/sparsecast/ffi"
 	"github.com/sparsecast/sparsecast/headers"
 )
@@ -51,8 +49,6 @@ const (
 	DefaultRingSlots = 4096
 	// MaxGroups bounds the groups the server holds.
 	MaxGroups = 1 << 16
-	// pendingSlots is how many pushes wait for their APPLIED event.
-	pendingSlots = 1024
 )
 
 // PushKind names a kind of batch in metrics and status.
@@ -164,7 +160,12 @@ type switchState struct {
 	pushes   [numPushKinds]uint64
 	reroutes uint64
 	rejected uint64
-	pending  [pendingSlots]pendingPush
+	// pending holds the pushes waiting for their APPLIED, by generation
+	// modulo its length: a slot per ring slot, as many as the event ring
+	// can answer. (With 1,024 slots, a control loop that fell that many
+	// pushes behind on a loaded machine matched the late APPLIEDs to
+	// nothing, and their latencies were lost.)
+	pending []pendingPush
 }
 
 type portState struct {
@@ -224,6 +225,7 @@ func NewServer(topo *Topology, opts ServerOptions) (*Server, error) {
 		}
 		sw := &switchState{name: n, index: i, path: RingPath(opts.RingDir, n), needFull: true, openDelay: 50 * time.Millisecond}
 		sw.ports = make([]portState, len(topo.Switches[i].Ports))
+		sw.pending = make([]pendingPush, opts.RingSlots)
 		for p := range sw.ports {
 			sw.ports[p].state = headers.LinkUp
 		}
@@ -279,12 +281,8 @@ func openRingWithDepth(path string, slots int) (Ring, error) {
 }
 
 // MonotonicNanos is CLOCK_MONOTONIC in nanoseconds, the clock of the
-// dataplane's event timestamps.
-func MonotonicNanos() uint64 {
-	var ts unix.Timespec
-	unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts)
-	return uint64(ts.Nano())
-}
+// dataplane's event timestamps, read without a system call.
+func MonotonicNanos() uint64 { return uint64(ffi.MonotonicNs()) }
 
 // Run serves until ctx ends, then closes the rings.
 func (s *Server) Run(ctx context.Context) error {
@@ -396,7 +394,7 @@ func (s *Server) handleEvent(sw *switchState, e Event) {
 	case "applied":
 		sw.applied = max(sw.applied, e.Generation)
 		sw.failures = 0
-		p := &sw.pending[e.Generation%pendingSlots]
+		p := &sw.pending[e.Generation%uint64(len(sw.pending))]
 		if p.gen != e.Generation || p.pushed == 0 {
 			return
 		}
@@ -506,7 +504,7 @@ func (s *Server) downList() []LinkID {
 // for the latency histogram.
 func (s *Server) push(sw *switchState, kind PushKind, arrival uint64, send func(gen uint64) error) {
 	gen := sw.gen + 1
-	p := &sw.pending[gen%pendingSlots]
+	p := &sw.pending[gen%uint64(len(sw.pending))]
 	*p = pendingPush{gen: gen, kind: kind, arrival: arrival}
 	p.pushed = MonotonicNanos()
 	if err := send(gen); err != nil {

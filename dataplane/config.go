@@ -53,6 +53,15 @@ type Config struct {
 	// control process (docs/control.md), conventionally
 	// /dev/shm/sparsecast-<name>.ring; empty runs without control.
 	ControlRing string `yaml:"control_ring"`
+	// ControlPollMode is how the ring applier waits for control's batches:
+	// adaptive (default) spins briefly, then sleeps 50 µs at a time, which
+	// suits a lab of many switches on few cores; busy spins on a core of
+	// its own, as busy-polling workers do, so an update is published a few
+	// microseconds after control hands it over.
+	ControlPollMode PollMode `yaml:"control_poll_mode"`
+	// ControlCPU pins a busy ring applier's thread to a CPU (one that no
+	// worker uses, on a real switch an isolated core).
+	ControlCPU *int `yaml:"control_cpu"`
 	// EAL is DPDK's EAL command line for dpdk ports (default: no hugepages,
 	// no PCI; see dpdkport.DefaultEAL).
 	EAL []string `yaml:"eal_args"`
@@ -205,18 +214,38 @@ func LoadConfig(path string) (*Config, error) {
 	return &c, nil
 }
 
+// defaultPollMode fills an empty poll mode with adaptive (the lab's, many
+// processes to a core) and checks a given one.
+func defaultPollMode(m *PollMode, field string) error {
+	switch *m {
+	case "":
+		*m = PollAdaptive
+	case PollBusy, PollAdaptive:
+	default:
+		return fmt.Errorf("%s %q: want busy or adaptive", field, *m)
+	}
+	return nil
+}
+
 // Validate fills defaults and checks every field, so that a bad config fails
 // at start with a message naming the field, never later on the packet path.
 func (c *Config) Validate() error {
 	if c.UDPPort == 0 {
 		c.UDPPort = headers.DefaultUDPPort
 	}
-	switch c.PollMode {
-	case "":
-		c.PollMode = PollAdaptive
-	case PollBusy, PollAdaptive:
-	default:
-		return fmt.Errorf("poll_mode %q: want busy or adaptive", c.PollMode)
+	if err := defaultPollMode(&c.PollMode, "poll_mode"); err != nil {
+		return err
+	}
+	if err := defaultPollMode(&c.ControlPollMode, "control_poll_mode"); err != nil {
+		return err
+	}
+	if cpu := c.ControlCPU; cpu != nil {
+		if c.ControlPollMode != PollBusy {
+			return fmt.Errorf("control_cpu %d: only a busy ring applier (control_poll_mode: busy) is pinned", *cpu)
+		}
+		if *cpu < 0 || *cpu >= runtime.NumCPU() {
+			return fmt.Errorf("control_cpu: CPU %d does not exist (this machine has %d)", *cpu, runtime.NumCPU())
+		}
 	}
 	if c.Workers == 0 {
 		c.Workers = 1

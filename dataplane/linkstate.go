@@ -13,6 +13,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/sparsecast/sparsecast/ffi"
 	"github.com/sparsecast/sparsecast/headers"
 )
 
@@ -98,15 +99,17 @@ func (s *Switch) LinkChange(p uint8, state uint8, cause string, lossPPM uint32, 
 	if s.LinkState(p) == state {
 		return
 	}
-	l.state[p].Store(uint32(state))
 	if state == headers.LinkUp {
+		// Before the state: the probe stage reads them in the other
+		// order (probeTick).
 		l.upSince[p].Store(detectNs)
 	}
+	l.state[p].Store(uint32(state))
 	ev := LinkEvent{Port: p, Name: s.ports[p].Name(), State: state, Cause: cause, LossPPM: lossPPM, DetectNs: detectNs}
 	if state != headers.LinkDegraded {
 		s.SetPortDown(p, state == headers.LinkDown)
 		_ = s.UpdateTables(func(old *Tables) (*Tables, error) {
-			rt := old.Routes.Clone()
+			rt := s.cloneRoutes(old.Routes)
 			down := s.DownPorts()
 			ev.Moved = rt.Resolve(&down)
 			nt := *old
@@ -118,19 +121,19 @@ func (s *Switch) LinkChange(p uint8, state uint8, cause string, lossPPM uint32, 
 	for _, f := range l.hooks {
 		f(ev)
 	}
+	if ev.SwapNs != 0 {
+		// The next spare costs page faults; this may be a worker's
+		// probe stage, which must not wait for them.
+		go s.prepareSpareRoutes()
+	}
 }
 
 // MonotonicNs returns CLOCK_MONOTONIC in nanoseconds: one clock for every
 // process on the machine, so events can be compared with another process's
 // readings (a benchmark taking a link down, control timing an update). It is
-// read only at events, never per packet.
-func MonotonicNs() int64 {
-	var ts unix.Timespec
-	if err := unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts); err != nil {
-		return monotonicAt(time.Now())
-	}
-	return ts.Nano()
-}
+// read only at events, never per packet, and without a system call
+// (ffi.MonotonicNs).
+func MonotonicNs() int64 { return ffi.MonotonicNs() }
 
 // The worker loop reads Go's monotonic clock (cheap, vDSO) once per round;
 // monotonicAt maps such a reading onto CLOCK_MONOTONIC. Go's monotonic clock

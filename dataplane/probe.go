@@ -95,10 +95,17 @@ func (w *Worker) probeTick(now time.Time) {
 		if !pp.heard {
 			continue
 		}
-		// A link that just came up (by carrier) gets Miss intervals of grace.
-		last := max(pp.lastRx, w.sw.links.upSince[pp.port].Load())
-		if ps.now-last > int64(ps.cfg.Miss)*iv && w.sw.LinkState(pp.port) != headers.LinkDown {
-			w.sw.LinkChange(pp.port, headers.LinkDown, "probe_timeout", 1e6, ps.now)
+		// A link that just came up (by carrier) gets Miss intervals of
+		// grace. upSince is read after the state: LinkChange stores it
+		// first, so a link seen up here is seen with its new upSince.
+		// (Read the other way round, a link coming back after a long
+		// outage was declared silent, and down, microseconds after its
+		// carrier returned.)
+		if w.sw.LinkState(pp.port) != headers.LinkDown {
+			last := max(pp.lastRx, w.sw.links.upSince[pp.port].Load())
+			if ps.now-last > int64(ps.cfg.Miss)*iv {
+				w.sw.LinkChange(pp.port, headers.LinkDown, "probe_timeout", 1e6, ps.now)
+			}
 		}
 		if ps.now-pp.winStart >= int64(ps.cfg.Window)*iv {
 			w.judgeWindow(pp)

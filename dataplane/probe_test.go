@@ -115,3 +115,48 @@ func TestLinkChangeIsIdempotent(t *testing.T) {
 		t.Fatalf("monotonic clock off by %d ns", d)
 	}
 }
+
+// TestRerouteUsesSpareRoutes: a link change copies the routes into the
+// spare table prepared ahead of time (no fresh 64 KiB on the critical
+// path), leaves the old snapshot as it was, and a new spare follows.
+func TestRerouteUsesSpareRoutes(t *testing.T) {
+	sw, err := NewBenchSwitch(4, 256, PollAdaptive, -1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := sw.Switch
+	rt := NewRouteTable()
+	rt.SetWithBackup(7, 1, 2)
+	rt.SetWithBackup(8, 3, 2)
+	if err := s.UpdateTables(func(old *Tables) (*Tables, error) {
+		nt := *old
+		nt.Routes = rt
+		return &nt, nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	spare := s.spareRoutes.Load()
+	if spare == nil {
+		t.Fatal("no spare route table after NewSwitch")
+	}
+	s.LinkChange(1, headers.LinkDown, "carrier", 0, MonotonicNs())
+	got := s.Tables().Routes
+	if got != spare {
+		t.Fatal("the reroute did not publish the spare table")
+	}
+	if got.Lookup(7) != 2 || got.Lookup(8) != 3 || rt.Lookup(7) != 1 || !got.ent.primaryEq(rt.ent) {
+		t.Fatalf("rerouted 7 via %d, 8 via %d; old snapshot 7 via %d", got.Lookup(7), got.Lookup(8), rt.Lookup(7))
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for s.spareRoutes.Load() == nil || s.spareRoutes.Load() == spare {
+		if time.Now().After(deadline) {
+			t.Fatal("no new spare after the reroute")
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// primaryEq: the same primaries and backups (the entries are shared or equal).
+func (e *routeEntries) primaryEq(o *routeEntries) bool {
+	return e.primary == o.primary && e.backup == o.backup
+}

@@ -167,7 +167,7 @@ func (w *Worker) replicate(pk *Packet, m *parsed, t *Tables) {
 		}
 	case headers.EncGroup:
 		var ok bool
-		if members, ok = t.Groups[h.GroupID()]; !ok {
+		if members, ok = t.Groups.Lookup(h.GroupID()); !ok {
 			w.counters.drop(DropNoGroup, 1)
 			pk.Free()
 			return

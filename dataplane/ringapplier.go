@@ -10,8 +10,8 @@ package dataplane
 import (
 	"context"
 	"fmt"
-	"maps"
 	"math/rand/v2"
+	"runtime"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -25,10 +25,16 @@ import (
 
 // RingApplierOptions tune how the applier waits for commands.
 type RingApplierOptions struct {
-	// BusyPoll spins on the command ring forever (benchmarks: a core of its
-	// own). Otherwise the applier spins Spin empty polls, then sleeps in
-	// steps of Sleep until a record arrives.
+	// BusyPoll spins on the command ring forever: a core of its own, as
+	// on a switch whose workers busy-poll (config control_poll_mode:
+	// busy). Otherwise the applier spins Spin empty polls, then sleeps in
+	// steps of Sleep until a record arrives, which costs up to Sleep plus
+	// a wake-up per update but no core (labs, many switches per machine).
 	BusyPoll bool
+	// Pin, with BusyPoll, locks the applier to one OS thread bound to
+	// CPU, like a worker with a cpus entry.
+	Pin bool
+	CPU int
 	// Spin is the number of empty polls before sleeping (default 64).
 	Spin int
 	// Sleep is one idle sleep step (default 50µs, at most 10ms).
@@ -74,9 +80,15 @@ type RingApplier struct {
 	badIndex uint32
 	badKind  headers.RecordKind
 	base     *Tables
-	routes   *RouteTable         // staged routes, nil until the batch touches routes
-	groups   map[uint32][]uint16 // staged groups, nil until the batch touches groups
-	owned    map[uint32]bool     // groups whose staged slice this batch allocated
+	routes   *RouteTable // staged routes, nil until the batch touches routes
+	// Staged group changes, applied to the base snapshot's GroupTable at
+	// COMMIT (or built into a new one for a full resync). Every staged
+	// slice was allocated by this batch, so it may still be appended to.
+	// The maps are cleared, not dropped, between batches: a delta batch
+	// allocates only what it publishes.
+	touched bool // the batch changes groups
+	staged  map[uint32][]uint16
+	gone    map[uint32]bool // deleted by this batch (and not set again)
 
 	rec [headers.RingRecordLen]byte
 	out [headers.RingRecordLen]byte
@@ -96,12 +108,16 @@ func NewRingApplier(sw *Switch, rf *ffi.RingFile, opts RingApplierOptions) (*Rin
 	if opts.Spin < 0 || opts.Sleep < 0 || opts.Sleep > 10*time.Millisecond {
 		return nil, fmt.Errorf("ring applier: spin %d, sleep %v: want spin >= 0 and sleep up to 10ms", opts.Spin, opts.Sleep)
 	}
+	if opts.Pin && (!opts.BusyPoll || opts.CPU < 0 || opts.CPU >= runtime.NumCPU()) {
+		return nil, fmt.Errorf("ring applier: pinned to CPU %d (busy poll %v): want busy polling and a CPU from 0 to %d", opts.CPU, opts.BusyPoll, runtime.NumCPU()-1)
+	}
 	if sw.NumPorts() > headers.RingNoPort {
 		return nil, fmt.Errorf("ring applier: %d ports: ring records address at most %d", sw.NumPorts(), headers.RingNoPort)
 	}
 	a := &RingApplier{
 		sw: sw, rf: rf, cmd: rf.Commands(), evq: rf.Events(), opts: opts,
-		nports: sw.NumPorts(), counters: &RingCounters{}, owned: map[uint32]bool{},
+		nports: sw.NumPorts(), counters: &RingCounters{},
+		staged: map[uint32][]uint16{}, gone: map[uint32]bool{},
 	}
 	for a.bootID == 0 {
 		a.bootID = rand.Uint64()
@@ -121,6 +137,19 @@ func (a *RingApplier) Counters() *RingCounters { return a.counters }
 
 // Run polls the command ring until ctx ends.
 func (a *RingApplier) Run(ctx context.Context) error {
+	if a.opts.Pin {
+		// Affinity belongs to a thread, so the goroutine must keep its
+		// own. Unpinned, it stays unlocked: a locked goroutine that the
+		// runtime preempts (every 10 ms of spinning) resumes only after
+		// two thread hand-offs instead of one scheduler pass.
+		runtime.LockOSThread()
+		defer runtime.UnlockOSThread()
+		var set unix.CPUSet
+		set.Set(a.opts.CPU)
+		if err := unix.SchedSetaffinity(0, &set); err != nil {
+			return fmt.Errorf("ring applier: pinning to CPU %d: %w", a.opts.CPU, err)
+		}
+	}
 	done := ctx.Done()
 	idle := 0
 	for {
@@ -216,25 +245,24 @@ func (a *RingApplier) handle(r headers.Record) {
 			rt.SetWithBackup(id, p, b)
 		}
 	case headers.CmdGroupSet:
-		g := a.stageGroups()
 		m := make([]uint16, r.Count())
 		for i := range m {
 			m[i] = r.Member(i)
 		}
-		g[r.Group()] = m
-		a.owned[r.Group()] = true
+		a.setGroup(r.Group(), m)
 	case headers.CmdGroupAdd:
 		a.groupAdd(r)
 	case headers.CmdGroupRemove:
 		a.groupRemove(r)
 	case headers.CmdGroupDelete:
 		id := r.Group()
-		if !a.groupExists(id) {
+		if _, ok := a.group(id); !ok {
 			a.fail(headers.RejectGroup, k)
 			return
 		}
-		delete(a.stageGroups(), id)
-		delete(a.owned, id)
+		a.touched = true
+		delete(a.staged, id)
+		a.gone[id] = true
 	}
 }
 
@@ -251,7 +279,7 @@ func (a *RingApplier) begin(r headers.Record) {
 	}
 	if a.full {
 		a.routes = NewRouteTable()
-		a.groups = map[uint32][]uint16{}
+		a.touched = true
 	}
 }
 
@@ -268,8 +296,14 @@ func (a *RingApplier) finish() {
 		a.reject(a.gen, a.badCode, a.badKind, a.badIndex)
 	}
 	a.inBatch = false
-	a.base, a.routes, a.groups = nil, nil, nil
-	clear(a.owned)
+	a.base, a.routes, a.touched = nil, nil, false
+	if len(a.staged) > 1024 {
+		// A full resync's worth: let the memory go rather than keep it
+		// for the next one.
+		a.staged = map[uint32][]uint16{}
+	}
+	clear(a.staged)
+	clear(a.gone)
 }
 
 func (a *RingApplier) reject(gen uint64, code uint32, k headers.RecordKind, index uint32) {
@@ -283,45 +317,57 @@ func (a *RingApplier) reject(gen uint64, code uint32, k headers.RecordKind, inde
 // first time a delta touches routes.
 func (a *RingApplier) stageRoutes() *RouteTable {
 	if a.routes == nil {
-		a.routes = a.base.Routes.Clone()
+		a.routes = a.sw.cloneRoutes(a.base.Routes)
 	}
 	return a.routes
 }
 
-// stageGroups returns the batch's group map, copying the current one (not
-// its member slices, which are replaced, never changed) the first time a
-// delta touches groups.
-func (a *RingApplier) stageGroups() map[uint32][]uint16 {
-	if a.groups == nil {
-		a.groups = maps.Clone(a.base.Groups)
-		if a.groups == nil {
-			a.groups = map[uint32][]uint16{}
-		}
+// group returns a group's members as the batch has them so far.
+func (a *RingApplier) group(id uint32) ([]uint16, bool) {
+	if m, ok := a.staged[id]; ok {
+		return m, true
 	}
-	return a.groups
+	if a.full || a.gone[id] {
+		return nil, false
+	}
+	return a.base.Groups.Lookup(id)
 }
 
-func (a *RingApplier) groupExists(id uint32) bool {
-	g := a.groups
-	if g == nil {
-		g = a.base.Groups
+// setGroup stages a group's members, a slice this batch allocated.
+func (a *RingApplier) setGroup(id uint32, m []uint16) {
+	a.touched = true
+	a.staged[id] = m
+	delete(a.gone, id)
+}
+
+// stagedGroups applies the batch's group changes to the base snapshot's
+// table: a new table sharing all but the changed groups' paths, or, for a
+// full resync, one built from the staged groups alone.
+func (a *RingApplier) stagedGroups() *GroupTable {
+	if a.full {
+		return NewGroupTable(a.staged)
 	}
-	_, ok := g[id]
-	return ok
+	g := a.base.Groups
+	for id := range a.gone {
+		g = g.Without(id)
+	}
+	for id, m := range a.staged {
+		g = g.With(id, m)
+	}
+	return g
 }
 
 // groupAdd merges a GROUP_ADD's members (ascending) into the group,
 // creating it if needed. A group this batch set and that grows at its end
 // (a big GROUP_SET continued in GROUP_ADDs) is appended to in place.
 func (a *RingApplier) groupAdd(r headers.Record) {
-	g := a.stageGroups()
 	id, n := r.Group(), r.Count()
-	cur := g[id]
-	if a.owned[id] && (len(cur) == 0 || r.Member(0) > cur[len(cur)-1]) {
+	cur, _ := a.group(id)
+	if _, own := a.staged[id]; own && (len(cur) == 0 || r.Member(0) > cur[len(cur)-1]) {
 		for i := range n {
 			cur = append(cur, r.Member(i))
 		}
-		g[id] = cur
+		a.staged[id] = cur
 		return
 	}
 	out := make([]uint16, 0, len(cur)+n)
@@ -340,20 +386,18 @@ func (a *RingApplier) groupAdd(r headers.Record) {
 			j++
 		}
 	}
-	g[id] = out
-	a.owned[id] = true
+	a.setGroup(id, out)
 }
 
 // groupRemove takes a GROUP_REMOVE's members out of an existing group;
 // members not in it are ignored.
 func (a *RingApplier) groupRemove(r headers.Record) {
 	id, n := r.Group(), r.Count()
-	if !a.groupExists(id) {
+	cur, ok := a.group(id)
+	if !ok {
 		a.fail(headers.RejectGroup, headers.CmdGroupRemove)
 		return
 	}
-	g := a.stageGroups()
-	cur := g[id]
 	out := make([]uint16, 0, len(cur))
 	j := 0
 	for _, m := range cur {
@@ -365,15 +409,14 @@ func (a *RingApplier) groupRemove(r headers.Record) {
 		}
 		out = append(out, m)
 	}
-	g[id] = slices.Clip(out)
-	a.owned[id] = true
+	a.setGroup(id, slices.Clip(out))
 }
 
 // commit publishes the batch: routes resolved against the ports that are
 // down now, groups as staged; what the batch did not touch is the current
 // snapshot's (the same *RouteTable for a group-only batch).
 func (a *RingApplier) commit() {
-	t0 := time.Now()
+	t0 := MonotonicNs()
 	err := a.sw.UpdateTables(func(old *Tables) (*Tables, error) {
 		nt := *old
 		nt.Generation = a.gen
@@ -382,8 +425,8 @@ func (a *RingApplier) commit() {
 			a.routes.Resolve(&down)
 			nt.Routes = a.routes
 		}
-		if a.groups != nil {
-			nt.Groups = a.groups
+		if a.touched {
+			nt.Groups = a.stagedGroups()
 		}
 		return &nt, nil
 	})
@@ -392,14 +435,16 @@ func (a *RingApplier) commit() {
 		a.finish()
 		return
 	}
-	now := uint64(MonotonicNs())
-	a.counters.LastApplyNanos.Store(uint64(time.Since(t0)))
+	now := MonotonicNs()
+	a.counters.LastApplyNanos.Store(uint64(now - t0))
 	a.applied = a.gen
 	a.rf.SetAppliedGeneration(a.gen)
 	a.counters.Generation.Store(a.gen)
 	a.counters.BatchesApplied.Add(1)
-	a.emit(headers.Applied(a.out[:], a.gen, now))
+	a.emit(headers.Applied(a.out[:], a.gen, uint64(now)))
 	a.finish()
+	// After the APPLIED, so its page faults are not in this batch's time.
+	a.sw.prepareSpareRoutes()
 }
 
 func (a *RingApplier) emit(r headers.Record) bool {

@@ -3,7 +3,6 @@ package dataplane
 import (
 	"context"
 	"fmt"
-	"maps"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -133,8 +132,8 @@ func (e *ringEnv) wantHello() headers.Record {
 	return ev
 }
 
-func groupsEqual(a, b map[uint32][]uint16) bool {
-	return maps.EqualFunc(a, b, func(x, y []uint16) bool { return slices.Equal(x, y) })
+func groupsEqual(a *GroupTable, b map[uint32][]uint16) bool {
+	return GroupTableEqual(a, NewGroupTable(b))
 }
 
 // TestRingApplierResyncAndDeltas: a full resync then deltas of every kind
@@ -227,7 +226,10 @@ func TestRingApplierResyncAndDeltas(t *testing.T) {
 	if tb.Routes != prev.Routes || !groupsEqual(tb.Groups, wantGroups) || tb.Generation != 12 {
 		t.Fatalf("group delta: routes shared %v, groups %v", tb.Routes == prev.Routes, tb.Groups)
 	}
-	if !slices.Equal(prev.Groups[1], big) || len(prev.Groups[2]) != 0 {
+	if g1, _ := prev.Groups.Lookup(1); !slices.Equal(g1, big) {
+		t.Fatalf("previous snapshot changed: group 1 %v", g1)
+	}
+	if g2, _ := prev.Groups.Lookup(2); len(g2) != 0 {
 		t.Fatal("the delta modified the previous snapshot's groups")
 	}
 
@@ -238,8 +240,8 @@ func TestRingApplierResyncAndDeltas(t *testing.T) {
 	e.a.Poll()
 	e.wantApplied(13)
 	tb = e.sw.Tables()
-	if tb.Routes.Len() != 1 || tb.Routes.Lookup(1) != 0 || len(tb.Groups) != 0 {
-		t.Fatalf("second resync: %d routes, %d groups", tb.Routes.Len(), len(tb.Groups))
+	if tb.Routes.Len() != 1 || tb.Routes.Lookup(1) != 0 || tb.Groups.Len() != 0 {
+		t.Fatalf("second resync: %d routes, %d groups", tb.Routes.Len(), tb.Groups.Len())
 	}
 }
 
@@ -562,6 +564,44 @@ func TestRingApplierOptions(t *testing.T) {
 	if _, err := NewRingApplier(e.sw.Switch, e.dp, RingApplierOptions{Sleep: time.Second}); err == nil || !strings.Contains(err.Error(), "sleep") {
 		t.Fatalf("err %v", err)
 	}
+	for _, o := range []RingApplierOptions{{Pin: true}, {BusyPoll: true, Pin: true, CPU: -1}, {BusyPoll: true, Pin: true, CPU: runtime.NumCPU()}} {
+		if _, err := NewRingApplier(e.sw.Switch, e.dp, o); err == nil || !strings.Contains(err.Error(), "pinned") {
+			t.Errorf("%+v: err %v", o, err)
+		}
+	}
+	// A pinned busy applier runs on its CPU and stops with its context.
+	a, err := NewRingApplier(e.sw.Switch, e.dp, RingApplierOptions{BusyPoll: true, Pin: true, CPU: runtime.NumCPU() - 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
+	defer cancel()
+	if err := a.Run(ctx); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestControlPollConfig: control_poll_mode and control_cpu are checked at
+// load, a CPU only with busy polling.
+func TestControlPollConfig(t *testing.T) {
+	cpu, bad := 0, runtime.NumCPU()
+	for _, c := range []struct {
+		mode PollMode
+		cpu  *int
+		err  string
+	}{
+		{"", nil, ""},
+		{PollBusy, &cpu, ""},
+		{"spin", nil, "control_poll_mode"},
+		{PollAdaptive, &cpu, "only a busy ring applier"},
+		{PollBusy, &bad, "does not exist"},
+	} {
+		cfg := &Config{Name: "s", ControlPollMode: c.mode, ControlCPU: c.cpu, Ports: []PortConfig{{Name: "p0", Type: "mem"}}}
+		err := cfg.Validate()
+		if c.err == "" && (err != nil || cfg.ControlPollMode == "") || c.err != "" && (err == nil || !strings.Contains(err.Error(), c.err)) {
+			t.Errorf("%q %v: err %v (mode %q)", c.mode, c.cpu, err, cfg.ControlPollMode)
+		}
+	}
 }
 
 // TestRingApplierLatency measures batch-apply latency on a running applier
@@ -700,5 +740,37 @@ func TestValidateControlRing(t *testing.T) {
 		if err := ValidateControlRing(tc.path); (err == nil) != tc.ok {
 			t.Errorf("%q: err %v", tc.path, err)
 		}
+	}
+}
+
+// BenchmarkRingApplierGroupAdd: one single-member GROUP_ADD batch, from
+// the ring to the publish, with 150 and 10,000 groups in the table (the
+// bytes per op should not grow with the groups).
+func BenchmarkRingApplierGroupAdd(b *testing.B) {
+	for _, groups := range []int{150, 10000} {
+		b.Run(fmt.Sprint(groups), func(b *testing.B) {
+			e := newRingEnv(b, 4096)
+			gen := uint64(1)
+			e.begin(gen, true)
+			for g := range groups {
+				r, _ := headers.GroupSet(e.buf[:], gen, uint32(g), []uint16{1})
+				e.push(r)
+				if g%1000 == 0 {
+					e.a.Poll()
+				}
+			}
+			e.commit(gen)
+			e.a.Poll()
+			b.ReportAllocs()
+			b.ResetTimer()
+			for i := range b.N {
+				gen++
+				e.begin(gen, false)
+				r, _ := headers.GroupAdd(e.buf[:], gen, uint32(i%groups), []uint16{uint16(2 + i%60)})
+				e.push(r)
+				e.commit(gen)
+				e.a.Poll()
+			}
+		})
 	}
 }

@@ -46,8 +46,9 @@ func (t *RouteTable) Primary(id uint16) uint8 { return t.ent.primary[id] }
 type Tables struct {
 	Generation uint64
 	Routes     *RouteTable
-	// Groups maps a group ID to its members, strictly ascending.
-	Groups map[uint32][]uint16
+	// Groups maps a group ID to its members, strictly ascending (nil: no
+	// groups).
+	Groups *GroupTable
 }
 
 // NewRouteTable returns a table with no routes.
@@ -162,7 +163,7 @@ func TablesFromConfig(c *Config) (*Tables, error) {
 		}
 		groups[g.ID] = slices.Clip(ids)
 	}
-	return &Tables{Generation: 1, Routes: rt, Groups: groups}, nil
+	return &Tables{Generation: 1, Routes: rt, Groups: NewGroupTable(groups)}, nil
 }
 
 // Equal tells whether two tables route, back up and resolve every receiver

@@ -106,3 +106,17 @@ func TestMmsgsSendError(t *testing.T) {
 		t.Fatalf("errno %v, want EBADF", e)
 	}
 }
+
+// TestMonotonicNsIsClockMonotonic: the vDSO reading lies between two
+// clock_gettime(CLOCK_MONOTONIC) system calls.
+func TestMonotonicNsIsClockMonotonic(t *testing.T) {
+	for range 100 {
+		var a, b unix.Timespec
+		unix.ClockGettime(unix.CLOCK_MONOTONIC, &a)
+		m := MonotonicNs()
+		unix.ClockGettime(unix.CLOCK_MONOTONIC, &b)
+		if m < a.Nano() || m > b.Nano() {
+			t.Fatalf("MonotonicNs %d outside [%d, %d]", m, a.Nano(), b.Nano())
+		}
+	}
+}

@@ -330,7 +330,7 @@ func buildFabric(o FeedbackOptions, leaves int) ([]*dataplane.Switch, []*memHost
 		}
 		rt := dataplane.NewRouteTable()
 		routes(rt)
-		sw, err := dataplane.NewSwitch(b.cfg, b.ports, &dataplane.Tables{Generation: 1, Routes: rt, Groups: map[uint32][]uint16{}})
+		sw, err := dataplane.NewSwitch(b.cfg, b.ports, &dataplane.Tables{Generation: 1, Routes: rt})
 		if err != nil {
 			return fmt.Errorf("%s: %w", b.cfg.Name, err)
 		}

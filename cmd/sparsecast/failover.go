@@ -35,10 +35,12 @@ func newBenchFailoverCmd(runF func(*BenchFailoverOptions) error) *cobra.Command 
 		Long: `Builds the fabric of --topology in network namespaces (a switch process per
 switch, probes between switches), streams SMH at --rate from the sender to
 every receiver, takes --link down with 'ip link set down' at --fail-at, and
-reports detect_us (link down to the first switch's detection), repair_us
+reports detect_us (link down to the first switch's detection), reroute_us
 (link down to the rerouted table being published on the switch upstream of
-the link), lost_affected (packets lost by receivers whose primary path used
-the link) and lost_unaffected (by all others; must be 0).`,
+the link), repair_us (link down to the first packet for an affected
+receiver arriving over the backup path, kernel receive timestamp at the
+switch in front of it), lost_affected (packets lost by receivers whose
+primary path used the link) and lost_unaffected (by all others; must be 0).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if o.Rate <= 0 || o.Duration <= 0 || o.FailAt < 0 || o.FailAt >= o.Duration {

@@ -134,7 +134,11 @@ func switchRun(ctx context.Context, o *SwitchRunOptions) error {
 			return fmt.Errorf("control ring: %w", err)
 		}
 		defer rf.Close()
-		ra, err := dataplane.NewRingApplier(sw, rf, dataplane.RingApplierOptions{})
+		ropts := dataplane.RingApplierOptions{BusyPoll: cfg.ControlPollMode == dataplane.PollBusy}
+		if cfg.ControlCPU != nil {
+			ropts.Pin, ropts.CPU = true, *cfg.ControlCPU
+		}
+		ra, err := dataplane.NewRingApplier(sw, rf, ropts)
 		if err != nil {
 			return fmt.Errorf("control ring: %w", err)
 		}
@@ -210,7 +214,7 @@ func reloadOnHUP(ctx context.Context, o *SwitchRunOptions, sw *dataplane.Switch)
 					t.Routes.Resolve(&down)
 					return t, nil
 				})
-				fmt.Fprintf(o.Log, "reloaded: generation %d, %d routes, %d groups\n", t.Generation, t.Routes.Len(), len(t.Groups))
+				fmt.Fprintf(o.Log, "reloaded: generation %d, %d routes, %d groups\n", t.Generation, t.Routes.Len(), t.Groups.Len())
 				continue
 			}
 		}

@@ -3,7 +3,9 @@ package lab
 // The failover scenario: a fabric streams SMH at a steady rate from one
 // sender to every receiver; mid-stream one switch-to-switch link is taken
 // down (`ip link set down`, a carrier loss at both ends). The switches detect
-// it and reroute locally; the result says how fast, and who lost what:
+// it and reroute locally; the result says how fast (detection, the
+// rerouted table's publish, and the first packet over the backup path:
+// arrival.go), and who lost what:
 // receivers whose primary path used the link may lose the packets in flight,
 // every other receiver must lose none.
 
@@ -41,15 +43,26 @@ type FailoverOptions struct {
 
 // FailoverResult is what `bench failover --json` prints.
 type FailoverResult struct {
-	Link                string                 `json:"link"`
-	DetectUs            float64                `json:"detect_us"`
+	Link     string  `json:"link"`
+	DetectUs float64 `json:"detect_us"`
+	// RerouteUs is link down to the rerouted table's publish on the switch
+	// upstream of the link (ReroutedBy). RepairUs is link down to the first
+	// packet for an affected receiver sent over a backup path (RepairedVia,
+	// a switch port their primary paths do not leave by; kernel timestamp).
+	// DeliveredUs is link down to the first such packet arriving at the
+	// switch in front of them (DeliveredVia): the repair plus the backup
+	// path's transit.
+	RerouteUs           float64                `json:"reroute_us"`
 	RepairUs            float64                `json:"repair_us"`
+	RepairedVia         string                 `json:"repaired_via"`
+	DeliveredUs         float64                `json:"delivered_us"`
+	DeliveredVia        string                 `json:"delivered_via"`
 	LostAffected        int                    `json:"lost_affected"`
 	LostUnaffected      int                    `json:"lost_unaffected"`
 	AffectedReceivers   []uint16               `json:"affected_receivers"`
 	UnaffectedReceivers []uint16               `json:"unaffected_receivers"`
 	DetectedBy          string                 `json:"detected_by"`
-	RepairedBy          string                 `json:"repaired_by"`
+	ReroutedBy          string                 `json:"rerouted_by"`
 	RoutesMoved         int                    `json:"routes_moved"`
 	Sent                uint64                 `json:"sent"`
 	RatePPS             float64                `json:"rate_pps"`
@@ -74,8 +87,8 @@ type FailoverReceiverStat struct {
 // Table renders a result for people.
 func (r *FailoverResult) Table() string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "failover of %s: detected in %.0f µs (%s), rerouted in %.0f µs (%s, %d routes moved)\n",
-		r.Link, r.DetectUs, r.DetectedBy, r.RepairUs, r.RepairedBy, r.RoutesMoved)
+	fmt.Fprintf(&b, "failover of %s: detected in %.0f µs (%s), rerouted in %.0f µs (%s, %d routes moved), first packet on the backup path in %.0f µs (%s), there in %.0f µs (%s)\n",
+		r.Link, r.DetectUs, r.DetectedBy, r.RerouteUs, r.ReroutedBy, r.RoutesMoved, r.RepairUs, r.RepairedVia, r.DeliveredUs, r.DeliveredVia)
 	fmt.Fprintf(&b, "  %d packets to each receiver at %.0f pps; lost by affected receivers %d, by unaffected %d\n",
 		r.Sent, r.RatePPS, r.LostAffected, r.LostUnaffected)
 	fmt.Fprintf(&b, "  %8s  %8s  %9s  %6s  %10s\n", "RECEIVER", "AFFECTED", "RECEIVED", "LOST", "DUPLICATES")
@@ -229,6 +242,51 @@ func FailoverOn(ctx context.Context, f *Fabric, o FailoverOptions) (res *Failove
 			}
 		}
 	}
+	// The backup paths: every switch-to-switch port that no affected
+	// receiver's primary path leaves by. Frames for them sent there are
+	// the repair; received there by the switch in front of them, its
+	// delivery.
+	primaryOut := map[string]bool{}
+	arrival := map[string]map[string]bool{}
+	for id := range affected {
+		p := paths[id]
+		for _, h := range p {
+			primaryOut[h.from] = true
+		}
+		if len(p) >= 2 {
+			last, in := p[len(p)-1].sw, p[len(p)-2].link
+			for _, port := range topo.Switches[topo.SwitchIndex(last)].Ports {
+				if port.Link >= 0 && port.Link != in {
+					if arrival[last] == nil {
+						arrival[last] = map[string]bool{}
+					}
+					arrival[last][port.Name] = true
+				}
+			}
+		}
+	}
+	var watches []*arrivalWatch
+	defer func() {
+		for _, w := range watches {
+			w.Close()
+		}
+	}()
+	for _, sw := range topo.Switches {
+		var ports []string
+		for _, port := range sw.Ports {
+			if port.Link >= 0 && !primaryOut[sw.Name+":"+port.Name] {
+				ports = append(ports, port.Name)
+			}
+		}
+		if len(ports) == 0 || len(affected) == 0 {
+			continue
+		}
+		w, err := watchArrivals(sw.Name, f.SwitchNS[sw.Name], ports, arrival[sw.Name], f.UDPPort, affected)
+		if err != nil {
+			return nil, fmt.Errorf("failover: %w", err)
+		}
+		watches = append(watches, w)
+	}
 	res = &FailoverResult{Link: link}
 	for _, id := range recvIDs {
 		if affected[id] {
@@ -258,7 +316,12 @@ func FailoverOn(ctx context.Context, f *Fabric, o FailoverOptions) (res *Failove
 			// The same change as `ip link set dev PORT down`, made
 			// in-process so that t0 is taken right before it and not
 			// before a fork and exec.
-			return SetLinkDown(f.SwitchNS[failSw], failPort, true, func() { t0 = dataplane.MonotonicNs() })
+			return SetLinkDown(f.SwitchNS[failSw], failPort, true, func() {
+				t0 = dataplane.MonotonicNs()
+				for _, w := range watches {
+					w.Arm(t0)
+				}
+			})
 		},
 	})
 	if err != nil {
@@ -295,15 +358,26 @@ func FailoverOn(ctx context.Context, f *Fabric, o FailoverOptions) (res *Failove
 			if d := float64(e.DetectNs-t0) / 1e3; res.DetectedBy == "" || d < res.DetectUs {
 				res.DetectUs, res.DetectedBy = d, fmt.Sprintf("%s:%s %s", sw, e.Name, e.Cause)
 			}
-			if sw == upstream && res.RepairedBy == "" {
-				res.RepairUs = float64(e.SwapNs-t0) / 1e3
-				res.RepairedBy = fmt.Sprintf("%s:%s", sw, e.Name)
+			if sw == upstream && res.ReroutedBy == "" {
+				res.RerouteUs = float64(e.SwapNs-t0) / 1e3
+				res.ReroutedBy = fmt.Sprintf("%s:%s", sw, e.Name)
 				res.RoutesMoved = e.Moved
 			}
 		}
 	}
 	if res.DetectedBy == "" {
 		return nil, fmt.Errorf("failover: no switch reported %s down (logs in %s)", link, f.Dir)
+	}
+	for _, w := range watches {
+		if t, port := w.FirstSent(); port != "" && (res.RepairedVia == "" || float64(t-t0)/1e3 < res.RepairUs) {
+			res.RepairUs, res.RepairedVia = float64(t-t0)/1e3, w.sw+":"+port
+		}
+		if t, port := w.FirstReceived(); port != "" && (res.DeliveredVia == "" || float64(t-t0)/1e3 < res.DeliveredUs) {
+			res.DeliveredUs, res.DeliveredVia = float64(t-t0)/1e3, w.sw+":"+port
+		}
+	}
+	if res.RepairedVia == "" && len(res.AffectedReceivers) > 0 {
+		return nil, fmt.Errorf("failover: no switch sent a packet for receivers %v over a backup path (logs in %s)", res.AffectedReceivers, f.Dir)
 	}
 	res.ElapsedS = time.Since(start).Seconds()
 	return res, nil
