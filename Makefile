@@ -46,6 +46,7 @@ test-fuzz:
 test-lab:
 	@if [ "$$(id -u)" != 0 ]; then echo "test-lab needs root (network namespaces)"; exit 1; fi
 	$(GO) test -count=1 -p 1 -tags lab -timeout 20m ./testbeds/...
+	$(GO) test -count=1 -tags lab -run TestBenchFeedbackVeth -timeout 10m ./perf/
 
 # TRex profiles decoded by the Go codec and replayed into a lab switch,
 # the Wireshark dissector under tshark, SR-IOV dry runs, deployment files.

@@ -42,8 +42,43 @@ type FeedbackOptions struct {
 	Timeout time.Duration
 }
 
+// defaults fills the zero fields and checks the rest.
+func (o *FeedbackOptions) defaults() error {
+	if o.Receivers == 0 {
+		o.Receivers = 64
+	}
+	if o.Size == 0 {
+		o.Size = 4 << 20
+	}
+	if o.Spines == 0 {
+		o.Spines = 2
+	}
+	if o.HostsPerLeaf == 0 {
+		o.HostsPerLeaf = 8
+	}
+	if o.Seed == 0 {
+		o.Seed = 1
+	}
+	if o.Timeout == 0 {
+		o.Timeout = 45 * time.Second
+	}
+	switch {
+	case o.Receivers < 1 || o.Receivers > 4096:
+		return fmt.Errorf("bench feedback: receivers %d: want 1-4096", o.Receivers)
+	case o.Loss < 0 || o.Loss >= 1:
+		return fmt.Errorf("bench feedback: loss %v: want 0 <= loss < 1", o.Loss)
+	case o.Size < 0 || o.Size > 1<<30:
+		return fmt.Errorf("bench feedback: size %d: want 0-1 GiB", o.Size)
+	case o.Spines < 1 || o.Spines > 16 || o.HostsPerLeaf < 1 || o.HostsPerLeaf > 64:
+		return fmt.Errorf("bench feedback: %d spines, %d hosts per leaf: want 1-16 and 1-64", o.Spines, o.HostsPerLeaf)
+	}
+	return nil
+}
+
 // FeedbackResult is what `bench feedback --json` prints.
 type FeedbackResult struct {
+	// Ports is "mem" (in-process, in-memory ports) or "veth" (the lab).
+	Ports        string  `json:"ports"`
 	Receivers    int     `json:"receivers"`
 	Leaves       int     `json:"leaves"`
 	Spines       int     `json:"spines"`
@@ -84,6 +119,21 @@ type FeedbackResult struct {
 	Errors         []string `json:"errors,omitempty"`
 }
 
+// fromSender fills the sender's counts from its report, with the DATA
+// datagrams it sent and the feedback packets that reached it.
+func (res *FeedbackResult) fromSender(rep *endpoint.SenderReport, datagrams, feedback uint64) {
+	res.DataPkts, res.DataDatagrams = rep.Packets, datagrams
+	res.Retransmissions, res.RetransmitCopies = rep.Retransmissions, rep.RetransmitCopies
+	res.FeedbackPkts, res.ACKs, res.AggregatedACKs, res.AmbiguousACKs = feedback, rep.ACKs, rep.AggregatedACKs, rep.AmbiguousACKs
+	res.NACKs, res.CNPs, res.RateDecreases, res.FinalRatePPS = rep.NACKs, rep.CNPs, rep.RateDecreases, rep.FinalRatePPS
+	if datagrams > 0 {
+		res.FeedbackPerD = float64(feedback) / float64(datagrams)
+	}
+	if rep.Packets > 0 {
+		res.FeedbackPerOriginal = float64(feedback) / float64(rep.Packets)
+	}
+}
+
 const (
 	spineIDBase = 0xFF00
 	leafIDBase  = 0xFE00
@@ -98,39 +148,14 @@ type memHost struct {
 
 // BenchFeedback builds the fabric, runs one transfer and tears it down.
 func BenchFeedback(ctx context.Context, o FeedbackOptions) (*FeedbackResult, error) {
-	if o.Receivers == 0 {
-		o.Receivers = 64
-	}
-	if o.Size == 0 {
-		o.Size = 4 << 20
-	}
-	if o.Spines == 0 {
-		o.Spines = 2
-	}
-	if o.HostsPerLeaf == 0 {
-		o.HostsPerLeaf = 8
-	}
-	if o.Seed == 0 {
-		o.Seed = 1
-	}
-	if o.Timeout == 0 {
-		o.Timeout = 45 * time.Second
-	}
-	switch {
-	case o.Receivers < 1 || o.Receivers > 4096:
-		return nil, fmt.Errorf("bench feedback: receivers %d: want 1-4096", o.Receivers)
-	case o.Loss < 0 || o.Loss >= 1:
-		return nil, fmt.Errorf("bench feedback: loss %v: want 0 <= loss < 1", o.Loss)
-	case o.Size < 0 || o.Size > 1<<30:
-		return nil, fmt.Errorf("bench feedback: size %d: want 0-1 GiB", o.Size)
-	case o.Spines < 1 || o.Spines > 16 || o.HostsPerLeaf < 1 || o.HostsPerLeaf > 64:
-		return nil, fmt.Errorf("bench feedback: %d spines, %d hosts per leaf: want 1-16 and 1-64", o.Spines, o.HostsPerLeaf)
+	if err := o.defaults(); err != nil {
+		return nil, err
 	}
 	leaves := (o.Receivers + 1 + o.HostsPerLeaf - 1) / o.HostsPerLeaf
 	if leaves > 200 {
 		return nil, fmt.Errorf("bench feedback: %d leaves: too many", leaves)
 	}
-	res := &FeedbackResult{Receivers: o.Receivers, Leaves: leaves, Spines: o.Spines, Loss: o.Loss, Aggregate: o.Aggregate, Size: o.Size}
+	res := &FeedbackResult{Ports: "mem", Receivers: o.Receivers, Leaves: leaves, Spines: o.Spines, Loss: o.Loss, Aggregate: o.Aggregate, Size: o.Size}
 
 	sws, hosts, err := buildFabric(o, leaves)
 	if err != nil {
@@ -238,16 +263,7 @@ func BenchFeedback(ctx context.Context, o FeedbackOptions) (*FeedbackResult, err
 		}
 	}
 	ts := sender.tr.Stats()
-	res.DataPkts, res.DataDatagrams = rep.Packets, ts.SentData
-	res.Retransmissions, res.RetransmitCopies = rep.Retransmissions, rep.RetransmitCopies
-	res.FeedbackPkts, res.ACKs, res.AggregatedACKs, res.AmbiguousACKs = ts.RecvFeedback, rep.ACKs, rep.AggregatedACKs, rep.AmbiguousACKs
-	res.NACKs, res.CNPs, res.RateDecreases, res.FinalRatePPS = rep.NACKs, rep.CNPs, rep.RateDecreases, rep.FinalRatePPS
-	if ts.SentData > 0 {
-		res.FeedbackPerD = float64(ts.RecvFeedback) / float64(ts.SentData)
-	}
-	if rep.Packets > 0 {
-		res.FeedbackPerOriginal = float64(ts.RecvFeedback) / float64(rep.Packets)
-	}
+	res.fromSender(rep, ts.SentData, ts.RecvFeedback)
 	if elapsed > 0 && res.DeliveredOK {
 		res.GoodputMbps = float64(o.Size) * 8 / elapsed.Seconds() / 1e6
 	}

@@ -4,6 +4,8 @@ import (
 	"context"
 	"testing"
 	"time"
+
+	"github.com/sparsecast/sparsecast/control"
 )
 
 func runBenchFeedback(t *testing.T, agg bool) {
@@ -35,4 +37,29 @@ func TestBenchFeedback(t *testing.T) { runBenchFeedback(t, false) }
 // sender.
 func TestBenchFeedbackAggregated(t *testing.T) {
 	runBenchFeedback(t, true)
+}
+
+// The veth variant's fabric: the sender first on leaf1, receivers after it,
+// hosts-per-leaf to a leaf, every host with its own address.
+func TestFeedbackTopology(t *testing.T) {
+	y, names := feedbackTopology(9, 2, 4)
+	topo, err := control.ParseTopology([]byte(y))
+	if err != nil {
+		t.Fatalf("%v\n%s", err, y)
+	}
+	if len(names) != 9 || names[0] != "r1-2" || names[8] != "r3-2" {
+		t.Fatalf("receivers %v", names)
+	}
+	if len(topo.Switches) != 5 || len(topo.Hosts) != 10 || topo.Hosts[0].Name != "tx" || !topo.Hosts[0].Receiver {
+		t.Fatalf("%d switches, %d hosts, first %+v", len(topo.Switches), len(topo.Hosts), topo.Hosts[0])
+	}
+	ips := map[string]bool{}
+	for _, h := range topo.Hosts {
+		for _, ip := range h.IPs {
+			if ips[ip.String()] {
+				t.Fatalf("address %s twice", ip)
+			}
+			ips[ip.String()] = true
+		}
+	}
 }

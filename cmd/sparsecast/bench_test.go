@@ -47,3 +47,24 @@ func TestBenchReplicateJSON(t *testing.T) {
 		t.Errorf("allocs_per_packet %v", m["allocs_per_packet"])
 	}
 }
+
+func TestBenchFeedbackFlags(t *testing.T) {
+	var got *BenchFeedbackOptions
+	cmd := NewCmdBenchFeedback(func(o *BenchFeedbackOptions) error { got = o; return nil })
+	cmd.SetArgs([]string{"--veth", "--receivers", "16", "--aggregate=false", "--binary", "/opt/sc", "--json"})
+	if err := cmd.Execute(); err != nil {
+		t.Fatal(err)
+	}
+	if !got.Veth || got.Receivers != 16 || got.Aggregate || got.Binary != "/opt/sc" || !got.JSON || got.Loss != 0.05 {
+		t.Fatalf("parsed %+v", got)
+	}
+	for _, bad := range [][]string{{"--veth", "--receivers", "300"}, {"--receivers", "0"}, {"--loss", "1"}, {"--timeout", "0s"}, {"extra"}} {
+		cmd := NewCmdBenchFeedback(func(*BenchFeedbackOptions) error { return nil })
+		cmd.SetArgs(bad)
+		cmd.SetOut(&bytes.Buffer{})
+		cmd.SetErr(&bytes.Buffer{})
+		if err := cmd.Execute(); err == nil {
+			t.Errorf("%v accepted", bad)
+		}
+	}
+}

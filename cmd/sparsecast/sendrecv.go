@@ -993,6 +993,10 @@ type BenchFeedbackOptions struct {
 	Seed      uint64
 	Timeout   time.Duration
 	JSON      bool
+	// Veth runs the fabric as the veth lab (root); Binary is the
+	// sparsecast binary its processes run.
+	Veth   bool
+	Binary string
 }
 
 // NewCmdBenchFeedback builds `bench feedback`; runF replaces the run
@@ -1008,7 +1012,12 @@ every host-facing egress port, and sends a --size file reliably from one host
 to --receivers others. Reports delivered_ok (every receiver's SHA-256 matches),
 feedback packets reaching the sender per DATA packet it sent, NACKs the
 switches suppressed, goodput and the run's counts. --aggregate=false sets
-feedback.aggregate: false on every switch: the baseline.`,
+feedback.aggregate: false on every switch: the baseline.
+
+With --veth (as root) the same fabric is the veth lab instead: a network
+namespace and a process per switch and host, AF_PACKET ports on veth pairs,
+sparsecast send and recv as the endpoints (at most 254 receivers; 16 is a
+size this 2-core class of machine runs in about a minute).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			o.Out = cmd.OutOrStdout()
@@ -1021,6 +1030,13 @@ feedback.aggregate: false on every switch: the baseline.`,
 				return fmt.Errorf("--size %d: want 0-1 GiB", o.Size)
 			case o.Timeout <= 0:
 				return fmt.Errorf("--timeout %v: want > 0", o.Timeout)
+			case o.Veth && o.Receivers > perf.FeedbackVethMaxReceivers:
+				return fmt.Errorf("--receivers %d: --veth runs at most %d", o.Receivers, perf.FeedbackVethMaxReceivers)
+			}
+			if o.Veth {
+				if err := defaultBinary(&o.Binary); err != nil {
+					return err
+				}
 			}
 			if runF != nil {
 				return runF(o)
@@ -1038,6 +1054,8 @@ feedback.aggregate: false on every switch: the baseline.`,
 	f.Uint64Var(&o.Seed, "seed", 1, "seed of the file contents and loss patterns")
 	f.DurationVar(&o.Timeout, "timeout", 45*time.Second, "give up on the transfer after this long")
 	f.BoolVar(&o.JSON, "json", false, "print JSON")
+	f.BoolVar(&o.Veth, "veth", false, "run the fabric as the veth lab (root): a process and a namespace per switch and host")
+	f.StringVar(&o.Binary, "binary", "", "sparsecast binary for the lab processes with --veth (default: this one)")
 	return cmd
 }
 
@@ -1045,10 +1063,21 @@ func benchFeedbackRun(ctx context.Context, o *BenchFeedbackOptions) error {
 	if ctx == nil {
 		ctx = context.Background()
 	}
-	r, err := perf.BenchFeedback(ctx, perf.FeedbackOptions{
+	po := perf.FeedbackOptions{
 		Receivers: o.Receivers, Loss: o.Loss, Aggregate: o.Aggregate, Size: o.Size,
 		Spines: o.Spines, HostsPerLeaf: o.PerLeaf, Seed: o.Seed, Timeout: o.Timeout,
-	})
+	}
+	var r *perf.FeedbackResult
+	var err error
+	if o.Veth {
+		r, err = perf.BenchFeedbackVeth(ctx, po, o.Binary, func(format string, args ...any) {
+			if !o.JSON {
+				fmt.Fprintf(o.Out, strings.TrimRight(format, "\n")+"\n", args...)
+			}
+		})
+	} else {
+		r, err = perf.BenchFeedback(ctx, po)
+	}
 	if err != nil {
 		return err
 	}
@@ -1057,8 +1086,8 @@ func benchFeedbackRun(ctx context.Context, o *BenchFeedbackOptions) error {
 		enc.SetIndent("", "  ")
 		err = enc.Encode(r)
 	} else {
-		fmt.Fprintf(o.Out, "%d receivers on %d leaves x %d spines, loss %.3f, aggregation %v, %d-byte file\n",
-			r.Receivers, r.Leaves, r.Spines, r.Loss, r.Aggregate, r.Size)
+		fmt.Fprintf(o.Out, "%d receivers on %d leaves x %d spines (%s ports), loss %.3f, aggregation %v, %d-byte file\n",
+			r.Receivers, r.Leaves, r.Spines, r.Ports, r.Loss, r.Aggregate, r.Size)
 		fmt.Fprintf(o.Out, "  delivered_ok %v in %.2f s, goodput %.2f Mb/s\n", r.DeliveredOK, r.ElapsedS, r.GoodputMbps)
 		fmt.Fprintf(o.Out, "  feedback at sender %.4f per DATA datagram, %.4f per original packet (%d feedback, %d DATA datagrams), %d NACKs suppressed by switches\n",
 			r.FeedbackPerD, r.FeedbackPerOriginal, r.FeedbackPkts, r.DataDatagrams, r.NACKsSuppressed)

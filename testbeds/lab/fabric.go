@@ -37,6 +37,9 @@ type FabricOptions struct {
 	Probes bool
 	// Faults injects egress loss on named ports, "switch:port" -> config.
 	Faults map[string]dataplane.FaultConfig
+	// Aggregate sets feedback.aggregate on every switch (nil: the
+	// default, on); off is the baseline `bench feedback --veth` compares.
+	Aggregate *bool
 	// Control starts one control process serving every switch through
 	// control rings in Dir, with its API on Dir/control.sock.
 	Control      bool
@@ -324,7 +327,7 @@ func fabricSwitchConfig(t *control.Topology, si int, o FabricOptions) (*dataplan
 	// A lab runs many switches on one machine: smaller pools and
 	// aggregation tables than a white box's defaults start them quickly.
 	cfg := &dataplane.Config{Name: sw.Name, UDPPort: o.UDPPort, PollMode: dataplane.PollAdaptive, MetricsAddr: "127.0.0.1:9470",
-		Buffers: 2048, Feedback: dataplane.FeedbackConfig{Streams: 64, ReceiversPerStream: 256}}
+		Buffers: 2048, Feedback: dataplane.FeedbackConfig{Aggregate: o.Aggregate, Streams: 64, ReceiversPerStream: 256}}
 	if o.Probes {
 		// A lab runs a dozen switch and host processes on two shared
 		// cores, and AF_PACKET hands frames over in blocks retired every

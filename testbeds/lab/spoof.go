@@ -93,6 +93,12 @@ func (s *spoofer) run(ctx context.Context, n int, interval time.Duration, done <
 // SwitchDrops reads a switch's drop counter for one reason from its
 // metrics endpoint (inside its namespace).
 func (f *Fabric) SwitchDrops(ctx context.Context, sw, reason string) (uint64, error) {
+	return f.SwitchCounter(ctx, sw, `sparsecast_switch_drops_total{reason="`+reason+`"}`)
+}
+
+// SwitchCounter reads one series of a switch's metrics, named as the
+// exposition prints it (labels in order): `name{label="value",...}`.
+func (f *Fabric) SwitchCounter(ctx context.Context, sw, series string) (uint64, error) {
 	ns, ok := f.SwitchNS[sw]
 	if !ok {
 		return 0, fmt.Errorf("no switch %q", sw)
@@ -101,7 +107,7 @@ func (f *Fabric) SwitchDrops(ctx context.Context, sw, reason string) (uint64, er
 	if err != nil {
 		return 0, fmt.Errorf("%s metrics: %w", sw, err)
 	}
-	want := `sparsecast_switch_drops_total{reason="` + reason + `"} `
+	want := series + " "
 	sc := bufio.NewScanner(bytes.NewReader(out))
 	sc.Buffer(make([]byte, 1<<20), 1<<20)
 	for sc.Scan() {
@@ -110,7 +116,7 @@ func (f *Fabric) SwitchDrops(ctx context.Context, sw, reason string) (uint64, er
 			return uint64(n), err
 		}
 	}
-	return 0, fmt.Errorf("%s metrics: no %s", sw, strings.TrimSpace(want))
+	return 0, fmt.Errorf("%s metrics: no %s", sw, series)
 }
 
 // hostSwitch names the switch a host attaches to.

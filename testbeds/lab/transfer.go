@@ -90,6 +90,9 @@ type TransferReceiver struct {
 	OK    bool   `json:"ok"`
 	Bytes int64  `json:"bytes"`
 	Error string `json:"error,omitempty"`
+	// ACKs and NACKs it sent, from its report.
+	ACKs  uint64 `json:"acks_sent"`
+	NACKs uint64 `json:"nacks_sent"`
 }
 
 // TransferResult is the scenario's outcome.
@@ -412,6 +415,20 @@ func TransferOn(ctx context.Context, f *Fabric, o TransferOptions) (res *Transfe
 		}
 		// Keep the receiver's report next to its log.
 		_ = os.WriteFile(filepath.Join(f.Dir, "recv-"+rp.host.Name+".json"), rp.out.Bytes(), 0o644)
+		var rep struct {
+			Report struct {
+				Streams []struct {
+					ACKs  uint64 `json:"acks_sent"`
+					NACKs uint64 `json:"nacks_sent"`
+				} `json:"streams"`
+			} `json:"report"`
+		}
+		if json.Unmarshal(rp.out.Bytes(), &rep) == nil {
+			for _, st := range rep.Report.Streams {
+				rr.ACKs += st.ACKs
+				rr.NACKs += st.NACKs
+			}
+		}
 		got, rerr := os.ReadFile(filepath.Join(rp.dir, "checkpoint.bin"))
 		rr.Bytes = int64(len(got))
 		switch {
