@@ -92,6 +92,12 @@ type PortConfig struct {
 	// Probe sends link probes on this port and watches the neighbour's:
 	// set it on ports that face another sparsecast switch.
 	Probe bool `yaml:"probe"`
+	// RxRing is an afpacket port's receive ring: "v3" (the default) hands
+	// frames over in blocks, cheap at high rates but holding each frame up
+	// to the 1 ms block timeout at low rates; "v2" hands each frame over as
+	// soon as it arrives, for latency-bound setups at modest rates (the
+	// veth labs). See dataplane/afpacket's RxRing.
+	RxRing string `yaml:"rx_ring"`
 }
 
 // FeedbackConfig tunes feedback aggregation (docs/feedback.md).
@@ -314,6 +320,12 @@ func (c *Config) Validate() error {
 		}
 		if p.Device != "" && p.Type != "dpdk" {
 			return fmt.Errorf("port %s: device is for type dpdk ports", p.Name)
+		}
+		switch {
+		case p.RxRing != "" && p.Type != "afpacket":
+			return fmt.Errorf("port %s: rx_ring is for type afpacket ports", p.Name)
+		case p.RxRing != "" && p.RxRing != "v2" && p.RxRing != "v3":
+			return fmt.Errorf("port %s: rx_ring %q: want v2 or v3", p.Name, p.RxRing)
 		}
 		if p.NeighborMAC != "" {
 			if _, err := net.ParseMAC(p.NeighborMAC); err != nil {

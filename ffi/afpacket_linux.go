@@ -1,5 +1,6 @@
-// AF_PACKET support: in, a TPACKET_V3 ring mapped from the kernel, whose
-// status words the kernel and user space hand back and forth; out, batches of
+// AF_PACKET support: in, a TPACKET_V3 or TPACKET_V2 ring mapped from the
+// kernel, whose status words the kernel and user space hand back and forth
+// (per block in V3, per frame in V2); out, batches of
 // two-segment frames handed to sendmmsg(2). The ring's other fields are
 // plain native-endian reads done by package afpacket with the
 // offsets exported here.
@@ -37,6 +38,21 @@ const (
 	FrameHdrSize     = int(unsafe.Sizeof(unix.Tpacket3Hdr{}))
 )
 
+// TPACKET_V2 layout, from the same source. A V2 ring is an array of
+// fixed-size frame slots (tpacket_req.tp_frame_size apart when the frame
+// size divides the block size); each slot starts with a tpacket2_hdr whose
+// tp_status says who owns the slot, with the frame at tp_mac bytes from the
+// slot's start.
+const (
+	V2StatusOff   = int(unsafe.Offsetof(unix.Tpacket2Hdr{}.Status))
+	V2LenOff      = int(unsafe.Offsetof(unix.Tpacket2Hdr{}.Len))
+	V2SnaplenOff  = int(unsafe.Offsetof(unix.Tpacket2Hdr{}.Snaplen))
+	V2MacOff      = int(unsafe.Offsetof(unix.Tpacket2Hdr{}.Mac))
+	V2VlanTCIOff  = int(unsafe.Offsetof(unix.Tpacket2Hdr{}.Vlan_tci))
+	V2VlanTPIDOff = int(unsafe.Offsetof(unix.Tpacket2Hdr{}.Vlan_tpid))
+	V2HdrSize     = int(unsafe.Sizeof(unix.Tpacket2Hdr{}))
+)
+
 // word returns the 32-bit word at off in b. The index expression bounds-checks
 // the whole word before the pointer is formed; off must be 4-aligned (ring
 // fields are) for the atomic access to be one instruction.
@@ -47,11 +63,12 @@ func word(b []byte, off int) *uint32 {
 
 // LoadUint32 atomically loads the word at off in b: an acquire load of a
 // status word the kernel writes, so reads of what the word guards (a block's
-// frames) that follow it see the kernel's writes.
+// frames, a slot's frame) that follow it see the kernel's writes.
 func LoadUint32(b []byte, off int) uint32 { return atomic.LoadUint32(word(b, off)) }
 
 // StoreUint32 atomically stores v at off in b: a release store handing a
-// block back to the kernel after its frames have been read.
+// block (V3) or a frame slot (V2) back to the kernel after its frames have
+// been read.
 func StoreUint32(b []byte, off int, v uint32) { atomic.StoreUint32(word(b, off), v) }
 
 // Mmsgs is a preallocated sendmmsg(2) vector: each message is one frame of up

@@ -29,6 +29,13 @@ func TestTpacketLayout(t *testing.T) {
 		{"tp_vlan_tci", FrameVlanTCIOff, 32},
 		{"tp_vlan_tpid", FrameVlanTPIDOff, 36},
 		{"sizeof tpacket3_hdr", FrameHdrSize, 48},
+		{"v2 tp_status", V2StatusOff, 0},
+		{"v2 tp_len", V2LenOff, 4},
+		{"v2 tp_snaplen", V2SnaplenOff, 8},
+		{"v2 tp_mac", V2MacOff, 12},
+		{"v2 tp_vlan_tci", V2VlanTCIOff, 24},
+		{"v2 tp_vlan_tpid", V2VlanTPIDOff, 26},
+		{"sizeof tpacket2_hdr", V2HdrSize, 32},
 	} {
 		if c.got != c.want {
 			t.Errorf("%s at %d, kernel ABI says %d", c.name, c.got, c.want)

@@ -113,6 +113,9 @@ type VethOptions struct {
 	KernelOnGeneratorCPU bool
 	// SkipSmcroute measures the switch and tc only.
 	SkipSmcroute bool
+	// RxRing is the switch ports' receive ring, "v2" or "v3" (default: the
+	// switch's default, v3).
+	RxRing string
 	// Prefix names the namespaces (default DefaultVethPrefix).
 	Prefix string
 	// Dir receives switch.yaml, tc batch files and logs (default: a new
@@ -182,6 +185,9 @@ type VethResult struct {
 	// (-1: nothing pinned, one CPU only).
 	ReplicatorCPU int     `json:"replicator_cpu"`
 	LoadAvgBefore float64 `json:"loadavg_1m_before"`
+	// RxRing is the switch ports' receive ring as configured ("": the
+	// switch's default).
+	RxRing string `json:"rx_ring,omitempty"`
 
 	SwitchPPSPerOutput   float64 `json:"switch_pps_per_output"`
 	TCPPSPerOutput       float64 `json:"tc_pps_per_output"`
@@ -231,6 +237,8 @@ func (o *VethOptions) defaults() error {
 	}
 	minSize := vethMinSize(o.Outputs)
 	switch {
+	case o.RxRing != "" && o.RxRing != "v2" && o.RxRing != "v3":
+		return fmt.Errorf("bench veth: rx ring %q: want v2 or v3", o.RxRing)
 	case o.Binary == "":
 		return errors.New("bench veth: no sparsecast binary")
 	case o.Outputs < 1 || o.Outputs > vethMaxOuts:
@@ -294,9 +302,10 @@ func sinkMAC(i int) string { return fmt.Sprintf("02:53:56:01:%02x:02", i) }
 
 // VethSwitchConfig renders the switch.yaml of the bench: port in, ports
 // o1..oN routing receiver i to oi, one worker busy-polling cpu (adaptive
-// and unpinned when cpu < 0). The neighbor of every output is the group, so
-// the switch's copies reach the sink as the kernel's do.
-func VethSwitchConfig(outputs, cpu int) []byte {
+// and unpinned when cpu < 0), every port on the rx ring rxRing ("": the
+// switch's default). The neighbor of every output is the group, so the
+// switch's copies reach the sink as the kernel's do.
+func VethSwitchConfig(outputs, cpu int, rxRing string) []byte {
 	var b bytes.Buffer
 	b.WriteString("# bench veth, written by sparsecast bench veth\n")
 	fmt.Fprintf(&b, "name: veth-bench\nudp_port: %d\nworkers: 1\nmetrics_addr: 127.0.0.1:0\n", headers.DefaultUDPPort)
@@ -305,10 +314,14 @@ func VethSwitchConfig(outputs, cpu int) []byte {
 	} else {
 		b.WriteString("poll_mode: adaptive\n")
 	}
-	b.WriteString("ports:\n  - name: in\n    type: afpacket\n    iface: in\n")
+	ring := ""
+	if rxRing != "" {
+		ring = "    rx_ring: " + rxRing + "\n"
+	}
+	b.WriteString("ports:\n  - name: in\n    type: afpacket\n    iface: in\n" + ring)
 	for i := 1; i <= outputs; i++ {
-		fmt.Fprintf(&b, "  - name: o%d\n    type: afpacket\n    iface: o%d\n    neighbor_mac: %q\n    neighbor_ip: %q\n",
-			i, i, vethGroupMAC.String(), vethGroup)
+		fmt.Fprintf(&b, "  - name: o%d\n    type: afpacket\n    iface: o%d\n    neighbor_mac: %q\n    neighbor_ip: %q\n%s",
+			i, i, vethGroupMAC.String(), vethGroup, ring)
 	}
 	b.WriteString("routes:\n")
 	for i := 1; i <= outputs; i++ {
@@ -323,6 +336,7 @@ type vethTopology struct {
 	gen, dut, sink   string
 	outputs          int
 	genCPU, repCPU   int
+	rxRing           string
 	dir              string
 	logf             func(string, ...any)
 	frame            []byte
@@ -369,7 +383,7 @@ func BenchVeth(ctx context.Context, o VethOptions) (res *VethResult, err error) 
 		Outputs: o.Outputs, FrameSize: o.Size, Seconds: o.Seconds,
 		OfferedLoad: "saturating: one generator thread sends as fast as sendmmsg goes, the same for every replicator",
 		CPUs:        ncpu, GeneratorCPU: genCPU, ReplicatorCPU: repCPU,
-		LoadAvgBefore: vethLoadAvg(), Dir: o.Dir,
+		LoadAvgBefore: vethLoadAvg(), Dir: o.Dir, RxRing: o.RxRing,
 		TargetVsTC: VethTargetVsTC, TargetVsSmcroute: VethTargetVsSmcroute,
 	}
 
@@ -387,7 +401,7 @@ func BenchVeth(ctx context.Context, o VethOptions) (res *VethResult, err error) 
 		}
 	}()
 	t := &vethTopology{
-		l: l, outputs: o.Outputs, genCPU: genCPU, repCPU: repCPU, dir: o.Dir, logf: logf, frame: frame,
+		l: l, outputs: o.Outputs, genCPU: genCPU, repCPU: repCPU, rxRing: o.RxRing, dir: o.Dir, logf: logf, frame: frame,
 		warmup: o.Warmup, duration: time.Duration(o.Seconds * float64(time.Second)),
 	}
 	logf("== building the topology: %sgen, %sdut, %ssink with %d outputs", o.Prefix, o.Prefix, o.Prefix, o.Outputs)
@@ -555,7 +569,7 @@ func cpuMask(cpu int) string {
 // runSwitch measures the switch (step 2, switch).
 func (t *vethTopology) runSwitch(ctx context.Context, binary string) (*VethRun, error) {
 	cfgPath := filepath.Join(t.dir, "switch.yaml")
-	if err := os.WriteFile(cfgPath, VethSwitchConfig(t.outputs, t.repCPU), 0o644); err != nil {
+	if err := os.WriteFile(cfgPath, VethSwitchConfig(t.outputs, t.repCPU, t.rxRing), 0o644); err != nil {
 		return nil, err
 	}
 	if _, err := dataplane.LoadConfig(cfgPath); err != nil {

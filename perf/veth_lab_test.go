@@ -192,9 +192,10 @@ func TestVethFrameAndConfig(t *testing.T) {
 	if _, err := VethFrame(8, 30); err == nil {
 		t.Error("a 30-byte frame was built")
 	}
-	for _, cpu := range []int{-1, 0} {
+	for i, cpu := range []int{-1, 0} {
+		ring := []string{"", "v2"}[i]
 		path := filepath.Join(t.TempDir(), "switch.yaml")
-		if err := os.WriteFile(path, VethSwitchConfig(8, cpu), 0o644); err != nil {
+		if err := os.WriteFile(path, VethSwitchConfig(8, cpu, ring), 0o644); err != nil {
 			t.Fatal(err)
 		}
 		cfg, err := dataplane.LoadConfig(path)
@@ -203,6 +204,11 @@ func TestVethFrameAndConfig(t *testing.T) {
 		}
 		if len(cfg.Ports) != 9 || len(cfg.Routes) != 8 {
 			t.Errorf("cpu %d: %d ports, %d routes", cpu, len(cfg.Ports), len(cfg.Routes))
+		}
+		for _, p := range cfg.Ports {
+			if p.RxRing != ring {
+				t.Errorf("cpu %d: port %s rx_ring %q, want %q", cpu, p.Name, p.RxRing, ring)
+			}
 		}
 	}
 }

@@ -28,6 +28,7 @@ type BenchVethOptions struct {
 	Dir                  string
 	KernelOnGeneratorCPU bool
 	SkipSmcroute         bool
+	RxRing               string
 	Verbose              bool
 	JSON                 bool
 }
@@ -61,6 +62,8 @@ and what a crashed run left is removed first.`,
 				return fmt.Errorf("--seconds %v: want more than 0 and at most 3600", o.Seconds)
 			case o.Size < 1 || o.Size > 1514:
 				return fmt.Errorf("--size %d: want at most 1514 (one Ethernet frame)", o.Size)
+			case o.RxRing != "" && o.RxRing != "v2" && o.RxRing != "v3":
+				return fmt.Errorf("--rx-ring %q: want v2 or v3", o.RxRing)
 			}
 			if runF != nil {
 				return runF(o)
@@ -82,6 +85,7 @@ and what a crashed run left is removed first.`,
 	cmd.Flags().StringVar(&o.Dir, "dir", "", "directory for switch.yaml and logs (default: a new temporary one)")
 	cmd.Flags().BoolVar(&o.KernelOnGeneratorCPU, "kernel-on-generator-cpu", false, "no RPS: tc and smcroute replicate on the generator's CPU")
 	cmd.Flags().BoolVar(&o.SkipSmcroute, "skip-smcroute", false, "measure the switch and tc only")
+	cmd.Flags().StringVar(&o.RxRing, "rx-ring", "", "the switch ports' AF_PACKET receive ring, v2 or v3 (default: the switch's default)")
 	cmd.Flags().BoolVarP(&o.Verbose, "verbose", "v", false, "print the commands run to stderr")
 	cmd.Flags().BoolVar(&o.JSON, "json", false, "print JSON")
 	return cmd
@@ -94,6 +98,7 @@ func benchVethRun(ctx context.Context, o *BenchVethOptions) error {
 	vo := perf.VethOptions{
 		Binary: o.Binary, Outputs: o.Outputs, Seconds: o.Seconds, Size: o.Size,
 		Prefix: o.Prefix, Dir: o.Dir, KernelOnGeneratorCPU: o.KernelOnGeneratorCPU, SkipSmcroute: o.SkipSmcroute,
+		RxRing: o.RxRing,
 	}
 	if o.Verbose {
 		vo.Log = o.Log
@@ -132,8 +137,12 @@ func vethTable(r *perf.VethResult) string {
 	if r.GeneratorCPU >= 0 {
 		pin = fmt.Sprintf("generator (and this process) on CPU %d", r.GeneratorCPU)
 	}
-	fmt.Fprintf(&b, "%d outputs, %d-byte frames, %.1f s each, saturating load; %s; load average %.2f before\n",
-		r.Outputs, r.FrameSize, r.Seconds, pin, r.LoadAvgBefore)
+	ring := r.RxRing
+	if ring == "" {
+		ring = "default"
+	}
+	fmt.Fprintf(&b, "%d outputs, %d-byte frames, %.1f s each, saturating load; %s; switch rx ring %s; load average %.2f before\n",
+		r.Outputs, r.FrameSize, r.Seconds, pin, ring, r.LoadAvgBefore)
 	tw := tabwriter.NewWriter(&b, 0, 4, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprint(tw, "REPLICATOR\tON\tOFFERED PPS\tINGRESS PPS\tPPS PER OUTPUT\tMIN-MAX\tEGRESS PPS\t")
 	for i := range r.CPUs {

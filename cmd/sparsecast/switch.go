@@ -74,7 +74,7 @@ func openPorts(cfg *dataplane.Config) ([]dataplane.Port, error) {
 		)
 		switch pc.Type {
 		case "afpacket":
-			p, err = afpacket.Open(pc.Iface, afpacket.Options{Name: pc.Name})
+			p, err = afpacket.Open(pc.Iface, afpacket.Options{Name: pc.Name, RxRing: afpacket.RxRing(pc.RxRing)})
 		case "dpdk":
 			p, err = dpdkport.Open(dpdkport.FromConfig(cfg, &pc))
 		default:

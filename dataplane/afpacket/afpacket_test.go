@@ -250,165 +250,181 @@ func checkFrames(t *testing.T, got, want [][]byte) {
 	}
 }
 
+// eachRing runs f as a subtest per receive ring layout: the tests that
+// check what RxBurst delivers hold for both.
+func eachRing(t *testing.T, f func(t *testing.T, ring RxRing)) {
+	for _, r := range []RxRing{RxRingV3, RxRingV2} {
+		t.Run(string(r), func(t *testing.T) { f(t, r) })
+	}
+}
+
 // TestTxRxExact sends frames of many sizes, half of them as Head+Tail, into
 // one-page blocks (a couple of large frames each), so every receive burst
 // spans several blocks.
 func TestTxRxExact(t *testing.T) {
-	ns := newTestNet(t)
-	// 300 frames sent before any is read, two big ones to a block: the ring
-	// needs room for all of them.
-	a, b := openPair(t, ns, Options{BlockSize: 4096, BlockCount: 512})
-	q := openTx(t, a)
-	txPool := dataplane.NewPool(64, 2048)
-	rxPool := dataplane.NewPool(64, 2048)
+	eachRing(t, func(t *testing.T, ring RxRing) {
+		ns := newTestNet(t)
+		// 300 frames sent before any is read, two big ones to a block: the ring
+		// needs room for all of them.
+		a, b := openPair(t, ns, Options{RxRing: ring, BlockSize: 4096, BlockCount: 512})
+		q := openTx(t, a)
+		txPool := dataplane.NewPool(64, 2048)
+		rxPool := dataplane.NewPool(64, 2048)
 
-	var frames [][]byte
-	for i := 0; i < 300; i++ {
-		size := 60 + (i*97)%1455 // 60 .. 1514, the whole range of a 1500 MTU
-		frames = append(frames, testFrame(b.HardwareAddr(), a.HardwareAddr(), uint32(i), size))
-	}
-	frames[7] = testFrame(b.HardwareAddr(), a.HardwareAddr(), 7, 1514) // a full-MTU frame
-	// The receiving stack takes the outer VLAN tag out of a frame before
-	// AF_PACKET sees it (as rx VLAN offload does on NICs); RxBurst must put
-	// it back, 802.1Q and 802.1ad alike.
-	frames[8] = vlanFrame(b.HardwareAddr(), a.HardwareAddr(), 8, 200, 0x8100, 0x2064)
-	frames[9] = vlanFrame(b.HardwareAddr(), a.HardwareAddr(), 9, 200, 0x88a8, 0x0123, 0x8100, 0x0456)
-	frames[10] = vlanFrame(b.HardwareAddr(), a.HardwareAddr(), 10, 1514, 0x8100, 0xe001)
-	send(t, q, txPool, frames, func(i int) bool { return i%2 == 1 })
-	checkFrames(t, recv(t, b, rxPool, len(frames), 5*time.Second), frames)
+		var frames [][]byte
+		for i := 0; i < 300; i++ {
+			size := 60 + (i*97)%1455 // 60 .. 1514, the whole range of a 1500 MTU
+			frames = append(frames, testFrame(b.HardwareAddr(), a.HardwareAddr(), uint32(i), size))
+		}
+		frames[7] = testFrame(b.HardwareAddr(), a.HardwareAddr(), 7, 1514) // a full-MTU frame
+		// The receiving stack takes the outer VLAN tag out of a frame before
+		// AF_PACKET sees it (as rx VLAN offload does on NICs); RxBurst must put
+		// it back, 802.1Q and 802.1ad alike.
+		frames[8] = vlanFrame(b.HardwareAddr(), a.HardwareAddr(), 8, 200, 0x8100, 0x2064)
+		frames[9] = vlanFrame(b.HardwareAddr(), a.HardwareAddr(), 9, 200, 0x88a8, 0x0123, 0x8100, 0x0456)
+		frames[10] = vlanFrame(b.HardwareAddr(), a.HardwareAddr(), 10, 1514, 0x8100, 0xe001)
+		send(t, q, txPool, frames, func(i int) bool { return i%2 == 1 })
+		checkFrames(t, recv(t, b, rxPool, len(frames), 5*time.Second), frames)
 
-	if txPool.Available() != txPool.Cap() || rxPool.Available() != rxPool.Cap() {
-		t.Errorf("buffers leaked: tx %d/%d rx %d/%d free",
-			txPool.Available(), txPool.Cap(), rxPool.Available(), rxPool.Cap())
-	}
-	st := b.Stats()
-	if st.RxFrames < uint64(len(frames)) || st.KernelDrops != 0 || st.Oversize != 0 {
-		t.Errorf("receiver stats %+v", st)
-	}
-	if st := a.Stats(); st.TxFrames != uint64(len(frames)) || st.TxErrors != 0 {
-		t.Errorf("sender stats %+v", st)
-	}
-	// The sender's own port must not read back what it sent.
-	if got := recv(t, a, rxPool, 1, 50*time.Millisecond); len(got) != 0 {
-		t.Errorf("sender read back %d of its own frames", len(got))
-	}
+		if txPool.Available() != txPool.Cap() || rxPool.Available() != rxPool.Cap() {
+			t.Errorf("buffers leaked: tx %d/%d rx %d/%d free",
+				txPool.Available(), txPool.Cap(), rxPool.Available(), rxPool.Cap())
+		}
+		st := b.Stats()
+		if st.RxFrames < uint64(len(frames)) || st.KernelDrops != 0 || st.Oversize != 0 {
+			t.Errorf("receiver stats %+v", st)
+		}
+		if st := a.Stats(); st.TxFrames != uint64(len(frames)) || st.TxErrors != 0 {
+			t.Errorf("sender stats %+v", st)
+		}
+		// The sender's own port must not read back what it sent.
+		if got := recv(t, a, rxPool, 1, 50*time.Millisecond); len(got) != 0 {
+			t.Errorf("sender read back %d of its own frames", len(got))
+		}
+	})
 }
 
 // TestManyFrames pushes 10,000 frames through with a bounded number in
 // flight, sender and receiver on their own goroutines as the switch's workers
 // would be, and checks order, content and that nothing was lost anywhere.
 func TestManyFrames(t *testing.T) {
-	ns := newTestNet(t)
-	a, b := openPair(t, ns, Options{})
-	q := openTx(t, a)
-	const total, window = 10000, 2048
+	eachRing(t, func(t *testing.T, ring RxRing) {
+		ns := newTestNet(t)
+		a, b := openPair(t, ns, Options{RxRing: ring})
+		q := openTx(t, a)
+		const total, window = 10000, 2048
 
-	var received atomic.Int64
-	done := make(chan [][]byte)
-	go func() {
-		rxPool := dataplane.NewPool(256, 2048)
-		pkts := make([]*dataplane.Packet, dataplane.BurstSize)
-		var got [][]byte
-		deadline := time.Now().Add(20 * time.Second)
-		for len(got) < total && time.Now().Before(deadline) {
-			n, _ := b.RxBurst(rxPool, pkts)
-			for _, pk := range pkts[:n] {
-				if isTest(pk.Head) {
-					got = append(got, slices.Clone(pk.Head))
+		var received atomic.Int64
+		done := make(chan [][]byte)
+		go func() {
+			rxPool := dataplane.NewPool(256, 2048)
+			pkts := make([]*dataplane.Packet, dataplane.BurstSize)
+			var got [][]byte
+			deadline := time.Now().Add(20 * time.Second)
+			for len(got) < total && time.Now().Before(deadline) {
+				n, _ := b.RxBurst(rxPool, pkts)
+				for _, pk := range pkts[:n] {
+					if isTest(pk.Head) {
+						got = append(got, slices.Clone(pk.Head))
+					}
+					pk.Free()
 				}
-				pk.Free()
+				received.Store(int64(len(got)))
+				if n == 0 {
+					waitReadable(b.WaitFd(), 5)
+				}
 			}
-			received.Store(int64(len(got)))
-			if n == 0 {
-				waitReadable(b.WaitFd(), 5)
-			}
-		}
-		done <- got
-	}()
+			done <- got
+		}()
 
-	txPool := dataplane.NewPool(64, 2048)
-	frames := make([][]byte, total)
-	for i := range frames {
-		frames[i] = testFrame(b.HardwareAddr(), a.HardwareAddr(), uint32(i), 64+i%1000)
-	}
-	for i := 0; i < total; i += dataplane.BurstSize {
-		for int64(i)-received.Load() > window {
-			time.Sleep(100 * time.Microsecond)
+		txPool := dataplane.NewPool(64, 2048)
+		frames := make([][]byte, total)
+		for i := range frames {
+			frames[i] = testFrame(b.HardwareAddr(), a.HardwareAddr(), uint32(i), 64+i%1000)
 		}
-		send(t, q, txPool, frames[i:min(i+dataplane.BurstSize, total)], func(i int) bool { return i%3 == 0 })
-	}
-	got := <-done
-	checkFrames(t, got, frames)
-	st := b.Stats()
-	if st.KernelDrops != 0 {
-		t.Errorf("kernel dropped %d frames", st.KernelDrops)
-	}
-	t.Logf("receiver %+v", st)
-	t.Logf("sender %+v", a.Stats())
+		for i := 0; i < total; i += dataplane.BurstSize {
+			for int64(i)-received.Load() > window {
+				time.Sleep(100 * time.Microsecond)
+			}
+			send(t, q, txPool, frames[i:min(i+dataplane.BurstSize, total)], func(i int) bool { return i%3 == 0 })
+		}
+		got := <-done
+		checkFrames(t, got, frames)
+		st := b.Stats()
+		if st.KernelDrops != 0 {
+			t.Errorf("kernel dropped %d frames", st.KernelDrops)
+		}
+		t.Logf("receiver %+v", st)
+		t.Logf("sender %+v", a.Stats())
+	})
 }
 
 // TestPoolExhaustion holds on to every buffer of a tiny pool: RxBurst must
 // stop without losing its place, and resume where it stopped.
 func TestPoolExhaustion(t *testing.T) {
-	ns := newTestNet(t)
-	a, b := openPair(t, ns, Options{BlockSize: 4096})
-	q := openTx(t, a)
-	var frames [][]byte
-	for i := 0; i < 40; i++ {
-		frames = append(frames, testFrame(b.HardwareAddr(), a.HardwareAddr(), uint32(i), 700))
-	}
-	send(t, q, dataplane.NewPool(64, 2048), frames, nil)
+	eachRing(t, func(t *testing.T, ring RxRing) {
+		ns := newTestNet(t)
+		a, b := openPair(t, ns, Options{RxRing: ring, BlockSize: 4096})
+		q := openTx(t, a)
+		var frames [][]byte
+		for i := 0; i < 40; i++ {
+			frames = append(frames, testFrame(b.HardwareAddr(), a.HardwareAddr(), uint32(i), 700))
+		}
+		send(t, q, dataplane.NewPool(64, 2048), frames, nil)
 
-	rxPool := dataplane.NewPool(5, 2048)
-	pkts := make([]*dataplane.Packet, dataplane.BurstSize)
-	var got [][]byte
-	deadline := time.Now().Add(5 * time.Second)
-	for len(got) < len(frames) && time.Now().Before(deadline) {
-		n, err := b.RxBurst(rxPool, pkts)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if n > 5 {
-			t.Fatalf("RxBurst returned %d packets from a pool of 5", n)
-		}
-		if n == 5 {
-			// Pool empty: another call must return nothing, and keep place.
-			if m, _ := b.RxBurst(rxPool, pkts[n:]); m != 0 {
-				t.Fatalf("RxBurst on an empty pool returned %d", m)
+		rxPool := dataplane.NewPool(5, 2048)
+		pkts := make([]*dataplane.Packet, dataplane.BurstSize)
+		var got [][]byte
+		deadline := time.Now().Add(5 * time.Second)
+		for len(got) < len(frames) && time.Now().Before(deadline) {
+			n, err := b.RxBurst(rxPool, pkts)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if n > 5 {
+				t.Fatalf("RxBurst returned %d packets from a pool of 5", n)
+			}
+			if n == 5 {
+				// Pool empty: another call must return nothing, and keep place.
+				if m, _ := b.RxBurst(rxPool, pkts[n:]); m != 0 {
+					t.Fatalf("RxBurst on an empty pool returned %d", m)
+				}
+			}
+			for _, pk := range pkts[:n] {
+				got = append(got, slices.Clone(pk.Head))
+				pk.Free()
+			}
+			if n == 0 {
+				waitReadable(b.WaitFd(), 5)
 			}
 		}
-		for _, pk := range pkts[:n] {
-			got = append(got, slices.Clone(pk.Head))
-			pk.Free()
-		}
-		if n == 0 {
-			waitReadable(b.WaitFd(), 5)
-		}
-	}
-	checkFrames(t, got, frames)
+		checkFrames(t, got, frames)
+	})
 }
 
 // TestOversize drops frames bigger than the pool's buffers, and frames the
-// kernel truncated to fit a block (a 9000-byte MTU into 4 KiB blocks), and
-// keeps delivering the ones around them.
+// kernel truncated to fit a block (a 9000-byte MTU into 4 KiB blocks) or a
+// V2 slot (2 KiB), and keeps delivering the ones around them.
 func TestOversize(t *testing.T) {
-	ns := newTestNet(t)
-	run(t, "ip", "-n", ns, "link", "set", "va", "mtu", "9000")
-	run(t, "ip", "-n", ns, "link", "set", "vb", "mtu", "9000")
-	waitLinks(t, ns, "va", "vb")
-	a, b := openPair(t, ns, Options{BlockSize: 4096})
-	q := openTx(t, a)
-	txPool := dataplane.NewPool(16, dataplane.Headroom+9100)
-	rxPool := dataplane.NewPool(16, dataplane.Headroom+300)
+	eachRing(t, func(t *testing.T, ring RxRing) {
+		ns := newTestNet(t)
+		run(t, "ip", "-n", ns, "link", "set", "va", "mtu", "9000")
+		run(t, "ip", "-n", ns, "link", "set", "vb", "mtu", "9000")
+		waitLinks(t, ns, "va", "vb")
+		a, b := openPair(t, ns, Options{RxRing: ring, BlockSize: 4096})
+		q := openTx(t, a)
+		txPool := dataplane.NewPool(16, dataplane.Headroom+9100)
+		rxPool := dataplane.NewPool(16, dataplane.Headroom+300)
 
-	mk := func(seq uint32, size int) []byte { return testFrame(b.HardwareAddr(), a.HardwareAddr(), seq, size) }
-	sent := [][]byte{mk(0, 100), mk(1, 301), mk(2, 300), mk(3, 8000), mk(4, 60)}
-	send(t, q, txPool, sent, nil)
-	want := [][]byte{sent[0], sent[2], sent[4]}
-	checkFrames(t, recv(t, b, rxPool, len(want), 3*time.Second), want)
-	if st := b.Stats(); st.Oversize != 2 {
-		t.Errorf("oversize %d, want 2 (one too big for the buffer, one truncated)", st.Oversize)
-	}
+		mk := func(seq uint32, size int) []byte { return testFrame(b.HardwareAddr(), a.HardwareAddr(), seq, size) }
+		sent := [][]byte{mk(0, 100), mk(1, 301), mk(2, 300), mk(3, 8000), mk(4, 60)}
+		send(t, q, txPool, sent, nil)
+		want := [][]byte{sent[0], sent[2], sent[4]}
+		checkFrames(t, recv(t, b, rxPool, len(want), 3*time.Second), want)
+		if st := b.Stats(); st.Oversize != 2 {
+			t.Errorf("oversize %d, want 2 (one too big for the buffer, one truncated)", st.Oversize)
+		}
+	})
 }
 
 // TestTxFrameErrors: a frame longer than the MTU is dropped and counted,
@@ -478,6 +494,9 @@ func TestOpenErrors(t *testing.T) {
 	if _, err := Open("lo", Options{BlockSize: 5000}); err == nil {
 		t.Error("block size 5000 accepted")
 	}
+	if _, err := Open("lo", Options{RxRing: "v1"}); err == nil {
+		t.Error("rx ring v1 accepted")
+	}
 	if _, err := Open("no-such-iface0", Options{}); err == nil {
 		t.Error("missing interface accepted")
 	}
@@ -485,56 +504,63 @@ func TestOpenErrors(t *testing.T) {
 
 // TestAllocs: a steady stream through TxBurst and RxBurst allocates nothing.
 func TestAllocs(t *testing.T) {
-	ns := newTestNet(t)
-	a, b := openPair(t, ns, Options{BlockSize: 4096})
-	q := openTx(t, a)
-	txPool := dataplane.NewPool(64, 2048)
-	rxPool := dataplane.NewPool(64, 2048)
-	frame := testFrame(b.HardwareAddr(), a.HardwareAddr(), 1, 200)
-	batch := make([]*dataplane.Packet, dataplane.BurstSize)
-	rpkts := make([]*dataplane.Packet, dataplane.BurstSize)
-	var rx int
-	round := func() {
-		for i := range batch {
-			batch[i] = packet(txPool, frame, i%2 == 0)
-		}
-		n, err := q.TxBurst(batch)
-		if err != nil {
-			panic(err)
-		}
-		for _, pk := range batch[n:] {
-			pk.Free()
-		}
-		for {
-			n, _ := b.RxBurst(rxPool, rpkts)
-			for _, pk := range rpkts[:n] {
+	eachRing(t, func(t *testing.T, ring RxRing) {
+		ns := newTestNet(t)
+		a, b := openPair(t, ns, Options{RxRing: ring, BlockSize: 4096})
+		q := openTx(t, a)
+		txPool := dataplane.NewPool(64, 2048)
+		rxPool := dataplane.NewPool(64, 2048)
+		frame := testFrame(b.HardwareAddr(), a.HardwareAddr(), 1, 200)
+		batch := make([]*dataplane.Packet, dataplane.BurstSize)
+		rpkts := make([]*dataplane.Packet, dataplane.BurstSize)
+		var rx int
+		round := func() {
+			for i := range batch {
+				batch[i] = packet(txPool, frame, i%2 == 0)
+			}
+			n, err := q.TxBurst(batch)
+			if err != nil {
+				panic(err)
+			}
+			for _, pk := range batch[n:] {
 				pk.Free()
 			}
-			rx += n
-			if n == 0 {
-				break
+			for {
+				n, _ := b.RxBurst(rxPool, rpkts)
+				for _, pk := range rpkts[:n] {
+					pk.Free()
+				}
+				rx += n
+				if n == 0 {
+					break
+				}
 			}
 		}
-	}
-	for range 10 {
-		round()
-	}
-	rx = 0
-	if allocs := testing.AllocsPerRun(200, round); allocs != 0 {
-		t.Errorf("%v allocations per TxBurst+RxBurst round", allocs)
-	}
-	if rx == 0 {
-		t.Error("no frame received during the allocation runs")
-	}
+		for range 10 {
+			round()
+		}
+		rx = 0
+		if allocs := testing.AllocsPerRun(200, round); allocs != 0 {
+			t.Errorf("%v allocations per TxBurst+RxBurst round", allocs)
+		}
+		if rx == 0 {
+			t.Error("no frame received during the allocation runs")
+		}
+	})
 }
 
 // TestLowRateLatency measures what one frame at a time sees: from TxBurst on
 // one end until poll on the other end wakes and RxBurst returns it. With
-// TPACKET_V3 that is the block retire timeout.
+// TPACKET_V3 that is the block retire timeout; with TPACKET_V2, the
+// receiver's wake-up. Run with -v for the numbers (doc.go quotes them).
 func TestLowRateLatency(t *testing.T) {
 	ns := newTestNet(t)
-	for _, tov := range []time.Duration{time.Millisecond, 4 * time.Millisecond} {
-		a, b := openPair(t, ns, Options{RetireTimeout: tov})
+	for _, o := range []Options{
+		{RxRing: RxRingV3, RetireTimeout: time.Millisecond},
+		{RxRing: RxRingV3, RetireTimeout: 4 * time.Millisecond},
+		{RxRing: RxRingV2},
+	} {
+		a, b := openPair(t, ns, o)
 		q := openTx(t, a)
 		txPool := dataplane.NewPool(4, 2048)
 		rxPool := dataplane.NewPool(4, 2048)
@@ -552,8 +578,12 @@ func TestLowRateLatency(t *testing.T) {
 			lat = append(lat, time.Since(t0))
 		}
 		slices.Sort(lat)
-		t.Logf("retire timeout %v: one frame at a time: min %v median %v p90 %v p99 %v max %v",
-			tov, lat[0], lat[len(lat)/2], lat[len(lat)*9/10], lat[len(lat)*99/100], lat[len(lat)-1])
+		name := string(o.RxRing)
+		if o.RxRing == RxRingV3 {
+			name += fmt.Sprintf(" retire timeout %v", o.RetireTimeout)
+		}
+		t.Logf("%s: one frame at a time: min %v median %v p90 %v p99 %v max %v",
+			name, lat[0], lat[len(lat)/2], lat[len(lat)*9/10], lat[len(lat)*99/100], lat[len(lat)-1])
 		if lat[len(lat)/2] > 50*time.Millisecond {
 			t.Errorf("median latency %v", lat[len(lat)/2])
 		}
@@ -566,76 +596,84 @@ func TestLowRateLatency(t *testing.T) {
 // checksum offload on (veth's default) the frame reaches vb's ring marked
 // TP_STATUS_CSUMNOTREADY; with it off (ethtool) it does not.
 func TestCsumNotReady(t *testing.T) {
-	ns := newTestNet(t)
-	_, b := openPair(t, ns, Options{})
-	run(t, "ip", "-n", ns, "addr", "add", "10.99.0.1/24", "dev", "va")
-	run(t, "ip", "-n", ns, "neigh", "add", "10.99.0.2", "lladdr", b.HardwareAddr().String(), "dev", "va", "nud", "permanent")
-	pool := dataplane.NewPool(8, 2048)
-	sendUDP := func() {
-		err := InNetns(ns, func() error {
-			c, err := net.Dial("udp4", "10.99.0.2:9999")
-			if err != nil {
+	eachRing(t, func(t *testing.T, ring RxRing) {
+		ns := newTestNet(t)
+		_, b := openPair(t, ns, Options{RxRing: ring})
+		run(t, "ip", "-n", ns, "addr", "add", "10.99.0.1/24", "dev", "va")
+		run(t, "ip", "-n", ns, "neigh", "add", "10.99.0.2", "lladdr", b.HardwareAddr().String(), "dev", "va", "nud", "permanent")
+		pool := dataplane.NewPool(8, 2048)
+		sendUDP := func() {
+			err := InNetns(ns, func() error {
+				c, err := net.Dial("udp4", "10.99.0.2:9999")
+				if err != nil {
+					return err
+				}
+				defer c.Close()
+				_, err = c.Write([]byte("checksum me"))
 				return err
-			}
-			defer c.Close()
-			_, err = c.Write([]byte("checksum me"))
-			return err
-		})
-		if err != nil {
-			t.Fatal(err)
-		}
-	}
-	// UDP frames are not test frames; drain everything and count.
-	drain := func() int {
-		pkts := make([]*dataplane.Packet, 8)
-		total := 0
-		deadline := time.Now().Add(100 * time.Millisecond)
-		for time.Now().Before(deadline) {
-			n, _ := b.RxBurst(pool, pkts)
-			for _, pk := range pkts[:n] {
-				pk.Free()
-			}
-			total += n
-			if n == 0 {
-				waitReadable(b.WaitFd(), 5)
+			})
+			if err != nil {
+				t.Fatal(err)
 			}
 		}
-		return total
-	}
-	sendUDP()
-	if n := drain(); n != 1 {
-		t.Fatalf("received %d frames, want 1", n)
-	}
-	if st := b.Stats(); st.CsumNotReady != 1 {
-		t.Errorf("CsumNotReady %d with tx offload on, want 1", st.CsumNotReady)
-	}
-	if _, err := exec.LookPath("ethtool"); err != nil {
-		t.Skip("no ethtool to turn tx offload off")
-	}
-	run(t, "ip", "netns", "exec", ns, "ethtool", "-K", "va", "tx", "off")
-	sendUDP()
-	if n := drain(); n != 1 {
-		t.Fatalf("received %d frames, want 1", n)
-	}
-	if st := b.Stats(); st.CsumNotReady != 1 {
-		t.Errorf("CsumNotReady %d after tx offload off, want still 1", st.CsumNotReady)
-	}
+		// UDP frames are not test frames; drain everything and count.
+		drain := func() int {
+			pkts := make([]*dataplane.Packet, 8)
+			total := 0
+			deadline := time.Now().Add(100 * time.Millisecond)
+			for time.Now().Before(deadline) {
+				n, _ := b.RxBurst(pool, pkts)
+				for _, pk := range pkts[:n] {
+					pk.Free()
+				}
+				total += n
+				if n == 0 {
+					waitReadable(b.WaitFd(), 5)
+				}
+			}
+			return total
+		}
+		sendUDP()
+		if n := drain(); n != 1 {
+			t.Fatalf("received %d frames, want 1", n)
+		}
+		if st := b.Stats(); st.CsumNotReady != 1 {
+			t.Errorf("CsumNotReady %d with tx offload on, want 1", st.CsumNotReady)
+		}
+		if _, err := exec.LookPath("ethtool"); err != nil {
+			t.Skip("no ethtool to turn tx offload off")
+		}
+		run(t, "ip", "netns", "exec", ns, "ethtool", "-K", "va", "tx", "off")
+		sendUDP()
+		if n := drain(); n != 1 {
+			t.Fatalf("received %d frames, want 1", n)
+		}
+		if st := b.Stats(); st.CsumNotReady != 1 {
+			t.Errorf("CsumNotReady %d after tx offload off, want still 1", st.CsumNotReady)
+		}
+	})
 }
 
 // BenchmarkTxRx measures one sender and one receiver goroutine over a veth
-// pair, 64-byte frames, as many in flight as half the ring holds.
+// pair, 64- and 1500-byte frames, as many in flight as half the ring holds,
+// for each ring layout.
 func BenchmarkTxRx(b *testing.B) {
-	for _, size := range []int{64, 1500} {
-		b.Run(fmt.Sprintf("frame=%d", size), func(b *testing.B) { benchTxRx(b, size) })
+	for _, ring := range []RxRing{RxRingV3, RxRingV2} {
+		for _, size := range []int{64, 1500} {
+			b.Run(fmt.Sprintf("ring=%s/frame=%d", ring, size), func(b *testing.B) { benchTxRx(b, ring, size) })
+		}
 	}
 }
 
-func benchTxRx(b *testing.B, size int) {
+func benchTxRx(b *testing.B, ring RxRing, size int) {
 	ns := newTestNet(b)
-	pa, pb := openPair(b, ns, Options{})
+	pa, pb := openPair(b, ns, Options{RxRing: ring})
 	q := openTx(b, pa)
 	frame := testFrame(pb.HardwareAddr(), pa.HardwareAddr(), 0, size)
 	window := int64(pa.opts.BlockSize * pa.opts.BlockCount / (size + 80) / 2)
+	if ring == RxRingV2 {
+		window = int64(pb.slots / 2)
+	}
 
 	var received atomic.Int64
 	total := int64(b.N)

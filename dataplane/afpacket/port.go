@@ -35,11 +35,15 @@ type Port struct {
 	netns   int
 	netnsID netnsID
 
-	// Receive cursor, owned by the rx worker. While left > 0 the worker holds
-	// block blk and off is the ring offset of its next frame header.
+	// Receive cursor, owned by the rx worker. V3: while left > 0 the worker
+	// holds block blk and off is the ring offset of its next frame header.
+	// V2: slot is the next frame slot to look at.
 	blk  int
 	left uint32
 	off  int
+	slot int
+	// slots is the number of V2 frame slots in the ring.
+	slots int
 
 	rxFrames, oversize, csumNotReady counter
 
@@ -68,12 +72,13 @@ type Stats struct {
 	// ones it dropped.
 	KernelPackets uint64
 	// KernelDrops is frames the kernel dropped because the ring was full
-	// (every block still held by user space).
+	// (every block, or in V2 the next frame slot, still held by user space).
 	KernelDrops uint64
-	// KernelFreezes counts the times the ring filled up.
+	// KernelFreezes counts the times a V3 ring filled up (V2 reports none).
 	KernelFreezes uint64
 	// Oversize is frames dropped by RxBurst because they did not fit the
-	// pool buffer, or because the kernel truncated them to fit a block.
+	// pool buffer, or because the kernel truncated them to fit a block (V3)
+	// or a frame slot (V2).
 	Oversize uint64
 	// CsumNotReady is frames delivered with TP_STATUS_CSUMNOTREADY: sent by
 	// this host with checksum offload, L4 checksum not filled in.
@@ -135,7 +140,12 @@ func (p *Port) openRx() error {
 		return fmt.Errorf("socket: %w", err)
 	}
 	p.fd = fd
-	if err := unix.SetsockoptInt(fd, unix.SOL_PACKET, unix.PACKET_VERSION, unix.TPACKET_V3); err != nil {
+	o := p.opts
+	version := unix.TPACKET_V3
+	if o.RxRing == RxRingV2 {
+		version = unix.TPACKET_V2
+	}
+	if err := unix.SetsockoptInt(fd, unix.SOL_PACKET, unix.PACKET_VERSION, version); err != nil {
 		return fmt.Errorf("PACKET_VERSION: %w", err)
 	}
 	// Without this the switch would read back every frame it transmits on
@@ -143,17 +153,32 @@ func (p *Port) openRx() error {
 	if err := unix.SetsockoptInt(fd, unix.SOL_PACKET, unix.PACKET_IGNORE_OUTGOING, 1); err != nil {
 		return fmt.Errorf("PACKET_IGNORE_OUTGOING: %w", err)
 	}
-	o := p.opts
-	req := unix.TpacketReq3{
-		Block_size:     uint32(o.BlockSize),
-		Block_nr:       uint32(o.BlockCount),
-		Frame_size:     uint32(o.FrameSize),
-		Frame_nr:       uint32(o.BlockSize / o.FrameSize * o.BlockCount),
-		Retire_blk_tov: o.retireMillis(),
+	// FrameSize divides BlockSize, so V2's slots tile each block with no
+	// gap and slot i sits at i*FrameSize in the mapping.
+	frames := uint32(o.BlockSize / o.FrameSize * o.BlockCount)
+	if o.RxRing == RxRingV2 {
+		req := unix.TpacketReq{
+			Block_size: uint32(o.BlockSize),
+			Block_nr:   uint32(o.BlockCount),
+			Frame_size: uint32(o.FrameSize),
+			Frame_nr:   frames,
+		}
+		if err := unix.SetsockoptTpacketReq(fd, unix.SOL_PACKET, unix.PACKET_RX_RING, &req); err != nil {
+			return fmt.Errorf("PACKET_RX_RING (v2): %w", err)
+		}
+	} else {
+		req := unix.TpacketReq3{
+			Block_size:     uint32(o.BlockSize),
+			Block_nr:       uint32(o.BlockCount),
+			Frame_size:     uint32(o.FrameSize),
+			Frame_nr:       frames,
+			Retire_blk_tov: o.retireMillis(),
+		}
+		if err := unix.SetsockoptTpacketReq3(fd, unix.SOL_PACKET, unix.PACKET_RX_RING, &req); err != nil {
+			return fmt.Errorf("PACKET_RX_RING: %w", err)
+		}
 	}
-	if err := unix.SetsockoptTpacketReq3(fd, unix.SOL_PACKET, unix.PACKET_RX_RING, &req); err != nil {
-		return fmt.Errorf("PACKET_RX_RING: %w", err)
-	}
+	p.slots = int(frames)
 	ring, err := unix.Mmap(fd, 0, o.BlockSize*o.BlockCount, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
 	if err != nil {
 		return fmt.Errorf("mmap ring: %w", err)
@@ -183,7 +208,8 @@ func (p *Port) HardwareAddr() net.HardwareAddr { return p.mac }
 // Interface is the name of the interface the port is bound to.
 func (p *Port) Interface() string { return p.iface }
 
-// WaitFd is the receive socket: it polls readable when a retired block waits.
+// WaitFd is the receive socket: it polls readable when a retired block (V3)
+// or a filled frame slot (V2) waits.
 func (p *Port) WaitFd() int {
 	if p.closed.Load() {
 		return -1
@@ -218,11 +244,21 @@ func (p *Port) readKernelStats() {
 	if p.closed.Load() || p.fd < 0 {
 		return
 	}
+	// The kernel reports tp_packets with the drops already added in. A V2
+	// ring has no queue to freeze: its stats are the shorter struct.
+	if p.opts.RxRing == RxRingV2 {
+		st, err := unix.GetsockoptTpacketStats(p.fd, unix.SOL_PACKET, unix.PACKET_STATISTICS)
+		if err != nil {
+			return
+		}
+		p.kstats.packets += uint64(st.Packets)
+		p.kstats.drops += uint64(st.Drops)
+		return
+	}
 	st, err := unix.GetsockoptTpacketStatsV3(p.fd, unix.SOL_PACKET, unix.PACKET_STATISTICS)
 	if err != nil {
 		return
 	}
-	// The kernel reports tp_packets with the drops already added in.
 	p.kstats.packets += uint64(st.Packets)
 	p.kstats.drops += uint64(st.Drops)
 	p.kstats.freezes += uint64(st.Freeze_q_cnt)

@@ -7,8 +7,8 @@ package lab
 // timestamp of the first SMH DATA frame addressed to one of them that a
 // switch sends there (the repair), and of the first that arrives at the
 // switch in front of them over such a port (the repaired path's delivery,
-// which adds that path's transit: on veth, every AF_PACKET hop holds a
-// frame up to its 1 ms block retire timeout).
+// which adds that path's transit: each AF_PACKET hop's wake-up on the lab's
+// V2 rings, up to the 1 ms block retire timeout on V3 ones).
 
 import (
 	"encoding/binary"

@@ -26,7 +26,7 @@ func TestSwitchConfigLoads(t *testing.T) {
 		}
 		for i, p := range c.Ports {
 			a := addrFor(i, v6)
-			if p.Type != "afpacket" || p.Iface != p.Name || p.NeighborMAC != a.HostMAC || p.NeighborIP != a.HostIP {
+			if p.Type != "afpacket" || p.Iface != p.Name || p.NeighborMAC != a.HostMAC || p.NeighborIP != a.HostIP || p.RxRing != LabRxRing {
 				t.Errorf("port %d: %+v", i, p)
 			}
 		}

@@ -319,6 +319,13 @@ func (f *Fabric) Close() error {
 	return f.Lab.Close()
 }
 
+// LabRxRing is the AF_PACKET receive ring of every lab switch port. Labs run
+// at a few thousand packets per second and are judged on latency (failover's
+// 1 ms repair): TPACKET_V2 hands each frame over as it arrives, where V3
+// holds it in an open block for up to its 1 ms retire timeout per hop
+// (dataplane/afpacket's doc.go has the measurements).
+const LabRxRing = "v2"
+
 // fabricSwitchConfig renders one switch's configuration: ports in topology
 // order, neighbours' MACs and (for hosts) IPs, and control's routes with
 // their backups, grouped by (primary, backup) into ID ranges.
@@ -330,10 +337,9 @@ func fabricSwitchConfig(t *control.Topology, si int, o FabricOptions) (*dataplan
 		Buffers: 2048, Feedback: dataplane.FeedbackConfig{Aggregate: o.Aggregate, Streams: 64, ReceiversPerStream: 256}}
 	if o.Probes {
 		// A lab runs a dozen switch and host processes on two shared
-		// cores, and AF_PACKET hands frames over in blocks retired every
-		// millisecond: under a stream, a switch can be starved for a few
+		// cores: under a stream, a switch can be starved for a few
 		// hundred milliseconds and its probes arrive late or not at all.
-		// So the lab probes every 50 ms, declares a link down after 20
+		// So the lab probes every 20 ms, declares a link down after 10
 		// silent intervals or past 50% probe loss, and reports it degraded
 		// from 1%; a link taken down (`ip link set down`) is caught by the
 		// carrier watcher within a millisecond anyway. A switch on
@@ -341,7 +347,7 @@ func fabricSwitchConfig(t *control.Topology, si int, o FabricOptions) (*dataplan
 		cfg.Probe = dataplane.ProbeConfig{Interval: 20 * time.Millisecond, Miss: 10, Window: 50, DegradedLoss: 0.01, DownLoss: 0.5}
 	}
 	for _, p := range sw.Ports {
-		pc := dataplane.PortConfig{Name: p.Name, Type: "afpacket", Iface: p.Name}
+		pc := dataplane.PortConfig{Name: p.Name, Type: "afpacket", Iface: p.Name, RxRing: LabRxRing}
 		switch {
 		case p.Link >= 0:
 			pc.NeighborMAC = portMAC(p.Peer, p.PeerPort)

@@ -8,10 +8,10 @@ package lab
 //     entry for the switch port's address 10.77.<i>.1 (the switch does not
 //     answer ARP) and a default route through it, and tx checksum offload
 //     off. The switch ports have no kernel address: the switch owns them.
-//  2. Write switch.yaml (afpacket ports, neighbor = the host's MAC and IP,
-//     route receiver i -> p<i>), check it with dataplane.LoadConfig, start
-//     `sparsecast switch run` in sw and wait until it has AF_PACKET sockets
-//     on every port.
+//  2. Write switch.yaml (afpacket ports on the low-latency V2 ring,
+//     neighbor = the host's MAC and IP, route receiver i -> p<i>), check it
+//     with dataplane.LoadConfig, start `sparsecast switch run` in sw and
+//     wait until it has AF_PACKET sockets on every port.
 //  3. Start `sparsecast recv --id i --json` in h1..hN, wait until each has
 //     bound its UDP port, then run `sparsecast send --subsets-of 1-N` from
 //     h0 and wait for the receivers' idle timeouts.
@@ -153,8 +153,8 @@ func SwitchConfigFor(hosts int, udpPort uint16, v6 bool) []byte {
 	b.WriteString("ports:\n")
 	for i := 0; i < hosts; i++ {
 		a := addrFor(i, v6)
-		fmt.Fprintf(&b, "  - name: p%d\n    type: afpacket\n    iface: p%d\n    neighbor_mac: %q\n    neighbor_ip: %q\n",
-			i, i, a.HostMAC, a.HostIP)
+		fmt.Fprintf(&b, "  - name: p%d\n    type: afpacket\n    iface: p%d\n    neighbor_mac: %q\n    neighbor_ip: %q\n    rx_ring: %s\n",
+			i, i, a.HostMAC, a.HostIP, LabRxRing)
 	}
 	b.WriteString("routes:\n")
 	for i := 1; i < hosts; i++ {
