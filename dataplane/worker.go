@@ -169,6 +169,18 @@ func (w *Worker) block(pending bool) {
 	}
 	// EINTR and friends just end the wait early; the loop polls again.
 	_, _ = unix.Poll(w.pollFds, timeout)
+	for i := range w.pollFds {
+		if w.pollFds[i].Revents&unix.POLLERR != 0 {
+			// A packet socket whose interface went down keeps ENETDOWN
+			// pending, and poll reports POLLERR until something reads it:
+			// a ring port never calls recv, so without this the worker
+			// spun a core for as long as the link stayed down (starving
+			// the lab's other processes just when fast reroute needs
+			// them). Reading SO_ERROR clears it; on an fd that is not a
+			// socket it fails harmlessly.
+			_, _ = unix.GetsockoptInt(int(w.pollFds[i].Fd), unix.SOL_SOCKET, unix.SO_ERROR)
+		}
+	}
 }
 
 // drain frees whatever is still queued when the worker stops.
