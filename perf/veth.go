@@ -586,7 +586,7 @@ func (t *vethTopology) runSwitch(ctx context.Context, binary string) (*VethRun, 
 		return nil, err
 	}
 	defer proc.Stop(3 * time.Second)
-	if err := waitPacketSockets(ctx, t.dut, t.outputs+1, proc, 15*time.Second); err != nil {
+	if err := lab.WaitPacketSockets(ctx, t.dut, t.outputs+1, proc, 15*time.Second); err != nil {
 		return nil, fmt.Errorf("%w (see %s)", err, logPath)
 	}
 	run := &VethRun{Replicator: ReplicatorSwitch, RPSCPU: -1, Setup: []string{binary + " switch run --config " + cfgPath}}
@@ -672,8 +672,8 @@ func (t *vethTopology) runSmcroute(ctx context.Context, rpsCPU int) (*VethRun, e
 	// multicast forwarding on.
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		_, serr := runCmdQuiet(ctx, "ip", append([]string{"netns", "exec", t.dut}, append(slices.Clone(ctlArgs), "show", "interfaces")...)...)
-		fwd, ferr := runCmdQuiet(ctx, "ip", "netns", "exec", t.dut, "cat", "/proc/sys/net/ipv4/conf/all/mc_forwarding")
+		_, serr := lab.Run(ctx, "ip", append([]string{"netns", "exec", t.dut}, append(slices.Clone(ctlArgs), "show", "interfaces")...)...)
+		fwd, ferr := lab.Run(ctx, "ip", "netns", "exec", t.dut, "cat", "/proc/sys/net/ipv4/conf/all/mc_forwarding")
 		if serr == nil && ferr == nil && strings.TrimSpace(string(fwd)) == "1" {
 			break
 		}
@@ -695,7 +695,7 @@ func (t *vethTopology) runSmcroute(ctx context.Context, rpsCPU int) (*VethRun, e
 		return nil, err
 	}
 	// The kernel's forwarding cache must hold the route with every output.
-	cache, err := runCmdQuiet(ctx, "ip", "netns", "exec", t.dut, "cat", "/proc/net/ip_mr_cache")
+	cache, err := lab.Run(ctx, "ip", "netns", "exec", t.dut, "cat", "/proc/net/ip_mr_cache")
 	if err != nil {
 		return nil, err
 	}
@@ -770,12 +770,12 @@ func findSmcroute(ctx context.Context, logf func(string, ...any)) (daemon, ctl s
 			return errors.New("smcroute is not installed and apt-get is not available to install it")
 		}
 		logf("+ apt-get install -y -q smcroute")
-		if _, err := runCmdQuiet(ctx, "apt-get", "install", "-y", "-q", "smcroute"); err != nil {
+		if _, err := lab.Run(ctx, "env", "DEBIAN_FRONTEND=noninteractive", "apt-get", "install", "-y", "-q", "smcroute"); err != nil {
 			logf("+ apt-get update -q")
-			if _, uerr := runCmdQuiet(ctx, "apt-get", "update", "-q"); uerr != nil {
+			if _, uerr := lab.Run(ctx, "env", "DEBIAN_FRONTEND=noninteractive", "apt-get", "update", "-q"); uerr != nil {
 				return fmt.Errorf("smcroute is not installed; apt-get install failed (%v) and so did apt-get update: %w", err, uerr)
 			}
-			if _, err := runCmdQuiet(ctx, "apt-get", "install", "-y", "-q", "smcroute"); err != nil {
+			if _, err := lab.Run(ctx, "env", "DEBIAN_FRONTEND=noninteractive", "apt-get", "install", "-y", "-q", "smcroute"); err != nil {
 				return fmt.Errorf("smcroute is not installed and apt-get install smcroute failed: %w", err)
 			}
 		}
@@ -792,24 +792,6 @@ func findSmcroute(ctx context.Context, logf func(string, ...any)) (daemon, ctl s
 	return d, c, nil
 }
 
-// runQuiet runs a command to completion without logging it; its error
-// carries the command's output.
-func runCmdQuiet(ctx context.Context, name string, args ...string) ([]byte, error) {
-	cmd := exec.CommandContext(ctx, name, args...)
-	cmd.Env = append(os.Environ(), "DEBIAN_FRONTEND=noninteractive")
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	out, err := cmd.Output()
-	if err != nil {
-		msg := strings.TrimSpace(stderr.String())
-		if msg == "" {
-			msg = strings.TrimSpace(string(out))
-		}
-		return out, fmt.Errorf("%s %s: %w: %s", name, strings.Join(args, " "), err, tail(msg, 500))
-	}
-	return out, nil
-}
-
 func sleepOrDone(ctx context.Context, d time.Duration) error {
 	t := time.NewTimer(d)
 	defer t.Stop()
@@ -818,43 +800,6 @@ func sleepOrDone(ctx context.Context, d time.Duration) error {
 		return ctx.Err()
 	case <-t.C:
 		return nil
-	}
-}
-
-// waitPacketSockets waits until namespace ns has AF_PACKET sockets bound to
-// n distinct interfaces, or proc exits.
-func waitPacketSockets(ctx context.Context, ns string, n int, proc *lab.Proc, timeout time.Duration) error {
-	deadline := time.Now().Add(timeout)
-	for {
-		var table []byte
-		err := afpacket.InNetns(ns, func() error {
-			var err error
-			table, err = os.ReadFile("/proc/thread-self/net/packet")
-			return err
-		})
-		if err != nil {
-			return err
-		}
-		ifaces := map[string]bool{}
-		lines := strings.Split(strings.TrimSpace(string(table)), "\n")
-		for _, line := range lines[1:] {
-			// sk RefCnt Type Proto Iface R Rmem User Inode
-			if f := strings.Fields(line); len(f) >= 5 && f[4] != "0" {
-				ifaces[f[4]] = true
-			}
-		}
-		if len(ifaces) >= n {
-			return nil
-		}
-		if proc.Exited() {
-			return fmt.Errorf("the switch exited before opening its ports: %v", proc.Wait(ctx))
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("the switch opened AF_PACKET sockets on %d of %d ports within %v", len(ifaces), n, timeout)
-		}
-		if err := sleepOrDone(ctx, 100*time.Millisecond); err != nil {
-			return err
-		}
 	}
 }
 

@@ -290,7 +290,7 @@ func (f *Fabric) StartSwitch(ctx context.Context, name string) error {
 	f.procs[name] = p
 	f.Logs[name] = logPath
 	nports := len(f.Topo.Switches[f.Topo.SwitchIndex(name)].Ports)
-	if err := waitPacketSockets(ctx, f.Lab, f.SwitchNS[name], nports, p, 15*time.Second); err != nil {
+	if err := waitSwitchPorts(ctx, f.SwitchNS[name], nports, p, 15*time.Second); err != nil {
 		return fmt.Errorf("fabric: switch %s: %w (see %s)", name, err, logPath)
 	}
 	return nil

@@ -86,6 +86,12 @@ func (l *Lab) logf(format string, args ...any) {
 	}
 }
 
+// Run runs a command (in this namespace) to completion without logging
+// it; its error includes the command's output.
+func Run(ctx context.Context, name string, args ...string) ([]byte, error) {
+	return run(ctx, nil, name, args...)
+}
+
 // run runs a command to completion; its error includes the command's output.
 func run(ctx context.Context, log func(string, ...any), name string, args ...string) ([]byte, error) {
 	if log != nil {

@@ -33,6 +33,7 @@ import (
 	"time"
 
 	"github.com/sparsecast/sparsecast/dataplane"
+	"github.com/sparsecast/sparsecast/dataplane/afpacket"
 	"github.com/sparsecast/sparsecast/dataplane/endpoint"
 	"github.com/sparsecast/sparsecast/headers"
 )
@@ -356,7 +357,7 @@ func SingleSwitch(ctx context.Context, o Options) (sum *Summary, err error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := waitPacketSockets(ctx, l, sw, hosts, swProc, 15*time.Second); err != nil {
+	if err := waitSwitchPorts(ctx, sw, hosts, swProc, 15*time.Second); err != nil {
 		return nil, fmt.Errorf("single-switch: %w (see %s)", err, swLog.Name())
 	}
 
@@ -467,17 +468,22 @@ func SingleSwitch(ctx context.Context, o Options) (sum *Summary, err error) {
 	return sum, nil
 }
 
-// waitPacketSockets waits until namespace ns has AF_PACKET sockets bound to
+// WaitPacketSockets waits until namespace ns has AF_PACKET sockets bound to
 // n distinct interfaces (/proc/net/packet is per namespace), or proc exits.
-func waitPacketSockets(ctx context.Context, l *Lab, ns string, n int, proc *Proc, timeout time.Duration) error {
+func WaitPacketSockets(ctx context.Context, ns string, n int, proc *Proc, timeout time.Duration) error {
 	deadline := time.Now().Add(timeout)
 	for {
-		out, err := run(ctx, nil, "ip", "netns", "exec", ns, "cat", "/proc/net/packet")
+		var table []byte
+		err := afpacket.InNetns(ns, func() error {
+			var err error
+			table, err = os.ReadFile("/proc/thread-self/net/packet")
+			return err
+		})
 		if err != nil {
 			return err
 		}
 		ifaces := map[string]bool{}
-		lines := strings.Split(strings.TrimSpace(string(out)), "\n")
+		lines := strings.Split(strings.TrimSpace(string(table)), "\n")
 		for _, line := range lines[1:] {
 			// sk RefCnt Type Proto Iface R Rmem User Inode
 			if f := strings.Fields(line); len(f) >= 5 && f[4] != "0" {
@@ -485,8 +491,6 @@ func waitPacketSockets(ctx context.Context, l *Lab, ns string, n int, proc *Proc
 			}
 		}
 		if len(ifaces) >= n {
-			// Sockets are bound; give the workers a moment to start polling.
-			time.Sleep(300 * time.Millisecond)
 			return nil
 		}
 		if proc.Exited() {
@@ -501,6 +505,16 @@ func waitPacketSockets(ctx context.Context, l *Lab, ns string, n int, proc *Proc
 		case <-time.After(100 * time.Millisecond):
 		}
 	}
+}
+
+// waitSwitchPorts is WaitPacketSockets, then a moment for the workers to
+// start polling the bound sockets.
+func waitSwitchPorts(ctx context.Context, ns string, n int, proc *Proc, timeout time.Duration) error {
+	if err := WaitPacketSockets(ctx, ns, n, proc, timeout); err != nil {
+		return err
+	}
+	time.Sleep(300 * time.Millisecond)
+	return nil
 }
 
 // waitUDPBound waits until a UDP socket in namespace ns is bound to port.

@@ -479,31 +479,6 @@ func capture(fd int, stop <-chan struct{}) (frames [][]byte, err error) {
 	}
 }
 
-func waitPacketSockets(ctx context.Context, l *lab.Lab, ns string, n int, sw *lab.Proc) error {
-	deadline := time.Now().Add(20 * time.Second)
-	for time.Now().Before(deadline) {
-		out, err := l.Exec(ctx, ns, "cat", "/proc/net/packet")
-		if err != nil {
-			return err
-		}
-		ifaces := map[string]bool{}
-		for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n")[1:] {
-			if f := strings.Fields(line); len(f) >= 5 && f[4] != "0" {
-				ifaces[f[4]] = true
-			}
-		}
-		if len(ifaces) >= n {
-			time.Sleep(300 * time.Millisecond)
-			return nil
-		}
-		if sw.Exited() {
-			return fmt.Errorf("switch exited: %v", sw.Wait(ctx))
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	return fmt.Errorf("switch did not open %d AF_PACKET ports in time", n)
-}
-
 type copyKey struct {
 	sess uint16
 	seq  uint32
@@ -601,7 +576,7 @@ func TestReplayThroughSwitch(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := waitPacketSockets(ctx, l, sw, egress+1, proc); err != nil {
+	if err := waitSwitchPortsTest(ctx, sw, egress+1, proc); err != nil {
 		log, _ := os.ReadFile(swLog.Name())
 		t.Fatalf("%v\n%s", err, log)
 	}
@@ -723,4 +698,14 @@ func TestReplayThroughSwitch(t *testing.T) {
 		t.Errorf("%d of %d expected copies missing, e.g. %v\nswitch log:\n%s", len(missing), len(want), missing[:min(len(missing), 10)], log)
 	}
 	t.Logf("replayed %d frames; %d copies on %d ports as expected (%d non-SMH frames ignored)", len(frames), len(want), egress, other)
+}
+
+// waitSwitchPortsTest waits for the switch's AF_PACKET sockets, then gives
+// its worker a moment to start polling them.
+func waitSwitchPortsTest(ctx context.Context, ns string, n int, sw *lab.Proc) error {
+	if err := lab.WaitPacketSockets(ctx, ns, n, sw, 20*time.Second); err != nil {
+		return err
+	}
+	time.Sleep(300 * time.Millisecond)
+	return nil
 }
