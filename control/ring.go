@@ -32,6 +32,7 @@ type RingClient struct {
 	rec       [headers.RingRecordLen]byte
 	routes    [headers.RoutesPerRec]headers.RingRoute
 	b         batch // the push in progress, kept here so pushing allocates nothing
+	handed    uint64
 }
 
 var _ Ring = (*RingClient)(nil)
@@ -124,12 +125,16 @@ func (c *RingClient) run(gen uint64, full bool, fill func(b *batch)) error {
 		return errors.New("generation 0: generations start at 1")
 	}
 	start := time.Now()
+	c.handed = 0
 	for _, send := range [2]bool{false, true} {
 		b := &c.b
 		*b = batch{c: c, gen: gen, send: send, start: start}
 		b.put(headers.Begin(c.rec[:], gen, full), recName{"begin", -1, -1})
 		fill(b)
 		b.put(headers.Commit(c.rec[:], gen), recName{"commit", -1, -1})
+		if send {
+			c.publish()
+		}
 		if b.err != nil {
 			if send {
 				return fmt.Errorf("generation %d: pushed %d records: %w (the dataplane drops the partial batch at the next BEGIN)", gen, b.n, b.err)
@@ -140,10 +145,13 @@ func (c *RingClient) run(gen uint64, full bool, fill func(b *batch)) error {
 	return nil
 }
 
-// push waits for room, up to the push timeout counted from the batch start.
+// push stages a record, publishing what is staged and waiting for room
+// when the ring is full, up to the push timeout counted from the batch
+// start.
 func (c *RingClient) push(r headers.Record, start time.Time) error {
 	sleep := 20 * time.Microsecond
-	for !c.cmd.TryPush(r) {
+	for !c.cmd.Stage(r) {
+		c.publish()
 		if time.Since(start) > c.timeout {
 			return fmt.Errorf("command ring full (depth %d of %d) for %v: is the switch's ring applier running?", c.cmd.Depth(), c.cmd.Slots(), c.timeout)
 		}
@@ -152,6 +160,21 @@ func (c *RingClient) push(r headers.Record, start time.Time) error {
 	}
 	return nil
 }
+
+// publish makes the staged records visible, noting when the batch's first
+// ones were (HandedOver).
+func (c *RingClient) publish() {
+	if c.handed == 0 {
+		c.handed = MonotonicNanos()
+	}
+	c.cmd.Publish()
+}
+
+// HandedOver is when the last batch's first records became visible to the
+// dataplane (CLOCK_MONOTONIC ns; 0 if none did): the start of the update
+// latency that APPLIED ends. A batch that fits in the ring is published
+// whole, by one store right after this reading.
+func (c *RingClient) HandedOver() uint64 { return c.handed }
 
 func (c *RingClient) putRoutes(b *batch, routes []Route) {
 	for len(routes) > 0 && b.err == nil {

@@ -160,8 +160,16 @@ func TestPushDeltas(t *testing.T) {
 		{Kind: GroupRemove, Group: 4, Members: make30()},
 		{Kind: GroupDelete, Group: 6},
 	}
+	before := MonotonicNanos()
 	if err := c.PushGroupOps(9, ops); err != nil {
 		t.Fatal(err)
+	}
+	// The batch was handed over whole, by one store, during the call.
+	if h := c.HandedOver(); h < before || h > MonotonicNanos() {
+		t.Fatalf("handed over at %d, call from %d", h, before)
+	}
+	if got := d.rf.Commands().Depth(); got != 7 {
+		t.Fatalf("%d records visible, want the batch's 7", got)
 	}
 	want := "begin/0/0 group_set/1/2 group_add/1/1 group_remove/4/24 group_remove/4/6 group_delete/6/0 commit/0/0"
 	if got := describe(t, d.records(3), 9); got != want {

@@ -506,13 +506,18 @@ func (s *Server) push(sw *switchState, kind PushKind, arrival uint64, send func(
 	gen := sw.gen + 1
 	p := &sw.pending[gen%uint64(len(sw.pending))]
 	*p = pendingPush{gen: gen, kind: kind, arrival: arrival}
-	p.pushed = MonotonicNanos()
 	if err := send(gen); err != nil {
 		*p = pendingPush{}
 		s.log.Printf("switch %s: %s push, generation %d: %v; full resync due", sw.name, kind, gen, err)
 		s.failed(sw)
 		return
 	}
+	// The hand-over is the store that made the batch visible, not this
+	// function's start: building and checking the records is control's
+	// work, and a thread preempted before that store must not count
+	// against the dataplane. (Events are handled under the same lock, so
+	// the APPLIED cannot be looked at before this is set.)
+	p.pushed = sw.ring.HandedOver()
 	sw.gen = gen
 	sw.pushes[kind]++
 	s.poke()

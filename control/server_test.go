@@ -25,6 +25,7 @@ type fakeRing struct {
 	batches   []fakeBatch
 	events    []Event
 	closed    bool
+	handed    uint64
 }
 
 type fakeBatch struct {
@@ -46,6 +47,7 @@ func (f *fakeRing) record(b fakeBatch) error {
 		return nil
 	}
 	f.batches = append(f.batches, b)
+	f.handed = MonotonicNanos()
 	if f.autoApply {
 		f.applied = b.gen
 		f.events = append(f.events, Event{Kind: "applied", Generation: b.gen, Nanos: MonotonicNanos()})
@@ -68,6 +70,7 @@ func (f *fakeRing) PushRoutes(gen uint64, r []Route) error {
 func (f *fakeRing) PushGroupOps(gen uint64, ops []GroupOp) error {
 	return f.record(fakeBatch{kind: PushGroupsKind, gen: gen, ops: slices.Clone(ops)})
 }
+func (f *fakeRing) HandedOver() uint64 { f.mu.Lock(); defer f.mu.Unlock(); return f.handed }
 func (f *fakeRing) PollEvents(fn func(Event)) int {
 	f.mu.Lock()
 	ev := f.events

@@ -64,6 +64,9 @@ type Ring interface {
 	PushRoutes(gen uint64, routes []Route) error
 	// PushGroupOps sends membership changes as one batch.
 	PushGroupOps(gen uint64, ops []GroupOp) error
+	// HandedOver is when the last pushed batch (its first records)
+	// became visible to the dataplane, CLOCK_MONOTONIC ns.
+	HandedOver() uint64
 	// PollEvents hands every waiting event to fn and returns how many.
 	PollEvents(fn func(Event)) int
 	// Dataplane returns the dataplane's boot ID (0: none yet) and the

@@ -56,7 +56,22 @@ type RingCounters struct {
 	// LastApplyNanos is how long the last good batch took from its COMMIT
 	// leaving the ring to the publish.
 	LastApplyNanos atomic.Uint64
+	// Stalls and StallNanos count, for a busy-polling applier, the gaps
+	// between two polls of the ring (not counting the handling of what
+	// the first found) longer than StallMin, and their total length: time
+	// its CPU spent on something else (interrupts, other threads, the
+	// Go runtime, a hypervisor). A command arriving then waits.
+	Stalls     atomic.Uint64
+	StallNanos atomic.Uint64
 }
+
+// StallMin is the shortest gap between two polls that a busy-polling
+// applier counts as a stall: an empty poll takes tens of nanoseconds.
+const StallMin = 2 * time.Microsecond
+
+// stallLogLen is how many stalls a busy-polling applier keeps (the newest),
+// for StallLog: 1 MiB, allocated at start.
+const stallLogLen = 1 << 16
 
 // RingApplier applies command batches from a ring file to a Switch.
 type RingApplier struct {
@@ -92,6 +107,10 @@ type RingApplier struct {
 
 	rec [headers.RingRecordLen]byte
 	out [headers.RingRecordLen]byte
+
+	// stallLog holds a busy-polling applier's newest stallLogLen stalls;
+	// Counters().Stalls is the total.
+	stallLog []Stall
 }
 
 // NewRingApplier attaches an applier to sw over the ring file rf. As a
@@ -118,6 +137,9 @@ func NewRingApplier(sw *Switch, rf *ffi.RingFile, opts RingApplierOptions) (*Rin
 		sw: sw, rf: rf, cmd: rf.Commands(), evq: rf.Events(), opts: opts,
 		nports: sw.NumPorts(), counters: &RingCounters{},
 		staged: map[uint32][]uint16{}, gone: map[uint32]bool{},
+	}
+	if opts.BusyPoll {
+		a.stallLog = make([]Stall, stallLogLen)
 	}
 	for a.bootID == 0 {
 		a.bootID = rand.Uint64()
@@ -152,10 +174,24 @@ func (a *RingApplier) Run(ctx context.Context) error {
 	}
 	done := ctx.Done()
 	idle := 0
+	last := MonotonicNs()
 	for {
+		if a.opts.BusyPoll {
+			// A clock read per poll (the vDSO, ~20 ns) finds the times this
+			// core was taken away, whether or not a command was waiting
+			// when it came back: see StallLog.
+			now := MonotonicNs()
+			if gap := now - last; gap > int64(StallMin) {
+				a.noteStall(now, gap)
+			}
+			last = now
+		}
 		if a.cmd.TryPop(a.rec[:]) {
 			a.handle(headers.Record(a.rec[:]))
 			idle = 0
+			if a.opts.BusyPoll {
+				last = MonotonicNs()
+			}
 			continue
 		}
 		select {
@@ -175,6 +211,33 @@ func (a *RingApplier) Run(ctx context.Context) error {
 		ts := unix.NsecToTimespec(int64(a.opts.Sleep))
 		unix.Nanosleep(&ts, nil)
 	}
+}
+
+func (a *RingApplier) noteStall(end, gap int64) {
+	n := a.counters.Stalls.Add(1)
+	a.counters.StallNanos.Add(uint64(gap))
+	a.stallLog[(n-1)%stallLogLen] = Stall{End: end, Len: time.Duration(gap)}
+}
+
+// Stall is one gap in a busy-polling applier's polling.
+type Stall struct {
+	End int64         `json:"end_ns"` // CLOCK_MONOTONIC (MonotonicNs) when polling resumed
+	Len time.Duration `json:"ns"`
+}
+
+// StallLog returns the busy-polling applier's stalls that ended in
+// [from, to] (CLOCK_MONOTONIC ns), as far as the log still holds them (the
+// newest 65,536). Call it only after Run has returned. Nil for an applier
+// that sleeps.
+func (a *RingApplier) StallLog(from, to int64) []Stall {
+	n := a.counters.Stalls.Load()
+	var out []Stall
+	for i := n - min(n, uint64(len(a.stallLog))); i < n; i++ {
+		if st := a.stallLog[i%stallLogLen]; st.End >= from && st.End <= to {
+			out = append(out, st)
+		}
+	}
+	return out
 }
 
 // Poll handles every waiting command on the calling goroutine and returns

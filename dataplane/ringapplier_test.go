@@ -774,3 +774,57 @@ func BenchmarkRingApplierGroupAdd(b *testing.B) {
 		})
 	}
 }
+
+// A busy applier keeps its newest stalls with when they ended; StallLog
+// picks a window of them, and the counters keep the totals past the log's
+// length.
+func TestRingApplierStallLog(t *testing.T) {
+	e := newRingEnv(t, 16)
+	if e.a.StallLog(0, 1<<62) != nil {
+		t.Fatal("a sleeping applier keeps a stall log")
+	}
+	a, err := NewRingApplier(e.sw.Switch, e.dp, RingApplierOptions{BusyPoll: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := stallLogLen + 10
+	for i := range n {
+		a.noteStall(int64(1000+i), int64(3000+i))
+	}
+	if got := a.Counters().Stalls.Load(); got != uint64(n) {
+		t.Fatalf("stalls %d, want %d", got, n)
+	}
+	all := a.StallLog(0, 1<<62)
+	if len(all) != stallLogLen || all[0].End != 1010 || all[len(all)-1].End != int64(1000+n-1) {
+		t.Fatalf("log of %d from %d to %d", len(all), all[0].End, all[len(all)-1].End)
+	}
+	if w := a.StallLog(2000, 2004); len(w) != 5 || w[0].Len != 4000 {
+		t.Fatalf("window: %+v", w)
+	}
+	// Running busy, it notes a stall when its goroutine is held up; here the
+	// runtime is made to take its thread away by a burst of others.
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	before := a.Counters().Stalls.Load()
+	go func() { done <- a.Run(ctx) }()
+	deadline := time.Now().Add(10 * time.Second)
+	for a.Counters().Stalls.Load() == before && time.Now().Before(deadline) {
+		var wg sync.WaitGroup
+		for range 4 * runtime.GOMAXPROCS(0) {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for t0 := time.Now(); time.Since(t0) < 5*time.Millisecond; {
+				}
+			}()
+		}
+		wg.Wait()
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if a.Counters().Stalls.Load() == before {
+		t.Fatal("no stall noted while other goroutines held every CPU")
+	}
+}

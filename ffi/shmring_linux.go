@@ -85,6 +85,7 @@ type SPSC struct {
 	slots      uint64
 	mask       uint64
 	resyncs    atomic.Uint64
+	staged     uint64 // producer side: records written past prod, not yet published
 }
 
 // u64 returns the 8-byte word at off in b as an atomic-capable pointer. The
@@ -312,21 +313,47 @@ func (f *RingFile) Close() error {
 }
 
 // TryPush copies rec (exactly RingRecordSize bytes) into the next free slot
-// and publishes it. It returns false, without waiting, when the ring is full
-// or rec has another length. Producer side only.
+// and publishes it, with any records staged before it. It returns false,
+// without waiting, when the ring is full or rec has another length.
+// Producer side only.
 func (q *SPSC) TryPush(rec []byte) bool {
+	if !q.Stage(rec) {
+		return false
+	}
+	q.Publish()
+	return true
+}
+
+// Stage copies rec (exactly RingRecordSize bytes) into the next free slot
+// after those already staged, without publishing it: a producer writes a
+// batch with Stage and makes it visible at once with Publish, so the
+// consumer never waits inside a batch. It returns false when the ring is
+// full (staged records included) or rec has another length. Producer side
+// only.
+func (q *SPSC) Stage(rec []byte) bool {
 	if len(rec) != RingRecordSize {
 		return false
 	}
-	p := atomic.LoadUint64(q.prod)
+	p := atomic.LoadUint64(q.prod) + q.staged
 	c := atomic.LoadUint64(q.cons)
 	if p-c >= q.slots {
 		return false
 	}
 	o := (p & q.mask) * RingRecordSize
 	copy(q.recs[o:o+RingRecordSize], rec)
-	atomic.StoreUint64(q.prod, p+1) // release: the record is visible first
+	q.staged++
 	return true
+}
+
+// Publish makes every staged record visible to the consumer with one store
+// and returns how many there were. Producer side only.
+func (q *SPSC) Publish() int {
+	n := q.staged
+	if n > 0 {
+		atomic.StoreUint64(q.prod, atomic.LoadUint64(q.prod)+n) // release: the records are visible first
+		q.staged = 0
+	}
+	return int(n)
 }
 
 // TryPop copies the oldest record into dst (at least RingRecordSize bytes)

@@ -212,6 +212,63 @@ func TestSPSCFullEmptyWrap(t *testing.T) {
 	}
 }
 
+// Staged records stay invisible until Publish shows them all at once;
+// staging counts against the ring's room, and TryPush publishes what was
+// staged before it.
+func TestSPSCStagePublish(t *testing.T) {
+	f, err := OpenRingFile(shmPath(t), 4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	q := f.Commands()
+	var rec, out [RingRecordSize]byte
+	for i := range uint64(3) {
+		fillRec(rec[:], i)
+		if !q.Stage(rec[:]) {
+			t.Fatalf("stage %d", i)
+		}
+	}
+	if q.TryPop(out[:]) || q.Depth() != 0 {
+		t.Fatal("a staged record is visible before Publish")
+	}
+	if q.Stage(rec[:10]) {
+		t.Fatal("short record staged")
+	}
+	fillRec(rec[:], 3)
+	if !q.Stage(rec[:]) {
+		t.Fatal("stage 3")
+	}
+	if q.Stage(rec[:]) {
+		t.Fatal("staged a fifth record into four slots")
+	}
+	if n := q.Publish(); n != 4 || q.Depth() != 4 {
+		t.Fatalf("published %d, depth %d", n, q.Depth())
+	}
+	if q.Publish() != 0 {
+		t.Fatal("published twice")
+	}
+	for i := range uint64(4) {
+		if !q.TryPop(out[:]) {
+			t.Fatalf("pop %d", i)
+		}
+		if err := checkRec(out[:], i); err != nil {
+			t.Fatal(err)
+		}
+	}
+	fillRec(rec[:], 4)
+	q.Stage(rec[:])
+	fillRec(rec[:], 5)
+	if !q.TryPush(rec[:]) || q.Depth() != 2 {
+		t.Fatalf("TryPush after a staged record: depth %d", q.Depth())
+	}
+	for i := uint64(4); i < 6; i++ {
+		if !q.TryPop(out[:]) || checkRec(out[:], i) != nil {
+			t.Fatalf("record %d after wrap", i)
+		}
+	}
+}
+
 // Garbage indexes (a stranger scribbled on the file) make TryPop resync
 // instead of reading forever.
 func TestSPSCCorruptIndexes(t *testing.T) {

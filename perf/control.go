@@ -1,29 +1,44 @@
 // The control update benchmark: how long a group change takes from control
-// to the dataplane's published tables, through the real pieces.
+// to the dataplane's published tables, through the real pieces, each in a
+// process of its own as on a switch.
 //
-//  1. A bench switch (dataplane.NewBenchSwitch: one input port, one port
-//     per receiver) gets a ring file in a fresh directory under /dev/shm
-//     and a busy-polling RingApplier on it.
-//  2. A control server, its topology that same switch, serves the ring
-//     and its API on a temporary Unix socket.
+//  1. A child process (this binary again: `sparsecast bench
+//     control-dataplane`, hidden) runs the dataplane: a bench switch
+//     (dataplane.NewBenchSwitch: one input port, one port per receiver),
+//     a ring file in a fresh directory under /dev/shm and a busy-polling
+//     RingApplier on it, the process confined to one CPU.
+//  2. This process runs a control server, its topology that same switch,
+//     serving the ring and its API on a temporary Unix socket, and keeps
+//     off the applier's CPU too.
 //  3. Updates member-add requests go through the API one after another,
 //     and the server's OnApplied hook collects, per update, the request's
 //     arrival, the hand-over to the ring and the dataplane's publish
 //     (CLOCK_MONOTONIC, the publish time from the APPLIED event).
+//  4. Closing the child's standard input stops it; it answers with its
+//     applier's stalls (see dataplane.StallLog) and its group table, which
+//     must hold what the API was told.
 //
-// Everything is removed afterwards.
+// One process for both would measure something no switch does: control's
+// API garbage (12 KB an update) starting GC cycles beside the applier, a
+// 9 ms stop seen once a run. Everything is removed afterwards.
 package perf
 
 import (
+	"bufio"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"runtime"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -46,6 +61,10 @@ type ControlOptions struct {
 	// Interval paces the requests: each starts at least this long after
 	// the previous one started (0: back to back).
 	Interval time.Duration
+	// Child makes the command that runs the dataplane half with args
+	// (RunControlDataplane's flags); default: this executable's `bench
+	// control-dataplane`.
+	Child func(args ...string) *exec.Cmd
 }
 
 // ControlResult is what `sparsecast bench control --json` prints.
@@ -72,17 +91,36 @@ type ControlResult struct {
 	Seconds          float64 `json:"seconds"`
 	UpdatesPerSecond float64 `json:"updates_per_second"`
 	Rejected         uint64  `json:"rejected"`
-	// GCCycles and AllocBytesPerUpdate are the whole process's (control,
-	// its API and client, and the dataplane) while the updates ran: the
-	// garbage that sets how often GC runs beside the applier.
+	// GCCycles, AllocBytesPerUpdate and PageFaultsPerUpdate are the
+	// control process's (control, its API and the client) while the
+	// updates ran; DataplaneGCCycles the dataplane process's, whose
+	// applier a GC cycle would stop.
 	GCCycles            uint32  `json:"gc_cycles"`
 	AllocBytesPerUpdate float64 `json:"alloc_bytes_per_update"`
-	// PageFaultsPerUpdate counts the process's minor page faults: fresh
-	// heap memory's first touch, which cost about 17 µs a page on the
-	// development VM.
 	PageFaultsPerUpdate float64 `json:"page_faults_per_update"`
+	DataplaneGCCycles   uint32  `json:"dataplane_gc_cycles"`
 	CPU                 int     `json:"cpu"`
 	IntervalUs          float64 `json:"interval_us"`
+	// Stalls, StallPct and StallFloorP99Us describe the applier's CPU while
+	// the updates ran (busy polling only): how many gaps of over
+	// dataplane.StallMin it had between two polls of an empty ring, the
+	// share of the time they took, and the update p99 that an applier
+	// taking no time at all would have shown, an update waiting out the
+	// rest of the gap it arrives in. That is this machine's floor for
+	// update_p99_us, measured in the same run.
+	Stalls          uint64  `json:"stalls"`
+	StallPct        float64 `json:"stall_pct"`
+	StallFloorP99Us float64 `json:"stall_floor_p99_us"`
+}
+
+// DefaultControlCPU is the CPU bench control pins its applier to: the last
+// one, the rest of the process kept off it, as a switch would give its
+// ring applier a core (control_cpu). -1 (unpinned) on a one-CPU machine.
+func DefaultControlCPU() int {
+	if n := runtime.NumCPU(); n > 1 {
+		return n - 1
+	}
+	return -1
 }
 
 // BenchControl runs the benchmark described at the top of the file.
@@ -96,6 +134,15 @@ func BenchControl(ctx context.Context, o ControlOptions) (*ControlResult, error)
 	if o.ShmDir == "" {
 		o.ShmDir = "/dev/shm"
 	}
+	if o.Child == nil {
+		o.Child = func(args ...string) *exec.Cmd {
+			exe, err := os.Executable()
+			if err != nil {
+				exe = os.Args[0]
+			}
+			return exec.Command(exe, append([]string{"bench", "control-dataplane"}, args...)...)
+		}
+	}
 	if o.Updates < 1 || o.Updates > 10_000_000 {
 		return nil, fmt.Errorf("updates %d: want 1-10000000", o.Updates)
 	}
@@ -108,21 +155,10 @@ func BenchControl(ctx context.Context, o ControlOptions) (*ControlResult, error)
 	if o.CPU < -1 || o.CPU >= runtime.NumCPU() {
 		return nil, fmt.Errorf("cpu %d: want -1 or 0-%d", o.CPU, runtime.NumCPU()-1)
 	}
-	b, err := dataplane.NewBenchSwitch(o.Receivers, 256, dataplane.PollAdaptive, -1)
-	if err != nil {
-		return nil, err
-	}
-	// The bench switch routes receiver 1+97i to port out<i> (port i+1).
-	ids := make([]uint16, o.Receivers)
-	for i := range ids {
-		ids[i] = uint16(1 + i*97)
-	}
+	ids := benchIDs(o.Receivers)
 	topo, err := benchTopology(ids)
 	if err != nil {
 		return nil, err
-	}
-	if got, want := topo.PortNames("bench"), b.PortNames(); !slices.Equal(got, want) {
-		return nil, fmt.Errorf("bench topology ports %v, bench switch ports %v", got, want)
 	}
 
 	dir, err := os.MkdirTemp(o.ShmDir, "sparsecast-bench-")
@@ -130,14 +166,22 @@ func BenchControl(ctx context.Context, o ControlOptions) (*ControlResult, error)
 		return nil, err
 	}
 	defer os.RemoveAll(dir)
-	rf, err := ffi.OpenRingFile(control.RingPath(dir, "bench"), 4096)
+	dp, err := startControlDataplane(o, control.RingPath(dir, "bench"))
 	if err != nil {
 		return nil, err
 	}
-	defer rf.Close()
-	applier, err := dataplane.NewRingApplier(b.Switch, rf, dataplane.RingApplierOptions{BusyPoll: true, Pin: o.CPU >= 0, CPU: o.CPU})
-	if err != nil {
-		return nil, err
+	defer dp.kill()
+	if got, want := topo.PortNames("bench"), dp.ports; !slices.Equal(got, want) {
+		return nil, fmt.Errorf("bench topology ports %v, bench switch ports %v", got, want)
+	}
+	if o.CPU >= 0 {
+		// The child's applier has o.CPU; this process keeps off it. (The
+		// runtime follows the narrower affinity with fewer Ps.)
+		restore, err := avoidCPU(o.CPU)
+		if err != nil {
+			return nil, err
+		}
+		defer restore()
 	}
 
 	res := &ControlResult{Updates: o.Updates, Receivers: o.Receivers, TargetP99Us: 10, CPU: o.CPU, IntervalUs: float64(o.Interval) / 1e3}
@@ -180,15 +224,8 @@ func BenchControl(ctx context.Context, o ControlOptions) (*ControlResult, error)
 	runCtx, stop := context.WithCancel(ctx)
 	defer stop()
 	var wg sync.WaitGroup
-	errs := make(chan error, 3)
-	wg.Add(3)
-	go func() {
-		defer wg.Done()
-		if err := applier.Run(runCtx); err != nil {
-			stop()
-			errs <- err
-		}
-	}()
+	errs := make(chan error, 2)
+	wg.Add(2)
 	go func() { defer wg.Done(); errs <- srv.Run(runCtx) }()
 	go func() { defer wg.Done(); errs <- srv.ServeAPI(runCtx, ln, "") }()
 	finish := func() error {
@@ -222,6 +259,7 @@ func BenchControl(ctx context.Context, o ControlOptions) (*ControlResult, error)
 	var ru0, ru1 unix.Rusage
 	runtime.ReadMemStats(&ms0)
 	unix.Getrusage(unix.RUSAGE_SELF, &ru0)
+	from := dataplane.MonotonicNs()
 	t0 := time.Now()
 	next := time.Now()
 	for i := range o.Updates {
@@ -247,14 +285,16 @@ func BenchControl(ctx context.Context, o ControlOptions) (*ControlResult, error)
 		defer mu.Unlock()
 		return len(updates) >= o.Updates
 	})
+	to := dataplane.MonotonicNs()
 	st := srv.Status().Switches[0]
 	ferr := finish()
+	report, derr := dp.stop()
 	if err != nil {
-		return nil, fmt.Errorf("%d of %d updates timed (switch at generation %d, applied %d, %d rejected, %d events dropped by the dataplane): %w",
-			len(updates), o.Updates, st.Generation, st.Applied, st.Rejected, applier.Counters().EventsDropped.Load(), err)
+		return nil, fmt.Errorf("%d of %d updates timed (switch at generation %d, applied %d, %d rejected): %w",
+			len(updates), o.Updates, st.Generation, st.Applied, st.Rejected, err)
 	}
-	if ferr != nil {
-		return nil, ferr
+	if err := errors.Join(ferr, derr); err != nil {
+		return nil, err
 	}
 	res.Applied = len(updates)
 	res.Groups = (o.Updates + len(ids) - 1) / len(ids)
@@ -269,18 +309,242 @@ func BenchControl(ctx context.Context, o ControlOptions) (*ControlResult, error)
 	res.UpdateP50Us, res.UpdateP99Us, res.UpdateMaxUs = pct(updates, 0.5), pct(updates, 0.99), updates[len(updates)-1]
 	res.APIP50Us, res.APIP99Us = pct(apis, 0.5), pct(apis, 0.99)
 	res.MeetsTarget = res.UpdateP99Us <= res.TargetP99Us
+	res.DataplaneGCCycles = report.GCCycles
+	var gaps []time.Duration
+	for _, s := range report.Stalls {
+		if s.End >= from && s.End <= to {
+			gaps = append(gaps, s.Len)
+		}
+	}
+	if len(gaps) > 0 {
+		window := time.Duration(to - from)
+		res.Stalls = uint64(len(gaps))
+		var sum time.Duration
+		for _, g := range gaps {
+			sum += g
+		}
+		res.StallPct = 100 * sum.Seconds() / window.Seconds()
+		res.StallFloorP99Us = float64(waitQuantile(gaps, window, 0.99)) / 1e3
+	}
 	// The dataplane's tables hold what the API was told.
-	t := b.Switch.Tables()
+	if len(report.Groups) != res.Groups {
+		return nil, fmt.Errorf("the dataplane has %d groups, want %d", len(report.Groups), res.Groups)
+	}
 	for g := range res.Groups {
 		want := ids
 		if last := o.Updates - g*len(ids); last < len(ids) {
 			want = slices.Sorted(slices.Values(ids[:last]))
 		}
-		if got, _ := t.Groups.Lookup(uint32(g)); !slices.Equal(got, want) {
+		if got := report.Groups[strconv.Itoa(g)]; !slices.Equal(got, want) {
 			return nil, fmt.Errorf("group %d in the dataplane: %v, want %v", g, got, want)
 		}
 	}
 	return res, nil
+}
+
+// benchIDs are a bench switch's receivers (NewBenchSwitch routes receiver
+// 1+97i to port out<i>, port i+1; bench dpdk addresses the same).
+func benchIDs(n int) []uint16 {
+	ids := make([]uint16, n)
+	for i := range ids {
+		ids[i] = uint16(1 + i*97)
+	}
+	return ids
+}
+
+// controlDataplaneReport is what the dataplane half prints when it stops.
+type controlDataplaneReport struct {
+	Stalls    []dataplane.Stall   `json:"stalls"`
+	Groups    map[string][]uint16 `json:"groups"`
+	GCCycles  uint32              `json:"gc_cycles"`
+	BootID    uint64              `json:"boot_id"`
+	Rejected  uint64              `json:"rejected"`
+	Generated uint64              `json:"generation"`
+}
+
+// controlDataplane is the running child.
+type controlDataplane struct {
+	cmd    *exec.Cmd
+	stdin  io.WriteCloser
+	out    *bufio.Reader
+	stderr *strings.Builder
+	ports  []string
+}
+
+// startControlDataplane starts the dataplane half and waits until its
+// applier runs on the ring file at ring.
+func startControlDataplane(o ControlOptions, ring string) (*controlDataplane, error) {
+	cmd := o.Child("--ring", ring, "--receivers", strconv.Itoa(o.Receivers), "--cpu", strconv.Itoa(o.CPU))
+	// The child dies with this process (and its standard input closes).
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	d := &controlDataplane{cmd: cmd, stderr: &strings.Builder{}}
+	cmd.Stderr = d.stderr
+	var err error
+	if d.stdin, err = cmd.StdinPipe(); err != nil {
+		return nil, err
+	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		return nil, err
+	}
+	d.out = bufio.NewReaderSize(stdout, 1<<20)
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("starting the dataplane half: %w", err)
+	}
+	line, err := d.out.ReadString('\n')
+	var ready struct {
+		Ports []string `json:"ports"`
+	}
+	if err == nil {
+		err = json.Unmarshal([]byte(line), &ready)
+	}
+	if err != nil || len(ready.Ports) == 0 {
+		d.kill()
+		return nil, fmt.Errorf("the dataplane half did not start (%v): %s", err, strings.TrimSpace(d.stderr.String()))
+	}
+	d.ports = ready.Ports
+	return d, nil
+}
+
+// stop closes the child's input and reads its report.
+func (d *controlDataplane) stop() (*controlDataplaneReport, error) {
+	d.stdin.Close()
+	var r controlDataplaneReport
+	derr := json.NewDecoder(d.out).Decode(&r)
+	werr := d.cmd.Wait()
+	if derr != nil || werr != nil {
+		return nil, fmt.Errorf("the dataplane half: %w: %s", errors.Join(derr, werr), strings.TrimSpace(d.stderr.String()))
+	}
+	return &r, nil
+}
+
+func (d *controlDataplane) kill() {
+	if d.cmd.ProcessState == nil {
+		d.cmd.Process.Kill()
+		d.cmd.Wait()
+	}
+}
+
+// RunControlDataplane is bench control's dataplane half (`sparsecast bench
+// control-dataplane`): it creates the ring file at ring, runs a bench switch
+// with receivers ports and a busy-polling applier on it (the process
+// confined to cpu and the applier pinned there, unless cpu is -1), prints a line of
+// JSON with the switch's ports once the applier runs, and when in ends,
+// stops and prints its report (controlDataplaneReport) to out.
+func RunControlDataplane(ctx context.Context, ring string, receivers, cpu int, in io.Reader, out io.Writer) error {
+	if receivers < 1 || receivers > dataplane.MaxPorts-1 {
+		return fmt.Errorf("receivers %d: want 1-%d", receivers, dataplane.MaxPorts-1)
+	}
+	if cpu < -1 || cpu >= runtime.NumCPU() {
+		return fmt.Errorf("cpu %d: want -1 or 0-%d", cpu, runtime.NumCPU()-1)
+	}
+	if cpu >= 0 {
+		// The whole process goes on cpu, not just the applier's thread:
+		// the runtime preempts a goroutine that runs for 10 ms, and a
+		// locked one resumes only when another thread hands its P back.
+		// On a CPU that this process keeps off, that thread waited for
+		// control's busy threads, 1-3 ms a few times a run. The rest of
+		// this process only waits for its input.
+		restore, err := confineThreads(cpu)
+		if err != nil {
+			return err
+		}
+		defer restore()
+	}
+	b, err := dataplane.NewBenchSwitch(receivers, 256, dataplane.PollAdaptive, -1)
+	if err != nil {
+		return err
+	}
+	rf, err := ffi.OpenRingFile(ring, 4096)
+	if err != nil {
+		return err
+	}
+	defer rf.Close()
+	applier, err := dataplane.NewRingApplier(b.Switch, rf, dataplane.RingApplierOptions{BusyPoll: true, Pin: cpu >= 0, CPU: cpu})
+	if err != nil {
+		return err
+	}
+	warmHeap()
+	var ms0, ms1 runtime.MemStats
+	runtime.ReadMemStats(&ms0)
+	runCtx, stop := context.WithCancel(ctx)
+	defer stop()
+	done := make(chan error, 1)
+	go func() { done <- applier.Run(runCtx) }()
+	ready, _ := json.Marshal(map[string]any{"ports": b.PortNames()})
+	if _, err := fmt.Fprintf(out, "%s\n", ready); err != nil {
+		return err
+	}
+	_, _ = io.Copy(io.Discard, in)
+	stop()
+	if err := <-done; err != nil {
+		return err
+	}
+	runtime.ReadMemStats(&ms1)
+	t := b.Switch.Tables()
+	r := controlDataplaneReport{
+		Stalls:    applier.StallLog(0, 1<<62),
+		Groups:    map[string][]uint16{},
+		GCCycles:  ms1.NumGC - ms0.NumGC,
+		BootID:    applier.BootID(),
+		Generated: applier.Counters().Generation.Load(),
+	}
+	for i := range applier.Counters().Rejected {
+		r.Rejected += applier.Counters().Rejected[i].Load()
+	}
+	for id, m := range t.Groups.All() {
+		r.Groups[strconv.FormatUint(uint64(id), 10)] = m
+	}
+	return json.NewEncoder(out).Encode(&r)
+}
+
+// warmHeap makes the heap as big as the garbage collector lets it grow
+// before its next cycle, touches it and collects it. Fresh heap memory
+// costs a page fault at first touch (15-25 µs a page on the development
+// VM), and without this the applier met one every dozen updates, in
+// memory its first allocations after start-up were the first to use. A
+// switch that has run for a while has been through such cycles; the
+// benchmark starts there rather than timing its own start-up.
+func warmHeap() {
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	const chunk = 1 << 20
+	junk := make([][]byte, 0, (ms.NextGC-min(ms.NextGC, ms.HeapAlloc))/chunk)
+	for range cap(junk) {
+		b := make([]byte, chunk)
+		for i := 0; i < len(b); i += 4096 {
+			b[i] = 1
+		}
+		junk = append(junk, b)
+	}
+	junk = nil
+	runtime.GC()
+}
+
+// waitQuantile is the q-quantile of how long something arriving at a
+// uniformly random moment of window waits, when the gaps are the times
+// nobody is there to take it: the smallest x for which the time that
+// leaves more than x to wait, the sum over gaps of max(0, gap-x), is at
+// most (1-q) of the window.
+func waitQuantile(gaps []time.Duration, window time.Duration, q float64) time.Duration {
+	budget := time.Duration((1 - q) * float64(window))
+	over := func(x time.Duration) time.Duration {
+		var t time.Duration
+		for _, g := range gaps {
+			t += max(0, g-x)
+		}
+		return t
+	}
+	lo, hi := time.Duration(0), slices.Max(gaps)
+	for lo < hi {
+		mid := lo + (hi-lo)/2
+		if over(mid) <= budget {
+			hi = mid
+		} else {
+			lo = mid + 1
+		}
+	}
+	return lo
 }
 
 // benchTopology is a one-switch fabric matching NewBenchSwitch's ports:

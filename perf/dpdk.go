@@ -163,14 +163,6 @@ func benchFrame(fanout, size int) ([]byte, error) {
 	})
 }
 
-func benchIDs(fanout int) []uint16 {
-	ids := make([]uint16, fanout)
-	for i := range ids {
-		ids[i] = uint16(1 + i*97)
-	}
-	return ids
-}
-
 // stampPool writes the frame into every mbuf of p's pool and makes the port
 // restore its headers on receive. For a ring device, the generator is the
 // port's own transmit queue: see feedRing.

@@ -881,11 +881,32 @@ func (t *vethTopology) measure(ctx context.Context, run *VethRun, pid int, alive
 // function that gives every thread, those started since included, the
 // calling thread's CPU set back. Processes started before keep theirs.
 func confineThreads(cpu int) (restore func(), err error) {
-	var orig, one unix.CPUSet
+	var one unix.CPUSet
+	one.Set(cpu)
+	return setThreadsAffinity(&one)
+}
+
+// avoidCPU keeps every thread of this process off cpu (threads started
+// later inherit it from their creators), leaving that CPU to the one thread
+// that pins itself there afterwards. restore is as for confineThreads.
+func avoidCPU(cpu int) (restore func(), err error) {
+	var rest unix.CPUSet
+	if err := unix.SchedGetaffinity(0, &rest); err != nil {
+		return nil, fmt.Errorf("CPU affinity: %w", err)
+	}
+	rest.Clear(cpu)
+	if rest.Count() == 0 {
+		return nil, fmt.Errorf("keeping this process off CPU %d: no other CPU to run on", cpu)
+	}
+	return setThreadsAffinity(&rest)
+}
+
+// setThreadsAffinity sets every thread's CPU set; see confineThreads.
+func setThreadsAffinity(to *unix.CPUSet) (restore func(), err error) {
+	var orig unix.CPUSet
 	if err := unix.SchedGetaffinity(0, &orig); err != nil {
 		return nil, fmt.Errorf("CPU affinity: %w", err)
 	}
-	one.Set(cpu)
 	setAll := func(set *unix.CPUSet) error {
 		tasks, err := os.ReadDir("/proc/self/task")
 		if err != nil {
@@ -905,9 +926,9 @@ func confineThreads(cpu int) (restore func(), err error) {
 		return errors.Join(errs...)
 	}
 	restore = func() { _ = setAll(&orig) }
-	if err := setAll(&one); err != nil {
+	if err := setAll(to); err != nil {
 		restore()
-		return nil, fmt.Errorf("confining this process to CPU %d: %w", cpu, err)
+		return nil, fmt.Errorf("setting this process's CPU affinity: %w", err)
 	}
 	return restore, nil
 }

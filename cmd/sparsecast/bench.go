@@ -18,7 +18,7 @@ func newBenchCmd() *cobra.Command {
 		Use:   "bench",
 		Short: "Measure the switch: replication rate, and more as the project grows",
 	}
-	cmd.AddCommand(newBenchReplicateCmd(nil), newBenchFailoverCmd(nil), NewCmdBenchControl(nil), NewCmdBenchDPDK(nil), NewCmdBenchFeedback(nil), NewCmdBenchSweep(nil), NewCmdBenchVeth(nil))
+	cmd.AddCommand(newBenchReplicateCmd(nil), newBenchFailoverCmd(nil), NewCmdBenchControl(nil), newBenchControlDataplaneCmd(), NewCmdBenchDPDK(nil), NewCmdBenchFeedback(nil), NewCmdBenchSweep(nil), NewCmdBenchVeth(nil))
 	return cmd
 }
 
@@ -96,13 +96,17 @@ func NewCmdBenchControl(runF func(*BenchControlOptions) error) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "control [--updates N] [--json]",
 		Short: "Measure group updates from the control API to the dataplane's published tables",
-		Long: `Runs, in one process, a bench switch with a busy-polling ring applier on a
-real ring file in /dev/shm, and a control server with its API on a
+		Long: `Runs, in a child process, a bench switch with a busy-polling ring applier
+on a real ring file in /dev/shm (pinned to --cpu, its other threads and this
+process kept off that CPU), and here a control server with its API on a
 temporary Unix socket; sends --updates member-add requests one after
 another and reports percentiles of (a) control handing the batch to the
 ring -> the dataplane publishing it (update_p50_us, update_p99_us; target
 p99 <= 10 us) and (b) the HTTP request arriving -> the publish (api_p99_us).
-Everything it creates is removed afterwards.`,
+It also reports the applier's stalls, gaps in its polling while its CPU did
+something else, and stall_floor_p99_us: the update p99 that those gaps alone
+give an applier that takes no time at all, this machine's floor for
+update_p99_us. Everything it creates is removed afterwards.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			o.Out = cmd.OutOrStdout()
@@ -126,9 +130,32 @@ Everything it creates is removed afterwards.`,
 	}
 	cmd.Flags().IntVar(&o.Updates, "updates", 10000, "member-add requests to send")
 	cmd.Flags().IntVar(&o.Receivers, "receivers", 64, "receivers (ports) of the bench switch")
-	cmd.Flags().IntVar(&o.CPU, "cpu", -1, "CPU to pin the ring applier to (-1: unpinned)")
+	cmd.Flags().IntVar(&o.CPU, "cpu", perf.DefaultControlCPU(), "CPU to pin the ring applier to, the rest of the process kept off it (-1: unpinned)")
 	cmd.Flags().DurationVar(&o.Interval, "interval", 0, "pace requests: start one every interval (0: back to back)")
 	cmd.Flags().BoolVar(&o.JSON, "json", false, "print JSON")
+	return cmd
+}
+
+// newBenchControlDataplaneCmd builds the hidden `sparsecast bench
+// control-dataplane`, the dataplane half that bench control starts.
+func newBenchControlDataplaneCmd() *cobra.Command {
+	var ring string
+	var receivers, cpu int
+	cmd := &cobra.Command{
+		Use:    "control-dataplane --ring FILE",
+		Short:  "The dataplane half of bench control (started by it)",
+		Hidden: true,
+		Args:   cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if ring == "" {
+				return fmt.Errorf("--ring: required")
+			}
+			return perf.RunControlDataplane(cmd.Context(), ring, receivers, cpu, cmd.InOrStdin(), cmd.OutOrStdout())
+		},
+	}
+	cmd.Flags().StringVar(&ring, "ring", "", "ring file to create")
+	cmd.Flags().IntVar(&receivers, "receivers", 64, "receivers (ports) of the bench switch")
+	cmd.Flags().IntVar(&cpu, "cpu", -1, "CPU to pin the ring applier to (-1: unpinned)")
 	return cmd
 }
 
@@ -145,5 +172,8 @@ func benchControlRun(ctx context.Context, o *BenchControlOptions) error {
 	fmt.Fprintf(o.Out, "%d member-add updates (%d applied) over %d receivers in %.2f s (%.0f/s)\n", r.Updates, r.Applied, r.Receivers, r.Seconds, r.UpdatesPerSecond)
 	fmt.Fprintf(o.Out, "  ring -> publish   p50 %7.1f us   p99 %7.1f us   max %7.1f us   (target p99 <= %.0f us: %v)\n", r.UpdateP50Us, r.UpdateP99Us, r.UpdateMaxUs, r.TargetP99Us, r.MeetsTarget)
 	fmt.Fprintf(o.Out, "  API  -> publish   p50 %7.1f us   p99 %7.1f us\n", r.APIP50Us, r.APIP99Us)
+	if r.Stalls > 0 {
+		fmt.Fprintf(o.Out, "  applier stalls    %d (%.1f%% of the time); they alone give p99 %.1f us\n", r.Stalls, r.StallPct, r.StallFloorP99Us)
+	}
 	return nil
 }

@@ -16,6 +16,8 @@
 //	sparsecast_switch_ring_rejected_total{reason}               counter, every headers.Reject* reason, even at 0
 //	sparsecast_switch_ring_generation                           gauge, last applied generation
 //	sparsecast_switch_ring_events_dropped_total                 counter, events the full event ring refused
+//	sparsecast_switch_ring_applier_stalls_total                 counter, gaps over 2 µs in a busy applier's polling
+//	sparsecast_switch_ring_applier_stall_seconds_total          counter, their total length
 //	sparsecast_switch_port_device_*_total{port}                 counters of a port's device (DPDK), device.go
 //
 // The ring series are exported when WithRing gives the applier's counters
@@ -75,6 +77,10 @@ var (
 		"Generation of the last control ring batch applied (0: none since start).")
 	ringDroppedDesc = newDesc("ring_events_dropped_total",
 		"Events to the control process dropped because the event ring was full.")
+	ringStallsDesc = newDesc("ring_applier_stalls_total",
+		"Gaps of over 2 µs between two polls of the command ring by a busy-polling applier (control_poll_mode: busy): its CPU was busy elsewhere, and a command arriving then waited.")
+	ringStallSecondsDesc = newDesc("ring_applier_stall_seconds_total",
+		"Total length of the busy-polling applier's stalls.")
 )
 
 // PortStat is what a port type counts outside the workers' counters.
@@ -157,7 +163,7 @@ func (c *switchCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{
 		infoDesc, rxPacketsDesc, rxBytesDesc, txPacketsDesc, txBytesDesc,
 		kernelDropsDesc, dropsDesc, fanoutDesc, pollsDesc, sleepsDesc,
-		ringAppliedDesc, ringRejectedDesc, ringGenerationDesc, ringDroppedDesc,
+		ringAppliedDesc, ringRejectedDesc, ringGenerationDesc, ringDroppedDesc, ringStallsDesc, ringStallSecondsDesc,
 		feedbackDesc, evictedDesc,
 	} {
 		ch <- d
@@ -216,6 +222,8 @@ func (c *switchCollector) collectRing(ch chan<- prometheus.Metric) {
 	}
 	ch <- prometheus.MustNewConstMetric(ringGenerationDesc, prometheus.GaugeValue, float64(r.Generation.Load()))
 	ch <- prometheus.MustNewConstMetric(ringDroppedDesc, prometheus.CounterValue, float64(r.EventsDropped.Load()))
+	ch <- prometheus.MustNewConstMetric(ringStallsDesc, prometheus.CounterValue, float64(r.Stalls.Load()))
+	ch <- prometheus.MustNewConstMetric(ringStallSecondsDesc, prometheus.CounterValue, float64(r.StallNanos.Load())/1e9)
 }
 
 func (c *switchCollector) collectPorts(ch chan<- prometheus.Metric) {
