@@ -151,6 +151,10 @@ func TestFailoverScenario(t *testing.T) {
 	if res.ElapsedS > 30 {
 		t.Errorf("took %.1f s, want under 30", res.ElapsedS)
 	}
+	// The upstream switch's forwarding time was sampled before the failure.
+	if res.HopSamples == 0 || res.HopSwitch == "" || res.HopP50Us <= 0 || res.HopP90Us < res.HopP50Us {
+		t.Errorf("hop %s: %d samples, p50 %v µs, p90 %v µs", res.HopSwitch, res.HopSamples, res.HopP50Us, res.HopP90Us)
+	}
 }
 
 func tail(s string, n int) string {

@@ -52,11 +52,22 @@ type FailoverResult struct {
 	// DeliveredUs is link down to the first such packet arriving at the
 	// switch in front of them (DeliveredVia): the repair plus the backup
 	// path's transit.
-	RerouteUs           float64                `json:"reroute_us"`
-	RepairUs            float64                `json:"repair_us"`
-	RepairedVia         string                 `json:"repaired_via"`
-	DeliveredUs         float64                `json:"delivered_us"`
-	DeliveredVia        string                 `json:"delivered_via"`
+	RerouteUs    float64 `json:"reroute_us"`
+	RepairUs     float64 `json:"repair_us"`
+	RepairedVia  string  `json:"repaired_via"`
+	DeliveredUs  float64 `json:"delivered_us"`
+	DeliveredVia string  `json:"delivered_via"`
+	// HopP50Us and HopP90Us are the forwarding time of the switch upstream
+	// of the link (HopSwitch) in a window before the failure, from a
+	// frame's arrival to its departure through the port that then fails
+	// (kernel timestamps; HopSamples frames): what the machine adds per
+	// hop. A repair leaves that switch with the first packet it forwards
+	// after its reroute, so it takes about one such hop more than the
+	// reroute.
+	HopSwitch           string                 `json:"hop_switch"`
+	HopP50Us            float64                `json:"hop_p50_us"`
+	HopP90Us            float64                `json:"hop_p90_us"`
+	HopSamples          int                    `json:"hop_samples"`
 	LostAffected        int                    `json:"lost_affected"`
 	LostUnaffected      int                    `json:"lost_unaffected"`
 	AffectedReceivers   []uint16               `json:"affected_receivers"`
@@ -89,6 +100,10 @@ func (r *FailoverResult) Table() string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "failover of %s: detected in %.0f µs (%s), rerouted in %.0f µs (%s, %d routes moved), first packet on the backup path in %.0f µs (%s), there in %.0f µs (%s)\n",
 		r.Link, r.DetectUs, r.DetectedBy, r.RerouteUs, r.ReroutedBy, r.RoutesMoved, r.RepairUs, r.RepairedVia, r.DeliveredUs, r.DeliveredVia)
+	if r.HopSamples > 0 {
+		fmt.Fprintf(&b, "  before the failure %s forwarded in p50 %.0f µs, p90 %.0f µs (%d frames): a repair waits for about one such hop after the reroute\n",
+			r.HopSwitch, r.HopP50Us, r.HopP90Us, r.HopSamples)
+	}
 	fmt.Fprintf(&b, "  %d packets to each receiver at %.0f pps; lost by affected receivers %d, by unaffected %d\n",
 		r.Sent, r.RatePPS, r.LostAffected, r.LostUnaffected)
 	fmt.Fprintf(&b, "  %8s  %8s  %9s  %6s  %10s\n", "RECEIVER", "AFFECTED", "RECEIVED", "LOST", "DUPLICATES")
@@ -287,6 +302,17 @@ func FailoverOn(ctx context.Context, f *Fabric, o FailoverOptions) (res *Failove
 		}
 		watches = append(watches, w)
 	}
+	// The upstream switch's forwarding time, sampled in the middle of the
+	// stream's first part.
+	var hopPorts []string
+	for _, port := range topo.Switches[topo.SwitchIndex(failSw)].Ports {
+		hopPorts = append(hopPorts, port.Name)
+	}
+	hop, err := watchHop(f.SwitchNS[failSw], hopPorts, failPort, f.UDPPort)
+	if err != nil {
+		return nil, fmt.Errorf("failover: watching %s: %w", failSw, err)
+	}
+	defer hop.Close()
 	res = &FailoverResult{Link: link}
 	for _, id := range recvIDs {
 		if affected[id] {
@@ -312,7 +338,8 @@ func FailoverOn(ctx context.Context, f *Fabric, o FailoverOptions) (res *Failove
 	var t0 int64
 	st, err := f.Stream(ctx, StreamOptions{
 		Sender: sender, SourceID: srcID, Receivers: rhosts, Rate: o.Rate, Duration: o.Duration,
-		At: o.FailAt, Do: func() error {
+		Started: func() { hop.SampleLater(o.FailAt/2, min(300*time.Millisecond, o.FailAt/4)) },
+		At:      o.FailAt, Do: func() error {
 			// The same change as `ip link set dev PORT down`, made
 			// in-process so that t0 is taken right before it and not
 			// before a fork and exec.
@@ -375,6 +402,10 @@ func FailoverOn(ctx context.Context, f *Fabric, o FailoverOptions) (res *Failove
 		if t, port := w.FirstReceived(); port != "" && (res.DeliveredVia == "" || float64(t-t0)/1e3 < res.DeliveredUs) {
 			res.DeliveredUs, res.DeliveredVia = float64(t-t0)/1e3, w.sw+":"+port
 		}
+	}
+	if l := hop.Latencies(); len(l) > 0 {
+		res.HopSwitch, res.HopSamples = failSw, len(l)
+		res.HopP50Us, res.HopP90Us = float64(l[len(l)/2])/1e3, float64(l[len(l)*9/10])/1e3
 	}
 	if res.RepairedVia == "" && len(res.AffectedReceivers) > 0 {
 		return nil, fmt.Errorf("failover: no switch sent a packet for receivers %v over a backup path (logs in %s)", res.AffectedReceivers, f.Dir)
@@ -441,6 +472,8 @@ type StreamOptions struct {
 	// Do, if set, runs At into the stream (a failure to inject).
 	At time.Duration
 	Do func() error
+	// Started, if set, is called when the sender has started.
+	Started func()
 }
 
 // StreamResult counts what a stream delivered.
@@ -497,6 +530,9 @@ func (f *Fabric) Stream(ctx context.Context, o StreamOptions) (*StreamResult, er
 		"--size", "128", "--rate", strconv.FormatFloat(o.Rate, 'f', -1, 64), "--json")
 	if err != nil {
 		return nil, err
+	}
+	if o.Started != nil {
+		o.Started()
 	}
 	if o.Do != nil {
 		select {
