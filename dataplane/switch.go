@@ -109,6 +109,7 @@ func NewSwitch(cfg *Config, ports []Port, t *Tables) (*Switch, error) {
 				}
 				if fd := p.WaitFd(); fd >= 0 {
 					w.pollFds = append(w.pollFds, unix.PollFd{Fd: int32(fd), Events: unix.POLLIN})
+					w.pollPort = append(w.pollPort, uint8(i))
 				}
 			}
 		}

@@ -5,6 +5,8 @@ import (
 	"testing"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/sparsecast/sparsecast/headers"
 )
 
 // A socket with an error pending (a packet socket whose interface went down
@@ -39,5 +41,29 @@ func TestBlockClearsPendingSocketError(t *testing.T) {
 	pfd[0].Revents = 0
 	if n, _ := unix.Poll(pfd, 0); n != 0 {
 		t.Fatalf("after block the socket still polls ready (revents %#x): the worker would spin", pfd[0].Revents)
+	}
+}
+
+// ENETDOWN pending on a port's socket is that port's interface going down:
+// the worker marks it down and moves its routes at once. Other errors are
+// only cleared.
+func TestSocketErrorTakesPortDown(t *testing.T) {
+	b, err := NewBenchSwitch(2, 256, PollAdaptive, -1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := b.workers[0]
+	w.pollPort = []uint8{1, 2} // out0, out1 (receivers 1 and 98)
+	w.socketError(0, unix.ECONNREFUSED)
+	w.socketError(5, unix.ENETDOWN) // no such entry
+	if b.LinkState(1) != headers.LinkUp || b.Tables().Routes.Lookup(1) != 1 {
+		t.Fatal("a port went down on an error that is not ENETDOWN")
+	}
+	w.socketError(0, unix.ENETDOWN)
+	if b.LinkState(1) != headers.LinkDown || b.Tables().Routes.Lookup(1) == 1 {
+		t.Fatalf("after ENETDOWN: state %d, receiver 1 via port %d", b.LinkState(1), b.Tables().Routes.Lookup(1))
+	}
+	if b.LinkState(2) != headers.LinkUp || b.Tables().Routes.Lookup(98) != 2 {
+		t.Fatal("the other port was touched")
 	}
 }

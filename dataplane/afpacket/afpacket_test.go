@@ -729,3 +729,37 @@ func benchTxRx(b *testing.B, ring RxRing, size int) {
 		b.Logf("kernel drops %d", st.KernelDrops)
 	}
 }
+
+// `ip link set down` on a port's interface leaves ENETDOWN pending on its
+// socket and wakes a poll on WaitFd with POLLERR at once, on either receive
+// ring: the switch's workers take that as the link going down (worker.go,
+// socketError) before the carrier watcher hears of it.
+func TestLinkDownWakesWaitFd(t *testing.T) {
+	eachRing(t, func(t *testing.T, ring RxRing) {
+		ns := newTestNet(t)
+		a, _ := openPair(t, ns, Options{RxRing: ring})
+		pfd := []unix.PollFd{{Fd: int32(a.WaitFd()), Events: unix.POLLIN}}
+		if n, _ := unix.Poll(pfd, 0); n != 0 {
+			t.Fatalf("ready before the link went down: revents %#x", pfd[0].Revents)
+		}
+		done := make(chan error, 1)
+		go func() {
+			time.Sleep(20 * time.Millisecond)
+			out, err := exec.Command("ip", "-n", ns, "link", "set", "va", "down").CombinedOutput()
+			if err != nil {
+				err = fmt.Errorf("ip link set va down: %v %s", err, out)
+			}
+			done <- err
+		}()
+		n, _ := unix.Poll(pfd, 5000)
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+		if n != 1 || pfd[0].Revents&unix.POLLERR == 0 {
+			t.Fatalf("poll %d, revents %#x: want POLLERR", n, pfd[0].Revents)
+		}
+		if e, _ := unix.GetsockoptInt(a.WaitFd(), unix.SOL_SOCKET, unix.SO_ERROR); unix.Errno(e) != unix.ENETDOWN {
+			t.Fatalf("SO_ERROR %v, want ENETDOWN", unix.Errno(e))
+		}
+	})
+}
