@@ -585,6 +585,13 @@ func (a *aggregator) aggregate(s *streamState, u *upstream) ackOut {
 			speaks++
 		}
 	}
+	if speaks == 0 {
+		// Nobody behind this port has been heard from at x (the low
+		// point came from receivers that never reported): an aggregate
+		// would name no receiver, which SMH cannot carry. Say nothing
+		// until one reports.
+		return out
+	}
 	if x == u.ack && (u.at == 0 || speaks <= u.speaks) {
 		// No progress. Receivers repeat their ACKs when the source
 		// retransmits, and it retransmits when it did not hear the

@@ -38,3 +38,30 @@ func FuzzSwitch(f *testing.F) {
 		}
 	})
 }
+
+// TestSwitchFuzzSequence replays inputs that FuzzSwitch found failing only
+// in this order, through one switch as the fuzzer does: a DATA stream,
+// then the same stream from another port, then an ACK from that port. The
+// aggregate stage sent an aggregated ACK naming no receiver (speaks-for 0,
+// an empty set), which every switch drops as bad_feedback.
+func TestSwitchFuzzSequence(t *testing.T) {
+	fb := newTestFabric(t, 4, func(c *Config) {
+		c.Groups = []GroupEntry{{ID: 5, Members: "1-3"}}
+		c.Routes = append(c.Routes, RouteEntry{Receivers: "0", Port: "p0"})
+	})
+	for _, frame := range [][]byte{
+		[]byte("000000000000\b\x00E\x00\x003\x00\x00\x00\x00@\x11f\xb8\n\x00\x00\x02\n\x00\x00\x01\xc3P$\xff\x00\x1f,\xf2\x10\x00\x02\x00\x00\x03\x00\x00\x00\x00\x00\x00\x00\x01\x00\x01\x00\x02\x00\x03abc"),
+		[]byte("000000000000\b\x00E0\x00200\x00\x000\x11000000000000$\xff\x00\x1e00\x1001\x00\x00\x01\x00\x00\x00\x000000\x00\x00000000"),
+		[]byte("0!C  !#zY X%\x81\x000!\b\x00E0\x002'\"\x00\x000\x110\"\"\"'\"%B b'B$\xff\x00\x1e0b\x110B\x00\x00\x01\x00\x00\x00\x000\x008&$&$%y)' "),
+	} {
+		csumOK := udpChecksumOK(frame)
+		for _, in := range []int{0, 0, 2, 2} {
+			fb.send(t, in, frame)
+			for p := 0; p < 4; p++ {
+				for _, out := range fb.recv(p) {
+					checkFrameCsum(t, out, csumOK)
+				}
+			}
+		}
+	}
+}
