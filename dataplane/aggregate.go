@@ -448,8 +448,7 @@ const (
 // ackOut describes an aggregated ACK to send upstream.
 type ackOut struct {
 	send   bool
-	port   uint8 // the upstream port it goes out of
-	up     *upstream
+	up     *upstream // its upstream state; it goes out of up.port
 	seq    uint32
 	stream *streamState
 }
@@ -551,7 +550,7 @@ func (r *recvState) raise(x uint32, now int64) {
 // in flight, and "everyone but these" then credits receivers it never
 // heard from.)
 func (a *aggregator) aggregate(s *streamState, u *upstream) ackOut {
-	out := ackOut{stream: s, port: u.port, up: u}
+	out := ackOut{stream: s, up: u}
 	done := u.highest + 1
 	first := true
 	var x uint32

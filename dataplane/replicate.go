@@ -394,7 +394,7 @@ func (w *Worker) forwardFeedback(pk *Packet, m *parsed, t *Tables) {
 					Type: headers.TypeACK, Flags: headers.FlagAggregated, HopLimit: headers.DefaultHopLimit,
 					SourceID: h.SourceID(), SessionID: h.SessionID(), Sequence: a.seq,
 					SpeaksFor: uint16(min(len(set), 0xFFFF)), ReporterID: w.agg.switchID,
-				}, set, a.port)
+				}, set, a.up.port)
 				inc(&w.agg.counts[headers.TypeACK][FbUp], 1)
 			}
 			pk.Free()

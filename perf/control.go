@@ -354,12 +354,9 @@ func benchIDs(n int) []uint16 {
 
 // controlDataplaneReport is what the dataplane half prints when it stops.
 type controlDataplaneReport struct {
-	Stalls    []dataplane.Stall   `json:"stalls"`
-	Groups    map[string][]uint16 `json:"groups"`
-	GCCycles  uint32              `json:"gc_cycles"`
-	BootID    uint64              `json:"boot_id"`
-	Rejected  uint64              `json:"rejected"`
-	Generated uint64              `json:"generation"`
+	Stalls   []dataplane.Stall   `json:"stalls"`
+	Groups   map[string][]uint16 `json:"groups"`
+	GCCycles uint32              `json:"gc_cycles"`
 }
 
 // controlDataplane is the running child.
@@ -483,14 +480,9 @@ func RunControlDataplane(ctx context.Context, ring string, receivers, cpu int, i
 	runtime.ReadMemStats(&ms1)
 	t := b.Switch.Tables()
 	r := controlDataplaneReport{
-		Stalls:    applier.StallLog(0, 1<<62),
-		Groups:    map[string][]uint16{},
-		GCCycles:  ms1.NumGC - ms0.NumGC,
-		BootID:    applier.BootID(),
-		Generated: applier.Counters().Generation.Load(),
-	}
-	for i := range applier.Counters().Rejected {
-		r.Rejected += applier.Counters().Rejected[i].Load()
+		Stalls:   applier.StallLog(0, 1<<62),
+		Groups:   map[string][]uint16{},
+		GCCycles: ms1.NumGC - ms0.NumGC,
 	}
 	for id, m := range t.Groups.All() {
 		r.Groups[strconv.FormatUint(uint64(id), 10)] = m

@@ -97,8 +97,8 @@ func NewCmdBenchControl(runF func(*BenchControlOptions) error) *cobra.Command {
 		Use:   "control [--updates N] [--json]",
 		Short: "Measure group updates from the control API to the dataplane's published tables",
 		Long: `Runs, in a child process, a bench switch with a busy-polling ring applier
-on a real ring file in /dev/shm (pinned to --cpu, its other threads and this
-process kept off that CPU), and here a control server with its API on a
+on a real ring file in /dev/shm (that process confined to --cpu, which this
+one keeps off), and here a control server with its API on a
 temporary Unix socket; sends --updates member-add requests one after
 another and reports percentiles of (a) control handing the batch to the
 ring -> the dataplane publishing it (update_p50_us, update_p99_us; target
@@ -130,7 +130,7 @@ update_p99_us. Everything it creates is removed afterwards.`,
 	}
 	cmd.Flags().IntVar(&o.Updates, "updates", 10000, "member-add requests to send")
 	cmd.Flags().IntVar(&o.Receivers, "receivers", 64, "receivers (ports) of the bench switch")
-	cmd.Flags().IntVar(&o.CPU, "cpu", perf.DefaultControlCPU(), "CPU to pin the ring applier to, the rest of the process kept off it (-1: unpinned)")
+	cmd.Flags().IntVar(&o.CPU, "cpu", perf.DefaultControlCPU(), "CPU for the dataplane half and its ring applier, which the control half keeps off (-1: unpinned)")
 	cmd.Flags().DurationVar(&o.Interval, "interval", 0, "pace requests: start one every interval (0: back to back)")
 	cmd.Flags().BoolVar(&o.JSON, "json", false, "print JSON")
 	return cmd
