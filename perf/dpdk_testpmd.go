@@ -30,6 +30,10 @@ type TestpmdOptions struct {
 	// Ring devices start empty: testpmd sends a first burst (--tx-first)
 	// that then circulates.
 	Ring bool
+	// Mode is the forwarding mode: "io" (the default: mbufs moved, packet
+	// bytes never touched) or "mac" (each frame's Ethernet addresses
+	// rewritten: the least a forwarder that writes headers does).
+	Mode string
 }
 
 // TestpmdResult is what one testpmd run forwarded.
@@ -42,9 +46,16 @@ type TestpmdResult struct {
 	Command string    `json:"command"`
 }
 
-// RunTestpmd runs testpmd --forward-mode=io with stats every second for
-// o.Seconds, stops it with SIGINT and parses its reports.
+// RunTestpmd runs testpmd --forward-mode=io (or o.Mode) with stats every
+// second for o.Seconds, stops it with SIGINT and parses its reports.
 func RunTestpmd(ctx context.Context, o TestpmdOptions) (*TestpmdResult, error) {
+	mode := o.Mode
+	if mode == "" {
+		mode = "io"
+	}
+	if mode != "io" && mode != "mac" {
+		return nil, fmt.Errorf("testpmd forward mode %q: want io or mac", mode)
+	}
 	bin := o.Binary
 	if bin == "" {
 		bin = "dpdk-testpmd"
@@ -57,7 +68,7 @@ func RunTestpmd(ctx context.Context, o TestpmdOptions) (*TestpmdResult, error) {
 	for _, v := range o.Vdevs {
 		args = append(args, "--vdev", v)
 	}
-	args = append(args, "--", "--forward-mode=io", "--nb-cores=1", "--stats-period", "1")
+	args = append(args, "--", "--forward-mode="+mode, "--nb-cores=1", "--stats-period", "1")
 	if o.Ring {
 		args = append(args, "--tx-first")
 	}

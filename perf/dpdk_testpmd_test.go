@@ -1,8 +1,10 @@
 package perf
 
 import (
+	"cmp"
 	"context"
 	"os/exec"
+	"strings"
 	"testing"
 )
 
@@ -50,15 +52,24 @@ func TestRunTestpmd(t *testing.T) {
 	if _, err := exec.LookPath("dpdk-testpmd"); err != nil {
 		t.Skip("dpdk-testpmd not installed")
 	}
-	r, err := RunTestpmd(context.Background(), TestpmdOptions{
-		EAL:   []string{"-l", "0,1", "--no-pci", "--no-huge", "-m", "1024", "--file-prefix", "sc-perf-test", "--log-level", "*:warning"},
-		Vdevs: []string{"net_null0,size=64", "net_null1,size=64"}, Seconds: 2,
-	})
-	if err != nil {
-		t.Fatal(err)
+	for _, mode := range []string{"", "mac"} {
+		r, err := RunTestpmd(context.Background(), TestpmdOptions{
+			EAL:   []string{"-l", "0,1", "--no-pci", "--no-huge", "-m", "1024", "--file-prefix", "sc-perf-test", "--log-level", "*:warning"},
+			Vdevs: []string{"net_null0,size=64", "net_null1,size=64"}, Seconds: 2, Mode: mode,
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r.Mpps <= 0.1 {
+			t.Fatalf("testpmd (mode %q) forwarded %v Mpps: %+v", mode, r.Mpps, r)
+		}
+		want := "--forward-mode=" + cmp.Or(mode, "io")
+		if !strings.Contains(r.Command, want) {
+			t.Fatalf("command %q lacks %s", r.Command, want)
+		}
+		t.Logf("testpmd %s: %.1f Mpps", want, r.Mpps)
 	}
-	if r.Mpps <= 0.1 {
-		t.Fatalf("testpmd forwarded %v Mpps: %+v", r.Mpps, r)
+	if _, err := RunTestpmd(context.Background(), TestpmdOptions{Mode: "rxonly"}); err == nil || !strings.Contains(err.Error(), "want io or mac") {
+		t.Fatalf("mode rxonly: %v", err)
 	}
-	t.Logf("testpmd %.1f Mpps", r.Mpps)
 }

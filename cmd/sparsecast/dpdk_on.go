@@ -31,5 +31,9 @@ func benchDPDKMeasure(ctx context.Context, o *BenchDPDKOptions) error {
 		fmt.Fprintf(o.Out, "  testpmd   %8.3f Mpps (io mode)\n", r.TestpmdMpps)
 		fmt.Fprintf(o.Out, "  ratios    switch %.2f, egress %.2f, io %.2f of testpmd\n", r.RatioVsTestpmd, r.EgressVsTestpmd, r.IORatioVsTestpmd)
 	}
+	if r.TestpmdMacMpps > 0 {
+		fmt.Fprintf(o.Out, "  testpmd   %8.3f Mpps (mac mode: Ethernet addresses rewritten; %.2f of io mode)\n", r.TestpmdMacMpps, r.TestpmdMacVsIO)
+		fmt.Fprintf(o.Out, "  ratios    switch %.2f of testpmd's mac mode\n", r.RatioVsTestpmdMac)
+	}
 	return nil
 }
