@@ -4,7 +4,7 @@ GO       ?= go
 BIN      := bin/sparsecast
 FUZZTIME ?= 15s
 
-.PHONY: build build-dpdk test test-unit test-fuzz test-lab test-trex test-dissector test-sriov test-deploy test-dpdk vet fmt-check demo bench bench-veth bench-sweep install clean
+.PHONY: build build-dpdk test test-unit test-fuzz test-lab test-trex test-dissector test-sriov test-deploy test-dpdk vet fmt-check demo bench bench-dpdk bench-veth bench-sweep install clean
 
 build:
 	$(GO) build -o $(BIN) ./cmd/sparsecast
@@ -88,6 +88,17 @@ bench: build
 	$(BIN) bench replicate --fanout 1 --json
 	$(BIN) bench replicate --fanout 9 --json
 	$(BIN) bench replicate --fanout 64 --json
+
+# The DPDK switch against dpdk-testpmd (io and mac modes) on net_null
+# devices, fan-out 1 and 9, on 2 MiB hugepages reserved for the run (root;
+# without them, on 4 KiB pages), about 1 minute: JSON in
+# perf/results/dpdk.json.
+bench-dpdk: build-dpdk
+	mkdir -p perf/results
+	sh testbeds/dpdk/with-hugepages.sh -n 512 sh -c '$(BIN) bench dpdk --vdev net_null --fanout 1 --size 64 --vs-testpmd --json && \
+		$(BIN) bench dpdk --vdev net_null --fanout 9 --size 128 --vs-testpmd --json' > perf/results/dpdk.json.tmp || { rm -f perf/results/dpdk.json.tmp; exit 1; }
+	mv perf/results/dpdk.json.tmp perf/results/dpdk.json
+	@cat perf/results/dpdk.json
 
 # Replication over fan-outs 1-64 and frames of 64-4096 bytes (about 30 s):
 # CSV, plot and table in perf/results/, the table also into README's

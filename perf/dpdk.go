@@ -41,8 +41,13 @@ type DPDKOptions struct {
 	Seconds   float64
 	CPU       int // the forwarding core (testpmd's too)
 	VsTestpmd bool
-	// EAL arguments for this process (default: no hugepages, -l CPU).
+	// EAL arguments for this process (default: -l CPU, hugepages from
+	// HugeDir or none).
 	EAL []string
+	// HugeDir is a hugetlbfs mount (testbeds/dpdk/with-hugepages.sh makes
+	// one). With it, this process and testpmd run on 2 MiB pages, as DPDK
+	// does on a switch; without, both run with --no-huge, on 4 KiB pages.
+	HugeDir string
 	// DeviceBase numbers the switch's devices from here (net_null<base>
 	// in, the outputs after it). DPDK probes a device name once per
 	// process, so runs repeated in one process (the sweep) each take
@@ -60,6 +65,9 @@ type DPDKResult struct {
 	Size    int     `json:"size"`
 	Seconds float64 `json:"seconds"`
 	CPU     int     `json:"cpu"`
+	// Hugepages says whether DPDK memory (mbufs, rings) was on 2 MiB
+	// pages, for this process and testpmd alike.
+	Hugepages bool `json:"hugepages"`
 	// SwitchMpps is packets the switch received per second; EgressMpps the
 	// copies the devices accepted per second (fanout times SwitchMpps when
 	// nothing is lost).
@@ -107,14 +115,15 @@ func BenchDPDK(ctx context.Context, o DPDKOptions) (*DPDKResult, error) {
 	if err != nil {
 		return nil, err
 	}
-	r := &DPDKResult{Vdev: o.Vdev, Fanout: o.Fanout, Size: o.Size, CPU: o.CPU}
+	r := &DPDKResult{Vdev: o.Vdev, Fanout: o.Fanout, Size: o.Size, CPU: o.CPU, Hugepages: o.HugeDir != ""}
 	if o.VsTestpmd {
 		// Main lcore elsewhere, forwarding lcore on the measured CPU.
 		main := (o.CPU + 1) % runtime.NumCPU()
 		for _, mode := range []string{"io", "mac"} {
+			eal := []string{"-l", fmt.Sprintf("%d,%d", main, o.CPU), "--main-lcore", fmt.Sprint(main),
+				"--no-pci", "--file-prefix", fmt.Sprintf("sc-testpmd-%s-%d", mode, os.Getpid()), "--log-level", "*:warning"}
 			tp, err := RunTestpmd(ctx, TestpmdOptions{
-				EAL: []string{"-l", fmt.Sprintf("%d,%d", main, o.CPU), "--main-lcore", fmt.Sprint(main),
-					"--no-pci", "--no-huge", "-m", "1024", "--file-prefix", fmt.Sprintf("sc-testpmd-%s-%d", mode, os.Getpid()), "--log-level", "*:warning"},
+				EAL:     append(eal, ealMemory(o.HugeDir)...),
 				Vdevs:   []string{vdevArgs(o.Vdev, 90, o.Size), vdevArgs(o.Vdev, 91, o.Size)},
 				Seconds: min(o.Seconds, 5),
 				Ring:    o.Vdev == "net_ring",
@@ -132,8 +141,8 @@ func BenchDPDK(ctx context.Context, o DPDKOptions) (*DPDKResult, error) {
 	}
 	r.EAL = o.EAL
 	if len(r.EAL) == 0 {
-		r.EAL = []string{"-l", fmt.Sprint(o.CPU), "--no-pci", "--no-huge", "-m", "1024",
-			"--file-prefix", fmt.Sprintf("sc-bench-%d", os.Getpid()), "--log-level", "*:warning"}
+		r.EAL = append([]string{"-l", fmt.Sprint(o.CPU), "--no-pci"}, ealMemory(o.HugeDir)...)
+		r.EAL = append(r.EAL, "--file-prefix", fmt.Sprintf("sc-bench-%d", os.Getpid()), "--log-level", "*:warning")
 	}
 	if r.IOMpps, err = benchIO(ctx, o, r.EAL, frame); err != nil {
 		return nil, fmt.Errorf("io forwarder: %w", err)
@@ -156,6 +165,15 @@ func BenchDPDK(ctx context.Context, o DPDKOptions) (*DPDKResult, error) {
 		r.RatioVsTestpmdMac = r.SwitchMpps / r.TestpmdMacMpps
 	}
 	return r, nil
+}
+
+// ealMemory is EAL's memory arguments: 512 MiB of the hugetlbfs at dir
+// (unlinked, so nothing stays behind), or 1 GiB of ordinary memory.
+func ealMemory(dir string) []string {
+	if dir == "" {
+		return []string{"--no-huge", "-m", "1024"}
+	}
+	return []string{"--huge-dir", dir, "--huge-unlink", "-m", "512"}
 }
 
 // vdevArgs names device i of the kind. A net_null device makes frames of

@@ -68,6 +68,9 @@ type SweepOptions struct {
 	CPU int
 	// EAL overrides the DPDK backend's EAL arguments.
 	EAL []string
+	// HugeDir puts the DPDK backend's memory on the hugetlbfs mounted there
+	// (without EAL; see DPDKOptions.HugeDir).
+	HugeDir string
 	// Progress, if set, is called after every point.
 	Progress func(SweepPoint)
 }

@@ -28,8 +28,8 @@ func dpdkPoint(ctx context.Context, o *SweepOptions, fanout, size, base int) (Sw
 	}
 	eal := o.EAL
 	if len(eal) == 0 {
-		eal = []string{"-l", fmt.Sprint(o.CPU), "--no-pci", "--no-huge", "-m", "1024",
-			"--file-prefix", fmt.Sprintf("sc-sweep-%d", os.Getpid()), "--log-level", "*:warning"}
+		eal = append([]string{"-l", fmt.Sprint(o.CPU), "--no-pci"}, ealMemory(o.HugeDir)...)
+		eal = append(eal, "--file-prefix", fmt.Sprintf("sc-sweep-%d", os.Getpid()), "--log-level", "*:warning")
 	}
 	do := DPDKOptions{Vdev: "net_null", Fanout: fanout, Size: size, Seconds: o.SecondsPerPoint, CPU: o.CPU,
 		EAL: eal, DeviceBase: base}

@@ -38,6 +38,7 @@ type BenchSweepOptions struct {
 	CSV, PNG, MD    string
 	Readme          string
 	JSON            bool
+	HugeDir         string
 }
 
 // NewCmdBenchSweep builds `sparsecast bench sweep`.
@@ -81,12 +82,16 @@ markers of that markdown file with the table. Progress goes to stderr.`,
 	cmd.Flags().StringVar(&o.MD, "md", "", "write the markdown table here")
 	cmd.Flags().StringVar(&o.Readme, "readme", "", "replace the table between this markdown file's bench-sweep markers")
 	cmd.Flags().BoolVar(&o.JSON, "json", false, "print JSON instead of the table")
+	cmd.Flags().StringVar(&o.HugeDir, "huge-dir", os.Getenv(hugeDirEnv), "dpdk backend: a hugetlbfs mount for DPDK's memory (default $"+hugeDirEnv+"; empty: --no-huge)")
 	return cmd
 }
 
 func (o *BenchSweepOptions) validate() error {
 	so := o.sweepOptions()
 	if err := so.Validate(); err != nil {
+		return err
+	}
+	if err := checkHugeDir(o.HugeDir); err != nil {
 		return err
 	}
 	if o.PNG != "" && !strings.EqualFold(filepath.Ext(o.PNG), ".png") {
@@ -107,7 +112,7 @@ func (o *BenchSweepOptions) validate() error {
 
 func (o *BenchSweepOptions) sweepOptions() perf.SweepOptions {
 	return perf.SweepOptions{Backend: o.Backend, Fanouts: o.Fanouts, Sizes: o.Sizes,
-		SecondsPerPoint: o.SecondsPerPoint, CPU: o.CPU}
+		SecondsPerPoint: o.SecondsPerPoint, CPU: o.CPU, HugeDir: o.HugeDir}
 }
 
 func benchSweepRun(ctx context.Context, o *BenchSweepOptions) error {

@@ -29,6 +29,7 @@ func TestBenchSweepFlags(t *testing.T) {
 		{"--backend", "xdp"}, {"--seconds-per-point", "0"}, {"--seconds-per-point", "-1"},
 		{"--cpu", "-2"}, {"--cpu", "100000"}, {"--fanouts", "0"}, {"--fanouts", "x"}, {"--sizes", "10"},
 		{"--png", "plot.txt"}, {"--readme", noMarkers}, {"--readme", "/nonexistent/README.md"}, {"extra"},
+		{"--huge-dir", t.TempDir()}, {"--huge-dir", "/nonexistent"},
 	} {
 		cmd := NewCmdBenchSweep(func(*BenchSweepOptions) error { return nil })
 		cmd.SetArgs(bad)

@@ -8,8 +8,10 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"os"
 
 	"github.com/spf13/cobra"
+	"golang.org/x/sys/unix"
 )
 
 // BenchDPDKOptions are the flags of `bench dpdk`.
@@ -22,7 +24,12 @@ type BenchDPDKOptions struct {
 	CPU       int
 	VsTestpmd bool
 	JSON      bool
+	HugeDir   string
 }
+
+// hugeDirEnv names a hugetlbfs mount for the DPDK benches: the one
+// testbeds/dpdk/with-hugepages.sh makes (and make bench-dpdk uses).
+const hugeDirEnv = "SPARSECAST_DPDK_HUGE_DIR"
 
 // benchDPDKRun runs the benchmark; set by dpdk_on.go or dpdk_off.go.
 var benchDPDKRun func(ctx context.Context, o *BenchDPDKOptions) error
@@ -40,7 +47,10 @@ dpdk-testpmd over two devices of the same kind, in io mode (mbufs moved,
 packets never touched) and then in mac mode (each frame's Ethernet
 addresses rewritten: the least a header-writing forwarder does). Reports
 switch_mpps, egress_mpps, io_mpps, testpmd_mpps, testpmd_mac_mpps and the
-ratios. DPDK runs without hugepages (--no-huge -m 1024) and without PCI.`,
+ratios. DPDK runs without PCI, and on 2 MiB hugepages from --huge-dir
+(make bench-dpdk reserves and mounts them for the run) or, without it, on
+ordinary 4 KiB pages (--no-huge -m 1024): on a VM with nested paging that
+makes every forwarder, testpmd too, several times slower.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			o.Out = cmd.OutOrStdout()
@@ -53,6 +63,9 @@ ratios. DPDK runs without hugepages (--no-huge -m 1024) and without PCI.`,
 				return fmt.Errorf("--seconds %v: want more than 0 and at most 20", o.Seconds)
 			case o.CPU < 0:
 				return fmt.Errorf("--cpu %d: want a CPU number", o.CPU)
+			}
+			if err := checkHugeDir(o.HugeDir); err != nil {
+				return err
 			}
 			if runF != nil {
 				return runF(o)
@@ -67,7 +80,24 @@ ratios. DPDK runs without hugepages (--no-huge -m 1024) and without PCI.`,
 	cmd.Flags().IntVar(&o.CPU, "cpu", 1, "CPU for the forwarding loops (testpmd's forwarding lcore too)")
 	cmd.Flags().BoolVar(&o.VsTestpmd, "vs-testpmd", false, "also run dpdk-testpmd --forward-mode=io and =mac on the same kind of device")
 	cmd.Flags().BoolVar(&o.JSON, "json", false, "print JSON")
+	cmd.Flags().StringVar(&o.HugeDir, "huge-dir", os.Getenv(hugeDirEnv), "a hugetlbfs mount for DPDK's memory, this process's and testpmd's (default $"+hugeDirEnv+", which make bench-dpdk sets; empty: --no-huge)")
 	return cmd
+}
+
+// checkHugeDir refuses a --huge-dir that is not a hugetlbfs mount before
+// EAL does so less clearly (or falls back to another mount).
+func checkHugeDir(dir string) error {
+	if dir == "" {
+		return nil
+	}
+	var st unix.Statfs_t
+	if err := unix.Statfs(dir, &st); err != nil {
+		return fmt.Errorf("--huge-dir %q: %w", dir, err)
+	}
+	if st.Type != unix.HUGETLBFS_MAGIC {
+		return fmt.Errorf("--huge-dir %q: not a hugetlbfs mount (testbeds/dpdk/with-hugepages.sh makes one)", dir)
+	}
+	return nil
 }
 
 func printJSON(w io.Writer, v any) error {

@@ -13,14 +13,18 @@ func init() { benchDPDKRun = benchDPDKMeasure }
 
 func benchDPDKMeasure(ctx context.Context, o *BenchDPDKOptions) error {
 	r, err := perf.BenchDPDK(ctx, perf.DPDKOptions{Vdev: o.Vdev, Fanout: o.Fanout, Size: o.Size,
-		Seconds: o.Seconds, CPU: o.CPU, VsTestpmd: o.VsTestpmd})
+		Seconds: o.Seconds, CPU: o.CPU, VsTestpmd: o.VsTestpmd, HugeDir: o.HugeDir})
 	if err != nil {
 		return err
 	}
 	if o.JSON {
 		return printJSON(o.Out, r)
 	}
-	fmt.Fprintf(o.Out, "%s, fan-out %d, %d-byte frames, %.1f s on CPU %d\n", r.Vdev, r.Fanout, r.Size, r.Seconds, r.CPU)
+	mem := "4 KiB pages (--no-huge)"
+	if r.Hugepages {
+		mem = "2 MiB hugepages"
+	}
+	fmt.Fprintf(o.Out, "%s, fan-out %d, %d-byte frames, %.1f s on CPU %d, DPDK memory on %s\n", r.Vdev, r.Fanout, r.Size, r.Seconds, r.CPU, mem)
 	if r.SwitchSkipped != "" {
 		fmt.Fprintf(o.Out, "  switch    not measured: %s\n", r.SwitchSkipped)
 	} else {
