@@ -4,7 +4,7 @@ GO       ?= go
 BIN      := bin/sparsecast
 FUZZTIME ?= 15s
 
-.PHONY: build build-dpdk test test-unit test-fuzz test-lab test-trex test-dissector test-sriov test-deploy test-dpdk vet fmt-check demo bench bench-dpdk bench-veth bench-sweep install clean
+.PHONY: build build-dpdk test test-unit test-fuzz test-lab test-trex test-dissector test-sriov test-deploy test-dpdk vet fmt-check demo bench bench-dpdk bench-veth bench-sweep bench-sweep-dpdk install clean
 
 build:
 	$(GO) build -o $(BIN) ./cmd/sparsecast
@@ -106,6 +106,13 @@ bench-dpdk: build-dpdk
 bench-sweep: build
 	$(BIN) bench sweep --csv perf/results/sweep.csv --png perf/results/sweep.png \
 		--md perf/results/sweep.md --readme README.md
+
+# The same grid on the DPDK backend (net_null devices, fan-outs up to 16:
+# this DPDK build allows 32 ports), on 2 MiB hugepages reserved for the run
+# (root; without them, on 4 KiB pages), about 20 s: perf/results/sweep-dpdk.*.
+bench-sweep-dpdk: build-dpdk
+	sh testbeds/dpdk/with-hugepages.sh -n 512 $(BIN) bench sweep --backend dpdk --csv perf/results/sweep-dpdk.csv \
+		--png perf/results/sweep-dpdk.png --md perf/results/sweep-dpdk.md
 
 # The switch against tc (u32 + mirred) and kernel multicast routing
 # (smcroute, installed with apt-get when missing) on one veth topology, 8
