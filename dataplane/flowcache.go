@@ -194,14 +194,24 @@ func (e *flowEntry) addBranch(hdr []byte, hl int, p uint8) bool {
 // (flowSlot).
 func (c *flowCache) lookup(pk *Packet, slot int, t *Tables, agg *aggregator) *flowEntry {
 	e := &c.e[slot]
-	if !e.valid || e.tables != t || e.inPort != pk.InPort || len(pk.Head) < e.m.payload {
+	if !e.valid || e.tables != t || e.inPort != pk.InPort {
 		return nil
 	}
 	if agg != nil && (!e.agg.ok || e.agg.epoch != agg.epoch) {
 		return nil
 	}
-	if len(pk.own.data)-pk.off < flowMaxHdr {
+	if !e.matches(pk) {
 		return nil
+	}
+	return e
+}
+
+// matches is the part of lookup that depends on the packet alone: its
+// length and its headers under the entry's mask. forwardBurst asks it
+// first of the entry that forwarded the previous packet of the burst.
+func (e *flowEntry) matches(pk *Packet) bool {
+	if len(pk.Head) < e.m.payload || len(pk.own.data)-pk.off < flowMaxHdr {
+		return false
 	}
 	// An array view and a masked index: no bounds checks in the loop.
 	b := (*[flowMaxHdr]byte)(pk.own.data[pk.off:])
@@ -210,10 +220,7 @@ func (c *flowCache) lookup(pk *Packet, slot int, t *Tables, agg *aggregator) *fl
 		j := i & (flowWords - 1)
 		diff |= (binary.LittleEndian.Uint64(b[8*j:8*j+8]) ^ e.key[j]) & e.mask[j]
 	}
-	if diff != 0 {
-		return nil
-	}
-	return e
+	return diff == 0
 }
 
 // forwardCached sends pk the way its flow's entry says. It returns false,
