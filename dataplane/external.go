@@ -7,10 +7,11 @@
 // Ownership. The owner lends a buffer with Adopt (one reference). When the
 // last reference drops, the buffer is not put on a free list: its handle is
 // queued for the owner, who collects it with Released and gives it back to
-// its allocator. A transmit queue that sends the buffer itself calls Consign
-// instead of Free, taking over the pool's reference when it is the last one.
-// Every call on an external pool and its packets comes from the one worker
-// that receives from the owner's port, as for an ordinary pool.
+// its allocator. A transmit queue that sends the buffer itself calls
+// ConsignRef instead of Free, taking over the pool's reference when it is
+// the last one. Every call on an external pool and its packets comes from
+// the one worker that receives from the owner's port, as for an ordinary
+// pool.
 package dataplane
 
 // NewExternalPool returns a pool over external buffers: bufs[i] is buffer
@@ -21,7 +22,7 @@ func NewExternalPool(bufs [][]byte, handles []uintptr) *Pool {
 	for i := range p.all {
 		b := &p.all[i]
 		// Full slice expressions: cap == len, so a view's offset in its
-		// buffer is len(data) - cap(view) (HeadRef, TailRef).
+		// buffer is len(data) - cap(view) (ConsignRef).
 		b.data = bufs[i][:len(bufs[i]):len(bufs[i])]
 		b.ext = handles[i]
 		b.pool = p
@@ -52,39 +53,37 @@ func (p *Pool) Released() []uintptr {
 	return r
 }
 
-// HeadRef returns the handle of the external buffer holding Head and Head's
-// offset in it, or 0 if Head is in an ordinary buffer.
-func (p *Packet) HeadRef() (handle uintptr, off int) {
-	return p.own.ext, p.off
-}
-
-// TailRef returns the handle of the external buffer holding Tail and Tail's
-// offset in it, or 0 if there is no Tail or it is in an ordinary buffer.
-func (p *Packet) TailRef() (handle uintptr, off int) {
-	if p.shared == nil || p.shared.ext == 0 || len(p.Tail) == 0 {
-		return 0, 0
-	}
-	return p.shared.ext, len(p.shared.data) - cap(p.Tail)
-}
-
-// Consign ends the packet's life on the Go side for a transmit queue that
-// sends its (external) head buffer by reference. References are dropped as
-// Free drops them, except the head buffer's last one: that reference passes
-// to the queue, and the buffer is neither freed nor released. Consign
-// reports whether that happened; false means other packets still share the
-// head buffer, and the queue must take a reference of its own.
-func (p *Packet) Consign() bool {
-	if p.shared != nil {
-		p.shared.unref()
-		p.shared = nil
-	}
-	p.Tail = nil
+// ConsignRef gives a transmit queue, in one call per packet, what it needs
+// to send the packet by reference: the handle of the external buffer
+// holding Head (0 if Head is in an ordinary buffer), Head's offset in it and
+// length, and the same for Tail (tail is 0 if there is no Tail or it is in
+// an ordinary buffer). When the whole frame is in external buffers (ok), it
+// also ends the packet's life on the Go side: references are dropped as
+// Free drops them, except the head buffer's last one, which passes to the
+// queue (the buffer is neither freed nor released). ref then says that
+// other packets still share the head buffer, so the queue must take a
+// reference of its own. When not ok, the packet is left as it was.
+func (p *Packet) ConsignRef() (head uintptr, off, n int, tail uintptr, toff, tn int, ref, ok bool) {
 	b := p.own
+	head, off, n, tn = b.ext, p.off, len(p.Head), len(p.Tail)
+	if s := p.shared; s != nil && s.ext != 0 && tn != 0 {
+		// Full slice expressions: cap(view) == len(data) - offset.
+		tail, toff = s.ext, len(s.data)-cap(p.Tail)
+	}
+	if head == 0 || (tail == 0 && tn != 0) {
+		return head, off, n, tail, toff, tn, false, false
+	}
+	if s := p.shared; s != nil {
+		s.unref()
+	}
+	// Only the references to other buffers go: Adopt, the one way an
+	// external buffer is lent again, sets the rest, and resetting the
+	// whole Packet (write barriers and all) was a fifth of this call.
+	p.shared, p.Tail = nil, nil
 	if b.refs == 1 {
 		b.refs = 0
-		b.pkt = Packet{own: b}
-		return true
+		return head, off, n, tail, toff, tn, false, true
 	}
 	b.refs--
-	return false
+	return head, off, n, tail, toff, tn, true, true
 }

@@ -152,7 +152,9 @@ func (c *flowCache) startFill(e *flowEntry, pk *Packet, m *parsed, t *Tables) bo
 		mb[i] = 0xFF
 	}
 	clearVolatile(mb[:], m)
-	for i := 0; i < nw; i++ {
+	// Every word: those past nw get a zero mask, so matches may compare
+	// whole groups of four.
+	for i := range flowWords {
 		e.mask[i] = binary.LittleEndian.Uint64(mb[8*i:])
 		e.key[i] = binary.LittleEndian.Uint64(hb[8*i:]) & e.mask[i]
 	}
@@ -194,26 +196,39 @@ func (e *flowEntry) addBranch(hdr []byte, hl int, p uint8) bool {
 // (flowSlot).
 func (c *flowCache) lookup(pk *Packet, slot int, t *Tables, agg *aggregator) *flowEntry {
 	e := &c.e[slot]
-	if !e.valid || e.tables != t || e.inPort != pk.InPort || len(pk.Head) < e.m.payload {
+	if !e.valid || e.tables != t || e.inPort != pk.InPort {
 		return nil
 	}
 	if agg != nil && (!e.agg.ok || e.agg.epoch != agg.epoch) {
 		return nil
 	}
-	if len(pk.own.data)-pk.off < flowMaxHdr {
-		return nil
-	}
-	// An array view and a masked index: no bounds checks in the loop.
-	b := (*[flowMaxHdr]byte)(pk.own.data[pk.off:])
-	var diff uint64
-	for i := range e.nw {
-		j := i & (flowWords - 1)
-		diff |= (binary.LittleEndian.Uint64(b[8*j:8*j+8]) ^ e.key[j]) & e.mask[j]
-	}
-	if diff != 0 {
+	if !e.matches(pk) {
 		return nil
 	}
 	return e
+}
+
+// matches is the part of lookup that depends on the packet alone: its
+// length and its headers under the entry's mask. forwardBurst asks it
+// first of the entry that forwarded the previous packet of the burst.
+func (e *flowEntry) matches(pk *Packet) bool {
+	if len(pk.Head) < e.m.payload || len(pk.own.data)-pk.off < flowMaxHdr {
+		return false
+	}
+	// An array view and masked indexes: no bounds checks in the loop,
+	// four words a round (the mask is zero past nw) and two
+	// accumulators, which keeps the loop short and in registers.
+	b := (*[flowMaxHdr]byte)(pk.own.data[pk.off:])
+	k, m := &e.key, &e.mask
+	var d0, d1 uint64
+	for q := 0; q < e.nw; q += 4 {
+		j := q & (flowWords - 4)
+		d0 |= (binary.LittleEndian.Uint64(b[8*j:8*j+8])^k[j])&m[j] |
+			(binary.LittleEndian.Uint64(b[8*j+8:8*j+16])^k[j+1])&m[j+1]
+		d1 |= (binary.LittleEndian.Uint64(b[8*j+16:8*j+24])^k[j+2])&m[j+2] |
+			(binary.LittleEndian.Uint64(b[8*j+24:8*j+32])^k[j+3])&m[j+3]
+	}
+	return d0|d1 == 0
 }
 
 // forwardCached sends pk the way its flow's entry says. It returns false,

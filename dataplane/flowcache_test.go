@@ -16,7 +16,17 @@ import (
 // streams of every layout, whose packets differ in what a flow's packets
 // differ in (sequence number, IP ID, length, payload, checksums, among them
 // wrong and absent ones).
-func TestFlowCacheMatchesFullPath(t *testing.T) {
+func TestFlowCacheMatchesFullPath(t *testing.T) { flowCacheVsFullPath(t, 1) }
+
+// TestFlowCacheRunsMatchFullPath is TestFlowCacheMatchesFullPath with
+// bursts of many frames, each stream's next three back to back: runs of
+// one flow (forwardBurst tries the previous packet's entry first) that end
+// where the next stream starts or the burst ends.
+func TestFlowCacheRunsMatchFullPath(t *testing.T) { flowCacheVsFullPath(t, 3) }
+
+// flowCacheVsFullPath sends each stream run frames in a row per round,
+// every frame on its own burst if run is 1, else in bursts of BurstSize.
+func flowCacheVsFullPath(t *testing.T, run int) {
 	mutate := func(c *Config) {
 		c.Groups = []GroupEntry{{ID: 42, Members: "2,3"}}
 		c.Routes = append(c.Routes, RouteEntry{Receivers: "7", Port: "p0"})
@@ -43,10 +53,20 @@ func TestFlowCacheMatchesFullPath(t *testing.T) {
 	}
 	streams = append(streams, stream{o: frameOpts{zeroCsum: true, ids: []uint16{1, 3},
 		fields: headers.Fields{HopLimit: 5, SourceID: 100, SessionID: 20}}})
-	for seq := uint32(1); seq <= 40; seq++ {
-		for si := range streams {
+	var burst [][]byte
+	sendBurst := func() {
+		if len(burst) > 0 {
+			on.send(t, 0, burst...)
+			off.send(t, 0, burst...)
+			burst = burst[:0]
+		}
+	}
+	for round := uint32(1); round <= 40; round++ {
+		seq := round * uint32(run)
+		for k := 0; k < len(streams)*run; k++ {
+			si := k / run
 			o := streams[si].o
-			o.fields.Sequence = seq
+			o.fields.Sequence = seq - uint32(run-1-k%run)
 			o.payload = make([]byte, 1+rng.IntN(200))
 			for i := range o.payload {
 				o.payload[i] = byte(rng.Uint32())
@@ -63,7 +83,7 @@ func TestFlowCacheMatchesFullPath(t *testing.T) {
 				fr[m.ip+10], fr[m.ip+11] = 0, 0
 				binary.BigEndian.PutUint16(fr[m.ip+10:], ipv4HeaderChecksum(fr[m.ip:m.udp]))
 			}
-			switch seq % 7 {
+			switch o.fields.Sequence % 7 {
 			case 3:
 				// A wrong UDP checksum stays wrong the same way.
 				fr[m.udp+6] ^= 0x5A
@@ -71,10 +91,12 @@ func TestFlowCacheMatchesFullPath(t *testing.T) {
 				// Ethernet padding beyond the IP datagram.
 				fr = append(fr, 0, 0, 0, 0)
 			}
-			on.send(t, 0, fr)
-			off.send(t, 0, fr)
+			if burst = append(burst, fr); run == 1 || len(burst) == BurstSize {
+				sendBurst()
+			}
 		}
-		if seq%10 == 0 {
+		sendBurst()
+		if round%10 == 0 {
 			// Every receiver acknowledges: the aggregates the two
 			// switches send up must match, so their state does.
 			for id := uint16(1); id <= 3; id++ {

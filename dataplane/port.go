@@ -29,7 +29,9 @@ type Port interface {
 // TxQueue is one worker's transmit queue on a port.
 type TxQueue interface {
 	// TxBurst sends pkts in order and returns how many it took; it frees the
-	// ones it took. The caller keeps the rest and retries them later.
+	// ones it took. The caller keeps the rest and retries them later. pkts
+	// may be a view of the caller's queue: TxBurst neither keeps nor
+	// writes it.
 	TxBurst(pkts []*Packet) (int, error)
 }
 

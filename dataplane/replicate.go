@@ -50,22 +50,35 @@ func newSplitScratch() splitScratch {
 // forwardBurst forwards every packet of a burst: a packet of a cached flow
 // by its entry (flowcache.go), any other one parsed and replicated in full,
 // which caches its flow for the next.
+//
+// Consecutive packets of a burst mostly belong to one flow, so a packet is
+// first compared with the entry that forwarded the packet before it (run),
+// which spares the hash and the checks of the entry itself: those cannot
+// have changed, since the burst shares one table snapshot and one ingress
+// port, and only the full path (after which run is nil) fills entries or
+// evicts streams (the aggregate epoch).
 func (w *Worker) forwardBurst(pkts []*Packet, meta []parsed, t *Tables) {
 	fc := &w.flows
+	var run *flowEntry
 	for i, pk := range pkts {
 		slot := -1
-		if !fc.off {
-			slot = flowSlot(pk.Head, pk.InPort)
-		}
-		if slot >= 0 {
-			if e := fc.lookup(pk, slot, t, w.agg); e != nil {
-				if w.forwardCached(pk, e) {
-					continue
-				}
-				// A cached flow that needs the full path this once
-				// (congestion): keep its entry.
-				slot = -1
+		var e *flowEntry
+		if run != nil && run.matches(pk) {
+			e = run
+		} else if !fc.off {
+			if slot = flowSlot(pk.Head, pk.InPort); slot >= 0 {
+				e = fc.lookup(pk, slot, t, w.agg)
 			}
+		}
+		run = nil
+		if e != nil {
+			if w.forwardCached(pk, e) {
+				run = e
+				continue
+			}
+			// A cached flow that needs the full path this once
+			// (congestion): keep its entry.
+			slot = -1
 		}
 		m := &meta[i]
 		m.drop = parseFrame(pk, m, w.udpPort)

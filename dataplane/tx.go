@@ -7,22 +7,26 @@ package dataplane
 
 // egressQueue is a worker's bounded FIFO of packets waiting for one port.
 type egressQueue struct {
-	ring       []*Packet
+	ring []*Packet
+	// lens holds each queued frame's length by ring slot, taken when
+	// enqueue checks it: a port may reset a packet it sends (ConsignRef),
+	// so flush cannot ask afterwards.
+	lens       []int32
 	head, size int
 	tx         TxQueue
 	fault      faultInjector
-	lens       [BurstSize]int
-	burst      [BurstSize]*Packet
+	burst      [BurstSize]*Packet // a burst that wraps around the ring
 }
 
 func newEgressQueue(depth int, tx TxQueue, f FaultConfig, seed uint64) egressQueue {
-	return egressQueue{ring: make([]*Packet, depth), tx: tx, fault: newFaultInjector(f, seed)}
+	return egressQueue{ring: make([]*Packet, depth), lens: make([]int32, depth), tx: tx, fault: newFaultInjector(f, seed)}
 }
 
 // enqueue puts a copy on port p's queue, or drops it.
 func (w *Worker) enqueue(p uint8, pk *Packet) {
 	q := &w.queues[p]
-	if pk.Len() > w.egress[p].maxLen {
+	n := pk.Len()
+	if n > w.egress[p].maxLen {
 		w.counters.drop(DropTooBig, 1)
 		pk.Free()
 		return
@@ -42,6 +46,7 @@ func (w *Worker) enqueue(p uint8, pk *Packet) {
 		i -= len(q.ring)
 	}
 	q.ring[i] = pk
+	q.lens[i] = int32(n)
 	q.size++
 }
 
@@ -53,46 +58,32 @@ func (w *Worker) flush() int {
 		q := &w.queues[p]
 		for q.size > 0 {
 			n := min(q.size, BurstSize)
-			bytes := 0
-			for i := 0; i < n; i++ {
-				j := q.head + i
-				if j >= len(q.ring) {
-					j -= len(q.ring)
-				}
-				q.burst[i] = q.ring[j]
-				q.lens[i] = q.burst[i].Len()
+			// A burst that does not wrap is handed over as a view of the
+			// ring (ports do not keep it); one that wraps is copied.
+			var burst []*Packet
+			if q.head+n <= len(q.ring) {
+				burst = q.ring[q.head : q.head+n]
+			} else {
+				k := copy(q.burst[:n], q.ring[q.head:])
+				copy(q.burst[k:n], q.ring)
+				burst = q.burst[:n]
 			}
-			sent, err := q.tx.TxBurst(q.burst[:n])
-			for i := 0; i < sent; i++ {
-				bytes += q.lens[i]
-			}
+			sent, err := q.tx.TxBurst(burst)
 			if err != nil && sent == 0 {
 				// A port that fails hard must not wedge the worker: drop the
 				// burst and count it.
-				for i := 0; i < n; i++ {
-					q.burst[i].Free()
+				for _, pk := range burst {
+					pk.Free()
 				}
 				w.counters.drop(DropTxError, uint64(n))
 				sent = n
+				q.take(sent)
 			} else if sent > 0 {
+				bytes := q.take(sent)
 				pc := &w.counters.Ports[w.egress[p].counter]
 				inc(&pc.TxPackets, uint64(sent))
 				inc(&pc.TxBytes, uint64(bytes))
 			}
-			for i := 0; i < sent; i++ {
-				j := q.head + i
-				if j >= len(q.ring) {
-					j -= len(q.ring)
-				}
-				// Clear the slot so a freed packet is not reachable from
-				// the queue (wireguard-go clears pool elements likewise).
-				q.ring[j] = nil
-			}
-			q.head += sent
-			if q.head >= len(q.ring) {
-				q.head -= len(q.ring)
-			}
-			q.size -= sent
 			if sent < n {
 				break // the port is full; try again next round
 			}
@@ -100,6 +91,28 @@ func (w *Worker) flush() int {
 		left += q.size
 	}
 	return left
+}
+
+// take removes the first n packets from the queue, clearing their slots so
+// a freed packet is not reachable from the queue (wireguard-go clears pool
+// elements likewise), and returns their bytes.
+func (q *egressQueue) take(n int) int {
+	bytes := 0
+	end := min(q.head+n, len(q.ring))
+	for j := q.head; j < end; j++ {
+		bytes += int(q.lens[j])
+		q.ring[j] = nil
+	}
+	for j := 0; j < n-(end-q.head); j++ {
+		bytes += int(q.lens[j])
+		q.ring[j] = nil
+	}
+	q.head += n
+	if q.head >= len(q.ring) {
+		q.head -= len(q.ring)
+	}
+	q.size -= n
+	return bytes
 }
 
 // faultInjector drops frames with a configured probability, each loss event

@@ -100,11 +100,8 @@ func (t *txQueue) TxBurst(pkts []*dataplane.Packet) (int, error) {
 		if taken == room {
 			break
 		}
-		head, off := pk.HeadRef()
-		tail, toff := pk.TailRef()
-		if head != 0 && (tail != 0 || len(pk.Tail) == 0) {
-			hn, tn := len(pk.Head), len(pk.Tail)
-			ref := !pk.Consign()
+		head, off, hn, tail, toff, tn, ref, ok := pk.ConsignRef()
+		if ok {
 			q.Ref(head, off, hn, tail, toff, tn, ref)
 			taken++
 			continue
