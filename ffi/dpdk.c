@@ -249,10 +249,7 @@ static void txq_flush(sc_txq *q) {
 	if (n == 0) {
 		return;
 	}
-	uint32_t nclones = 0;
-	for (uint32_t i = 0; i < n; i++) {
-		nclones += q->d[i].tail != 0;
-	}
+	uint32_t nclones = q->ntail;
 	if (nclones && rte_pktmbuf_alloc_bulk(q->clone_mp, (struct rte_mbuf **)q->clones, nclones) != 0) {
 		nclones = 0;
 	}
@@ -288,6 +285,7 @@ static void txq_flush(sc_txq *q) {
 		q->out[k++] = m;
 	}
 	q->n = 0;
+	q->ntail = 0;
 	uint16_t sent = 0;
 	while (sent < k) {
 		uint16_t s = rte_eth_tx_burst(q->port, q->queue, (struct rte_mbuf **)q->out + sent, RTE_MIN(k - sent, 512u));

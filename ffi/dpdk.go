@@ -245,6 +245,9 @@ func (q *TxQueue) Ref(head uintptr, off, n int, tail uintptr, toff, tn int, ref 
 	if ref {
 		d.ref = 1
 	}
+	if tail != 0 {
+		q.c.ntail++
+	}
 	q.c.n++
 }
 

@@ -55,6 +55,9 @@ typedef struct sc_txd {
 typedef struct sc_txq {
 	uint16_t port, queue;
 	uint32_t n;
+	// ntail counts the descriptors with a tail, kept as Go queues them so
+	// that the flush allocates their indirect mbufs without a pass to count.
+	uint32_t ntail;
 	sc_txd d[SC_TXQ_CAP];
 	// Header mbufs ready for Go: Go takes from the top (stash_n--), writes
 	// the header through the view of stash_idx[i] and queues it.
