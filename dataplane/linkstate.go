@@ -136,9 +136,9 @@ func (s *Switch) LinkChange(p uint8, state uint8, cause string, lossPPM uint32, 
 func MonotonicNs() int64 { return ffi.MonotonicNs() }
 
 // The worker loop reads Go's clock (cheap, vDSO) once per round for its
-// probe stage; monotonicAt maps such a reading onto CLOCK_MONOTONIC. Go's monotonic clock
-// is CLOCK_MONOTONIC, so the two differ by the constant measured here, to
-// within the few nanoseconds between the two reads.
+// probe stage; monotonicAt maps such a reading onto CLOCK_MONOTONIC. Go's
+// monotonic clock is CLOCK_MONOTONIC, so the two differ by the constant
+// measured here, to within the few nanoseconds between the two reads.
 var clockBase, monoBase = clockMapping()
 
 // clockMapping reads both clocks, taking the Go reading as the midpoint of

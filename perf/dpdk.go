@@ -120,10 +120,10 @@ func BenchDPDK(ctx context.Context, o DPDKOptions) (*DPDKResult, error) {
 		// Main lcore elsewhere, forwarding lcore on the measured CPU.
 		main := (o.CPU + 1) % runtime.NumCPU()
 		for _, mode := range []string{"io", "mac"} {
-			eal := []string{"-l", fmt.Sprintf("%d,%d", main, o.CPU), "--main-lcore", fmt.Sprint(main),
-				"--no-pci", "--file-prefix", fmt.Sprintf("sc-testpmd-%s-%d", mode, os.Getpid()), "--log-level", "*:warning"}
+			eal := append([]string{"-l", fmt.Sprintf("%d,%d", main, o.CPU), "--main-lcore", fmt.Sprint(main)},
+				benchEAL(fmt.Sprintf("sc-testpmd-%s-%d", mode, os.Getpid()), o.HugeDir)...)
 			tp, err := RunTestpmd(ctx, TestpmdOptions{
-				EAL:     append(eal, ealMemory(o.HugeDir)...),
+				EAL:     eal,
 				Vdevs:   []string{vdevArgs(o.Vdev, 90, o.Size), vdevArgs(o.Vdev, 91, o.Size)},
 				Seconds: min(o.Seconds, 5),
 				Ring:    o.Vdev == "net_ring",
@@ -141,8 +141,7 @@ func BenchDPDK(ctx context.Context, o DPDKOptions) (*DPDKResult, error) {
 	}
 	r.EAL = o.EAL
 	if len(r.EAL) == 0 {
-		r.EAL = append([]string{"-l", fmt.Sprint(o.CPU), "--no-pci"}, ealMemory(o.HugeDir)...)
-		r.EAL = append(r.EAL, "--file-prefix", fmt.Sprintf("sc-bench-%d", os.Getpid()), "--log-level", "*:warning")
+		r.EAL = append([]string{"-l", fmt.Sprint(o.CPU)}, benchEAL(fmt.Sprintf("sc-bench-%d", os.Getpid()), o.HugeDir)...)
 	}
 	if r.IOMpps, err = benchIO(ctx, o, r.EAL, frame); err != nil {
 		return nil, fmt.Errorf("io forwarder: %w", err)
@@ -167,13 +166,15 @@ func BenchDPDK(ctx context.Context, o DPDKOptions) (*DPDKResult, error) {
 	return r, nil
 }
 
-// ealMemory is EAL's memory arguments: 512 MiB of the hugetlbfs at dir
-// (unlinked, so nothing stays behind), or 1 GiB of ordinary memory.
-func ealMemory(dir string) []string {
-	if dir == "" {
-		return []string{"--no-huge", "-m", "1024"}
+// benchEAL is the EAL arguments of every bench process but its cores: no
+// PCI, files named by prefix, and memory: 512 MiB of the hugetlbfs at
+// hugeDir (unlinked, so nothing stays behind) or 1 GiB of ordinary memory.
+func benchEAL(prefix, hugeDir string) []string {
+	mem := []string{"--no-huge", "-m", "1024"}
+	if hugeDir != "" {
+		mem = []string{"--huge-dir", hugeDir, "--huge-unlink", "-m", "512"}
 	}
-	return []string{"--huge-dir", dir, "--huge-unlink", "-m", "512"}
+	return append([]string{"--no-pci", "--file-prefix", prefix, "--log-level", "*:warning"}, mem...)
 }
 
 // vdevArgs names device i of the kind. A net_null device makes frames of

@@ -7,6 +7,7 @@ package perf
 import (
 	"bufio"
 	"bytes"
+	"cmp"
 	"context"
 	"fmt"
 	"os"
@@ -49,10 +50,7 @@ type TestpmdResult struct {
 // RunTestpmd runs testpmd --forward-mode=io (or o.Mode) with stats every
 // second for o.Seconds, stops it with SIGINT and parses its reports.
 func RunTestpmd(ctx context.Context, o TestpmdOptions) (*TestpmdResult, error) {
-	mode := o.Mode
-	if mode == "" {
-		mode = "io"
-	}
+	mode := cmp.Or(o.Mode, "io")
 	if mode != "io" && mode != "mac" {
 		return nil, fmt.Errorf("testpmd forward mode %q: want io or mac", mode)
 	}

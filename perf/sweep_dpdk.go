@@ -28,8 +28,7 @@ func dpdkPoint(ctx context.Context, o *SweepOptions, fanout, size, base int) (Sw
 	}
 	eal := o.EAL
 	if len(eal) == 0 {
-		eal = append([]string{"-l", fmt.Sprint(o.CPU), "--no-pci"}, ealMemory(o.HugeDir)...)
-		eal = append(eal, "--file-prefix", fmt.Sprintf("sc-sweep-%d", os.Getpid()), "--log-level", "*:warning")
+		eal = append([]string{"-l", fmt.Sprint(o.CPU)}, benchEAL(fmt.Sprintf("sc-sweep-%d", os.Getpid()), o.HugeDir)...)
 	}
 	do := DPDKOptions{Vdev: "net_null", Fanout: fanout, Size: size, Seconds: o.SecondsPerPoint, CPU: o.CPU,
 		EAL: eal, DeviceBase: base}
