@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
 	"os/signal"
 	"slices"
@@ -26,7 +27,7 @@ func newSwitchCmd() *cobra.Command {
 		Use:   "switch",
 		Short: "Run the sparsecast switch (dataplane)",
 	}
-	cmd.AddCommand(newSwitchRunCmd(nil))
+	cmd.AddCommand(newSwitchRunCmd(nil), newSwitchFaultCmd(nil))
 	return cmd
 }
 
@@ -124,7 +125,8 @@ func switchRun(ctx context.Context, o *SwitchRunOptions) error {
 	}
 	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	mopts := []metrics.Option{metrics.WithPortStats(metrics.PortStatsOf(ports)), metrics.WithDeviceStats(metrics.DeviceStatsOf(ports))}
+	mopts := []metrics.Option{metrics.WithPortStats(metrics.PortStatsOf(ports)), metrics.WithDeviceStats(metrics.DeviceStatsOf(ports)),
+		metrics.WithFaults(sw.FaultCounters())}
 	controlAt := "off"
 	if cfg.ControlRing != "" {
 		// The ring applier: control's batches become table snapshots, and
@@ -155,7 +157,9 @@ func switchRun(ctx context.Context, o *SwitchRunOptions) error {
 	metricsAt := "off"
 	if cfg.MetricsAddr != "" {
 		c := metrics.NewSwitchCollector(cfg.Name, sw.PortNames(), sw.Counters(), mopts...)
-		addr, err := metrics.Serve(ctx, cfg.MetricsAddr, c)
+		// The metrics server also takes runtime faults (POST /fault,
+		// loopback clients only; `sparsecast switch fault`).
+		addr, err := metrics.ServeWith(ctx, cfg.MetricsAddr, map[string]http.Handler{metrics.FaultPath: metrics.FaultHandler(sw)}, c)
 		if err != nil {
 			return fmt.Errorf("metrics: %w", err)
 		}
