@@ -52,7 +52,7 @@ func TestSwitchFaultCommand(t *testing.T) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	addr, err := metrics.ServeWith(ctx, "127.0.0.1:0", map[string]http.Handler{metrics.FaultPath: metrics.FaultHandler(sw)})
+	addr, err := metrics.ServeWith(ctx, "127.0.0.1:0", map[string]http.Handler{metrics.FaultPath: metrics.FaultHandler(sw, nil)})
 	if err != nil {
 		t.Fatal(err)
 	}

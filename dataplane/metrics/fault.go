@@ -56,10 +56,11 @@ type FaultSwitch interface {
 	FaultCounters() *dataplane.FaultCounters
 }
 
-// FaultHandler serves FaultPath for sw.
-func FaultHandler(sw FaultSwitch) http.Handler {
+// FaultHandler serves FaultPath for sw; applied, if not nil, is called with
+// every fault applied (for the switch's log).
+func FaultHandler(sw FaultSwitch, applied func(FaultRequest)) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		code, err := serveFault(sw, r)
+		code, err := serveFault(sw, r, applied)
 		if err != nil {
 			// SetFault counts its own refusals.
 			if refused := (*setFaultError)(nil); !errors.As(err, &refused) {
@@ -78,7 +79,7 @@ type setFaultError struct{ error }
 
 func (e *setFaultError) Unwrap() error { return e.error }
 
-func serveFault(sw FaultSwitch, r *http.Request) (int, error) {
+func serveFault(sw FaultSwitch, r *http.Request, applied func(FaultRequest)) (int, error) {
 	if err := checkLoopback(r); err != nil {
 		return http.StatusForbidden, err
 	}
@@ -107,6 +108,9 @@ func serveFault(sw FaultSwitch, r *http.Request) (int, error) {
 	}
 	if err := sw.SetFault(req.Port, dataplane.FaultConfig{Loss: req.Loss, Burst: req.Burst}, d); err != nil {
 		return http.StatusBadRequest, &setFaultError{err}
+	}
+	if applied != nil {
+		applied(req)
 	}
 	return 0, nil
 }

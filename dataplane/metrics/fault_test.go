@@ -39,7 +39,7 @@ func TestFaultEndpoint(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	c := NewSwitchCollector("f", sw.PortNames(), sw.Counters(), WithFaults(sw.FaultCounters()))
-	addr, err := ServeWith(ctx, "127.0.0.1:0", map[string]http.Handler{FaultPath: FaultHandler(sw)}, c)
+	addr, err := ServeWith(ctx, "127.0.0.1:0", map[string]http.Handler{FaultPath: FaultHandler(sw, nil)}, c)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -86,7 +86,7 @@ func TestFaultEndpoint(t *testing.T) {
 	}
 	// A client that is not on loopback, or a page reaching loopback by
 	// another name, is refused.
-	h := FaultHandler(sw)
+	h := FaultHandler(sw, nil)
 	for _, r := range []*http.Request{
 		httptest.NewRequest(http.MethodGet, "http://10.0.0.1:9470/fault", nil),
 		httptest.NewRequest(http.MethodGet, "http://evil.example:9470/fault", nil),

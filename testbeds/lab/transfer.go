@@ -64,9 +64,14 @@ type TransferOptions struct {
 	Size int
 	Loss float64
 	// FailLink, "switch:port", is taken down FailAfter (default 300 ms)
-	// after the transfer starts.
+	// after the transfer starts; with Silent, both ends of its link drop
+	// every frame for Silent instead, carrier up (a silent failure).
 	FailLink  string
 	FailAfter time.Duration
+	Silent    time.Duration
+	// Control runs a control process (Transfer only; TransferOn uses the
+	// fabric's), which recomputes and pushes tables when a link fails.
+	Control bool
 	// MaxRate caps the sender (packets per second; default 0: its own
 	// congestion control).
 	MaxRate float64
@@ -115,6 +120,12 @@ type TransferResult struct {
 	// SpoofedDropped its switch's feedback_spoofed drops.
 	SpoofedSent    int    `json:"spoofed_sent,omitempty"`
 	SpoofedDropped uint64 `json:"spoofed_dropped,omitempty"`
+	// FaultDrops is each silenced switch's fault_injected drops by the end
+	// (a silent failure; the count includes any configured loss).
+	FaultDrops map[string]uint64 `json:"fault_drops,omitempty"`
+	// SwitchesUpdated counts the switches that applied a table from the
+	// control process during the transfer (Control only).
+	SwitchesUpdated int `json:"switches_updated_by_control,omitempty"`
 }
 
 // Table renders a result for people.
@@ -123,6 +134,9 @@ func (r *TransferResult) Table() string {
 	fail := ""
 	if r.FailedLink != "" {
 		fail = ", link " + r.FailedLink + " failed mid-transfer"
+	}
+	if len(r.FaultDrops) > 0 {
+		fail += fmt.Sprintf(" silently (fault_injected drops %v)", r.FaultDrops)
 	}
 	fmt.Fprintf(&b, "transfer of %d bytes, loss %.3f%s: delivered_ok %v in %.1f s\n", r.Size, r.Loss, fail, r.DeliveredOK, r.ElapsedS)
 	for _, rc := range r.Receivers {
@@ -185,7 +199,26 @@ func Transfer(ctx context.Context, o TransferOptions) (res *TransferResult, err 
 			faults[sw.Name+":"+sw.Ports[h.Port].Name] = dataplane.FaultConfig{Loss: o.Loss, Seed: uint64(i) + 11}
 		}
 	}
-	f, err := StartFabric(ctx, FabricOptions{Topology: topo, Binary: o.Binary, Prefix: o.Prefix, Dir: o.Dir, Probes: o.FailLink != "", Faults: faults, Log: logf})
+	fo := FabricOptions{Topology: topo, Binary: o.Binary, Prefix: o.Prefix, Dir: o.Dir, Probes: o.FailLink != "", Faults: faults, Log: logf}
+	if o.Control {
+		fo.Control, fo.TopologyPath = true, o.Topology
+		if o.Topology == "" {
+			// The control process reads the built-in fabric from a file.
+			if o.Dir == "" {
+				if o.Dir, err = os.MkdirTemp("", "sparsecast-transfer-"); err != nil {
+					return nil, err
+				}
+				fo.Dir = o.Dir
+			} else if err := os.MkdirAll(o.Dir, 0o755); err != nil {
+				return nil, err
+			}
+			fo.TopologyPath = filepath.Join(o.Dir, "transfer.yaml")
+			if err := os.WriteFile(fo.TopologyPath, []byte(transferTopology), 0o644); err != nil {
+				return nil, err
+			}
+		}
+	}
+	f, err := StartFabric(ctx, fo)
 	if err != nil {
 		return nil, err
 	}
@@ -194,8 +227,21 @@ func Transfer(ctx context.Context, o TransferOptions) (res *TransferResult, err 
 			err = fmt.Errorf("transfer: teardown: %w", cerr)
 		}
 	}()
+	gen0 := map[string]uint64{}
+	if o.Control {
+		for _, sw := range topo.Switches {
+			if gen0[sw.Name], err = f.AppliedGeneration(sw.Name); err != nil {
+				return nil, err
+			}
+		}
+	}
 	res, err = TransferOn(ctx, f, o)
 	if res != nil {
+		for sw, g := range gen0 {
+			if g1, err := f.AppliedGeneration(sw); err == nil && g1 > g {
+				res.SwitchesUpdated++
+			}
+		}
 		res.ElapsedS = time.Since(start).Seconds()
 	}
 	return res, err
@@ -349,10 +395,17 @@ func TransferOn(ctx context.Context, f *Fabric, o TransferOptions) (res *Transfe
 		case <-ctx.Done():
 			return nil, ctx.Err()
 		}
-		logf("== taking %s down", o.FailLink)
 		res.FailAt = rec.Elapsed()
-		if err := SetLinkDown(f.SwitchNS[sw], port, true, nil); err != nil {
-			return nil, err
+		if o.Silent > 0 {
+			logf("== silencing both ends of %s for %v", o.FailLink, o.Silent)
+			if err := f.SilenceLink(ctx, o.FailLink, o.Silent); err != nil {
+				return nil, err
+			}
+		} else {
+			logf("== taking %s down", o.FailLink)
+			if err := SetLinkDown(f.SwitchNS[sw], port, true, nil); err != nil {
+				return nil, err
+			}
 		}
 	}
 	tctx, cancel := context.WithTimeout(ctx, o.Timeout+40*time.Second)
@@ -401,6 +454,19 @@ func TransferOn(ctx context.Context, f *Fabric, o TransferOptions) (res *Transfe
 			return nil, err
 		}
 		res.SpoofedDropped = n
+	}
+	if o.FailLink != "" && o.Silent > 0 {
+		ends, err := f.LinkEnds(o.FailLink)
+		if err != nil {
+			return nil, err
+		}
+		res.FaultDrops = map[string]uint64{}
+		for _, e := range ends {
+			sw, _, _ := strings.Cut(e, ":")
+			if res.FaultDrops[sw], err = f.SwitchDrops(tctx, sw, "fault_injected"); err != nil {
+				return nil, err
+			}
+		}
 	}
 	res.Progress = rec.Stop()
 	res.Sender = json.RawMessage(bytes.TrimSpace(sendOut.Bytes()))
