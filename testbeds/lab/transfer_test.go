@@ -19,7 +19,21 @@ func runTransfer(t *testing.T, o TransferOptions) *TransferResult {
 	var log strings.Builder
 	o.Binary, o.Prefix, o.Dir = bin, labPrefix, t.TempDir()
 	if d := os.Getenv("SPARSECAST_LAB_DIR"); d != "" {
-		o.Dir = d // keep configs and logs for a post-mortem
+		// Keep configs and logs for a post-mortem: a directory per run
+		// (a -count loop's runs too), removed when the run passes.
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		dir, err := os.MkdirTemp(d, strings.ReplaceAll(t.Name(), "/", "_")+"-")
+		if err != nil {
+			t.Fatal(err)
+		}
+		o.Dir = dir
+		t.Cleanup(func() {
+			if !t.Failed() {
+				os.RemoveAll(dir)
+			}
+		})
 	}
 	o.Log = func(format string, args ...any) { log.WriteString(strings.TrimSpace(format) + "\n") }
 	res, err := Transfer(ctx, o)
