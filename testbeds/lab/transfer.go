@@ -13,6 +13,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -314,12 +315,8 @@ func TransferOn(ctx context.Context, f *Fabric, o TransferOptions) (res *Transfe
 
 	// The file.
 	src := filepath.Join(f.Dir, "checkpoint.bin")
-	data := make([]byte, o.Size)
-	rng := rand.New(rand.NewPCG(uint64(o.Size), 42))
-	for i := range data {
-		data[i] = byte(rng.Uint32())
-	}
-	if err := os.WriteFile(src, data, 0o644); err != nil {
+	data, err := writeCheckpoint(src, o.Size, 42)
+	if err != nil {
 		return nil, err
 	}
 
@@ -336,20 +333,10 @@ func TransferOn(ctx context.Context, f *Fabric, o TransferOptions) (res *Transfe
 		if err := os.MkdirAll(dir, 0o755); err != nil {
 			return nil, err
 		}
-		errLog, err := os.Create(filepath.Join(f.Dir, "recv-"+name+".log"))
-		if err != nil {
-			return nil, err
-		}
-		defer errLog.Close()
 		out := &bytes.Buffer{}
-		p, err := f.Lab.Start(fh.NS, "recv "+name, out, errLog, o.Binary, "recv",
-			"--id", strconv.Itoa(int(h.ID)), "--listen", f.ListenAddr(name), "--via", f.GatewayAddr(name),
-			"--out", dir, "--files", "1", "--linger", "2s", "--duration", (o.Timeout + 30*time.Second).String(), "--json")
+		p, err := startFileReceiver(ctx, f, o.Binary, fh, dir, 1, o.Timeout+30*time.Second, out)
 		if err != nil {
-			return nil, err
-		}
-		if err := waitUDPBound(ctx, f.Lab, fh.NS, f.UDPPort, p, 10*time.Second); err != nil {
-			return nil, fmt.Errorf("transfer: receiver %s: %w", name, err)
+			return nil, fmt.Errorf("transfer: %w", err)
 		}
 		recvs = append(recvs, recvProc{host: h, dir: dir, out: out, proc: p})
 	}
@@ -515,6 +502,38 @@ func TransferOn(ctx context.Context, f *Fabric, o TransferOptions) (res *Transfe
 	}
 	res.ElapsedS = time.Since(start).Seconds()
 	return res, nil
+}
+
+// writeCheckpoint writes size pseudo-random bytes drawn from seed to path
+// and returns them.
+func writeCheckpoint(path string, size int, seed uint64) ([]byte, error) {
+	data := make([]byte, size)
+	rng := rand.New(rand.NewPCG(uint64(size), seed))
+	for i := range data {
+		data[i] = byte(rng.Uint32())
+	}
+	return data, os.WriteFile(path, data, 0o644)
+}
+
+// startFileReceiver starts `recv --out dir` on host h for files files,
+// its report to out and its log to recv-NAME.log, and waits until it
+// listens.
+func startFileReceiver(ctx context.Context, f *Fabric, bin string, h *FabricHost, dir string, files int, wait time.Duration, out io.Writer) (*Proc, error) {
+	errLog, err := os.Create(filepath.Join(f.Dir, "recv-"+h.Name+".log"))
+	if err != nil {
+		return nil, err
+	}
+	defer errLog.Close() // the process has its own descriptor
+	p, err := f.Lab.Start(h.NS, "recv "+h.Name, out, errLog, bin, "recv",
+		"--id", strconv.Itoa(int(h.ID)), "--listen", f.ListenAddr(h.Name), "--via", f.GatewayAddr(h.Name),
+		"--out", dir, "--files", strconv.Itoa(files), "--linger", "2s", "--duration", wait.String(), "--json")
+	if err != nil {
+		return nil, err
+	}
+	if err := waitUDPBound(ctx, f.Lab, h.NS, f.UDPPort, p, 10*time.Second); err != nil {
+		return nil, fmt.Errorf("receiver %s: %w", h.Name, err)
+	}
+	return p, nil
 }
 
 // StorageHosts picks a checkpoint's source and n storage hosts: the first
