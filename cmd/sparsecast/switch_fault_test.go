@@ -79,3 +79,24 @@ func TestSwitchFaultCommand(t *testing.T) {
 		t.Fatalf("clear: %q %v", out, err)
 	}
 }
+
+func TestRunCopiesFlags(t *testing.T) {
+	var got *RunCopiesOptions
+	cmd := NewCmdRunCopies(func(o *RunCopiesOptions) error { got = o; return nil })
+	cmd.SetArgs([]string{"--copy", "h11:h21,h31", "--copy", "h22:h31,h41", "--size", "1000"})
+	if err := cmd.Execute(); err != nil {
+		t.Fatal(err)
+	}
+	if len(got.specs) != 2 || got.specs[1].Sender != "h22" || strings.Join(got.specs[1].Receivers, ",") != "h31,h41" || got.specs[0].Size != 1000 {
+		t.Fatalf("parsed %+v", got.specs)
+	}
+	for _, bad := range [][]string{{"--copy", "h11"}, {"--copy", ":h21"}, {"--copy", "h11:"}, {"--size", "0"}} {
+		cmd := NewCmdRunCopies(func(*RunCopiesOptions) error { return nil })
+		cmd.SetArgs(bad)
+		cmd.SetOut(io.Discard)
+		cmd.SetErr(io.Discard)
+		if err := cmd.Execute(); err == nil {
+			t.Errorf("%v: accepted", bad)
+		}
+	}
+}
