@@ -1,6 +1,7 @@
 package dataplane
 
 import (
+	"context"
 	"strings"
 	"testing"
 	"time"
@@ -105,5 +106,49 @@ func TestRuntimeFaultDoesNotAllocate(t *testing.T) {
 	}
 	if got, want := b.Sinks[0].Packets.Load(), b.Generator.Generated.Load(); got != want || b.Sinks[1].Packets.Load() != 0 {
 		t.Errorf("sinks got %d and %d of %d packets; want all and none", got, b.Sinks[1].Packets.Load(), want)
+	}
+}
+
+// Faults set and cleared while the worker runs (the race detector watches
+// the snapshot's hand-over): each takes effect.
+func TestRuntimeFaultWhileRunning(t *testing.T) {
+	b, err := NewBenchSwitch(2, 256, PollAdaptive, -1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- b.Run(ctx) }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Error(err)
+		}
+	}()
+	waitFor := func(what string, cond func() bool) {
+		t.Helper()
+		deadline := time.Now().Add(10 * time.Second)
+		for !cond() {
+			if time.Now().After(deadline) {
+				t.Fatalf("no %s within 10 s", what)
+			}
+			time.Sleep(time.Millisecond)
+		}
+	}
+	drops := func() uint64 { return b.Counters()[0].Drops[DropFaultInjected].Load() }
+	for range 20 {
+		if err := b.SetFault("out1", FaultConfig{Loss: 1}, time.Hour); err != nil {
+			t.Fatal(err)
+		}
+		d0 := drops()
+		waitFor("fault drop", func() bool { return drops() > d0 })
+		if err := b.SetFault("out1", FaultConfig{}, 0); err != nil {
+			t.Fatal(err)
+		}
+		// Once the worker has taken the clearing, out1 gets packets again
+		// (what was queued before the fault went out in the round that
+		// dropped the first frame).
+		n := b.Sinks[1].Packets.Load()
+		waitFor("packet after the fault", func() bool { return b.Sinks[1].Packets.Load() > n })
 	}
 }
