@@ -119,6 +119,7 @@ func (w *Worker) poll() int {
 		// One clock read per round, of CLOCK_MONOTONIC itself: time.Now
 		// would read the wall clock too, which nothing here needs.
 		w.agg.now = MonotonicNs()
+		w.agg.expireIdle() // a few slots per round, never the table
 	}
 	got := 0
 	for i := range w.rx {
