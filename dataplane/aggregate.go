@@ -519,13 +519,13 @@ func (a *aggregator) onFeedback(h headers.SMH, in uint8, ids []uint16, acks *[ma
 		inc(&a.counts[t][FbUnknown], 1)
 		return fbForward, NoPort
 	}
+	if !s.ports.Has(in) {
+		return fbSpoofed, NoPort
+	}
 	if h.Epoch() != s.epoch {
 		// Feedback of an earlier transfer (or of one this switch has not
 		// seen DATA of): its sequence numbers are not this state's.
 		return fbStale, NoPort
-	}
-	if !s.ports.Has(in) {
-		return fbSpoofed, NoPort
 	}
 	s.lastUse = a.now
 	switch t {
