@@ -1,14 +1,18 @@
 // Aggregate stage (docs/feedback.md). In: what the replicate stage forwards
 // (per DATA packet, the receivers and their egress ports) and the feedback
-// (ACK, NACK, CNP) coming back up from those ports. Out: one message per
+// (ACK, NACK, CNP, ABORT) coming back up from those ports. Out: one message per
 // event towards the source: an ACK when the lowest acknowledged sequence over
 // every receiver below rises, naming the receivers it speaks for (those that
 // stop reporting are left out: its exceptions), the first NACK of a range
 // (later overlapping ones are
 // suppressed, and their reporters added to the repair when it comes down),
 // the most severe CNP per interval, and CNPs of the switch's own when a DATA
-// copy meets a deep egress queue. State is per stream (Source ID, Session
-// ID), bounded, owned by this worker: nothing is shared between cores.
+// copy meets a deep egress queue. ABORTs go up as they are and take the
+// receivers they name out of the aggregate. State is per (Source ID, Session
+// ID) and holds one transfer's Transfer Epoch (docs/smh.md 2.2): DATA of
+// another epoch restarts it, feedback of another epoch is stale and dropped,
+// and state idle for feedback.idle_timeout is freed. It is bounded and owned
+// by this worker: nothing is shared between cores.
 package dataplane
 
 import (
@@ -53,6 +57,9 @@ type recvState struct {
 	seen     bool
 	hasAck   bool
 	excepted bool // left out of the last aggregate sent (an exception)
+	// aborted: an ABORT named it (it cannot store the stream); it no
+	// longer holds aggregates back and they no longer name it.
+	aborted bool
 	// partial: only repairs reached it through this switch so far (its
 	// path moved here after a failure), so the switch cannot tell what it
 	// was sent: it speaks for it only at its own ACK, never as complete.
@@ -138,6 +145,9 @@ type streamState struct {
 	key     uint32
 	used    bool
 	lastUse int64
+	// epoch is the Transfer Epoch of the transfer this state is about (0:
+	// a sender without epochs).
+	epoch   uint32
 	ports   PortSet
 	started bool
 	first   uint32 // the first sequence number seen here
@@ -164,16 +174,23 @@ type aggregator struct {
 	streams  []streamState
 	slots    []int32 // open addressing over streams, by key
 	n        int
-	counts   *[4][NumFbActions]atomic.Uint64
+	counts   *[NumFbTypes][NumFbActions]atomic.Uint64
 	now      int64
 	evicted  *atomic.Uint64
-	// epoch changes whenever a stream's state is dropped (and its slot
-	// may be reused), so flow entries holding pointers into it go stale.
-	epoch uint64
+	// expired and restarted count states freed for idleness and states
+	// restarted by DATA of a new Transfer Epoch.
+	expired, restarted *atomic.Uint64
+	// sweep is where the idle sweep goes on next (expireIdle).
+	sweep int
+	// gen changes whenever a stream's state is dropped or restarted (and
+	// its slot may be reused), so flow entries holding pointers into it go
+	// stale. (Not the Transfer Epoch, which streamState.epoch holds.)
+	gen uint64
 }
 
 func newAggregator(cfg FeedbackConfig, switchID uint16, c *CoreCounters) *aggregator {
-	a := &aggregator{cfg: cfg, switchID: switchID, counts: &c.Feedback, evicted: &c.StreamsEvicted}
+	a := &aggregator{cfg: cfg, switchID: switchID, counts: &c.Feedback, evicted: &c.StreamsEvicted,
+		expired: &c.StreamsExpired, restarted: &c.StreamsRestarted}
 	a.streams = make([]streamState, cfg.Streams)
 	a.slots = make([]int32, pow2(2*cfg.Streams))
 	for i := range a.slots {
@@ -271,6 +288,32 @@ func (a *aggregator) evictLRU() {
 	inc(a.evicted, 1)
 }
 
+// idleSweep is how many stream slots expireIdle looks at per round: the
+// table is swept in len(streams)/idleSweep rounds (every round is at most
+// the worker's poll timeout apart), and no round does more than this.
+const idleSweep = 4
+
+// expireIdle frees the state of streams that saw neither DATA nor feedback
+// for feedback.idle_timeout, looking at idleSweep slots from where the last
+// round stopped. It runs once per poll round, with that round's clock.
+func (a *aggregator) expireIdle() {
+	if a.n == 0 {
+		return
+	}
+	idle := int64(a.cfg.IdleTimeout)
+	for range min(idleSweep, len(a.streams)) {
+		if a.sweep >= len(a.streams) {
+			a.sweep = 0
+		}
+		s := &a.streams[a.sweep]
+		a.sweep++
+		if s.used && a.now-s.lastUse > idle {
+			a.remove(s.key)
+			inc(a.expired, 1)
+		}
+	}
+}
+
 // remove deletes a stream with backward-shift deletion.
 func (a *aggregator) remove(key uint32) {
 	mask := uint32(len(a.slots) - 1)
@@ -282,7 +325,7 @@ func (a *aggregator) remove(key uint32) {
 		return
 	}
 	a.streams[a.slots[i]].used = false
-	a.epoch++
+	a.gen++
 	a.slots[i] = noEntry
 	a.n--
 	for j := (i + 1) & mask; a.slots[j] != noEntry; j = (j + 1) & mask {
@@ -322,10 +365,18 @@ func (s *streamState) receiver(id uint16, create bool) *recvState {
 func (a *aggregator) recordData(frame []byte, m *parsed, f *headers.Fields, ids []uint16, ports []uint8, in uint8, fa *flowAgg) {
 	key := uint32(f.SourceID)<<16 | uint32(f.SessionID)
 	s := a.stream(key, true)
+	if s.started && s.epoch != f.Epoch {
+		// A new transfer on the source's session (a new sender, a
+		// restart): the old one is over and its state says nothing of
+		// this one, whose sequence numbers start afresh.
+		s.reset(key)
+		a.gen++ // flow entries point into the old receivers' state
+		inc(a.restarted, 1)
+	}
 	s.lastUse = a.now
 	if !s.started {
 		// Nothing below the first packet seen here is ours to acknowledge.
-		s.started, s.first = true, f.Sequence
+		s.started, s.first, s.epoch = true, f.Sequence, f.Epoch
 	}
 	repair := f.Flags&headers.FlagRetransmit != 0
 	var u *upstream // the upstream state of the last receiver's r.up
@@ -350,7 +401,7 @@ func (a *aggregator) recordData(frame []byte, m *parsed, f *headers.Fields, ids 
 	}
 	if fa != nil {
 		// After stream(), which may have evicted (and so moved) streams.
-		fa.stream, fa.epoch, fa.hops, fa.ok = s, a.epoch, f.HopLimit, true
+		fa.stream, fa.gen, fa.hops, fa.ok = s, a.gen, f.HopLimit, true
 	}
 }
 
@@ -422,8 +473,8 @@ func (a *aggregator) noteData(s *streamState, r *recvState, p, in, hops uint8, s
 // switch suppressed.
 func (a *aggregator) repairReceivers(f *headers.Fields, dst []uint16) []uint16 {
 	s := a.stream(uint32(f.SourceID)<<16|uint32(f.SessionID), false)
-	if s == nil {
-		return dst
+	if s == nil || s.epoch != f.Epoch {
+		return dst // the NACKs remembered are another transfer's
 	}
 	for i := range s.nacks {
 		e := &s.nacks[i]
@@ -443,6 +494,7 @@ const (
 	fbForward feedbackVerdict = iota // send upstream as it is
 	fbConsume                        // absorbed or suppressed: free it
 	fbSpoofed                        // not from a downstream port: drop
+	fbStale                          // another transfer's (epoch): drop
 )
 
 // ackOut describes an aggregated ACK to send upstream.
@@ -454,10 +506,11 @@ type ackOut struct {
 }
 
 // onFeedback folds one feedback packet into the stream's state. ids is the
-// packet's receiver set (an ACK's exceptions, a NACK's reporters). It
-// returns what to do with the packet, the port to forward it on (NoPort:
-// towards the source by its route), and for an ACK the aggregates to send
-// upstream instead, at most one per upstream port, into acks.
+// packet's receiver set (an ACK's speakers, a NACK's or an ABORT's
+// reporters). It returns what to do with the packet, the port to forward it
+// on (NoPort: towards the source by its route), and for an ACK (instead of
+// it) or an ABORT (besides it) the aggregates to send upstream, at most one
+// per upstream port, into acks.
 func (a *aggregator) onFeedback(h headers.SMH, in uint8, ids []uint16, acks *[maxUpstreams]ackOut) (feedbackVerdict, uint8) {
 	t := h.Type()
 	inc(&a.counts[t][FbIn], 1)
@@ -469,6 +522,11 @@ func (a *aggregator) onFeedback(h headers.SMH, in uint8, ids []uint16, acks *[ma
 	if !s.ports.Has(in) {
 		return fbSpoofed, NoPort
 	}
+	if h.Epoch() != s.epoch {
+		// Feedback of an earlier transfer (or of one this switch has not
+		// seen DATA of): its sequence numbers are not this state's.
+		return fbStale, NoPort
+	}
 	s.lastUse = a.now
 	switch t {
 	case headers.TypeACK:
@@ -476,13 +534,16 @@ func (a *aggregator) onFeedback(h headers.SMH, in uint8, ids []uint16, acks *[ma
 			inc(&a.counts[t][FbUnknown], 1)
 			return fbForward, NoPort
 		}
-		for i := range s.ups {
-			if u := &s.ups[i]; u.used {
-				acks[i] = a.aggregate(s, u)
-			}
-		}
+		a.aggregateAll(s, acks)
 		inc(&a.counts[headers.TypeACK][FbAbsorbed], 1)
 		return fbConsume, NoPort
+	case headers.TypeABORT:
+		// The receivers named cannot store the stream: the source must
+		// hear it, and they no longer hold the others' ACKs back.
+		if a.onAbort(s, in, ids) {
+			a.aggregateAll(s, acks)
+		}
+		return fbForward, s.upPortOf(ids)
 	case headers.TypeNACK:
 		return a.onNACK(s, h, ids), s.upPortOf(ids)
 	case headers.TypeCNP:
@@ -495,6 +556,28 @@ func (a *aggregator) onFeedback(h headers.SMH, in uint8, ids []uint16, acks *[ma
 		return fbForward, s.upPortOf(ids)
 	}
 	return fbForward, NoPort
+}
+
+// aggregateAll computes the aggregate of every upstream port into acks.
+func (a *aggregator) aggregateAll(s *streamState, acks *[maxUpstreams]ackOut) {
+	for i := range s.ups {
+		if u := &s.ups[i]; u.used {
+			acks[i] = a.aggregate(s, u)
+		}
+	}
+}
+
+// onAbort takes the receivers an ABORT names out of the aggregate: those
+// this switch sends DATA to on the port it came in on (as onACK raises
+// them). It tells whether it took any out.
+func (a *aggregator) onAbort(s *streamState, in uint8, ids []uint16) bool {
+	took := false
+	for _, id := range ids {
+		if r := s.receiver(id, false); r != nil && r.port == in && !r.aborted {
+			r.aborted, took = true, true
+		}
+	}
+	return took
 }
 
 // upPortOf is the upstream port of the first receiver of ids this switch
@@ -556,7 +639,7 @@ func (a *aggregator) aggregate(s *streamState, u *upstream) ackOut {
 	var x uint32
 	for i := range s.recv {
 		r := &s.recv[i]
-		if !r.behind(u) || r.silent() {
+		if !r.behind(u) || r.silent() || r.aborted {
 			continue
 		}
 		eff := r.effective(done)
@@ -637,7 +720,7 @@ func (r *recvState) silent() bool { return r.partial && !r.hasAck }
 // from its start: after a failure moves a receiver's path onto this switch
 // mid-stream, its first packet here says nothing of the gaps it has.
 func (r *recvState) speaksAt(x, done uint32) bool {
-	return r.hasAck && !seqLess(r.effective(done), x)
+	return r.hasAck && !r.aborted && !seqLess(r.effective(done), x)
 }
 
 // speakers appends, in ID order, the receivers behind upstream u that an
@@ -780,7 +863,7 @@ func (w *Worker) buildFeedback(s *streamState, f headers.Fields, ids []uint16, p
 	}
 	m := s.tm
 	buf := pk.Buffer()
-	hl := headers.HeaderLenFor(f.Type, ids)
+	hl := smhLen(&f, ids)
 	if Headroom+m.smh+hl > len(buf) {
 		pk.Free()
 		w.counters.drop(DropTooBig, 1)

@@ -176,9 +176,10 @@ func TestSwitchCNPOnDeepQueue(t *testing.T) {
 		c.QueueDepth = 64
 		c.Feedback = FeedbackConfig{CNPQueueDepth: 8, CNPInterval: time.Minute}
 	})
-	f.send(t, 0, data(t, 3, 0, 1))
+	// With a Transfer Epoch, which the switch's own CNP carries.
+	f.send(t, 0, edata(t, 0x5EED, 3, 1))
 	f.recv(1)
-	fields := headers.Fields{Type: headers.TypeData, SourceID: 0, SessionID: 1, Sequence: 4}
+	fields := headers.Fields{Type: headers.TypeData, SourceID: 0, SessionID: 1, Sequence: 4, Epoch: 0x5EED}
 	q := &f.w.queues[1]
 	for depth, wantMark := range map[int]bool{7: false, 8: true} {
 		q.size = depth // pretend the queue is this deep
@@ -193,7 +194,7 @@ func TestSwitchCNPOnDeepQueue(t *testing.T) {
 	q.size = 0
 	f.w.flush()
 	up := upstreamFrames(t, f)
-	if len(up) != 1 || up[0].Type() != headers.TypeCNP || up[0].ReporterID() != 901 || up[0].Sequence() != 4 {
+	if len(up) != 1 || up[0].Type() != headers.TypeCNP || up[0].ReporterID() != 901 || up[0].Sequence() != 4 || up[0].Epoch() != 0x5EED {
 		t.Fatalf("switch CNPs upstream: %d", len(up))
 	}
 }
@@ -453,5 +454,185 @@ func TestRepairAddsReceiversInOrder(t *testing.T) {
 	}
 	if n := f.w.counters.Drops[DropBadSet].Load(); n != 0 {
 		t.Fatalf("%d copies dropped as bad_set", n)
+	}
+}
+
+// edata and efb are data and fb of a transfer with a Transfer Epoch.
+func edata(t *testing.T, epoch, seq uint32, ids ...uint16) []byte {
+	return buildFrame(t, frameOpts{fields: headers.Fields{HopLimit: 4, SourceID: 0, SessionID: 1, Sequence: seq, Epoch: epoch}, ids: ids, payload: []byte("d")})
+}
+
+func efb(t *testing.T, typ headers.Type, epoch, seq uint32, reporter uint16, count uint16, set ...uint16) []byte {
+	return buildFrame(t, frameOpts{fields: headers.Fields{Type: typ, HopLimit: 4, SourceID: 0, SessionID: 1, Sequence: seq, Epoch: epoch,
+		Count: count, SpeaksFor: uint16(max(1, len(set))), ReporterID: reporter}, ids: set})
+}
+
+// transfer sends DATA 0..n-1 of one epoch to receivers 1-4, then each
+// receiver's ACK for n, and returns what went up.
+func transfer(t *testing.T, f *testFabric, epoch, n uint32) []headers.SMH {
+	t.Helper()
+	for seq := uint32(0); seq < n; seq++ {
+		f.send(t, 0, edata(t, epoch, seq, 1, 2, 3, 4))
+	}
+	for p := 1; p <= 4; p++ {
+		for _, fr := range f.recv(p) {
+			if h, _ := checkFrame(t, fr); h.Epoch() != epoch {
+				t.Fatalf("a copy of epoch %#x's DATA carries epoch %#x", epoch, h.Epoch())
+			}
+		}
+	}
+	for r := uint16(1); r <= 4; r++ {
+		f.send(t, int(r), efb(t, headers.TypeACK, epoch, n, r, 0))
+	}
+	return upstreamFrames(t, f)
+}
+
+// Two transfers in a row on one source and session, each starting at
+// sequence 0 with its own epoch: the second's ACKs restart the state
+// instead of being absorbed against the first's (issue 13: the lab's second
+// checkpoint stayed at 0% acknowledged), and the aggregates carry the epoch.
+func TestTransfersInARowWithEpochs(t *testing.T) {
+	f := newAggFabric(t, true)
+	for i, tr := range []struct{ epoch, n uint32 }{{0xA1, 20}, {0xB2, 5}, {0xC3, 3}} {
+		up := transfer(t, f, tr.epoch, tr.n)
+		if len(up) != 1 {
+			t.Fatalf("transfer %d (epoch %#x): %d ACKs upstream, want 1", i, tr.epoch, len(up))
+		}
+		h := up[0]
+		if h.Type() != headers.TypeACK || h.Sequence() != tr.n || h.Epoch() != tr.epoch || h.SpeaksFor() != 4 {
+			t.Fatalf("transfer %d: aggregate %+v, want ACK %d of epoch %#x speaking for 4", i, h.Fields(), tr.n, tr.epoch)
+		}
+		if got := f.w.counters.StreamsRestarted.Load(); got != uint64(i) {
+			t.Fatalf("after transfer %d: %d streams restarted, want %d", i, got, i)
+		}
+	}
+	// A late ACK of the first transfer is stale: dropped, counted, and
+	// nothing goes up.
+	f.send(t, 1, efb(t, headers.TypeACK, 0xA1, 30, 1, 0))
+	f.send(t, 2, efb(t, headers.TypeNACK, 0xA1, 7, 2, 1, 2))
+	f.send(t, 3, fb(t, headers.TypeACK, 30, 3, 0)) // no epoch at all
+	if up := upstreamFrames(t, f); len(up) != 0 {
+		t.Fatalf("stale feedback went up: %+v", up[0].Fields())
+	}
+	if got := f.w.counters.Drops[DropFeedbackStale].Load(); got != 3 {
+		t.Fatalf("%d feedback_stale drops, want 3", got)
+	}
+	// The current transfer goes on.
+	f.send(t, 0, edata(t, 0xC3, 3, 1, 2, 3, 4))
+	drain(f)
+	for r := uint16(1); r <= 4; r++ {
+		f.send(t, int(r), efb(t, headers.TypeACK, 0xC3, 4, r, 0))
+	}
+	if up := upstreamFrames(t, f); len(up) != 1 || up[0].Sequence() != 4 || up[0].Epoch() != 0xC3 {
+		t.Fatalf("after the stale feedback: %d ACKs upstream, want one for 4 of epoch 0xc3", len(up))
+	}
+}
+
+// A stream idle for feedback.idle_timeout loses its state (counted); its
+// feedback then goes up unaggregated, as for any stream without state.
+func TestIdleStreamExpires(t *testing.T) {
+	aggregate, id := true, uint16(900)
+	f := newTestFabric(t, 3, func(c *Config) {
+		c.Routes = append(c.Routes, RouteEntry{Receivers: "0", Port: "p0"})
+		c.SwitchID = &id
+		c.Feedback = FeedbackConfig{Aggregate: &aggregate, Streams: 8, IdleTimeout: 50 * time.Millisecond}
+	})
+	f.send(t, 0, edata(t, 9, 0, 1, 2))
+	drain(f)
+	f.send(t, 1, efb(t, headers.TypeACK, 9, 1, 1, 0))
+	if up := upstreamFrames(t, f); len(up) != 0 {
+		t.Fatal("the ACK of a stream with state was not absorbed")
+	}
+	time.Sleep(80 * time.Millisecond)
+	// Two rounds sweep all 8 slots (idleSweep per round).
+	f.send(t, 0)
+	f.send(t, 0)
+	if got := f.w.counters.StreamsExpired.Load(); got != 1 {
+		t.Fatalf("%d streams expired, want 1", got)
+	}
+	if f.w.agg.n != 0 {
+		t.Fatalf("%d streams with state after expiry", f.w.agg.n)
+	}
+	f.send(t, 2, efb(t, headers.TypeACK, 9, 1, 2, 0))
+	if up := upstreamFrames(t, f); len(up) != 1 || up[0].ReporterID() != 2 || up[0].Flags()&headers.FlagAggregated != 0 {
+		t.Fatalf("after expiry: %d frames upstream, want receiver 2's own ACK", len(up))
+	}
+	if got := f.w.counters.Feedback[headers.TypeACK][FbUnknown].Load(); got != 1 {
+		t.Fatalf("%d ACKs for unknown streams, want 1", got)
+	}
+}
+
+// An ABORT goes up as it is (counted as ABORT feedback) and takes the
+// receiver it names out of the aggregate: the others' aggregate ACK goes
+// up right away, not after ack_timeout (100ms here), and never names it.
+func TestAbortForwardedAndUnblocksAggregate(t *testing.T) {
+	f := newAggFabric(t, true)
+	const epoch = 0xAB
+	for seq := uint32(0); seq < 10; seq++ {
+		f.send(t, 0, edata(t, epoch, seq, 1, 2, 3, 4))
+	}
+	drain(f)
+	for r := uint16(1); r <= 3; r++ {
+		f.send(t, int(r), efb(t, headers.TypeACK, epoch, 10, r, 0))
+	}
+	if up := upstreamFrames(t, f); len(up) != 0 {
+		t.Fatal("ACK went up while receiver 4 holds it back")
+	}
+	// Port 1 does not lead to receiver 4: an ABORT naming it from there
+	// takes nobody out (and is forwarded, as a NACK would be).
+	f.send(t, 1, efb(t, headers.TypeABORT, epoch, 0, 1, uint16(headers.AbortNoSpace), 4))
+	if up := upstreamFrames(t, f); len(up) != 1 || up[0].Type() != headers.TypeABORT {
+		t.Fatalf("an ABORT from the wrong port: %d frames up, want the ABORT only", len(up))
+	}
+	f.send(t, 4, efb(t, headers.TypeABORT, epoch, 3, 4, uint16(headers.AbortNoSpace), 4))
+	up := upstreamFrames(t, f)
+	var abort, ack []headers.SMH
+	for _, h := range up {
+		switch h.Type() {
+		case headers.TypeABORT:
+			abort = append(abort, h)
+		case headers.TypeACK:
+			ack = append(ack, h)
+		}
+	}
+	if len(abort) != 1 || abort[0].Epoch() != epoch || headers.AbortReason(abort[0].FeedbackCount()) != headers.AbortNoSpace ||
+		!slices.Equal(abort[0].AppendReceivers(nil), []uint16{4}) {
+		t.Fatalf("%d ABORTs upstream, want receiver 4's as it was sent", len(abort))
+	}
+	if len(ack) != 1 || ack[0].Sequence() != 10 || ack[0].Epoch() != epoch || !slices.Equal(ack[0].AppendReceivers(nil), []uint16{1, 2, 3}) {
+		t.Fatalf("%d ACKs upstream after the ABORT, want one for 10 naming 1-3", len(ack))
+	}
+	// Receiver 4 no longer holds anything back nor is named.
+	f.send(t, 0, edata(t, epoch, 10, 1, 2, 3, 4))
+	drain(f)
+	for r := uint16(1); r <= 4; r++ {
+		f.send(t, int(r), efb(t, headers.TypeACK, epoch, 11, r, 0))
+	}
+	if up := upstreamFrames(t, f); len(up) != 1 || !slices.Equal(up[0].AppendReceivers(nil), []uint16{1, 2, 3}) {
+		t.Fatalf("after the ABORT: %d ACKs up, want one naming 1-3 only", len(up))
+	}
+	c := &f.w.counters.Feedback[headers.TypeABORT]
+	if in, upc := c[FbIn].Load(), c[FbUp].Load(); in != 2 || upc != 2 {
+		t.Fatalf("ABORT counters in %d up %d, want 2 and 2", in, upc)
+	}
+	if got := f.w.counters.Drops[DropFeedbackSpoofed].Load(); got != 0 {
+		t.Fatalf("%d spoofed drops", got)
+	}
+}
+
+// An ABORT from a port the stream never went out of is spoofed, as any
+// other feedback.
+func TestSpoofedAbortDropped(t *testing.T) {
+	f := newAggFabric(t, true)
+	f.send(t, 0, edata(t, 5, 0, 1, 2))
+	drain(f)
+	f.send(t, 3, efb(t, headers.TypeABORT, 5, 0, 3, uint16(headers.AbortIO), 1, 2))
+	if f.w.counters.Drops[DropFeedbackSpoofed].Load() != 1 || len(upstreamFrames(t, f)) != 0 {
+		t.Fatal("spoofed ABORT not dropped")
+	}
+	f.send(t, 1, efb(t, headers.TypeACK, 5, 1, 1, 0))
+	f.send(t, 2, efb(t, headers.TypeACK, 5, 1, 2, 0))
+	if up := upstreamFrames(t, f); len(up) != 1 || !slices.Equal(up[0].AppendReceivers(nil), []uint16{1, 2}) {
+		t.Fatalf("after a spoofed ABORT: %d ACKs, want one naming 1 and 2", len(up))
 	}
 }

@@ -125,6 +125,10 @@ type FeedbackConfig struct {
 	// CNPQueueDepth: a DATA copy queued behind more packets than this gets
 	// C set and makes the switch send a CNP (default 3/4 of queue_depth).
 	CNPQueueDepth int `yaml:"cnp_queue_depth"`
+	// IdleTimeout: a stream's state that saw neither DATA nor feedback for
+	// this long is freed (default 30s; counted as
+	// sparsecast_switch_feedback_streams_expired_total).
+	IdleTimeout time.Duration `yaml:"idle_timeout"`
 }
 
 // Aggregating tells whether aggregation is on.
@@ -152,6 +156,9 @@ func (f *FeedbackConfig) validate(queueDepth int) error {
 	if f.CNPQueueDepth == 0 {
 		f.CNPQueueDepth = queueDepth * 3 / 4
 	}
+	if f.IdleTimeout == 0 {
+		f.IdleTimeout = 30 * time.Second
+	}
 	switch {
 	case f.Streams < 1 || f.Streams > 1<<20:
 		return fmt.Errorf("feedback.streams %d: want 1-%d", f.Streams, 1<<20)
@@ -162,6 +169,8 @@ func (f *FeedbackConfig) validate(queueDepth int) error {
 	case f.AckTimeout < 0 || f.AckTimeout > time.Minute, f.NackWindow < 0 || f.NackWindow > time.Minute,
 		f.CNPInterval < 0 || f.CNPInterval > time.Minute:
 		return fmt.Errorf("feedback timers %v/%v/%v: want 0-1m", f.AckTimeout, f.NackWindow, f.CNPInterval)
+	case f.IdleTimeout < time.Millisecond || f.IdleTimeout > 24*time.Hour:
+		return fmt.Errorf("feedback.idle_timeout %v: want 1ms-24h", f.IdleTimeout)
 	case f.CNPQueueDepth < 1 || f.CNPQueueDepth > queueDepth:
 		return fmt.Errorf("feedback.cnp_queue_depth %d: want 1-%d (queue_depth)", f.CNPQueueDepth, queueDepth)
 	}

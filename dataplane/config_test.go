@@ -3,6 +3,7 @@ package dataplane
 import (
 	"strings"
 	"testing"
+	"time"
 )
 
 // TestPortRxRingConfig: rx_ring takes v2 or v3 on afpacket ports, nothing
@@ -25,6 +26,31 @@ func TestPortRxRingConfig(t *testing.T) {
 		}
 		if err == nil && cfg.Ports[0].RxRing != c.ring {
 			t.Errorf("rx_ring %q became %q", c.ring, cfg.Ports[0].RxRing)
+		}
+	}
+}
+
+// TestFeedbackIdleTimeoutConfig: idle_timeout defaults to 30s and takes
+// 1ms-24h.
+func TestFeedbackIdleTimeoutConfig(t *testing.T) {
+	for _, c := range []struct {
+		in, want time.Duration
+		err      string
+	}{
+		{0, 30 * time.Second, ""},
+		{time.Millisecond, time.Millisecond, ""},
+		{5 * time.Minute, 5 * time.Minute, ""},
+		{-time.Second, 0, "feedback.idle_timeout"},
+		{time.Microsecond, 0, "feedback.idle_timeout"},
+		{25 * time.Hour, 0, "feedback.idle_timeout"},
+	} {
+		cfg := &Config{Name: "s", Ports: []PortConfig{{Name: "p0", Type: "mem"}}, Feedback: FeedbackConfig{IdleTimeout: c.in}}
+		err := cfg.Validate()
+		if c.err == "" && err != nil || c.err != "" && (err == nil || !strings.Contains(err.Error(), c.err)) {
+			t.Errorf("idle_timeout %v: err %v, want %q", c.in, err, c.err)
+		}
+		if err == nil && cfg.Feedback.IdleTimeout != c.want {
+			t.Errorf("idle_timeout %v became %v, want %v", c.in, cfg.Feedback.IdleTimeout, c.want)
 		}
 	}
 }

@@ -4,7 +4,11 @@
 // sums over cores (node_exporter's read-at-scrape pattern).
 package dataplane
 
-import "sync/atomic"
+import (
+	"sync/atomic"
+
+	"github.com/sparsecast/sparsecast/headers"
+)
 
 // FanoutBounds are the upper bounds of the replication fan-out histogram
 // buckets (copies per DATA packet); the last bucket is +Inf.
@@ -29,10 +33,17 @@ type CoreCounters struct {
 	// Polls counts loop iterations; Sleeps counts adaptive-mode blocks.
 	Polls, Sleeps atomic.Uint64
 	// Feedback counts feedback packets by SMH type and action (FbIn ...).
-	Feedback [4][NumFbActions]atomic.Uint64
-	// StreamsEvicted counts aggregation state dropped for lack of room.
-	StreamsEvicted atomic.Uint64
+	Feedback [NumFbTypes][NumFbActions]atomic.Uint64
+	// StreamsEvicted counts aggregation state dropped for lack of room,
+	// StreamsExpired state freed after feedback.idle_timeout without
+	// traffic, StreamsRestarted state restarted by DATA of a new Transfer
+	// Epoch (a new transfer on the same source and session).
+	StreamsEvicted, StreamsExpired, StreamsRestarted atomic.Uint64
 }
+
+// NumFbTypes sizes the per-type feedback counters: indexed by SMH type,
+// DATA (0) unused, up to ABORT.
+const NumFbTypes = int(headers.TypeABORT) + 1
 
 // NewCoreCounters returns counters for a worker on a switch with nports ports.
 func NewCoreCounters(nports int) *CoreCounters {

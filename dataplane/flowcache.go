@@ -14,9 +14,11 @@
 //	             compared under the mask: the bracketed fields are not
 //	branch i:  [ eth' | ip' | udp' | smh' (set_i, hop-1) ]  + fields patched in
 //
-// An entry is only used under the table snapshot and the aggregate epoch it
-// was made with, so a route change or an evicted stream sends the next
-// packet down the full path, which makes a fresh entry. Repairs, copies
+// An entry is only used under the table snapshot and the aggregate
+// generation it was made with, so a route change or an evicted, expired or
+// restarted stream sends the next packet down the full path, which makes a
+// fresh entry. The Transfer Epoch (E) is compared with the rest of the
+// SMH, so a packet of a new transfer never matches an entry of the old one. Repairs, copies
 // that met congestion and packets whose result is not a plain function of
 // their headers are never cached.
 package dataplane
@@ -38,11 +40,11 @@ const (
 )
 
 // flowAgg is a flow's aggregate state: its stream and receivers, valid while
-// the aggregator's epoch is unchanged.
+// the aggregator's generation (gen) is unchanged.
 type flowAgg struct {
 	ok     bool
 	stream *streamState
-	epoch  uint64
+	gen    uint64
 	hops   uint8 // the flow's hop limit (compared, not patched: see mask)
 	n      int
 	recv   [flowRecv]*recvState
@@ -199,7 +201,7 @@ func (c *flowCache) lookup(pk *Packet, slot int, t *Tables, agg *aggregator) *fl
 	if !e.valid || e.tables != t || e.inPort != pk.InPort {
 		return nil
 	}
-	if agg != nil && (!e.agg.ok || e.agg.epoch != agg.epoch) {
+	if agg != nil && (!e.agg.ok || e.agg.gen != agg.gen) {
 		return nil
 	}
 	if !e.matches(pk) {

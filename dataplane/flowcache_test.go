@@ -53,6 +53,13 @@ func flowCacheVsFullPath(t *testing.T, run int) {
 	}
 	streams = append(streams, stream{o: frameOpts{zeroCsum: true, ids: []uint16{1, 3},
 		fields: headers.Fields{HopLimit: 5, SourceID: 100, SessionID: 20}}})
+	// Streams with a Transfer Epoch (E: the set starts 4 bytes later), in
+	// both IP versions; from round 21 on they are new transfers (another
+	// epoch), which must restart the aggregate state on both paths alike.
+	epochStreams := len(streams)
+	streams = append(streams,
+		stream{o: frameOpts{ids: []uint16{1, 2, 3}, fields: headers.Fields{HopLimit: 5, SourceID: 100, SessionID: 21, Epoch: 0xE0000001}}},
+		stream{o: frameOpts{v6: true, group: 42, fields: headers.Fields{HopLimit: 5, SourceID: 100, SessionID: 22, Epoch: 0xE0000002}}})
 	var burst [][]byte
 	sendBurst := func() {
 		if len(burst) > 0 {
@@ -66,6 +73,9 @@ func flowCacheVsFullPath(t *testing.T, run int) {
 		for k := 0; k < len(streams)*run; k++ {
 			si := k / run
 			o := streams[si].o
+			if si >= epochStreams && round > 20 {
+				o.fields.Epoch += 0x100
+			}
 			o.fields.Sequence = seq - uint32(run-1-k%run)
 			o.payload = make([]byte, 1+rng.IntN(200))
 			for i := range o.payload {
@@ -102,8 +112,12 @@ func flowCacheVsFullPath(t *testing.T, run int) {
 			for id := uint16(1); id <= 3; id++ {
 				for si := range streams {
 					o := streams[si].o
+					if si >= epochStreams && round > 20 {
+						o.fields.Epoch += 0x100
+					}
 					ack := buildFrame(t, frameOpts{v6: o.v6, vlan: o.vlan, fields: headers.Fields{Type: headers.TypeACK,
-						HopLimit: 5, SourceID: 100, SessionID: o.fields.SessionID, Sequence: seq, SpeaksFor: 1, ReporterID: id}})
+						HopLimit: 5, SourceID: 100, SessionID: o.fields.SessionID, Sequence: seq, Epoch: o.fields.Epoch,
+						SpeaksFor: 1, ReporterID: id}})
 					on.send(t, int(id), ack)
 					off.send(t, int(id), ack)
 				}
@@ -125,6 +139,9 @@ func flowCacheVsFullPath(t *testing.T, run int) {
 		if a, b := on.w.counters.Drops[r].Load(), off.w.counters.Drops[r].Load(); a != b {
 			t.Errorf("%v drops: %d with the cache, %d without", r, a, b)
 		}
+	}
+	if a, b := on.w.counters.StreamsRestarted.Load(), off.w.counters.StreamsRestarted.Load(); a != 2 || b != 2 {
+		t.Errorf("streams restarted: %d with the cache, %d without, want 2 (the epoch streams' new transfers)", a, b)
 	}
 	if a, b := on.w.counters.FanoutSum.Load(), off.w.counters.FanoutSum.Load(); a != b {
 		t.Errorf("fan-out sum %d with the cache, %d without", a, b)

@@ -19,6 +19,12 @@ func FuzzSwitch(f *testing.F) {
 	f.Add(buildFrame(f, frameOpts{v6: true, fields: headers.Fields{HopLimit: 2}, ids: []uint16{1, 3}, payload: []byte("abcd")}))
 	f.Add(buildFrame(f, frameOpts{fields: headers.Fields{HopLimit: 1}, group: 5}))
 	f.Add(buildFrame(f, frameOpts{vlan: true, fields: headers.Fields{Type: headers.TypeACK, HopLimit: 2, SpeaksFor: 3}, ids: []uint16{2}}))
+	// With a Transfer Epoch (E): DATA, its ACK, and an ABORT.
+	f.Add(buildFrame(f, frameOpts{fields: headers.Fields{HopLimit: 2, Epoch: 0x01020304}, ids: []uint16{1, 2, 3}, payload: []byte("abc")}))
+	f.Add(buildFrame(f, frameOpts{v6: true, fields: headers.Fields{HopLimit: 2, Epoch: 7}, group: 5, payload: []byte("e")}))
+	f.Add(buildFrame(f, frameOpts{fields: headers.Fields{Type: headers.TypeACK, HopLimit: 2, Epoch: 0x01020304, Sequence: 1, SpeaksFor: 1, ReporterID: 1}}))
+	f.Add(buildFrame(f, frameOpts{fields: headers.Fields{Type: headers.TypeABORT, HopLimit: 2, Epoch: 0x01020304, Count: uint16(headers.AbortReadOnly), SpeaksFor: 1, ReporterID: 2}, ids: []uint16{2}}))
+	f.Add(buildFrame(f, frameOpts{fields: headers.Fields{Type: headers.TypeABORT, HopLimit: 2, Count: uint16(headers.AbortExists), SpeaksFor: 2, ReporterID: 3}, ids: []uint16{1, 3}}))
 	f.Fuzz(func(t *testing.T, frame []byte) {
 		if len(frame) > 2000 {
 			return

@@ -4,7 +4,8 @@
 // port's receivers, the hop limit decremented and the outer headers rewritten
 // for the port's neighbour. Copies get a fresh header buffer and share the
 // payload; the last copy reuses the original buffer (DPDK ipv4_multicast).
-// Feedback (ACK, NACK, CNP) is forwarded unchanged towards its Source ID.
+// Feedback (ACK, NACK, CNP, ABORT) is forwarded unchanged towards its Source
+// ID. Copies keep the Transfer Epoch (E) of the packet they copy.
 package dataplane
 
 import (
@@ -56,7 +57,7 @@ func newSplitScratch() splitScratch {
 // which spares the hash and the checks of the entry itself: those cannot
 // have changed, since the burst shares one table snapshot and one ingress
 // port, and only the full path (after which run is nil) fills entries or
-// evicts streams (the aggregate epoch).
+// evicts streams (the aggregate generation).
 func (w *Worker) forwardBurst(pkts []*Packet, meta []parsed, t *Tables) {
 	fc := &w.flows
 	var run *flowEntry
@@ -300,7 +301,7 @@ func (w *Worker) congest(port uint8, f headers.Fields) headers.Fields {
 			if up := w.cur.Routes.Lookup(f.SourceID); up != NoPort {
 				w.buildFeedback(st, headers.Fields{
 					Type: headers.TypeCNP, HopLimit: headers.DefaultHopLimit, SourceID: f.SourceID,
-					SessionID: f.SessionID, Sequence: f.Sequence, Count: 1, SpeaksFor: 1, ReporterID: w.agg.switchID,
+					SessionID: f.SessionID, Sequence: f.Sequence, Epoch: f.Epoch, Count: 1, SpeaksFor: 1, ReporterID: w.agg.switchID,
 				}, nil, up)
 			}
 		}
@@ -311,7 +312,7 @@ func (w *Worker) congest(port uint8, f headers.Fields) headers.Fields {
 // emitCopy sends a fresh header buffer for one branch, sharing the payload.
 func (w *Worker) emitCopy(orig *Packet, m *parsed, port uint8, f headers.Fields, ids []uint16, payload []byte, sum csumBase) {
 	f = w.congest(port, f)
-	hl := headers.HeaderLenFor(f.Type, ids)
+	hl := smhLen(&f, ids)
 	c := w.pool.newCopy(orig, payload)
 	if c == nil {
 		w.counters.drop(DropNoBuffer, 1)
@@ -355,7 +356,7 @@ func (w *Worker) cacheBranch(hdr []byte, hl int, port uint8, f headers.Fields) {
 // of the frame forward and nothing is copied but the headers.
 func (w *Worker) emitLast(pk *Packet, m *parsed, port uint8, f headers.Fields, ids []uint16, payload []byte, sum csumBase) {
 	f = w.congest(port, f)
-	hl := headers.HeaderLenFor(f.Type, ids)
+	hl := smhLen(&f, ids)
 	payStart := pk.off + m.payload
 	start := payStart - hl - m.smh
 	if start < 0 {
@@ -381,8 +382,8 @@ func (w *Worker) emitLast(pk *Packet, m *parsed, port uint8, f headers.Fields, i
 	w.enqueue(port, pk)
 }
 
-// forwardFeedback sends ACK, NACK and CNP one hop towards their source,
-// through the aggregate stage when it is on.
+// forwardFeedback sends ACK, NACK, CNP and ABORT one hop towards their
+// source, through the aggregate stage when it is on.
 func (w *Worker) forwardFeedback(pk *Packet, m *parsed, t *Tables) {
 	h := headers.SMH(pk.Head[m.smh:m.payload])
 	p := t.Routes.Lookup(h.SourceID())
@@ -396,20 +397,26 @@ func (w *Worker) forwardFeedback(pk *Packet, m *parsed, t *Tables) {
 			w.counters.drop(DropFeedbackSpoofed, 1)
 			pk.Free()
 			return
-		case fbConsume:
-			for i := range acks {
-				a := &acks[i]
-				if !a.send {
-					continue
-				}
-				set := a.stream.speakers(a.seq, a.up, w.fbIDs[:0])
-				w.buildFeedback(a.stream, headers.Fields{
-					Type: headers.TypeACK, Flags: headers.FlagAggregated, HopLimit: headers.DefaultHopLimit,
-					SourceID: h.SourceID(), SessionID: h.SessionID(), Sequence: a.seq,
-					SpeaksFor: uint16(min(len(set), 0xFFFF)), ReporterID: w.agg.switchID,
-				}, set, a.up.port)
-				inc(&w.agg.counts[headers.TypeACK][FbUp], 1)
+		case fbStale:
+			w.counters.drop(DropFeedbackStale, 1)
+			pk.Free()
+			return
+		}
+		// An ACK's aggregates replace it; an ABORT's go up besides it.
+		for i := range acks {
+			a := &acks[i]
+			if !a.send {
+				continue
 			}
+			set := a.stream.speakers(a.seq, a.up, w.fbIDs[:0])
+			w.buildFeedback(a.stream, headers.Fields{
+				Type: headers.TypeACK, Flags: headers.FlagAggregated, HopLimit: headers.DefaultHopLimit,
+				SourceID: h.SourceID(), SessionID: h.SessionID(), Sequence: a.seq, Epoch: a.stream.epoch,
+				SpeaksFor: uint16(min(len(set), 0xFFFF)), ReporterID: w.agg.switchID,
+			}, set, a.up.port)
+			inc(&w.agg.counts[headers.TypeACK][FbUp], 1)
+		}
+		if v == fbConsume {
 			pk.Free()
 			return
 		}

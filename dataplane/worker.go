@@ -128,6 +128,7 @@ func (w *Worker) poll() int {
 		// would read the wall clock too, which nothing here needs.
 		now = MonotonicNs()
 		w.agg.now = now
+		w.agg.expireIdle() // a few slots per round, never the table
 	}
 	if w.faults != nil {
 		if fs := w.faults.Load(); fs != w.faultSeen {

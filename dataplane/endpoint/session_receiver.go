@@ -19,9 +19,13 @@ package endpoint
 //     with a doubling back-off while the gap stays open; a CNP (severity 1)
 //     echoing C, and severity 2 when the socket buffer overflowed.
 //
-// Delivery is in order per (source, session): the callback sees each
-// packet's app data exactly once, with Start and End marking message
-// boundaries. Nothing is allocated per packet in the steady state.
+// A stream is (source, session, Transfer Epoch): DATA of a new epoch on a
+// known (source, session) is a new transfer, a stream of its own, and all
+// feedback echoes the epoch of the DATA it answers (docs/smh.md 2.2). A
+// stream superseded by a newer epoch frees its window once idle for a
+// while. Delivery is in order per stream: the callback sees each packet's
+// app data exactly once, with Start and End marking message boundaries.
+// Nothing is allocated per packet in the steady state.
 
 import (
 	"context"
@@ -36,8 +40,10 @@ import (
 // valid during the callback.
 type Delivery struct {
 	Source, Session uint16
-	Seq             uint32
-	Data            []byte
+	// Epoch is the stream's Transfer Epoch (0: a sender without epochs).
+	Epoch uint32
+	Seq   uint32
+	Data  []byte
 	// Start: the first packet of a message; End: its last (SMH F).
 	Start, End bool
 }
@@ -86,6 +92,7 @@ var ReliableMalformedReasons = [numRMal]string{"bad_smh", "short_payload", "bad_
 type SessionStreamReport struct {
 	Source        uint16 `json:"source"`
 	Session       uint16 `json:"session"`
+	Epoch         uint32 `json:"epoch"`
 	Delivered     uint64 `json:"delivered"`
 	Bytes         uint64 `json:"bytes"`
 	Messages      uint64 `json:"messages"`
@@ -155,6 +162,18 @@ type rstream struct {
 	lastCNP   int64
 	lastData  int64
 	cnpSev2At int64
+	// superseded: DATA of a newer epoch came on the same (source,
+	// session); once idle for retireAfter its window is freed.
+	superseded bool
+}
+
+// retireAfter is how long a superseded stream stays idle before its window
+// memory is freed (a late packet of it allocates the window again).
+const retireAfter = 2 * time.Second
+
+// streamKey names a stream: source, session and Transfer Epoch.
+func streamKey(source, session uint16, epoch uint32) uint64 {
+	return uint64(source)<<48 | uint64(session)<<32 | uint64(epoch)
 }
 
 // ReliableReceiver receives reliable streams addressed to one receiver ID.
@@ -166,9 +185,9 @@ type ReliableReceiver struct {
 	now      int64
 	buf      []byte
 	out      []byte
-	streams  map[uint32]*rstream
+	streams  map[uint64]*rstream
 	list     []*rstream
-	lastKey  uint32
+	lastKey  uint64
 	lastS    *rstream
 	rep      SessionReport
 	mal      [numRMal]uint64
@@ -217,7 +236,7 @@ func NewReliableReceiver(tr Transport, cfg SessionReceiverConfig) (*ReliableRece
 	r := &ReliableReceiver{
 		cfg: cfg, tr: tr, epoch: time.Now(),
 		buf: make([]byte, 65536), out: make([]byte, 64),
-		streams: make(map[uint32]*rstream),
+		streams: make(map[uint64]*rstream),
 	}
 	r.rep.ID = cfg.ID
 	return r, nil
@@ -288,25 +307,46 @@ func (r *ReliableReceiver) nextTimer(now int64) int64 {
 	return max(t, now)
 }
 
-func (r *ReliableReceiver) stream(source, session uint16) *rstream {
-	key := uint32(source)<<16 | uint32(session)
+func (r *ReliableReceiver) stream(source, session uint16, epoch uint32) *rstream {
+	key := streamKey(source, session, epoch)
 	if r.lastS != nil && r.lastKey == key {
 		return r.lastS
 	}
 	s := r.streams[key]
 	if s == nil {
-		w := r.cfg.Window
-		s = &rstream{slots: make([]rslot, w), mask: uint32(w - 1), msgStart: true}
-		mem := make([]byte, w*r.cfg.MaxDatagram)
-		for i := range s.slots {
-			s.slots[i].data = mem[i*r.cfg.MaxDatagram : (i+1)*r.cfg.MaxDatagram]
+		s = &rstream{msgStart: true}
+		s.rep.Source, s.rep.Session, s.rep.Epoch = source, session, epoch
+		for _, o := range r.list {
+			if o.rep.Source == source && o.rep.Session == session {
+				o.superseded = true // a new transfer: the old one is over
+			}
 		}
-		s.rep.Source, s.rep.Session = source, session
 		r.streams[key] = s
 		r.list = append(r.list, s)
 	}
+	if s.slots == nil {
+		r.allocWindow(s)
+	}
 	r.lastS, r.lastKey = s, key
 	return s
+}
+
+// allocWindow gives s its reorder window.
+func (r *ReliableReceiver) allocWindow(s *rstream) {
+	w := r.cfg.Window
+	s.slots, s.mask = make([]rslot, w), uint32(w-1)
+	mem := make([]byte, w*r.cfg.MaxDatagram)
+	for i := range s.slots {
+		s.slots[i].data = mem[i*r.cfg.MaxDatagram : (i+1)*r.cfg.MaxDatagram]
+	}
+}
+
+// retireWindow frees the window of a superseded, idle stream: what it
+// still wanted is given up, and it sends nothing more unless DATA of it
+// comes again (stream allocates the window anew).
+func (r *ReliableReceiver) retireWindow(s *rstream) {
+	s.slots, s.wants = nil, 0
+	s.flowing, s.ackDue, s.ackNow, s.sinceAck = false, false, false, 0
 }
 
 func (r *ReliableReceiver) malformed(reason int) {
@@ -348,7 +388,7 @@ func (r *ReliableReceiver) handle(b []byte) {
 		r.firstPkt = max(r.now, 1)
 	}
 	r.lastPkt = r.now
-	s := r.stream(h.SourceID(), h.SessionID())
+	s := r.stream(h.SourceID(), h.SessionID(), h.Epoch())
 	s.lastData = r.now
 	s.flowing = true
 	flags := h.Flags()
@@ -458,7 +498,7 @@ func (r *ReliableReceiver) want(s *rstream, q, succ uint32) {
 
 func (r *ReliableReceiver) deliver(s *rstream, seq uint32, data []byte, final bool) {
 	r.cfg.Deliver(Delivery{
-		Source: s.rep.Source, Session: s.rep.Session, Seq: seq, Data: data,
+		Source: s.rep.Source, Session: s.rep.Session, Epoch: s.rep.Epoch, Seq: seq, Data: data,
 		Start: s.msgStart, End: final,
 	})
 	s.msgStart = final
@@ -504,6 +544,13 @@ func (r *ReliableReceiver) timers(now int64) {
 		r.overflow, sev2 = ov, true
 	}
 	for _, s := range r.list {
+		if s.slots == nil {
+			continue // retired
+		}
+		if s.superseded && now-s.lastData >= int64(retireAfter) {
+			r.retireWindow(s)
+			continue
+		}
 		if sev2 && now-s.lastData < int64(time.Second) {
 			r.sendFeedback(s, headers.TypeCNP, s.highest, 2)
 		}
@@ -567,7 +614,7 @@ func (r *ReliableReceiver) nackScan(s *rstream, now int64) {
 
 // sendFeedback sends an ACK, NACK or CNP about stream s.
 func (r *ReliableReceiver) sendFeedback(s *rstream, t headers.Type, seq uint32, count uint16) {
-	n := putFeedback(r.out, t, s.rep.Source, s.rep.Session, r.cfg.ID, seq, count, r.cfg.HopLimit)
+	n := putFeedback(r.out, t, s.rep.Source, s.rep.Session, s.rep.Epoch, r.cfg.ID, seq, count, r.cfg.HopLimit)
 	if err := r.tr.Send(r.out[:n]); err != nil {
 		r.rep.SendErrors++
 		return
@@ -591,7 +638,8 @@ func (r *ReliableReceiver) Report() *SessionReport {
 	for _, s := range r.list {
 		rep.Streams = append(rep.Streams, s.rep)
 	}
-	slices.SortFunc(rep.Streams, func(a, b SessionStreamReport) int {
+	// Transfers of one (source, session) stay in the order they came.
+	slices.SortStableFunc(rep.Streams, func(a, b SessionStreamReport) int {
 		if a.Source != b.Source {
 			return int(a.Source) - int(b.Source)
 		}

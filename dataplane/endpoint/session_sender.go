@@ -130,6 +130,11 @@ type SessionConfig struct {
 	Window int
 	// FirstSeq is the first sequence number (the stream's Base).
 	FirstSeq uint32
+	// Epoch is the transfer's Transfer Epoch (docs/smh.md 2.2), set on
+	// every DATA packet; feedback of another epoch is ignored. 0 (the
+	// default): a random nonzero one, so a new sender on the same source
+	// and session is never taken for an earlier one. Tests force one.
+	Epoch uint32
 	// MinRTO and MaxRTO bound the retransmission timeout (defaults 30 ms,
 	// above a switch's 20 ms aggregation timeout, and 1 s).
 	MinRTO, MaxRTO time.Duration
@@ -173,6 +178,7 @@ type ReceiverCompletion struct {
 type SenderReport struct {
 	Source  uint16 `json:"source"`
 	Session uint16 `json:"session"`
+	Epoch   uint32 `json:"epoch"`
 	Mode    string `json:"mode"`
 	// Packets counts new DATA packets, AppBytes their app data, Messages the
 	// messages sent.
@@ -193,6 +199,7 @@ type SenderReport struct {
 	CNPs             uint64               `json:"cnps"`
 	BadFeedback      uint64               `json:"bad_feedback"`
 	OtherStream      uint64               `json:"other_stream_feedback"`
+	StaleFeedback    uint64               `json:"stale_feedback"`
 	RateDecreases    uint64               `json:"rate_decreases"`
 	Backpressure     uint64               `json:"backpressure"`
 	FinalRatePPS     float64              `json:"final_rate_pps"`
@@ -333,16 +340,24 @@ func NewReliableSender(tr Transport, cfg SessionConfig) (*ReliableSender, error)
 	case cfg.Chain && cfg.UseGroup:
 		return nil, fmt.Errorf("reliable sender: a group addresses every packet to its members: not chain mode")
 	}
-	hdr := headers.FixedLen + headers.GroupEntryLen
+	if cfg.Epoch == 0 {
+		e, err := randomEpoch()
+		if err != nil {
+			return nil, fmt.Errorf("reliable sender: %w", err)
+		}
+		cfg.Epoch = e
+	}
+	// Every DATA carries the epoch (E): EpochLen more header bytes.
+	hdr := headers.FixedLen + headers.EpochLen + headers.GroupEntryLen
 	if cfg.Chain {
 		// The largest set the header may have to carry.
-		hdr = max(hdr, headers.FixedLen+min(cfg.MaxSet*headers.ListEntryLen, maxSetLen))
+		hdr = max(hdr, headers.FixedLen+headers.EpochLen+min(cfg.MaxSet*headers.ListEntryLen, maxSetLen))
 	} else {
-		hdr = max(hdr, headers.HeaderLenFor(headers.TypeData, cfg.Receivers))
+		hdr = max(hdr, headers.HeaderLenForEpoch(headers.TypeData, cfg.Receivers))
 	}
 	minData := hdr + PayloadHeaderLen + 1
 	if cfg.Chain {
-		minData = headers.FixedLen + headers.ListEntryLen + PayloadHeaderLen + ChainEntryLen + 1
+		minData = headers.FixedLen + headers.EpochLen + headers.ListEntryLen + PayloadHeaderLen + ChainEntryLen + 1
 	}
 	if cfg.MaxDatagram < minData {
 		return nil, fmt.Errorf("reliable sender: max datagram %d leaves no room for data after a %d-byte header", cfg.MaxDatagram, minData-1)
@@ -368,7 +383,7 @@ func NewReliableSender(tr Transport, cfg SessionConfig) (*ReliableSender, error)
 	for _, id := range cfg.Receivers {
 		s.register(id)
 	}
-	s.rep.Source, s.rep.Session = cfg.SourceID, cfg.SessionID
+	s.rep.Source, s.rep.Session, s.rep.Epoch = cfg.SourceID, cfg.SessionID, cfg.Epoch
 	s.rep.Mode = "fixed"
 	if cfg.Chain {
 		s.rep.Mode = "chain"
@@ -404,7 +419,7 @@ func (s *ReliableSender) MaxAppData(setLen int) int {
 // hdrLenFixedWorst bounds the SMH of a chain-mode packet to setLen receivers
 // (ID list, the larger encoding for sparse sets).
 func (s *ReliableSender) hdrLenFixedWorst(setLen int) int {
-	return headers.FixedLen + min(setLen*headers.ListEntryLen, maxSetLen)
+	return headers.FixedLen + headers.EpochLen + min(setLen*headers.ListEntryLen, maxSetLen)
 }
 
 // SendMessage sends data as one message to set (nil: the stream's set; in
@@ -590,7 +605,7 @@ func (s *ReliableSender) commit(sl *sslot, n int, final bool) error {
 func (s *ReliableSender) transmit(sl *sslot, ids []uint16, retx bool) error {
 	f := headers.Fields{
 		Type: headers.TypeData, HopLimit: s.cfg.HopLimit,
-		SourceID: s.cfg.SourceID, SessionID: s.cfg.SessionID, Sequence: sl.seq,
+		SourceID: s.cfg.SourceID, SessionID: s.cfg.SessionID, Sequence: sl.seq, Epoch: s.cfg.Epoch,
 	}
 	if sl.final {
 		f.Flags |= headers.FlagFinal
@@ -600,12 +615,12 @@ func (s *ReliableSender) transmit(sl *sslot, ids []uint16, retx bool) error {
 	}
 	var hl int
 	if ids == nil {
-		hl = headers.FixedLen + headers.GroupEntryLen
+		hl = headers.FixedLen + headers.EpochLen + headers.GroupEntryLen
 		if headers.PutGroupHeader(sl.mem[s.hdrRoom-hl:], f, s.cfg.Group) != hl {
 			return fmt.Errorf("reliable sender: group header does not fit")
 		}
 	} else {
-		hl = headers.HeaderLenFor(headers.TypeData, ids)
+		hl = headers.HeaderLenForEpoch(headers.TypeData, ids)
 		if hl > s.hdrRoom || headers.PutHeader(sl.mem[s.hdrRoom-hl:], f, ids) != hl {
 			return fmt.Errorf("reliable sender: header for %d receivers does not fit (or set not ascending)", len(ids))
 		}
@@ -834,6 +849,13 @@ func (s *ReliableSender) handle(b []byte) {
 	s.rep.FeedbackPackets++
 	if h.SourceID() != s.cfg.SourceID || h.SessionID() != s.cfg.SessionID {
 		s.rep.OtherStream++
+		return
+	}
+	if h.Epoch() != s.cfg.Epoch {
+		// About an earlier transfer on this source and session (its
+		// sequence numbers are not ours), or from a receiver that does
+		// not echo the epoch.
+		s.rep.StaleFeedback++
 		return
 	}
 	switch h.Type() {

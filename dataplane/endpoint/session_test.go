@@ -25,9 +25,14 @@ import (
 // TestSenderAggregatedACK.
 func memSwitch(t *testing.T, ids []uint16, loss float64) []*MemTransport {
 	t.Helper()
-	off := false
+	return memSwitchAgg(t, ids, loss, false)
+}
+
+// memSwitchAgg is memSwitch with feedback aggregation on or off.
+func memSwitchAgg(t *testing.T, ids []uint16, loss float64, aggregate bool) []*MemTransport {
+	t.Helper()
 	cfg := &dataplane.Config{Name: "sw", PollMode: dataplane.PollAdaptive, Buffers: 4096, BufferSize: 2048 + dataplane.Headroom,
-		Feedback: dataplane.FeedbackConfig{Aggregate: &off}}
+		Feedback: dataplane.FeedbackConfig{Aggregate: &aggregate}}
 	var ports []dataplane.Port
 	var trs []*MemTransport
 	for i, id := range ids {
@@ -282,5 +287,70 @@ func TestReliableGiveUp(t *testing.T) {
 	}
 	if !rep.Receivers[0].Complete || !rep.Receivers[1].Failed {
 		t.Errorf("receivers %+v", rep.Receivers)
+	}
+}
+
+// Two transfers in a row on one source and session, each a new sender
+// starting at sequence 0, through a switch that aggregates feedback and
+// receivers that keep running: both complete byte-exact (issue 13: the
+// second one's ACKs were absorbed against the first's state and it never
+// completed). Each transfer is its own stream at the receivers, under the
+// sender's epoch.
+func TestTransfersInARowOneSession(t *testing.T) {
+	ids := []uint16{100, 1, 2, 3}
+	trs := memSwitchAgg(t, ids, 0.02, true)
+	cols, stop := startReceivers(t, trs[1:], ids[1:], 1024)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	rng := rand.New(rand.NewPCG(3, 4))
+	var sent [][]byte
+	var epochs []uint32
+	for i, size := range []int{300_000, 200_000, 100_000} {
+		s, err := NewReliableSender(trs[0], SessionConfig{SourceID: 100, SessionID: 9, Receivers: ids[1:], GiveUp: 10 * time.Second})
+		if err != nil {
+			t.Fatal(err)
+		}
+		data := make([]byte, size)
+		for j := range data {
+			data[j] = byte(rng.Uint32())
+		}
+		if err := s.SendMessageFrom(ctx, nil, bytes.NewReader(data), int64(len(data))); err != nil {
+			t.Fatal(err)
+		}
+		rep, err := s.Flush(ctx)
+		if err != nil {
+			t.Fatalf("transfer %d: %v", i, err)
+		}
+		if !rep.Complete || rep.Epoch == 0 || rep.AggregatedACKs == 0 {
+			t.Fatalf("transfer %d: complete %v, epoch %#x, %d aggregated ACKs (%d stale feedback)", i, rep.Complete, rep.Epoch, rep.AggregatedACKs, rep.StaleFeedback)
+		}
+		sent, epochs = append(sent, data), append(epochs, rep.Epoch)
+	}
+	if epochs[0] == epochs[1] || epochs[1] == epochs[2] {
+		t.Fatalf("senders drew the same epoch: %#x", epochs)
+	}
+	reps := stop()
+	for i, c := range cols {
+		if c.err != nil {
+			t.Errorf("receiver %d: %v", ids[i+1], c.err)
+		}
+		m := c.msgs[100]
+		if len(m) != len(sent) {
+			t.Fatalf("receiver %d: %d messages, want %d", ids[i+1], len(m), len(sent))
+		}
+		for k := range sent {
+			if !bytes.Equal(m[k], sent[k]) {
+				t.Errorf("receiver %d: transfer %d differs (%d bytes, want %d)", ids[i+1], k, len(m[k]), len(sent[k]))
+			}
+		}
+		st := reps[i].Streams
+		if len(st) != len(sent) {
+			t.Fatalf("receiver %d: %d streams, want one per transfer", ids[i+1], len(st))
+		}
+		for k := range st {
+			if st[k].Epoch != epochs[k] || st[k].Session != 9 || st[k].Bytes != uint64(len(sent[k])) {
+				t.Errorf("receiver %d stream %d: epoch %#x session %d bytes %d, want epoch %#x, %d bytes", ids[i+1], k, st[k].Epoch, st[k].Session, st[k].Bytes, epochs[k], len(sent[k]))
+			}
+		}
 	}
 }

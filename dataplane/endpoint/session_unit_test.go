@@ -34,9 +34,12 @@ func (p *pipeTransport) Recv(b []byte, deadline time.Time) (int, error) {
 func (p *pipeTransport) Stats() TransportStats { return p.st }
 func (p *pipeTransport) Close() error          { return nil }
 
+// testEpoch is the Transfer Epoch the unit tests' senders are forced to.
+const testEpoch = 0x7E57
+
 func ack(x uint32, speaks, reporter uint16, exc []uint16) []byte {
 	b := make([]byte, 256)
-	n := headers.PutHeader(b, headers.Fields{Type: headers.TypeACK, HopLimit: 4, SourceID: 7, SessionID: 3, Sequence: x, SpeaksFor: speaks, ReporterID: reporter}, exc)
+	n := headers.PutHeader(b, headers.Fields{Type: headers.TypeACK, HopLimit: 4, SourceID: 7, SessionID: 3, Sequence: x, Epoch: testEpoch, SpeaksFor: speaks, ReporterID: reporter}, exc)
 	return b[:n]
 }
 
@@ -45,7 +48,7 @@ func ack(x uint32, speaks, reporter uint16, exc []uint16) []byte {
 // addressed are ambiguous and move no one).
 func TestSenderAggregatedACK(t *testing.T) {
 	p := &pipeTransport{}
-	s, err := NewReliableSender(p, SessionConfig{SourceID: 7, SessionID: 3, Receivers: []uint16{1, 2, 3, 4}, CC: CCConfig{InitialRate: 1e6, MaxRate: 1e6}})
+	s, err := NewReliableSender(p, SessionConfig{SourceID: 7, SessionID: 3, Epoch: testEpoch, Receivers: []uint16{1, 2, 3, 4}, CC: CCConfig{InitialRate: 1e6, MaxRate: 1e6}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -63,7 +66,14 @@ func TestSenderAggregatedACK(t *testing.T) {
 		}
 		return a
 	}
+	stale := headers.Fields{Type: headers.TypeACK, HopLimit: 4, SourceID: 7, SessionID: 3, Sequence: 11, SpeaksFor: 4, ReporterID: 0xFFFF}
+	var old, none [64]byte
+	stale.Epoch = testEpoch + 1
+	nOld := headers.PutHeader(old[:], stale, []uint16{1, 2, 3, 4})
+	stale.Epoch = 0
+	nNone := headers.PutHeader(none[:], stale, []uint16{1, 2, 3, 4})
 	p.in = append(p.in,
+		old[:nOld], none[:nNone], // another transfer's, and one without an epoch: stale
 		ack(5, 1, 2, nil),                     // individual: 2 -> 5
 		ack(8, 2, 0xFFFF, nil),                // no set, reporter not a receiver: ambiguous
 		ack(9, 3, 0xFFFF, []uint16{1, 2, 4}),  // aggregate: 1, 2 and 4 -> 9
@@ -77,12 +87,12 @@ func TestSenderAggregatedACK(t *testing.T) {
 		t.Fatalf("acks %v, want %v", got, want)
 	}
 	rep := s.Report()
-	if rep.AmbiguousACKs != 3 || rep.BadFeedback != 1 || rep.AggregatedACKs != 2 || s.head != 9 {
-		t.Errorf("ambiguous %d, bad %d, aggregated %d, head %d", rep.AmbiguousACKs, rep.BadFeedback, rep.AggregatedACKs, s.head)
+	if rep.AmbiguousACKs != 3 || rep.BadFeedback != 1 || rep.AggregatedACKs != 2 || s.head != 9 || rep.StaleFeedback != 2 || rep.Epoch != testEpoch {
+		t.Errorf("ambiguous %d, bad %d, aggregated %d, head %d, stale %d, epoch %#x", rep.AmbiguousACKs, rep.BadFeedback, rep.AggregatedACKs, s.head, rep.StaleFeedback, rep.Epoch)
 	}
 	// A NACK from 1 and 4 for 9-10 repairs exactly them, with R.
 	b := make([]byte, 256)
-	n := headers.PutHeader(b, headers.Fields{Type: headers.TypeNACK, HopLimit: 4, SourceID: 7, SessionID: 3, Sequence: 9, Count: 2, SpeaksFor: 2, ReporterID: 0xFFFF}, []uint16{1, 4, 9})
+	n := headers.PutHeader(b, headers.Fields{Type: headers.TypeNACK, HopLimit: 4, SourceID: 7, SessionID: 3, Sequence: 9, Epoch: testEpoch, Count: 2, SpeaksFor: 2, ReporterID: 0xFFFF}, []uint16{1, 4, 9})
 	p.sent = nil
 	p.in = append(p.in, b[:n])
 	s.poll()
@@ -91,7 +101,7 @@ func TestSenderAggregatedACK(t *testing.T) {
 	}
 	for i, d := range p.sent {
 		h := headers.SMH(d)
-		if h.Sequence() != uint32(9+i) || h.Flags()&headers.FlagRetransmit == 0 {
+		if h.Sequence() != uint32(9+i) || h.Flags()&headers.FlagRetransmit == 0 || h.Epoch() != testEpoch {
 			t.Errorf("retransmission %d: seq %d flags %x", i, h.Sequence(), h.Flags())
 		}
 		if ids := h.AppendReceivers(nil); len(ids) != 2 || ids[0] != 1 || ids[1] != 4 {
@@ -225,7 +235,7 @@ func TestSessionsDoNotAllocate(t *testing.T) {
 		r.handle(sp.sent[0])
 		r.timers(r.now)
 		// Acknowledge at once, as a receiver would every 32 packets.
-		n := putFeedback(ackBuf, headers.TypeACK, 7, 3, 1, s.next, 0, 4)
+		n := putFeedback(ackBuf, headers.TypeACK, 7, 3, s.cfg.Epoch, 1, s.next, 0, 4)
 		s.handle(ackBuf[:n])
 	}
 	for i := 0; i < 2000; i++ { // warm up: streams, pages, scratch capacity
@@ -243,7 +253,7 @@ func TestSessionsDoNotAllocate(t *testing.T) {
 		r.clock()
 		r.handle(sp2.buf[:sp2.n])
 		r.timers(r.now)
-		n := putFeedback(ackBuf, headers.TypeACK, 7, 3, 1, s.next, 0, 4)
+		n := putFeedback(ackBuf, headers.TypeACK, 7, 3, s.cfg.Epoch, 1, s.next, 0, 4)
 		s.handle(ackBuf[:n])
 	}
 	if a := testing.AllocsPerRun(2000, step2); a != 0 {
@@ -267,3 +277,60 @@ func (p *reusePipe) Send(b []byte) error {
 func (p *reusePipe) Recv([]byte, time.Time) (int, error) { return 0, ErrTimeout }
 func (p *reusePipe) Stats() TransportStats               { return p.st }
 func (p *reusePipe) Close() error                        { return nil }
+
+// A receiver keeps one stream per (source, session, epoch): a new sender on
+// the same session is a new stream, every feedback echoes its stream's
+// epoch, and the superseded stream's window is freed once idle.
+func TestReceiverStreamPerEpoch(t *testing.T) {
+	rp := &pipeTransport{}
+	var got [][]byte
+	r, err := NewReliableReceiver(rp, SessionReceiverConfig{ID: 1, Window: 64, AckEvery: 1,
+		Deliver: func(d Delivery) { got = append(got, append([]byte{byte(d.Epoch)}, d.Data...)) }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	for _, epoch := range []uint32{0xA, 0xB} {
+		sp := &pipeTransport{}
+		s, err := NewReliableSender(sp, SessionConfig{SourceID: 7, SessionID: 3, Epoch: epoch, Receivers: []uint16{1}, Window: 64})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := s.SendMessage(ctx, nil, []byte{byte(epoch), byte(epoch)}); err != nil {
+			t.Fatal(err)
+		}
+		rp.sent = nil
+		for _, d := range sp.sent {
+			if h := headers.SMH(d); h.Epoch() != epoch || !h.HasEpoch() {
+				t.Fatalf("sender of epoch %#x sent DATA of epoch %#x", epoch, h.Epoch())
+			}
+			r.clock()
+			r.handle(d)
+			r.timers(r.now)
+		}
+		if len(rp.sent) == 0 {
+			t.Fatalf("epoch %#x: no feedback", epoch)
+		}
+		for _, fb := range rp.sent {
+			if h := headers.SMH(fb); h.Epoch() != epoch || h.Type() != headers.TypeACK || h.Sequence() != 1 {
+				t.Fatalf("feedback %+v, want ACK 1 of epoch %#x", h.Fields(), epoch)
+			}
+		}
+	}
+	if len(got) != 2 || got[0][0] != 0xA || got[1][0] != 0xB || got[1][1] != 0xB {
+		t.Fatalf("deliveries %x, want epoch A's message then B's", got)
+	}
+	rep := r.Report()
+	if len(rep.Streams) != 2 || rep.Streams[0].Epoch != 0xA || rep.Streams[1].Epoch != 0xB {
+		t.Fatalf("streams %+v, want epochs A then B", rep.Streams)
+	}
+	a, b := r.streams[streamKey(7, 3, 0xA)], r.streams[streamKey(7, 3, 0xB)]
+	r.timers(a.lastData + int64(retireAfter) - 1)
+	if a.slots == nil {
+		t.Fatal("the superseded stream's window was freed before it was idle for retireAfter")
+	}
+	r.timers(a.lastData + int64(retireAfter))
+	if a.slots != nil || b.slots == nil {
+		t.Fatalf("after retireAfter: old window freed %v, new one kept %v", a.slots == nil, b.slots != nil)
+	}
+}

@@ -29,7 +29,9 @@ package endpoint
 // the concatenation of its packets' app data in sequence order.
 
 import (
+	"crypto/rand"
 	"encoding/binary"
+	"fmt"
 
 	"github.com/sparsecast/sparsecast/headers"
 )
@@ -113,12 +115,26 @@ func parsePayload(p []byte, id uint16, seq uint32) (prev uint32, head bool, data
 	return 0, false, nil, false, 0, payloadBadVersion
 }
 
+// randomEpoch draws a Transfer Epoch: random, nonzero (docs/smh.md 2.2).
+func randomEpoch() (uint32, error) {
+	var b [4]byte
+	for {
+		if _, err := rand.Read(b[:]); err != nil {
+			return 0, fmt.Errorf("transfer epoch: %w", err)
+		}
+		if e := binary.BigEndian.Uint32(b[:]); e != 0 {
+			return e, nil
+		}
+	}
+}
+
 // seqLess is serial-number order (RFC 1982) on 32-bit sequence numbers.
 func seqLess(a, b uint32) bool { return int32(a-b) < 0 }
 
-// putFeedback writes a feedback SMH from a receiver: Speaks For 1,
-// Reporter ID and, for a NACK, the set, the reporter itself.
-func putFeedback(b []byte, t headers.Type, source, session, me uint16, seq uint32, count uint16, hop uint8) int {
+// putFeedback writes a feedback SMH from a receiver about the stream
+// (source, session, epoch), echoing the DATA's Transfer Epoch (0: none):
+// Speaks For 1, Reporter ID and, for a NACK, the set, the reporter itself.
+func putFeedback(b []byte, t headers.Type, source, session uint16, epoch uint32, me uint16, seq uint32, count uint16, hop uint8) int {
 	var one [1]uint16
 	ids := one[:0]
 	if t == headers.TypeNACK {
@@ -126,7 +142,7 @@ func putFeedback(b []byte, t headers.Type, source, session, me uint16, seq uint3
 		ids = one[:]
 	}
 	return headers.PutHeader(b, headers.Fields{
-		Type: t, HopLimit: hop, SourceID: source, SessionID: session,
+		Type: t, HopLimit: hop, SourceID: source, SessionID: session, Epoch: epoch,
 		Sequence: seq, Count: count, SpeaksFor: 1, ReporterID: me,
 	}, ids)
 }

@@ -67,9 +67,13 @@ var (
 	sleepsDesc = newDesc("worker_sleeps_total",
 		"Times a worker blocked waiting for traffic (adaptive poll mode).", "worker")
 	feedbackDesc = newDesc("feedback_total",
-		"Feedback packets by SMH type (ACK, NACK, CNP) and what the aggregate stage did: in, up, absorbed, suppressed, generated, unknown.", "type", "action")
+		"Feedback packets by SMH type (ACK, NACK, CNP, ABORT) and what the aggregate stage did: in, up, absorbed, suppressed, generated, unknown, evicted.", "type", "action")
 	evictedDesc = newDesc("feedback_streams_evicted_total",
 		"Streams whose aggregation state was dropped for lack of room (feedback.streams).")
+	expiredDesc = newDesc("feedback_streams_expired_total",
+		"Streams whose aggregation state was freed after feedback.idle_timeout without DATA or feedback.")
+	restartedDesc = newDesc("feedback_streams_restarted_total",
+		"Streams whose aggregation state was restarted by DATA of a new Transfer Epoch (a new transfer on the same source and session).")
 	ringAppliedDesc = newDesc("ring_batches_applied_total",
 		"Control ring batches applied and published.")
 	ringRejectedDesc = newDesc("ring_rejected_total",
@@ -166,7 +170,7 @@ func (c *switchCollector) Describe(ch chan<- *prometheus.Desc) {
 		infoDesc, rxPacketsDesc, rxBytesDesc, txPacketsDesc, txBytesDesc,
 		kernelDropsDesc, dropsDesc, fanoutDesc, pollsDesc, sleepsDesc,
 		ringAppliedDesc, ringRejectedDesc, ringGenerationDesc, ringDroppedDesc, ringStallsDesc, ringStallSecondsDesc,
-		feedbackDesc, evictedDesc, faultRequestsDesc,
+		feedbackDesc, evictedDesc, expiredDesc, restartedDesc, faultRequestsDesc,
 	} {
 		ch <- d
 	}
@@ -196,8 +200,8 @@ func (c *switchCollector) Collect(ch chan<- prometheus.Metric) {
 // collectFeedback exports the aggregate stage's counters by SMH feedback
 // type and action (docs/feedback.md): both label sets are fixed lists.
 func (c *switchCollector) collectFeedback(ch chan<- prometheus.Metric) {
-	var counts [4][dataplane.NumFbActions]uint64
-	var evicted uint64
+	var counts [dataplane.NumFbTypes][dataplane.NumFbActions]uint64
+	var evicted, expired, restarted uint64
 	for _, core := range c.cores {
 		for t := range counts {
 			for a := range counts[t] {
@@ -205,13 +209,17 @@ func (c *switchCollector) collectFeedback(ch chan<- prometheus.Metric) {
 			}
 		}
 		evicted += core.StreamsEvicted.Load()
+		expired += core.StreamsExpired.Load()
+		restarted += core.StreamsRestarted.Load()
 	}
-	for t := headers.TypeACK; t <= headers.TypeCNP; t++ {
+	for t := headers.TypeACK; t <= headers.TypeABORT; t++ {
 		for a := range counts[t] {
 			ch <- prometheus.MustNewConstMetric(feedbackDesc, prometheus.CounterValue, float64(counts[t][a]), t.String(), dataplane.FbActionName(a))
 		}
 	}
 	ch <- prometheus.MustNewConstMetric(evictedDesc, prometheus.CounterValue, float64(evicted))
+	ch <- prometheus.MustNewConstMetric(expiredDesc, prometheus.CounterValue, float64(expired))
+	ch <- prometheus.MustNewConstMetric(restartedDesc, prometheus.CounterValue, float64(restarted))
 }
 
 func (c *switchCollector) collectRing(ch chan<- prometheus.Metric) {

@@ -10,6 +10,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/sparsecast/sparsecast/dataplane"
+	"github.com/sparsecast/sparsecast/headers"
 )
 
 const golden = "testdata/switch.golden"
@@ -50,6 +51,16 @@ func testCores() []*dataplane.CoreCounters {
 	c1.FanoutBuckets[1].Store(3)
 	c1.FanoutBuckets[4].Store(1)
 	c1.FanoutSum.Store(6 + 10)
+
+	// Feedback: ABORTs on both cores (the type the counters grew last),
+	// and streams expired and restarted.
+	c0.Feedback[headers.TypeABORT][dataplane.FbIn].Store(3)
+	c1.Feedback[headers.TypeABORT][dataplane.FbIn].Store(1)
+	c0.Feedback[headers.TypeABORT][dataplane.FbUp].Store(3)
+	c0.StreamsExpired.Store(2)
+	c1.StreamsExpired.Store(1)
+	c0.StreamsRestarted.Store(1)
+	c1.StreamsRestarted.Store(4)
 
 	c0.Polls.Store(100)
 	c0.Sleeps.Store(7)
@@ -111,25 +122,27 @@ func TestSwitchCollectorZero(t *testing.T) {
 	cores := []*dataplane.CoreCounters{dataplane.NewCoreCounters(1)}
 	c := NewSwitchCollector("sw0", []string{"p0"}, cores)
 	want := map[string]int{
-		"sparsecast_switch_info":                           1,
-		"sparsecast_switch_drops_total":                    int(dataplane.NumDropReasons),
-		"sparsecast_switch_port_receive_packets_total":     1,
-		"sparsecast_switch_port_receive_bytes_total":       1,
-		"sparsecast_switch_port_transmit_packets_total":    1,
-		"sparsecast_switch_port_transmit_bytes_total":      1,
-		"sparsecast_switch_port_kernel_drops_total":        0,
-		"sparsecast_switch_replication_fanout":             1,
-		"sparsecast_switch_worker_polls_total":             1,
-		"sparsecast_switch_worker_sleeps_total":            1,
-		"sparsecast_switch_feedback_total":                 3 * dataplane.NumFbActions,
-		"sparsecast_switch_feedback_streams_evicted_total": 1,
+		"sparsecast_switch_info":                             1,
+		"sparsecast_switch_drops_total":                      int(dataplane.NumDropReasons),
+		"sparsecast_switch_port_receive_packets_total":       1,
+		"sparsecast_switch_port_receive_bytes_total":         1,
+		"sparsecast_switch_port_transmit_packets_total":      1,
+		"sparsecast_switch_port_transmit_bytes_total":        1,
+		"sparsecast_switch_port_kernel_drops_total":          0,
+		"sparsecast_switch_replication_fanout":               1,
+		"sparsecast_switch_worker_polls_total":               1,
+		"sparsecast_switch_worker_sleeps_total":              1,
+		"sparsecast_switch_feedback_total":                   4 * dataplane.NumFbActions,
+		"sparsecast_switch_feedback_streams_evicted_total":   1,
+		"sparsecast_switch_feedback_streams_expired_total":   1,
+		"sparsecast_switch_feedback_streams_restarted_total": 1,
 	}
 	for name, n := range want {
 		if got := testutil.CollectAndCount(c, name); got != n {
 			t.Errorf("%s: %d samples, want %d", name, got, n)
 		}
 	}
-	all := 9 + int(dataplane.NumDropReasons) + 3*dataplane.NumFbActions
+	all := 11 + int(dataplane.NumDropReasons) + 4*dataplane.NumFbActions
 	if got := testutil.CollectAndCount(c); got != all {
 		t.Errorf("%d metrics in all, want %d", got, all)
 	}

@@ -12,9 +12,13 @@ The layer is bound to UDP destination port 9471 (SMH's default); call
 bind_port(PORT) for another.
 
 Field names (TRex's field engine finds offsets by "SMH.<name>"):
-  version, type, agg, retx, cong, final, flag_rsv, hop, enc, rsv, setcount,
-  src, sess, seq, fb_count, speaks_for, reporter (feedback only), ids (list),
-  blocks (block bitmaps), group (group).
+  version, type, agg, retx, cong, final, e (flag E), flag_rsv, hop, enc, rsv,
+  setcount, src, sess, seq, epoch (the Transfer Epoch, only with e=1:
+  docs/smh.md 2.2), fb_count, speaks_for, reporter (feedback only), ids
+  (list), blocks (block bitmaps), group (group). An ABORT's fb_count is its
+  reason (ABORT_REASONS; SMH.abort_reason() names it).
+
+    smh_header([2], type="ABORT", epoch=0x1234, fb_count=3, reporter=2)
 """
 
 from scapy.fields import (
@@ -33,16 +37,21 @@ from scapy.packet import Packet, bind_layers
 
 DEFAULT_UDP_PORT = 9471
 
-TYPE_DATA, TYPE_ACK, TYPE_NACK, TYPE_CNP = 0, 1, 2, 3
-TYPES = {TYPE_DATA: "DATA", TYPE_ACK: "ACK", TYPE_NACK: "NACK", TYPE_CNP: "CNP"}
+TYPE_DATA, TYPE_ACK, TYPE_NACK, TYPE_CNP, TYPE_ABORT = 0, 1, 2, 3, 4
+TYPES = {TYPE_DATA: "DATA", TYPE_ACK: "ACK", TYPE_NACK: "NACK", TYPE_CNP: "CNP", TYPE_ABORT: "ABORT"}
 TYPE_BY_NAME = dict((v, k) for k, v in TYPES.items())
+
+# An ABORT's Count (docs/smh.md 2.3; headers.AbortReason).
+ABORT_REASONS = {1: "io", 2: "no_space", 3: "read_only", 4: "permission",
+                 5: "exists", 6: "checksum", 7: "bad_manifest"}
 
 ENC_LIST, ENC_BLOCKS, ENC_GROUP = 0, 1, 2
 ENCODINGS = {ENC_LIST: "list", ENC_BLOCKS: "blocks", ENC_GROUP: "group"}
 ENC_BY_NAME = dict((v, k) for k, v in ENCODINGS.items())
 
 FIXED_LEN = 14
-FEEDBACK_LEN = 20
+EPOCH_LEN = 4
+FEEDBACK_LEN = 20  # without an epoch
 LIST_ENTRY = 2
 BLOCK_ENTRY = 10
 GROUP_ENTRY = 4
@@ -50,7 +59,7 @@ MAX_BLOCK = 1023
 
 
 def is_feedback(t):
-    return t in (TYPE_ACK, TYPE_NACK, TYPE_CNP)
+    return t in (TYPE_ACK, TYPE_NACK, TYPE_CNP, TYPE_ABORT)
 
 
 class SMHBlock(Packet):
@@ -76,7 +85,8 @@ class SMH(Packet):
         BitField("retx", 0, 1),
         BitField("cong", 0, 1),
         BitField("final", 0, 1),
-        BitField("flag_rsv", 0, 4),
+        BitField("e", 0, 1),
+        BitField("flag_rsv", 0, 3),
         ByteField("hop", 16),
         BitEnumField("enc", ENC_LIST, 4, ENCODINGS),
         BitField("rsv", 0, 4),
@@ -85,6 +95,7 @@ class SMH(Packet):
         ShortField("src", 0),
         ShortField("sess", 0),
         IntField("seq", 0),
+        ConditionalField(IntField("epoch", 0), lambda p: p.e == 1),
         ConditionalField(ShortField("fb_count", 0), lambda p: is_feedback(p.type)),
         ConditionalField(ShortField("speaks_for", 1), lambda p: is_feedback(p.type)),
         ConditionalField(ShortField("reporter", 0), lambda p: is_feedback(p.type)),
@@ -115,6 +126,8 @@ class SMH(Packet):
     def header_len(self):
         """Length of the SMH header (fixed part, feedback word, set)."""
         n = FEEDBACK_LEN if is_feedback(self.type) else FIXED_LEN
+        if self.e:
+            n += EPOCH_LEN
         if self.enc == ENC_LIST:
             return n + LIST_ENTRY * len(self.ids or [])
         if self.enc == ENC_BLOCKS:
@@ -136,10 +149,21 @@ class SMH(Packet):
             return out
         return []
 
+    def abort_reason(self):
+        """An ABORT's reason name ("unknown" for a reserved code), else None."""
+        if self.type != TYPE_ABORT:
+            return None
+        return ABORT_REASONS.get(self.fb_count, "unknown")
+
     def mysummary(self):
         t = TYPES.get(self.type, str(self.type))
         enc = ENCODINGS.get(self.enc, "enc%d" % self.enc)
-        return "SMH %s src=%d sess=%d seq=%d %s" % (t, self.src, self.sess, self.seq, enc)
+        s = "SMH %s src=%d sess=%d seq=%d %s" % (t, self.src, self.sess, self.seq, enc)
+        if self.e:
+            s += " epoch=0x%08x" % self.epoch
+        if self.type == TYPE_ABORT:
+            s += " reason=%s" % self.abort_reason()
+        return s
 
 
 def check_ids(ids):
@@ -176,17 +200,21 @@ def smh_header(ids=(), enc=None, group=None, type=TYPE_DATA, **fields):
     """An SMH with the receiver set ids in enc ("list", "blocks", None for the
     smaller) or, with group, a group-encoded DATA header. Other keyword
     arguments set fields (hop, src, sess, seq, agg, retx, cong, final,
-    fb_count, speaks_for, reporter, ...)."""
+    fb_count, speaks_for, reporter, ...); a nonzero epoch also sets E."""
     if isinstance(type, str):
         type = TYPE_BY_NAME[type.upper()]
+    if fields.get("epoch"):
+        if not 0 < fields["epoch"] <= 0xFFFFFFFF:
+            raise ValueError("epoch %r: want 1-4294967295" % (fields["epoch"],))
+        fields.setdefault("e", 1)
     if group is not None:
         if type != TYPE_DATA:
             raise ValueError("only DATA may use the group encoding")
         return SMH(type=type, enc=ENC_GROUP, group=group, **fields)
     ids = list(ids)
     check_ids(ids)
-    if not ids and type == TYPE_DATA:
-        raise ValueError("DATA needs at least one receiver")
+    if not ids and type in (TYPE_DATA, TYPE_ABORT):
+        raise ValueError("%s needs at least one receiver" % TYPES[type])
     if isinstance(enc, str):
         enc = ENC_BY_NAME[enc]
     if enc is None:

@@ -709,3 +709,70 @@ func waitSwitchPortsTest(ctx context.Context, ns string, n int, sw *lab.Proc) er
 	time.Sleep(300 * time.Millisecond)
 	return nil
 }
+
+// TestScapyLayerEpochAndAbort: smh.py writes the Transfer Epoch (E) and
+// ABORT byte for byte as headers.PutHeader does, and decodes what the Go
+// encoder writes: the epoch, and an ABORT's reason by name.
+func TestScapyLayerEpochAndAbort(t *testing.T) {
+	needScapy(t)
+	cases := []struct {
+		py     string // smh_header arguments
+		f      headers.Fields
+		ids    []uint16
+		reason string
+	}{
+		{"[64, 128, 192], epoch=0xdeadbeef, src=7, sess=9, seq=3, hop=16",
+			headers.Fields{Type: headers.TypeData, HopLimit: 16, SourceID: 7, SessionID: 9, Sequence: 3, Epoch: 0xdeadbeef}, []uint16{64, 128, 192}, ""},
+		{"[128], type='ABORT', epoch=0x01020304, fb_count=3, speaks_for=1, reporter=128, src=7, sess=9, seq=12, hop=16",
+			headers.Fields{Type: headers.TypeABORT, HopLimit: 16, SourceID: 7, SessionID: 9, Sequence: 12, Epoch: 0x01020304,
+				Count: uint16(headers.AbortReadOnly), SpeaksFor: 1, ReporterID: 128}, []uint16{128}, "read_only"},
+		{"[1, 3], type='ABORT', fb_count=5, speaks_for=2, reporter=65534, src=1, sess=2, seq=0, hop=4",
+			headers.Fields{Type: headers.TypeABORT, HopLimit: 4, SourceID: 1, SessionID: 2, Count: uint16(headers.AbortExists), SpeaksFor: 2, ReporterID: 65534}, []uint16{1, 3}, "exists"},
+	}
+	// One Python run for all cases (importing scapy takes seconds): per
+	// case, the header smh_header writes, then how it decodes Go's.
+	code := "import binascii, sys\nfrom smh import SMH, smh_header\nfrom scapy.all import raw\n"
+	var args []string
+	for i, c := range cases {
+		want := make([]byte, 64)
+		want = want[:headers.PutHeader(want, c.f, c.ids)]
+		args = append(args, fmt.Sprintf("%x", want))
+		code += fmt.Sprintf(`p = smh_header(%s)
+print(binascii.hexlify(raw(p)).decode(), p.header_len())
+q = SMH(binascii.unhexlify(sys.argv[%d]))
+print(q.type, q.e, q.epoch if q.e else 0, q.fb_count if q.fb_count is not None else 0, q.abort_reason(), ",".join(str(i) for i in q.receivers()), q.header_len())
+`, c.py, i+1)
+	}
+	out, err := exec.Command(python, append([]string{"-c", code}, args...)...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	lines := strings.Split(strings.TrimSpace(string(out)), "\n")
+	if len(lines) != 2*len(cases) {
+		t.Fatalf("output %q", out)
+	}
+	for i, c := range cases {
+		if got := fmt.Sprintf("%s %d", args[i], len(args[i])/2); lines[2*i] != got {
+			t.Errorf("smh_header(%s) wrote %s, Go writes %s", c.py, lines[2*i], got)
+		}
+		reason := c.reason
+		if reason == "" {
+			reason = "None"
+		}
+		e := 0
+		if c.f.Epoch != 0 {
+			e = 1
+		}
+		if got := fmt.Sprintf("%d %d %d %d %s %s %d", c.f.Type, e, c.f.Epoch, c.f.Count, reason, joinIDs(c.ids), len(args[i])/2); lines[2*i+1] != got {
+			t.Errorf("smh.py decodes the Go header of %s as %q, want %q", c.py, lines[2*i+1], got)
+		}
+	}
+}
+
+func joinIDs(ids []uint16) string {
+	s := make([]string, len(ids))
+	for i, id := range ids {
+		s[i] = strconv.Itoa(int(id))
+	}
+	return strings.Join(s, ",")
+}

@@ -45,7 +45,7 @@ type want struct {
 
 var tsharkFields = []string{
 	"smh.version", "smh.type", "smh.flags", "smh.hop", "smh.enc", "smh.rsv", "smh.setcount",
-	"smh.src", "smh.sess", "smh.seq", "smh.fb.count", "smh.fb.speaks_for", "smh.fb.reporter",
+	"smh.src", "smh.sess", "smh.seq", "smh.epoch", "smh.fb.count", "smh.fb.abort_reason", "smh.fb.speaks_for", "smh.fb.reporter",
 	"smh.id", "smh.block.index", "smh.group", "smh.receiver", "smh.receivers",
 	"smh.header_len", "smh.payload_len", "smh.error",
 }
@@ -129,6 +129,20 @@ func cases(t *testing.T) []want {
 				"smh.setcount": "1", "smh.src": "7", "smh.sess": "1", "smh.seq": "32", "smh.fb.count": "7", "smh.fb.speaks_for": "64",
 				"smh.fb.reporter": "512", "smh.block.index": "5", "smh.receiver": joinIDs(idRange(320, 383)), "smh.receivers": "320-383",
 				"smh.header_len": "30", "smh.payload_len": "0"}},
+		{"data-epoch", build(t, headers.Fields{Type: headers.TypeData, HopLimit: 16, SourceID: 7, SessionID: 9, Sequence: 0, Epoch: 0xdeadbeef}, []uint16{64, 128, 192}, pay),
+			map[string]string{"smh.version": "1", "smh.type": "0", "smh.flags": "0x08", "smh.hop": "16", "smh.enc": "0", "smh.rsv": "0x00",
+				"smh.setcount": "3", "smh.src": "7", "smh.sess": "9", "smh.seq": "0", "smh.epoch": "0xdeadbeef", "smh.id": "64,128,192",
+				"smh.receiver": "64,128,192", "smh.receivers": "64,128,192", "smh.header_len": "24", "smh.payload_len": "10"}},
+		{"ack-epoch-aggregated", build(t, headers.Fields{Type: headers.TypeACK, Flags: headers.FlagAggregated, HopLimit: 15, SourceID: 7, SessionID: 9, Sequence: 2914, Epoch: 0x01020304, SpeaksFor: 2, ReporterID: 0xfffe}, []uint16{64, 128}, nil),
+			map[string]string{"smh.version": "1", "smh.type": "1", "smh.flags": "0x88", "smh.hop": "15", "smh.enc": "0", "smh.rsv": "0x00",
+				"smh.setcount": "2", "smh.src": "7", "smh.sess": "9", "smh.seq": "2914", "smh.epoch": "0x01020304", "smh.fb.count": "0",
+				"smh.fb.speaks_for": "2", "smh.fb.reporter": "65534", "smh.id": "64,128", "smh.receiver": "64,128", "smh.receivers": "64,128",
+				"smh.header_len": "28", "smh.payload_len": "0"}},
+		{"abort-read-only", build(t, headers.Fields{Type: headers.TypeABORT, HopLimit: 16, SourceID: 7, SessionID: 9, Sequence: 12, Epoch: 0xabcdef01, Count: uint16(headers.AbortReadOnly), SpeaksFor: 1, ReporterID: 128}, []uint16{128}, nil),
+			map[string]string{"smh.version": "1", "smh.type": "4", "smh.flags": "0x08", "smh.hop": "16", "smh.enc": "0", "smh.rsv": "0x00",
+				"smh.setcount": "1", "smh.src": "7", "smh.sess": "9", "smh.seq": "12", "smh.epoch": "0xabcdef01", "smh.fb.count": "3",
+				"smh.fb.abort_reason": "read_only", "smh.fb.speaks_for": "1", "smh.fb.reporter": "128", "smh.id": "128", "smh.receiver": "128",
+				"smh.receivers": "128", "smh.header_len": "26", "smh.payload_len": "0"}},
 		{"bad-set-unsorted", layered(t, &headers.SMHLayer{Type: headers.TypeData, HopLimit: 16, Encoding: headers.EncList, SourceID: 1, SessionID: 1, Sequence: 1, Receivers: []uint16{9, 5}}, nil),
 			map[string]string{"smh.version": "1", "smh.type": "0", "smh.flags": "0x00", "smh.hop": "16", "smh.enc": "0", "smh.rsv": "0x00",
 				"smh.setcount": "2", "smh.src": "1", "smh.sess": "1", "smh.seq": "1", "smh.id": "9,5", "smh.receiver": "9,5", "smh.receivers": "9,5",
@@ -140,6 +154,9 @@ func cases(t *testing.T) []want {
 			map[string]string{"smh.version": "1", "smh.type": "2", "smh.flags": "0x00", "smh.hop": "16", "smh.enc": "0", "smh.rsv": "0x00",
 				"smh.setcount": "0", "smh.src": "7", "smh.sess": "1", "smh.seq": "16", "smh.fb.count": "0", "smh.fb.speaks_for": "1",
 				"smh.fb.reporter": "5", "smh.receivers": "", "smh.header_len": "20", "smh.payload_len": "0", "smh.error": "bad_feedback"}},
+		{"bad-epoch-zero", layered(t, &headers.SMHLayer{Type: headers.TypeData, Flags: headers.FlagEpoch, HopLimit: 16, Encoding: headers.EncList, SourceID: 1, SessionID: 1, Sequence: 1, Receivers: []uint16{1}}, nil),
+			map[string]string{"smh.version": "1", "smh.type": "0", "smh.flags": "0x08", "smh.hop": "16", "smh.enc": "0", "smh.rsv": "0x00",
+				"smh.setcount": "1", "smh.src": "1", "smh.sess": "1", "smh.seq": "1", "smh.epoch": "0x00000000", "smh.error": "bad_epoch"}},
 	}
 }
 
@@ -179,7 +196,7 @@ func TestDissector(t *testing.T) {
 	cs := cases(t)
 	// Every frame must itself decode with the Go layer as encoded, so the
 	// expectations above are about the bytes, not only about the Lua.
-	for _, c := range cs[:6] {
+	for _, c := range cs[:9] {
 		p := gopacket.NewPacket(c.frame, layers.LayerTypeEthernet, gopacket.Default)
 		if p.ErrorLayer() != nil || p.Layer(headers.LayerTypeSMH) == nil {
 			t.Fatalf("%s: the Go codec does not decode the test frame: %v", c.name, p)
@@ -233,6 +250,16 @@ func TestDissector(t *testing.T) {
 		t.Fatalf("tshark -V: %v\n%s", err, v)
 	}
 	for _, s := range []string{"Sparse Multicast Header", "Feedback: count 7, speaks for 64, reporter 512", "Block 5: receivers 320-383", "Congestion experienced: True"} {
+		if !bytes.Contains(v, []byte(s)) {
+			t.Errorf("tshark -V lacks %q:\n%s", s, v)
+		}
+	}
+	// An ABORT's word names its reason; E shows in the flags.
+	v, err = exec.Command(tshark, "-X", "lua_script:"+lua, "-r", pcap, "-V", "-Y", "smh.type == 4").CombinedOutput()
+	if err != nil {
+		t.Fatalf("tshark -V: %v\n%s", err, v)
+	}
+	for _, s := range []string{"Type: ABORT (4)", "Feedback: abort reason 3 (read_only), speaks for 1, reporter 128", "Transfer Epoch present: True", "Transfer Epoch: 0xabcdef01"} {
 		if !bytes.Contains(v, []byte(s)) {
 			t.Errorf("tshark -V lacks %q:\n%s", s, v)
 		}

@@ -5,16 +5,22 @@
 --   tshark -X lua_script:testbeds/wireshark/smh.lua -r capture.pcap -V -Y smh
 --   or copy it to ~/.local/lib/wireshark/plugins/ (4.x) to load it always.
 --
--- Every field of the fixed part and the feedback word; the receiver set as
+-- Every field of the fixed part, the Transfer Epoch (flag E, docs/smh.md
+-- 2.2) and the feedback word (an ABORT's Count with its reason name, 2.3);
+-- the receiver set as
 -- written (ID list entries, block index + bitmap, group ID) and decoded to
 -- receiver IDs (smh.receiver, one per ID, and smh.receivers, "1,5,9-12"). A
 -- malformed header gets an expert error and smh.error, named after the
 -- switch's drop reasons: truncated, bad_version, bad_type, bad_encoding,
--- bad_set, bad_feedback.
+-- bad_set, bad_feedback, bad_epoch.
 
 local smh = Proto("smh", "Sparse Multicast Header")
 
-local types = { [0] = "DATA", [1] = "ACK", [2] = "NACK", [3] = "CNP" }
+local types = { [0] = "DATA", [1] = "ACK", [2] = "NACK", [3] = "CNP", [4] = "ABORT" }
+local TYPE_ABORT = 4
+-- ABORT reasons (headers.AbortReason's names).
+local abort_reasons = { [1] = "io", [2] = "no_space", [3] = "read_only", [4] = "permission",
+    [5] = "exists", [6] = "checksum", [7] = "bad_manifest" }
 local encs = { [0] = "list", [1] = "blocks", [2] = "group" }
 
 local F = smh.fields
@@ -25,7 +31,8 @@ F.agg = ProtoField.bool("smh.flags.agg", "Aggregated", 8, nil, 0x80)
 F.retx = ProtoField.bool("smh.flags.retx", "Retransmission", 8, nil, 0x40)
 F.cong = ProtoField.bool("smh.flags.cong", "Congestion experienced", 8, nil, 0x20)
 F.final = ProtoField.bool("smh.flags.final", "Final", 8, nil, 0x10)
-F.flags_rsv = ProtoField.uint8("smh.flags.reserved", "Reserved flags", base.HEX, nil, 0x0F)
+F.epoch_flag = ProtoField.bool("smh.flags.epoch", "Transfer Epoch present", 8, nil, 0x08)
+F.flags_rsv = ProtoField.uint8("smh.flags.reserved", "Reserved flags", base.HEX, nil, 0x07)
 F.hop = ProtoField.uint8("smh.hop", "Hop Limit", base.DEC)
 F.enc = ProtoField.uint8("smh.enc", "Encoding", base.DEC, encs, 0xF0)
 F.rsv = ProtoField.uint8("smh.rsv", "Reserved", base.HEX, nil, 0x0F)
@@ -33,8 +40,10 @@ F.setcount = ProtoField.uint16("smh.setcount", "Set Count", base.DEC)
 F.src = ProtoField.uint16("smh.src", "Source ID", base.DEC)
 F.sess = ProtoField.uint16("smh.sess", "Session ID", base.DEC)
 F.seq = ProtoField.uint32("smh.seq", "Sequence Number", base.DEC)
+F.epoch = ProtoField.uint32("smh.epoch", "Transfer Epoch", base.HEX)
 F.fb = ProtoField.bytes("smh.fb", "Feedback word")
 F.fb_count = ProtoField.uint16("smh.fb.count", "Count", base.DEC)
+F.fb_reason = ProtoField.string("smh.fb.abort_reason", "Abort reason")
 F.fb_speaks = ProtoField.uint16("smh.fb.speaks_for", "Speaks For", base.DEC)
 F.fb_reporter = ProtoField.uint16("smh.fb.reporter", "Reporter ID", base.DEC)
 F.set = ProtoField.bytes("smh.set", "Receiver set")
@@ -55,7 +64,7 @@ smh.experts = { ex_malformed }
 
 smh.prefs.udp_port = Pref.uint("UDP port", 9471, "UDP destination port of SMH (docs/smh.md 1)")
 
-local FIXED, FEEDBACK = 14, 20
+local FIXED, EPOCH, FBWORD = 14, 4, 6
 local entry_len = { [0] = 2, [1] = 10, [2] = 4 }
 
 -- ids of bitmap word w (0..2^32-1) starting at base, appended to out.
@@ -111,6 +120,7 @@ function smh.dissector(tvb, pinfo, tree)
     ft:add(F.retx, tvb(1, 1))
     ft:add(F.cong, tvb(1, 1))
     ft:add(F.final, tvb(1, 1))
+    ft:add(F.epoch_flag, tvb(1, 1))
     ft:add(F.flags_rsv, tvb(1, 1))
     root:add(F.hop, tvb(2, 1))
     root:add(F.enc, tvb(3, 1))
@@ -128,7 +138,7 @@ function smh.dissector(tvb, pinfo, tree)
         malformed(root, pinfo, root, "bad_version", "version " .. ver .. ", want 1")
         return len
     end
-    if typ > 3 then
+    if typ > TYPE_ABORT then
         malformed(root, pinfo, root, "bad_type", "reserved type " .. typ)
         return len
     end
@@ -136,22 +146,46 @@ function smh.dissector(tvb, pinfo, tree)
         malformed(root, pinfo, root, "bad_encoding", "reserved encoding " .. enc)
         return len
     end
-    local feedback = typ >= 1 and typ <= 3
+    local feedback = typ >= 1 and typ <= TYPE_ABORT
     local start = FIXED
+    if tvb(1, 1):bitfield(4, 1) == 1 then
+        -- E: the Transfer Epoch follows the fixed part.
+        if len < FIXED + EPOCH or (feedback and len < FIXED + EPOCH + FBWORD) then
+            -- (as the switch checks: lengths before the epoch's value)
+            malformed(root, pinfo, root, "truncated", "Transfer Epoch or feedback word cut short")
+            return len
+        end
+        local epoch = tvb(FIXED, EPOCH):uint()
+        local et = root:add(F.epoch, tvb(FIXED, EPOCH))
+        pinfo.cols.info:append(string.format(" epoch=0x%08x", epoch))
+        if epoch == 0 then
+            malformed(root, pinfo, et, "bad_epoch", "E set with a zero Transfer Epoch")
+            return len
+        end
+        start = FIXED + EPOCH
+    end
     local speaks, fbcount = 0, 0
     if feedback then
-        if len < FEEDBACK then
+        local w = start
+        if len < w + FBWORD then
             malformed(root, pinfo, root, "truncated", "feedback word cut short")
             return len
         end
-        local fw = root:add(F.fb, tvb(14, 6))
-        fw:add(F.fb_count, tvb(14, 2))
-        fw:add(F.fb_speaks, tvb(16, 2))
-        fw:add(F.fb_reporter, tvb(18, 2))
-        fbcount, speaks = tvb(14, 2):uint(), tvb(16, 2):uint()
-        fw:set_text(string.format("Feedback: count %d, speaks for %d, reporter %d",
-            fbcount, speaks, tvb(18, 2):uint()))
-        start = FEEDBACK
+        local fw = root:add(F.fb, tvb(w, FBWORD))
+        fw:add(F.fb_count, tvb(w, 2))
+        fw:add(F.fb_speaks, tvb(w + 2, 2))
+        fw:add(F.fb_reporter, tvb(w + 4, 2))
+        fbcount, speaks = tvb(w, 2):uint(), tvb(w + 2, 2):uint()
+        if typ == TYPE_ABORT then
+            local reason = abort_reasons[fbcount] or "unknown"
+            fw:add(F.fb_reason, reason):set_generated()
+            fw:set_text(string.format("Feedback: abort reason %d (%s), speaks for %d, reporter %d",
+                fbcount, reason, speaks, tvb(w + 4, 2):uint()))
+        else
+            fw:set_text(string.format("Feedback: count %d, speaks for %d, reporter %d",
+                fbcount, speaks, tvb(w + 4, 2):uint()))
+        end
+        start = w + FBWORD
     end
     local set_end = start + count * entry_len[enc]
     if len < set_end then
@@ -212,7 +246,9 @@ function smh.dissector(tvb, pinfo, tree)
     else
         pinfo.cols.info:append(string.format(" group %d", tvb(start, 4):uint()))
     end
-    if feedback then
+    if typ == TYPE_ABORT then
+        pinfo.cols.info:append(string.format(" reason=%s speaks=%d", abort_reasons[fbcount] or fbcount, speaks))
+    elseif feedback then
         pinfo.cols.info:append(string.format(" count=%d speaks=%d", fbcount, speaks))
     end
     root:add(F.header_len, set_end):set_generated()
@@ -228,6 +264,8 @@ function smh.dissector(tvb, pinfo, tree)
         malformed(root, pinfo, root, "bad_feedback", "Speaks For is 0")
     elseif feedback and fbcount == 0 and typ ~= 1 then
         malformed(root, pinfo, root, "bad_feedback", tname .. " with Count 0")
+    elseif typ == TYPE_ABORT and count == 0 then
+        malformed(root, pinfo, st, "bad_feedback", "ABORT naming no receiver")
     end
 
     if len > set_end then
