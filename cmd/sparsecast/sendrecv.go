@@ -611,7 +611,7 @@ func runRecvReliable(ctx context.Context, o *RecvOptions) error {
 			r.SetIdleTimeout(max(o.Linger, time.Millisecond))
 		}
 	}}
-	r, err = endpoint.NewReliableReceiver(tr, endpoint.SessionReceiverConfig{ID: uint16(o.ID), IdleTimeout: o.IdleTimeout, Deliver: sink.Deliver})
+	r, err = endpoint.NewReliableReceiver(tr, endpoint.SessionReceiverConfig{ID: uint16(o.ID), IdleTimeout: o.IdleTimeout, Sink: sink})
 	if err != nil {
 		return err
 	}

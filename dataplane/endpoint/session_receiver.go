@@ -14,19 +14,27 @@ package endpoint
 //     missing predecessor (in fixed mode, every missing number up to it) is
 //     marked wanted, with a NACK due now.
 //  3. Timers: ACK(X), X one past the last delivered, after AckEvery
-//     deliveries, every AckInterval while DATA flows, and at once on F;
+//     deliveries, every AckInterval while DATA flows, and at once on F,
+//     each only once the sink has stored everything below X (Sink.Commit;
+//     docs/feedback.md, "What a receiver acknowledges");
 //     NACK(S, C) for each run of wanted numbers whose NACK is due, repeated
 //     with a doubling back-off while the gap stays open; a CNP (severity 1)
 //     echoing C, and severity 2 when the socket buffer overflowed.
 //
-// Delivery is in order per (source, session): the callback sees each
-// packet's app data exactly once, with Start and End marking message
-// boundaries. Nothing is allocated per packet in the steady state.
+// Delivery is in order per (source, session): the sink sees each packet's
+// app data exactly once, with Start and End marking message boundaries. A
+// sink that cannot store a stream (Deliver or Commit fails) stops it: no
+// more deliveries, ACKs or NACKs, and an ABORT with the error's reason
+// (AbortReasonOf), repeated at most every AbortRepeat while its DATA keeps
+// coming. Nothing is allocated per packet in the steady state.
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io/fs"
 	"slices"
+	"syscall"
 	"time"
 
 	"github.com/sparsecast/sparsecast/headers"
@@ -40,6 +48,72 @@ type Delivery struct {
 	Data            []byte
 	// Start: the first packet of a message; End: its last (SMH F).
 	Start, End bool
+}
+
+// Sink stores what a ReliableReceiver delivers. The receiver acknowledges
+// a sequence number only once the sink has stored it: it calls Commit
+// before every ACK, and a message's last packet (End) counts as stored
+// once Deliver returns nil for it, so a sink that keeps files syncs and
+// renames them into place in that call.
+//
+// An error from either stops the stream: the receiver delivers nothing
+// more of it, acknowledges nothing more, and sends ABORT with the reason
+// AbortReasonOf gives the error. The sink cleans up its own state for the
+// stream before it returns the error. Both are called from Run's
+// goroutine.
+type Sink interface {
+	// Deliver takes one packet's app data, in order; d.Data is only valid
+	// during the call.
+	Deliver(d Delivery) error
+	// Commit stores (at least hands to the operating system) everything
+	// delivered so far for the stream (source, session).
+	Commit(source, session uint16) error
+}
+
+// DeliverFunc is a Sink that keeps nothing: every delivery counts as
+// stored once the function returns.
+type DeliverFunc func(Delivery)
+
+// Deliver calls f.
+func (f DeliverFunc) Deliver(d Delivery) error {
+	f(d)
+	return nil
+}
+
+// Commit has nothing to store.
+func (DeliverFunc) Commit(uint16, uint16) error { return nil }
+
+// Storage errors a Sink reports that are not operating-system errors.
+var (
+	// ErrChecksum: what was stored does not match the manifest's size or
+	// SHA-256 (AbortChecksum).
+	ErrChecksum = errors.New("stored data does not match the manifest")
+	// ErrBadManifest: the manifest was rejected (AbortBadManifest).
+	ErrBadManifest = errors.New("bad manifest")
+)
+
+// AbortReasonOf maps a storage error to the reason an ABORT carries
+// (docs/smh.md 2.3): the sentinels above, and the operating system's
+// errnos for a full device, a read-only file system, a permission denied
+// and an existing file; anything else is AbortIO.
+func AbortReasonOf(err error) headers.AbortReason {
+	switch {
+	case err == nil:
+		return 0
+	case errors.Is(err, ErrChecksum):
+		return headers.AbortChecksum
+	case errors.Is(err, ErrBadManifest):
+		return headers.AbortBadManifest
+	case errors.Is(err, syscall.ENOSPC), errors.Is(err, syscall.EDQUOT):
+		return headers.AbortNoSpace
+	case errors.Is(err, syscall.EROFS):
+		return headers.AbortReadOnly
+	case errors.Is(err, syscall.EACCES), errors.Is(err, syscall.EPERM):
+		return headers.AbortPermission
+	case errors.Is(err, syscall.EEXIST), errors.Is(err, fs.ErrExist):
+		return headers.AbortExists
+	}
+	return headers.AbortIO
 }
 
 // SessionReceiverConfig configures a ReliableReceiver.
@@ -65,7 +139,13 @@ type SessionReceiverConfig struct {
 	// IdleTimeout ends Run when no DATA came for this long, counted from the
 	// first packet (0: never). SetIdleTimeout changes it while running.
 	IdleTimeout time.Duration
-	// Deliver is called, from Run's goroutine, for every packet in order.
+	// AbortRepeat is the least time between two ABORTs about one stream
+	// (default 10 ms): one when storing fails, then one on later DATA of
+	// the stream, in case the first was lost.
+	AbortRepeat time.Duration
+	// Sink stores the deliveries (FileSink); or Deliver, a function that
+	// keeps nothing (DeliverFunc): exactly one of them.
+	Sink    Sink
 	Deliver func(Delivery)
 }
 
@@ -97,6 +177,11 @@ type SessionStreamReport struct {
 	ACKs          uint64 `json:"acks_sent"`
 	NACKs         uint64 `json:"nacks_sent"`
 	CNPs          uint64 `json:"cnps_sent"`
+	ABORTs        uint64 `json:"aborts_sent"`
+	// AbortReason and StoreError: why the sink could not store the stream
+	// (it was aborted), empty while it stores.
+	AbortReason string `json:"abort_reason,omitempty"`
+	StoreError  string `json:"store_error,omitempty"`
 	// Last is the last delivered sequence number (meaningful when
 	// Delivered > 0).
 	Last uint32 `json:"last_seq"`
@@ -155,6 +240,16 @@ type rstream struct {
 	lastCNP   int64
 	lastData  int64
 	cnpSev2At int64
+	// acked is the last ACK sent (hasAcked); first the first sequence
+	// number delivered. abort is the reason the stream was aborted (0:
+	// storing), abortSeq the first sequence number not stored, lastAbort
+	// when the last ABORT went.
+	acked     uint32
+	hasAcked  bool
+	first     uint32
+	abort     headers.AbortReason
+	abortSeq  uint32
+	lastAbort int64
 }
 
 // ReliableReceiver receives reliable streams addressed to one receiver ID.
@@ -162,6 +257,7 @@ type rstream struct {
 type ReliableReceiver struct {
 	cfg      SessionReceiverConfig
 	tr       Transport
+	sink     Sink
 	epoch    time.Time
 	now      int64
 	buf      []byte
@@ -203,19 +299,26 @@ func NewReliableReceiver(tr Transport, cfg SessionReceiverConfig) (*ReliableRece
 	if cfg.HopLimit == 0 {
 		cfg.HopLimit = headers.DefaultHopLimit
 	}
+	if cfg.AbortRepeat == 0 {
+		cfg.AbortRepeat = 10 * time.Millisecond
+	}
 	switch {
 	case cfg.Window < 2 || cfg.Window > 1<<16 || cfg.Window&(cfg.Window-1) != 0:
 		return nil, fmt.Errorf("reliable receiver: window %d: want a power of two, 2-65536", cfg.Window)
 	case cfg.MaxDatagram < 64 || cfg.MaxDatagram > MaxDatagram:
 		return nil, fmt.Errorf("reliable receiver: max datagram %d: want 64-%d", cfg.MaxDatagram, MaxDatagram)
-	case cfg.AckEvery < 1 || cfg.AckInterval < 0 || cfg.NackRepeat <= 0 || cfg.CNPInterval < 0 || cfg.IdleTimeout < 0:
-		return nil, fmt.Errorf("reliable receiver: ack every %d, intervals %v/%v/%v, idle %v: want positive values",
-			cfg.AckEvery, cfg.AckInterval, cfg.NackRepeat, cfg.CNPInterval, cfg.IdleTimeout)
-	case cfg.Deliver == nil:
-		return nil, fmt.Errorf("reliable receiver: no delivery function")
+	case cfg.AckEvery < 1 || cfg.AckInterval < 0 || cfg.NackRepeat <= 0 || cfg.CNPInterval < 0 || cfg.IdleTimeout < 0 || cfg.AbortRepeat < 0:
+		return nil, fmt.Errorf("reliable receiver: ack every %d, intervals %v/%v/%v/%v, idle %v: want positive values",
+			cfg.AckEvery, cfg.AckInterval, cfg.NackRepeat, cfg.CNPInterval, cfg.AbortRepeat, cfg.IdleTimeout)
+	case (cfg.Deliver == nil) == (cfg.Sink == nil):
+		return nil, fmt.Errorf("reliable receiver: want a sink or a delivery function (exactly one)")
+	}
+	sink := cfg.Sink
+	if sink == nil {
+		sink = DeliverFunc(cfg.Deliver)
 	}
 	r := &ReliableReceiver{
-		cfg: cfg, tr: tr, epoch: time.Now(),
+		cfg: cfg, tr: tr, sink: sink, epoch: time.Now(),
 		buf: make([]byte, 65536), out: make([]byte, 64),
 		streams: make(map[uint32]*rstream),
 	}
@@ -278,6 +381,9 @@ func (r *ReliableReceiver) nextTimer(now int64) int64 {
 		t = min(t, r.lastPkt+int64(r.cfg.IdleTimeout))
 	}
 	for _, s := range r.list {
+		if s.abort != 0 {
+			continue
+		}
 		if s.flowing || s.ackDue {
 			t = min(t, s.lastAck+int64(r.cfg.AckInterval))
 		}
@@ -350,6 +456,14 @@ func (r *ReliableReceiver) handle(b []byte) {
 	r.lastPkt = r.now
 	s := r.stream(h.SourceID(), h.SessionID())
 	s.lastData = r.now
+	if s.abort != 0 {
+		// It cannot be stored: say so again (the ABORT may have been
+		// lost), at most every AbortRepeat.
+		if r.now-s.lastAbort >= int64(r.cfg.AbortRepeat) {
+			r.sendAbort(s)
+		}
+		return
+	}
 	s.flowing = true
 	flags := h.Flags()
 	if flags&headers.FlagRetransmit != 0 {
@@ -376,8 +490,9 @@ func (r *ReliableReceiver) handle(b []byte) {
 		return
 	}
 	if (!s.started && head) || (s.started && prev == s.last && !head) {
-		r.deliver(s, seq, data, final)
-		r.drain(s, seq)
+		if r.deliver(s, seq, data, final) {
+			r.drain(s, seq)
+		}
 		return
 	}
 	if s.started && (head || seqLess(prev, s.last)) {
@@ -456,11 +571,19 @@ func (r *ReliableReceiver) want(s *rstream, q, succ uint32) {
 	}
 }
 
-func (r *ReliableReceiver) deliver(s *rstream, seq uint32, data []byte, final bool) {
-	r.cfg.Deliver(Delivery{
+// deliver hands one packet to the sink; false: the sink failed and the
+// stream is aborted.
+func (r *ReliableReceiver) deliver(s *rstream, seq uint32, data []byte, final bool) bool {
+	if !s.started {
+		s.first = seq
+	}
+	if err := r.sink.Deliver(Delivery{
 		Source: s.rep.Source, Session: s.rep.Session, Seq: seq, Data: data,
 		Start: s.msgStart, End: final,
-	})
+	}); err != nil {
+		r.abortStream(s, seq, err)
+		return false
+	}
 	s.msgStart = final
 	s.started, s.last = true, seq
 	s.rep.Delivered++
@@ -471,6 +594,7 @@ func (r *ReliableReceiver) deliver(s *rstream, seq uint32, data []byte, final bo
 		s.rep.Messages++
 		s.ackNow = true
 	}
+	return true
 }
 
 // drain delivers the buffered successors of d.
@@ -492,7 +616,9 @@ func (r *ReliableReceiver) drain(s *rstream, d uint32) {
 		if ns.seq != nx || ns.state != slotHave || ns.prev != d {
 			return
 		}
-		r.deliver(s, nx, ns.data[:ns.n], ns.final)
+		if !r.deliver(s, nx, ns.data[:ns.n], ns.final) {
+			return
+		}
 		d = nx
 	}
 }
@@ -504,12 +630,22 @@ func (r *ReliableReceiver) timers(now int64) {
 		r.overflow, sev2 = ov, true
 	}
 	for _, s := range r.list {
+		if s.abort != 0 {
+			continue
+		}
 		if sev2 && now-s.lastData < int64(time.Second) {
 			r.sendFeedback(s, headers.TypeCNP, s.highest, 2)
 		}
 		if s.started && (s.ackNow || s.sinceAck >= r.cfg.AckEvery ||
 			((s.flowing || s.ackDue) && now-s.lastAck >= int64(r.cfg.AckInterval))) {
+			// Acknowledged means stored: the sink first stores what the
+			// ACK covers.
+			if err := r.sink.Commit(s.rep.Source, s.rep.Session); err != nil {
+				r.abortStream(s, s.last+1, err)
+				continue
+			}
 			r.sendFeedback(s, headers.TypeACK, s.last+1, 0)
+			s.acked, s.hasAcked = s.last+1, true
 			s.sinceAck, s.flowing, s.ackDue, s.ackNow, s.lastAck = 0, false, false, false, now
 		}
 		if s.wants > 0 && now >= s.nextNack {
@@ -565,7 +701,37 @@ func (r *ReliableReceiver) nackScan(s *rstream, now int64) {
 	s.nextNack = next
 }
 
-// sendFeedback sends an ACK, NACK or CNP about stream s.
+// abortStream stops stream s because its sink failed at sequence number
+// failed with err: nothing more is delivered, acknowledged or NACKed, and
+// an ABORT goes out now and again on later DATA.
+func (r *ReliableReceiver) abortStream(s *rstream, failed uint32, err error) {
+	s.abort = AbortReasonOf(err)
+	s.rep.AbortReason, s.rep.StoreError = s.abort.String(), err.Error()
+	// The first sequence number not stored: what the last ACK did not
+	// cover (a failed Commit may have lost anything after it).
+	switch {
+	case s.hasAcked:
+		s.abortSeq = s.acked
+	case s.started:
+		s.abortSeq = s.first
+	default:
+		s.abortSeq = failed
+	}
+	s.flowing, s.ackDue, s.ackNow = false, false, false
+	for i := range s.slots {
+		s.slots[i].state = slotEmpty
+	}
+	s.wants = 0
+	r.sendAbort(s)
+}
+
+// sendAbort sends ABORT about stream s, naming this receiver.
+func (r *ReliableReceiver) sendAbort(s *rstream) {
+	s.lastAbort = r.now
+	r.sendFeedback(s, headers.TypeABORT, s.abortSeq, uint16(s.abort))
+}
+
+// sendFeedback sends an ACK, NACK, CNP or ABORT about stream s.
 func (r *ReliableReceiver) sendFeedback(s *rstream, t headers.Type, seq uint32, count uint16) {
 	n := putFeedback(r.out, t, s.rep.Source, s.rep.Session, r.cfg.ID, seq, count, r.cfg.HopLimit)
 	if err := r.tr.Send(r.out[:n]); err != nil {
@@ -579,6 +745,8 @@ func (r *ReliableReceiver) sendFeedback(s *rstream, t headers.Type, seq uint32, 
 		s.rep.NACKs++
 	case headers.TypeCNP:
 		s.rep.CNPs++
+	case headers.TypeABORT:
+		s.rep.ABORTs++
 	}
 }
 
