@@ -188,29 +188,29 @@ type SenderReport struct {
 	Messages uint64 `json:"messages"`
 	// Retransmissions counts repair datagrams (NACK and RTO); RetransmitCopies
 	// the receivers they were addressed to.
-	Retransmissions  uint64 `json:"retransmissions"`
-	NACKRetransmits  uint64 `json:"nack_retransmissions"`
-	RTORetransmits   uint64 `json:"rto_retransmissions"`
-	RetransmitCopies uint64 `json:"retransmit_copies"`
-	FeedbackPackets  uint64 `json:"feedback_packets"`
-	ACKs             uint64 `json:"acks"`
-	AggregatedACKs   uint64 `json:"aggregated_acks"`
-	AmbiguousACKs    uint64 `json:"ambiguous_acks"`
-	ABORTs           uint64 `json:"aborts"`
-	// AmbiguousABORTs counts receivers ABORTs named that the stream never
-	// addressed (ignored).
-	AmbiguousABORTs uint64               `json:"ambiguous_aborts"`
-	NACKs           uint64               `json:"nacks"`
-	CNPs            uint64               `json:"cnps"`
-	BadFeedback     uint64               `json:"bad_feedback"`
-	OtherStream     uint64               `json:"other_stream_feedback"`
-	RateDecreases   uint64               `json:"rate_decreases"`
-	Backpressure    uint64               `json:"backpressure"`
-	FinalRatePPS    float64              `json:"final_rate_pps"`
-	SRTT            time.Duration        `json:"srtt_ns"`
-	Elapsed         time.Duration        `json:"elapsed_ns"`
-	Complete        bool                 `json:"complete"`
-	Receivers       []ReceiverCompletion `json:"receivers"`
+	Retransmissions  uint64               `json:"retransmissions"`
+	NACKRetransmits  uint64               `json:"nack_retransmissions"`
+	RTORetransmits   uint64               `json:"rto_retransmissions"`
+	RetransmitCopies uint64               `json:"retransmit_copies"`
+	FeedbackPackets  uint64               `json:"feedback_packets"`
+	ACKs             uint64               `json:"acks"`
+	AggregatedACKs   uint64               `json:"aggregated_acks"`
+	AmbiguousACKs    uint64               `json:"ambiguous_acks"`
+	NACKs            uint64               `json:"nacks"`
+	CNPs             uint64               `json:"cnps"`
+	BadFeedback      uint64               `json:"bad_feedback"`
+	OtherStream      uint64               `json:"other_stream_feedback"`
+	RateDecreases    uint64               `json:"rate_decreases"`
+	Backpressure     uint64               `json:"backpressure"`
+	FinalRatePPS     float64              `json:"final_rate_pps"`
+	SRTT             time.Duration        `json:"srtt_ns"`
+	Elapsed          time.Duration        `json:"elapsed_ns"`
+	Complete         bool                 `json:"complete"`
+	Receivers        []ReceiverCompletion `json:"receivers"`
+	// ABORTs counts ABORT packets, AmbiguousABORTs the receivers they named
+	// that the stream never addressed (ignored).
+	ABORTs          uint64 `json:"aborts"`
+	AmbiguousABORTs uint64 `json:"ambiguous_aborts"`
 }
 
 // Failed lists the receivers that are not complete (those that failed, and
