@@ -164,7 +164,7 @@ type aggregator struct {
 	streams  []streamState
 	slots    []int32 // open addressing over streams, by key
 	n        int
-	counts   *[4][NumFbActions]atomic.Uint64
+	counts   *[headers.TypeABORT + 1][NumFbActions]atomic.Uint64
 	now      int64
 	evicted  *atomic.Uint64
 	// epoch changes whenever a stream's state is dropped (and its slot
@@ -492,6 +492,10 @@ func (a *aggregator) onFeedback(h headers.SMH, in uint8, ids []uint16, acks *[ma
 			return fbConsume, NoPort
 		}
 		s.cnpAt, s.cnpSev = a.now, sev
+		return fbForward, s.upPortOf(ids)
+	case headers.TypeABORT:
+		// Receivers that cannot store the stream: up as it is, along the
+		// reverse of their data path (docs/smh.md 2.3).
 		return fbForward, s.upPortOf(ids)
 	}
 	return fbForward, NoPort

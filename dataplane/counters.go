@@ -4,7 +4,11 @@
 // sums over cores (node_exporter's read-at-scrape pattern).
 package dataplane
 
-import "sync/atomic"
+import (
+	"sync/atomic"
+
+	"github.com/sparsecast/sparsecast/headers"
+)
 
 // FanoutBounds are the upper bounds of the replication fan-out histogram
 // buckets (copies per DATA packet); the last bucket is +Inf.
@@ -29,7 +33,7 @@ type CoreCounters struct {
 	// Polls counts loop iterations; Sleeps counts adaptive-mode blocks.
 	Polls, Sleeps atomic.Uint64
 	// Feedback counts feedback packets by SMH type and action (FbIn ...).
-	Feedback [4][NumFbActions]atomic.Uint64
+	Feedback [headers.TypeABORT + 1][NumFbActions]atomic.Uint64
 	// StreamsEvicted counts aggregation state dropped for lack of room.
 	StreamsEvicted atomic.Uint64
 }

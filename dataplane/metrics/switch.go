@@ -66,7 +66,7 @@ var (
 	sleepsDesc = newDesc("worker_sleeps_total",
 		"Times a worker blocked waiting for traffic (adaptive poll mode).", "worker")
 	feedbackDesc = newDesc("feedback_total",
-		"Feedback packets by SMH type (ACK, NACK, CNP) and what the aggregate stage did: in, up, absorbed, suppressed, generated, unknown.", "type", "action")
+		"Feedback packets by SMH type (ACK, NACK, CNP, ABORT) and what the aggregate stage did: in, up, absorbed, suppressed, generated, unknown.", "type", "action")
 	evictedDesc = newDesc("feedback_streams_evicted_total",
 		"Streams whose aggregation state was dropped for lack of room (feedback.streams).")
 	ringAppliedDesc = newDesc("ring_batches_applied_total",
@@ -193,7 +193,7 @@ func (c *switchCollector) Collect(ch chan<- prometheus.Metric) {
 // collectFeedback exports the aggregate stage's counters by SMH feedback
 // type and action (docs/feedback.md): both label sets are fixed lists.
 func (c *switchCollector) collectFeedback(ch chan<- prometheus.Metric) {
-	var counts [4][dataplane.NumFbActions]uint64
+	var counts [headers.TypeABORT + 1][dataplane.NumFbActions]uint64
 	var evicted uint64
 	for _, core := range c.cores {
 		for t := range counts {
@@ -203,7 +203,7 @@ func (c *switchCollector) collectFeedback(ch chan<- prometheus.Metric) {
 		}
 		evicted += core.StreamsEvicted.Load()
 	}
-	for t := headers.TypeACK; t <= headers.TypeCNP; t++ {
+	for t := headers.TypeACK; t <= headers.TypeABORT; t++ {
 		for a := range counts[t] {
 			ch <- prometheus.MustNewConstMetric(feedbackDesc, prometheus.CounterValue, float64(counts[t][a]), t.String(), dataplane.FbActionName(a))
 		}

@@ -121,7 +121,7 @@ func TestSwitchCollectorZero(t *testing.T) {
 		"sparsecast_switch_replication_fanout":             1,
 		"sparsecast_switch_worker_polls_total":             1,
 		"sparsecast_switch_worker_sleeps_total":            1,
-		"sparsecast_switch_feedback_total":                 3 * dataplane.NumFbActions,
+		"sparsecast_switch_feedback_total":                 4 * dataplane.NumFbActions,
 		"sparsecast_switch_feedback_streams_evicted_total": 1,
 	}
 	for name, n := range want {
@@ -129,7 +129,7 @@ func TestSwitchCollectorZero(t *testing.T) {
 			t.Errorf("%s: %d samples, want %d", name, got, n)
 		}
 	}
-	all := 9 + int(dataplane.NumDropReasons) + 3*dataplane.NumFbActions
+	all := 9 + int(dataplane.NumDropReasons) + 4*dataplane.NumFbActions
 	if got := testutil.CollectAndCount(c); got != all {
 		t.Errorf("%d metrics in all, want %d", got, all)
 	}
