@@ -1024,9 +1024,9 @@ func printTransfer(w io.Writer, asJSON bool, s TransferSummary) error {
 	}
 	// "complete" only when every receiver acknowledged everything, which
 	// it does only once it has stored it.
-	status := fmt.Sprintf("complete: stored by all %d receivers", len(s.Receivers))
+	status := fmt.Sprintf("complete: every receiver stored it (%d)", len(s.Receivers))
 	if s.Mode == "moe" {
-		status = fmt.Sprintf("complete: acknowledged by all %d experts addressed", len(s.Receivers))
+		status = fmt.Sprintf("complete: every expert acknowledged its tokens (%d)", len(s.Receivers))
 	}
 	if !s.Complete {
 		status = fmt.Sprintf("FAILED for %d of %d receivers (%s)", len(s.Failed), len(s.Receivers), headers.FormatIDSet(s.Failed))
