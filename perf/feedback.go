@@ -202,7 +202,7 @@ func BenchFeedback(ctx context.Context, o FeedbackOptions) (*FeedbackResult, err
 	for i, h := range hosts[1:] {
 		rcvIDs = append(rcvIDs, h.id)
 		sinks[i] = &endpoint.FileSink{}
-		r, err := endpoint.NewReliableReceiver(h.tr, endpoint.SessionReceiverConfig{ID: h.id, Deliver: sinks[i].Deliver})
+		r, err := endpoint.NewReliableReceiver(h.tr, endpoint.SessionReceiverConfig{ID: h.id, Sink: sinks[i]})
 		if err != nil {
 			return nil, err
 		}

@@ -7,6 +7,7 @@ import (
 	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"math/rand/v2"
@@ -84,9 +85,12 @@ send time. The UDP source port is the stream's hash port (49152-65535).
 With a FILE argument the file goes reliably (docs/feedback.md): a manifest
 (name, size, SHA-256) first, then the data, to --to IDS or to --group G
 (whose --members the sender needs to account for acknowledgements). The
-host listens on the SMH port (--listen) for feedback; receivers that do not
-acknowledge everything within --give-up of their last progress are named
-and the exit status is 1. A progress bar goes to stderr.
+host listens on the SMH port (--listen) for feedback. Receivers acknowledge
+only what they have stored; receivers that report they cannot store the
+file (ABORT: read-only, no space, permission, exists, checksum) and
+receivers that do not acknowledge everything within --give-up of their last
+progress are named with the reason, and the exit status is 1. A progress
+bar goes to stderr.
 
 With --moe, --tokens tokens of --token-size bytes each go reliably to a
 fresh random --topk set of the first --experts IDs of --to (default IDs
@@ -425,6 +429,8 @@ type RecvOptions struct {
 	Via      string
 	Files    int
 	Linger   time.Duration
+	// Overwrite lets a received file replace one of its name in OutDir.
+	Overwrite bool
 
 	setCheck endpoint.SetCheck
 	// ready, if set, is told the bound address before receiving starts.
@@ -454,12 +460,17 @@ With --out DIR (or --reliable, which keeps no files) it receives reliable
 streams instead: it acknowledges and NACKs towards its gateway (--via, by
 default the default route's gateway), writes each file a sender announces
 into DIR once its size and SHA-256 match the manifest, and counts MoE
-tokens. With --files N it stops --linger after the N-th file (answering a
-sender whose last ACK was lost meanwhile). Exit status 1 if a file failed
-its check.`,
+tokens. It acknowledges data only once it has written it, and a file's last
+packet only once the file is synced and renamed into place. A file that
+cannot be stored (read-only or full file system, no permission, a file of
+that name without --overwrite, a size or SHA-256 mismatch) is reported to
+the sender with an ABORT naming this receiver and the reason. With --files
+N it stops --linger after the N-th file (answering a sender whose last ACK
+was lost meanwhile). Exit status 1 if a file failed.`,
 		Example: `  sparsecast recv --id 3 --idle-timeout 2s
   sparsecast recv --id 1 --listen 10.77.1.2:9471 --count 5000 --json
-  sparsecast recv --id 5 --out /tmp/in --files 1 --json`,
+  sparsecast recv --id 5 --out /tmp/in --files 1 --json
+  sparsecast recv --id 5 --out /data/ckpt --overwrite --files 1`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			opts.Out, opts.ErrOut = cmd.OutOrStdout(), cmd.ErrOrStderr()
@@ -484,6 +495,7 @@ its check.`,
 	f.StringVar(&opts.SetCheck, "set-check", "exact", "what each packet's receiver set must be: exact (only --id), member (contains --id), none")
 	f.BoolVar(&opts.JSON, "json", false, "print a JSON report")
 	f.StringVar(&opts.OutDir, "out", "", "reliable mode: write received files into this directory")
+	f.BoolVar(&opts.Overwrite, "overwrite", false, "reliable mode: a received file replaces one of the same name in --out (without it the file fails and the sender is told: exists)")
 	f.BoolVar(&opts.Reliable, "reliable", false, "reliable mode without --out: check files and count tokens, keep nothing")
 	f.StringVar(&opts.Via, "via", "", "reliable mode: gateway for feedback, HOST[:PORT] (default: the default route's gateway)")
 	f.IntVar(&opts.Files, "files", 0, "reliable mode: stop --linger after this many files (0: no limit)")
@@ -515,6 +527,9 @@ func (o *RecvOptions) check(cmd *cobra.Command) error {
 		return fmt.Errorf("--set-check: %w", err)
 	}
 	o.setCheck = sc
+	if o.Overwrite && o.OutDir == "" {
+		return fmt.Errorf("--overwrite applies to --out DIR only")
+	}
 	if o.OutDir != "" {
 		o.Reliable = true
 		if st, err := os.Stat(o.OutDir); err != nil || !st.IsDir() {
@@ -600,18 +615,18 @@ func runRecvReliable(ctx context.Context, o *RecvOptions) error {
 	defer tr.Close()
 	var r *endpoint.ReliableReceiver
 	files := 0
-	sink := &endpoint.FileSink{Dir: o.OutDir, OnFile: func(res endpoint.FileResult) {
+	sink := &endpoint.FileSink{Dir: o.OutDir, Overwrite: o.Overwrite, OnFile: func(res endpoint.FileResult) {
 		files++
-		status := "ok"
+		status := "ok: stored"
 		if !res.OK {
-			status = "FAILED: " + res.Error
+			status = fmt.Sprintf("FAILED (%s, the sender is told): %s", res.Reason, res.Error)
 		}
 		fmt.Fprintf(o.ErrOut, "recv: file %q from %d/%d, %d bytes, sha256 %s: %s\n", res.Name, res.Source, res.Session, res.Size, res.SHA256, status)
 		if o.Files > 0 && files >= o.Files {
 			r.SetIdleTimeout(max(o.Linger, time.Millisecond))
 		}
 	}}
-	r, err = endpoint.NewReliableReceiver(tr, endpoint.SessionReceiverConfig{ID: uint16(o.ID), IdleTimeout: o.IdleTimeout, Deliver: sink.Deliver})
+	r, err = endpoint.NewReliableReceiver(tr, endpoint.SessionReceiverConfig{ID: uint16(o.ID), IdleTimeout: o.IdleTimeout, Sink: sink})
 	if err != nil {
 		return err
 	}
@@ -748,6 +763,7 @@ type TransferSummary struct {
 	AmbiguousACKs    uint64                        `json:"ambiguous_acks"`
 	NACKs            uint64                        `json:"nacks"`
 	CNPs             uint64                        `json:"cnps"`
+	ABORTs           uint64                        `json:"aborts"`
 	RateDecreases    uint64                        `json:"rate_decreases"`
 	FinalRatePPS     float64                       `json:"final_rate_pps"`
 	Complete         bool                          `json:"complete"`
@@ -848,6 +864,7 @@ func fillTransfer(sum *TransferSummary, rep *endpoint.SenderReport, tr endpoint.
 	sum.FeedbackPackets = tr.Stats().RecvFeedback
 	sum.ACKs, sum.AggregatedACKs, sum.AmbiguousACKs = rep.ACKs, rep.AggregatedACKs, rep.AmbiguousACKs
 	sum.NACKs, sum.CNPs, sum.RateDecreases, sum.FinalRatePPS = rep.NACKs, rep.CNPs, rep.RateDecreases, rep.FinalRatePPS
+	sum.ABORTs = rep.ABORTs
 	sum.Complete, sum.Failed, sum.Receivers = rep.Complete, rep.Failed(), rep.Receivers
 	if sum.Failed == nil {
 		sum.Failed = []uint16{}
@@ -892,7 +909,12 @@ func runSendFile(ctx context.Context, o *SendOptions) error {
 	} else {
 		rep = s.Report()
 	}
-	bar.update(endpoint.Progress{AppBytesAcked: uint64(size), Elapsed: rep.Elapsed, Retransmissions: rep.Retransmissions})
+	if errors.Is(err, endpoint.ErrGaveUp) {
+		err = nil // every receiver failed: said below, receiver by receiver
+	}
+	if rep.Complete {
+		bar.update(endpoint.Progress{AppBytesAcked: uint64(size), Elapsed: rep.Elapsed, Retransmissions: rep.Retransmissions})
+	}
 	bar.finish()
 	fillTransfer(&sum, rep, tr)
 	if sum.Complete && rep.Elapsed > 0 {
@@ -902,9 +924,35 @@ func runSendFile(ctx context.Context, o *SendOptions) error {
 		err = perr
 	}
 	if err == nil && !sum.Complete {
-		err = fmt.Errorf("receivers %s did not receive all of %s (no progress for %v)", headers.FormatIDSet(sum.Failed), sum.File, o.GiveUp)
+		err = fmt.Errorf("%s was not stored by %d of %d receivers: %s", sum.File, len(sum.Failed), len(sum.Receivers), failures(sum.Receivers))
 	}
 	return err
+}
+
+// failures says, for each receiver that is not complete, why: "2 (read_only:
+// the receiver's output directory is on a read-only file system), 5 (no
+// acknowledgement progress for 10s)".
+func failures(rcv []endpoint.ReceiverCompletion) string {
+	var parts []string
+	for _, c := range rcv {
+		if !c.Complete {
+			parts = append(parts, fmt.Sprintf("%d (%s)", c.ID, failure(c)))
+		}
+	}
+	return strings.Join(parts, ", ")
+}
+
+// failure is why one receiver is not complete.
+func failure(c endpoint.ReceiverCompletion) string {
+	switch {
+	case c.AbortReason != "":
+		return c.AbortReason + ": " + c.Error
+	case c.Error != "":
+		return c.Error
+	case c.HasAck:
+		return fmt.Sprintf("acknowledged up to sequence %d of %d when the transfer ended", c.Acked, c.Last)
+	}
+	return "acknowledged nothing before the transfer ended"
 }
 
 func runSendMoE(ctx context.Context, o *SendOptions) error {
@@ -945,6 +993,9 @@ func runSendMoE(ctx context.Context, o *SendOptions) error {
 	} else {
 		rep = s.Report()
 	}
+	if errors.Is(err, endpoint.ErrGaveUp) {
+		err = nil // said below, expert by expert
+	}
 	fillTransfer(&sum, rep, tr)
 	if rep.Elapsed > 0 {
 		sum.TokensPerSec = float64(rep.Messages) / rep.Elapsed.Seconds()
@@ -956,7 +1007,7 @@ func runSendMoE(ctx context.Context, o *SendOptions) error {
 		err = perr
 	}
 	if err == nil && !sum.Complete {
-		err = fmt.Errorf("experts %s did not receive all their tokens (no progress for %v)", headers.FormatIDSet(sum.Failed), o.GiveUp)
+		err = fmt.Errorf("%d of %d experts did not acknowledge all their tokens: %s", len(sum.Failed), len(sum.Receivers), failures(sum.Receivers))
 	}
 	return err
 }
@@ -971,13 +1022,23 @@ func printTransfer(w io.Writer, asJSON bool, s TransferSummary) error {
 	if s.Mode == "moe" {
 		what = fmt.Sprintf("%d tokens (%.0f tokens/s)", s.Tokens, s.TokensPerSec)
 	}
-	status := "complete"
-	if !s.Complete {
-		status = "INCOMPLETE for " + headers.FormatIDSet(s.Failed)
+	// "complete" only when every receiver acknowledged everything, which
+	// it does only once it has stored it.
+	status := fmt.Sprintf("complete: every receiver stored it (%d)", len(s.Receivers))
+	if s.Mode == "moe" {
+		status = fmt.Sprintf("complete: every expert acknowledged its tokens (%d)", len(s.Receivers))
 	}
-	_, err := fmt.Fprintf(w, "sent %s via %s in %v: %.2f Mb/s, %s\n  %d packets, %d retransmissions (%d copies), %d feedback packets (%d ACKs, %d aggregated, %d NACKs, %d CNPs)\n",
+	if !s.Complete {
+		status = fmt.Sprintf("FAILED for %d of %d receivers (%s)", len(s.Failed), len(s.Receivers), headers.FormatIDSet(s.Failed))
+	}
+	_, err := fmt.Fprintf(w, "sent %s via %s in %v: %.2f Mb/s, %s\n  %d packets, %d retransmissions (%d copies), %d feedback packets (%d ACKs, %d aggregated, %d NACKs, %d CNPs, %d ABORTs)\n",
 		what, s.Via, time.Duration(s.ElapsedNS).Round(time.Millisecond), s.GoodputMbps, status,
-		s.Packets, s.Retransmissions, s.RetransmitCopies, s.FeedbackPackets, s.ACKs, s.AggregatedACKs, s.NACKs, s.CNPs)
+		s.Packets, s.Retransmissions, s.RetransmitCopies, s.FeedbackPackets, s.ACKs, s.AggregatedACKs, s.NACKs, s.CNPs, s.ABORTs)
+	for _, c := range s.Receivers {
+		if !c.Complete && err == nil {
+			_, err = fmt.Fprintf(w, "  receiver %d FAILED: %s\n", c.ID, failure(c))
+		}
+	}
 	return err
 }
 

@@ -7,9 +7,9 @@ package endpoint
 //	'D' file data: the file's bytes, after its manifest;
 //	'T' token: an MoE token (its bytes are opaque).
 //
-// FileSink is a Deliver function that writes each file into a directory
-// (as NAME.part, renamed once its size and SHA-256 check out) or only
-// hashes it, and counts tokens.
+// FileSink is a Sink that writes each file into a directory (as NAME.part,
+// synced and renamed once its size and SHA-256 check out) or only hashes
+// it, and counts tokens.
 
 import (
 	"bufio"
@@ -18,6 +18,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"hash"
 	"io"
@@ -25,6 +26,9 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
+
+	"golang.org/x/sys/unix"
 )
 
 // Message kinds.
@@ -70,43 +74,65 @@ type FileResult struct {
 	SHA256  string `json:"sha256"`
 	OK      bool   `json:"ok"`
 	Error   string `json:"error,omitempty"`
+	// Reason is the failure's ABORT reason (headers.AbortReason's name).
+	Reason string `json:"reason,omitempty"`
 }
 
 type fileStream struct {
 	kind     byte
 	manifest []byte
 	man      *Manifest
-	f        *os.File
+	f        sinkFile
 	w        *bufio.Writer
 	h        hash.Hash
 	n        int64
-	err      error
 	source   uint16
 	session  uint16
 }
 
-// FileSink consumes deliveries: files and tokens.
+// sinkFile is the file a FileSink writes (an *os.File; tests inject
+// storage errors through FileSink.create).
+type sinkFile interface {
+	io.Writer
+	Sync() error
+	Close() error
+	Name() string
+}
+
+// FileSink is a Sink that stores files and counts tokens. A file is
+// written as NAME.part in Dir; once its size and SHA-256 match the
+// manifest it is synced, renamed to NAME and the directory synced, and
+// only then is its last packet stored (so acknowledged). Commit flushes
+// what was written to the operating system. Any failure (the manifest,
+// the file system, the checksum) removes NAME.part, records the file as
+// failed and is returned to the receiver, which sends ABORT.
 type FileSink struct {
 	// Dir is where files go; empty: files are only hashed.
 	Dir string
+	// Overwrite lets a file replace one of the same name in Dir (recv
+	// --overwrite); without it such a file fails (AbortExists).
+	Overwrite bool
 	// OnFile, if set, is called after each file (from the delivering
 	// goroutine).
 	OnFile func(FileResult)
 
+	// create opens NAME.part (nil: os.Create).
+	create func(name string) (sinkFile, error)
+
 	mu      sync.Mutex
-	streams map[uint32]*fileStream
+	streams map[uint64]*fileStream
 	results []FileResult
 	tokens  map[uint16]uint64
 	bad     uint64
 }
 
-// Deliver is a ReliableReceiver's Deliver function.
-func (fs *FileSink) Deliver(d Delivery) {
-	key := uint32(d.Source)<<16 | uint32(d.Session)
+// Deliver is the Sink's Deliver.
+func (fs *FileSink) Deliver(d Delivery) error {
+	key := streamKey(d.Source, d.Session, d.Epoch)
 	st := fs.streams[key]
 	if st == nil {
 		if fs.streams == nil {
-			fs.streams = map[uint32]*fileStream{}
+			fs.streams = map[uint64]*fileStream{}
 		}
 		st = &fileStream{source: d.Source, session: d.Session}
 		fs.streams[key] = st
@@ -121,7 +147,9 @@ func (fs *FileSink) Deliver(d Delivery) {
 		case KindManifest:
 			st.manifest = st.manifest[:0]
 		case KindFile:
-			fs.openFile(st)
+			if err := fs.openFile(st); err != nil {
+				return fs.fail(st, err)
+			}
 		case KindToken:
 		default:
 			fs.bad++
@@ -129,26 +157,25 @@ func (fs *FileSink) Deliver(d Delivery) {
 	}
 	switch st.kind {
 	case KindManifest:
-		if len(st.manifest)+len(data) <= maxManifest {
-			st.manifest = append(st.manifest, data...)
-		} else {
-			st.err = fmt.Errorf("manifest longer than %d bytes", maxManifest)
+		if len(st.manifest)+len(data) > maxManifest {
+			return fs.fail(st, fmt.Errorf("%w: longer than %d bytes", ErrBadManifest, maxManifest))
 		}
+		st.manifest = append(st.manifest, data...)
 		if d.End {
-			fs.parseManifest(st)
+			if err := fs.parseManifest(st); err != nil {
+				return fs.fail(st, err)
+			}
 		}
 	case KindFile:
-		if st.h != nil {
-			st.h.Write(data)
-			st.n += int64(len(data))
-			if st.w != nil && st.err == nil {
-				if _, err := st.w.Write(data); err != nil {
-					st.err = err
-				}
+		st.h.Write(data)
+		st.n += int64(len(data))
+		if st.w != nil {
+			if _, err := st.w.Write(data); err != nil {
+				return fs.fail(st, err)
 			}
 		}
 		if d.End {
-			fs.finishFile(st)
+			return fs.finishFile(st)
 		}
 	case KindToken:
 		if d.End {
@@ -160,81 +187,161 @@ func (fs *FileSink) Deliver(d Delivery) {
 			fs.mu.Unlock()
 		}
 	}
+	return nil
 }
 
-func (fs *FileSink) parseManifest(st *fileStream) {
+// Commit is the Sink's Commit: it hands the open file's buffered data to
+// the operating system.
+func (fs *FileSink) Commit(source, session uint16, epoch uint32) error {
+	st := fs.streams[streamKey(source, session, epoch)]
+	if st == nil || st.w == nil {
+		return nil
+	}
+	if err := st.w.Flush(); err != nil {
+		return fs.fail(st, err)
+	}
+	return nil
+}
+
+func (fs *FileSink) parseManifest(st *fileStream) error {
 	var m Manifest
-	st.man, st.err = nil, nil
+	st.man = nil
 	if err := json.Unmarshal(st.manifest, &m); err != nil {
-		st.err = fmt.Errorf("bad manifest: %w", err)
-		return
+		return fmt.Errorf("%w: %v", ErrBadManifest, err)
 	}
 	base := filepath.Base(m.Name)
 	if m.Name == "" || base != m.Name || base == "." || base == ".." || strings.ContainsRune(base, 0) || m.Size < 0 {
-		st.err = fmt.Errorf("manifest names %q (size %d): want a plain file name", m.Name, m.Size)
-		return
+		return fmt.Errorf("%w: it names %q (size %d): want a plain file name", ErrBadManifest, m.Name, m.Size)
 	}
 	st.man = &m
+	if fs.Dir != "" && !fs.Overwrite {
+		// Tell the sender before it sends the data.
+		if err := noFileAt(filepath.Join(fs.Dir, m.Name)); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
-func (fs *FileSink) openFile(st *fileStream) {
+// noFileAt is nil if nothing is at path, and an EEXIST error if something
+// is.
+func noFileAt(path string) error {
+	_, err := os.Lstat(path)
+	switch {
+	case err == nil:
+		return &os.PathError{Op: "store", Path: path, Err: syscall.EEXIST}
+	case errors.Is(err, os.ErrNotExist):
+		return nil
+	}
+	return err
+}
+
+func (fs *FileSink) openFile(st *fileStream) error {
 	st.h, st.n, st.f, st.w = sha256.New(), 0, nil, nil
 	if st.man == nil {
-		if st.err == nil {
-			st.err = fmt.Errorf("file data without a manifest")
-		}
-		return
+		return fmt.Errorf("%w: file data without a manifest", ErrBadManifest)
 	}
 	if fs.Dir == "" {
-		return
+		return nil
 	}
-	f, err := os.Create(filepath.Join(fs.Dir, st.man.Name+".part"))
+	create := fs.create
+	if create == nil {
+		create = func(name string) (sinkFile, error) { return os.Create(name) }
+	}
+	f, err := create(filepath.Join(fs.Dir, st.man.Name+".part"))
 	if err != nil {
-		st.err = err
-		return
+		return err
 	}
-	st.f, st.w = f, bufio.NewWriterSize(f, 1<<20)
+	st.f, st.w = f, bufio.NewWriterSize(f, 256<<10)
+	return nil
 }
 
-func (fs *FileSink) finishFile(st *fileStream) {
-	res := FileResult{Source: st.source, Session: st.session, Size: st.n}
-	if st.h != nil {
-		res.SHA256 = hex.EncodeToString(st.h.Sum(nil))
+// finishFile checks the file against its manifest, and stores it: flush,
+// fsync, close, rename NAME.part to NAME, fsync the directory.
+func (fs *FileSink) finishFile(st *fileStream) error {
+	sum := hex.EncodeToString(st.h.Sum(nil))
+	switch {
+	case st.n != st.man.Size:
+		return fs.fail(st, fmt.Errorf("%w: size %d, manifest says %d", ErrChecksum, st.n, st.man.Size))
+	case sum != st.man.SHA256:
+		return fs.fail(st, fmt.Errorf("%w: SHA-256 %s, manifest says %s", ErrChecksum, sum, st.man.SHA256))
 	}
+	res := FileResult{Source: st.source, Session: st.session, Name: st.man.Name, Size: st.n, SHA256: sum, OK: true}
+	if st.f != nil {
+		if err := st.w.Flush(); err != nil {
+			return fs.fail(st, err)
+		}
+		if err := st.f.Sync(); err != nil {
+			return fs.fail(st, err)
+		}
+		f := st.f
+		st.f, st.w = nil, nil
+		part := f.Name()
+		if err := f.Close(); err != nil {
+			os.Remove(part)
+			return fs.fail(st, err)
+		}
+		res.Path = strings.TrimSuffix(part, ".part")
+		if err := fs.rename(part, res.Path); err != nil {
+			os.Remove(part)
+			return fs.fail(st, err)
+		}
+		if err := syncDir(fs.Dir); err != nil {
+			return fs.fail(st, err)
+		}
+	}
+	fs.done(st, res)
+	return nil
+}
+
+// rename moves part to path, replacing a file there only with Overwrite.
+func (fs *FileSink) rename(part, path string) error {
+	if fs.Overwrite {
+		return os.Rename(part, path)
+	}
+	err := unix.Renameat2(unix.AT_FDCWD, part, unix.AT_FDCWD, path, unix.RENAME_NOREPLACE)
+	if errors.Is(err, unix.EINVAL) || errors.Is(err, unix.ENOSYS) {
+		// A file system without RENAME_NOREPLACE: check, then rename.
+		if err = noFileAt(path); err == nil {
+			return os.Rename(part, path)
+		}
+	}
+	if err != nil {
+		return &os.LinkError{Op: "rename", Old: part, New: path, Err: err}
+	}
+	return nil
+}
+
+// syncDir makes a rename in dir durable.
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	err = d.Sync()
+	if cerr := d.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}
+
+// fail records the stream's file as failed with err, removes its .part and
+// returns err (the receiver aborts the stream).
+func (fs *FileSink) fail(st *fileStream, err error) error {
+	res := FileResult{Source: st.source, Session: st.session, Size: st.n, Error: err.Error(), Reason: AbortReasonOf(err).String()}
 	if st.man != nil {
 		res.Name = st.man.Name
 	}
-	err := st.err
-	if st.w != nil {
-		if e := st.w.Flush(); err == nil {
-			err = e
-		}
-		if e := st.f.Close(); err == nil {
-			err = e
-		}
-	}
-	if err == nil && st.man != nil {
-		switch {
-		case st.n != st.man.Size:
-			err = fmt.Errorf("size %d, manifest says %d", st.n, st.man.Size)
-		case res.SHA256 != st.man.SHA256:
-			err = fmt.Errorf("SHA-256 %s, manifest says %s", res.SHA256, st.man.SHA256)
-		}
-	}
 	if st.f != nil {
-		part := st.f.Name()
-		if err == nil {
-			res.Path = strings.TrimSuffix(part, ".part")
-			err = os.Rename(part, res.Path)
-		} else {
-			os.Remove(part)
-		}
+		st.f.Close()
+		os.Remove(st.f.Name())
 	}
-	res.OK = err == nil
-	if err != nil {
-		res.Error = err.Error()
-	}
-	st.man, st.h, st.f, st.w, st.err = nil, nil, nil, nil, nil
+	fs.done(st, res)
+	return err
+}
+
+func (fs *FileSink) done(st *fileStream, res FileResult) {
+	st.kind, st.man, st.h, st.f, st.w = 0, nil, nil, nil, nil
 	fs.mu.Lock()
 	fs.results = append(fs.results, res)
 	fs.mu.Unlock()

@@ -14,7 +14,9 @@ package endpoint
 //     missing predecessor (in fixed mode, every missing number up to it) is
 //     marked wanted, with a NACK due now.
 //  3. Timers: ACK(X), X one past the last delivered, after AckEvery
-//     deliveries, every AckInterval while DATA flows, and at once on F;
+//     deliveries, every AckInterval while DATA flows, and at once on F,
+//     each only once the sink has stored everything below X (Sink.Commit;
+//     docs/feedback.md, "What a receiver acknowledges");
 //     NACK(S, C) for each run of wanted numbers whose NACK is due, repeated
 //     with a doubling back-off while the gap stays open; a CNP (severity 1)
 //     echoing C, and severity 2 when the socket buffer overflowed.
@@ -25,7 +27,10 @@ package endpoint
 // stream superseded by a newer epoch frees its window once idle for a
 // while. Delivery is in order per stream: the callback sees each packet's
 // app data exactly once, with Start and End marking message boundaries.
-// Nothing is allocated per packet in the steady state.
+// A sink that cannot store a stream (Deliver or Commit fails) stops it: no
+// more deliveries, ACKs or NACKs, and an ABORT with the error's reason
+// (AbortReasonOf), repeated at most every AbortRepeat while its DATA keeps
+// coming. Nothing is allocated per packet in the steady state.
 
 import (
 	"context"
@@ -71,7 +76,13 @@ type SessionReceiverConfig struct {
 	// IdleTimeout ends Run when no DATA came for this long, counted from the
 	// first packet (0: never). SetIdleTimeout changes it while running.
 	IdleTimeout time.Duration
-	// Deliver is called, from Run's goroutine, for every packet in order.
+	// AbortRepeat is the least time between two ABORTs about one stream
+	// (default 10 ms): one when storing fails, then one on later DATA of
+	// the stream, in case the first was lost.
+	AbortRepeat time.Duration
+	// Sink stores the deliveries (FileSink); or Deliver, a function that
+	// keeps nothing (DeliverFunc): exactly one of them.
+	Sink    Sink
 	Deliver func(Delivery)
 }
 
@@ -104,6 +115,11 @@ type SessionStreamReport struct {
 	ACKs          uint64 `json:"acks_sent"`
 	NACKs         uint64 `json:"nacks_sent"`
 	CNPs          uint64 `json:"cnps_sent"`
+	ABORTs        uint64 `json:"aborts_sent"`
+	// AbortReason and StoreError: why the sink could not store the stream
+	// (it was aborted), empty while it stores.
+	AbortReason string `json:"abort_reason,omitempty"`
+	StoreError  string `json:"store_error,omitempty"`
 	// Last is the last delivered sequence number (meaningful when
 	// Delivered > 0).
 	Last uint32 `json:"last_seq"`
@@ -165,6 +181,16 @@ type rstream struct {
 	// superseded: DATA of a newer epoch came on the same (source,
 	// session); once idle for retireAfter its window is freed.
 	superseded bool
+	// acked is the last ACK sent (hasAcked); first the first sequence
+	// number delivered. abort is the reason the stream was aborted (0:
+	// storing), abortSeq the first sequence number not stored, lastAbort
+	// when the last ABORT went.
+	acked     uint32
+	hasAcked  bool
+	first     uint32
+	abort     headers.AbortReason
+	abortSeq  uint32
+	lastAbort int64
 }
 
 // retireAfter is how long a superseded stream stays idle before its window
@@ -181,6 +207,7 @@ func streamKey(source, session uint16, epoch uint32) uint64 {
 type ReliableReceiver struct {
 	cfg      SessionReceiverConfig
 	tr       Transport
+	sink     Sink
 	epoch    time.Time
 	now      int64
 	buf      []byte
@@ -222,19 +249,26 @@ func NewReliableReceiver(tr Transport, cfg SessionReceiverConfig) (*ReliableRece
 	if cfg.HopLimit == 0 {
 		cfg.HopLimit = headers.DefaultHopLimit
 	}
+	if cfg.AbortRepeat == 0 {
+		cfg.AbortRepeat = 10 * time.Millisecond
+	}
 	switch {
 	case cfg.Window < 2 || cfg.Window > 1<<16 || cfg.Window&(cfg.Window-1) != 0:
 		return nil, fmt.Errorf("reliable receiver: window %d: want a power of two, 2-65536", cfg.Window)
 	case cfg.MaxDatagram < 64 || cfg.MaxDatagram > MaxDatagram:
 		return nil, fmt.Errorf("reliable receiver: max datagram %d: want 64-%d", cfg.MaxDatagram, MaxDatagram)
-	case cfg.AckEvery < 1 || cfg.AckInterval < 0 || cfg.NackRepeat <= 0 || cfg.CNPInterval < 0 || cfg.IdleTimeout < 0:
-		return nil, fmt.Errorf("reliable receiver: ack every %d, intervals %v/%v/%v, idle %v: want positive values",
-			cfg.AckEvery, cfg.AckInterval, cfg.NackRepeat, cfg.CNPInterval, cfg.IdleTimeout)
-	case cfg.Deliver == nil:
-		return nil, fmt.Errorf("reliable receiver: no delivery function")
+	case cfg.AckEvery < 1 || cfg.AckInterval < 0 || cfg.NackRepeat <= 0 || cfg.CNPInterval < 0 || cfg.IdleTimeout < 0 || cfg.AbortRepeat < 0:
+		return nil, fmt.Errorf("reliable receiver: ack every %d, intervals %v/%v/%v/%v, idle %v: want positive values",
+			cfg.AckEvery, cfg.AckInterval, cfg.NackRepeat, cfg.CNPInterval, cfg.AbortRepeat, cfg.IdleTimeout)
+	case (cfg.Deliver == nil) == (cfg.Sink == nil):
+		return nil, fmt.Errorf("reliable receiver: want a sink or a delivery function (exactly one)")
+	}
+	sink := cfg.Sink
+	if sink == nil {
+		sink = DeliverFunc(cfg.Deliver)
 	}
 	r := &ReliableReceiver{
-		cfg: cfg, tr: tr, epoch: time.Now(),
+		cfg: cfg, tr: tr, sink: sink, epoch: time.Now(),
 		buf: make([]byte, 65536), out: make([]byte, 64),
 		streams: make(map[uint64]*rstream),
 	}
@@ -297,6 +331,9 @@ func (r *ReliableReceiver) nextTimer(now int64) int64 {
 		t = min(t, r.lastPkt+int64(r.cfg.IdleTimeout))
 	}
 	for _, s := range r.list {
+		if s.abort != 0 {
+			continue
+		}
 		if s.flowing || s.ackDue {
 			t = min(t, s.lastAck+int64(r.cfg.AckInterval))
 		}
@@ -390,6 +427,14 @@ func (r *ReliableReceiver) handle(b []byte) {
 	r.lastPkt = r.now
 	s := r.stream(h.SourceID(), h.SessionID(), h.Epoch())
 	s.lastData = r.now
+	if s.abort != 0 {
+		// It cannot be stored: say so again (the ABORT may have been
+		// lost), at most every AbortRepeat.
+		if r.now-s.lastAbort >= int64(r.cfg.AbortRepeat) {
+			r.sendAbort(s)
+		}
+		return
+	}
 	s.flowing = true
 	flags := h.Flags()
 	if flags&headers.FlagRetransmit != 0 {
@@ -416,8 +461,9 @@ func (r *ReliableReceiver) handle(b []byte) {
 		return
 	}
 	if (!s.started && head) || (s.started && prev == s.last && !head) {
-		r.deliver(s, seq, data, final)
-		r.drain(s, seq)
+		if r.deliver(s, seq, data, final) {
+			r.drain(s, seq)
+		}
 		return
 	}
 	if s.started && (head || seqLess(prev, s.last)) {
@@ -496,11 +542,19 @@ func (r *ReliableReceiver) want(s *rstream, q, succ uint32) {
 	}
 }
 
-func (r *ReliableReceiver) deliver(s *rstream, seq uint32, data []byte, final bool) {
-	r.cfg.Deliver(Delivery{
+// deliver hands one packet to the sink; false: the sink failed and the
+// stream is aborted.
+func (r *ReliableReceiver) deliver(s *rstream, seq uint32, data []byte, final bool) bool {
+	if !s.started {
+		s.first = seq
+	}
+	if err := r.sink.Deliver(Delivery{
 		Source: s.rep.Source, Session: s.rep.Session, Epoch: s.rep.Epoch, Seq: seq, Data: data,
 		Start: s.msgStart, End: final,
-	})
+	}); err != nil {
+		r.abortStream(s, seq, err)
+		return false
+	}
 	s.msgStart = final
 	s.started, s.last = true, seq
 	s.rep.Delivered++
@@ -511,6 +565,7 @@ func (r *ReliableReceiver) deliver(s *rstream, seq uint32, data []byte, final bo
 		s.rep.Messages++
 		s.ackNow = true
 	}
+	return true
 }
 
 // drain delivers the buffered successors of d.
@@ -532,7 +587,9 @@ func (r *ReliableReceiver) drain(s *rstream, d uint32) {
 		if ns.seq != nx || ns.state != slotHave || ns.prev != d {
 			return
 		}
-		r.deliver(s, nx, ns.data[:ns.n], ns.final)
+		if !r.deliver(s, nx, ns.data[:ns.n], ns.final) {
+			return
+		}
 		d = nx
 	}
 }
@@ -551,12 +608,22 @@ func (r *ReliableReceiver) timers(now int64) {
 			r.retireWindow(s)
 			continue
 		}
+		if s.abort != 0 {
+			continue
+		}
 		if sev2 && now-s.lastData < int64(time.Second) {
 			r.sendFeedback(s, headers.TypeCNP, s.highest, 2)
 		}
 		if s.started && (s.ackNow || s.sinceAck >= r.cfg.AckEvery ||
 			((s.flowing || s.ackDue) && now-s.lastAck >= int64(r.cfg.AckInterval))) {
+			// Acknowledged means stored: the sink first stores what the
+			// ACK covers.
+			if err := r.sink.Commit(s.rep.Source, s.rep.Session, s.rep.Epoch); err != nil {
+				r.abortStream(s, s.last+1, err)
+				continue
+			}
 			r.sendFeedback(s, headers.TypeACK, s.last+1, 0)
+			s.acked, s.hasAcked = s.last+1, true
 			s.sinceAck, s.flowing, s.ackDue, s.ackNow, s.lastAck = 0, false, false, false, now
 		}
 		if s.wants > 0 && now >= s.nextNack {
@@ -612,7 +679,37 @@ func (r *ReliableReceiver) nackScan(s *rstream, now int64) {
 	s.nextNack = next
 }
 
-// sendFeedback sends an ACK, NACK or CNP about stream s.
+// abortStream stops stream s because its sink failed at sequence number
+// failed with err: nothing more is delivered, acknowledged or NACKed, and
+// an ABORT goes out now and again on later DATA.
+func (r *ReliableReceiver) abortStream(s *rstream, failed uint32, err error) {
+	s.abort = AbortReasonOf(err)
+	s.rep.AbortReason, s.rep.StoreError = s.abort.String(), err.Error()
+	// The first sequence number not stored: what the last ACK did not
+	// cover (a failed Commit may have lost anything after it).
+	switch {
+	case s.hasAcked:
+		s.abortSeq = s.acked
+	case s.started:
+		s.abortSeq = s.first
+	default:
+		s.abortSeq = failed
+	}
+	s.flowing, s.ackDue, s.ackNow = false, false, false
+	for i := range s.slots {
+		s.slots[i].state = slotEmpty
+	}
+	s.wants = 0
+	r.sendAbort(s)
+}
+
+// sendAbort sends ABORT about stream s, naming this receiver.
+func (r *ReliableReceiver) sendAbort(s *rstream) {
+	s.lastAbort = r.now
+	r.sendFeedback(s, headers.TypeABORT, s.abortSeq, uint16(s.abort))
+}
+
+// sendFeedback sends an ACK, NACK, CNP or ABORT about stream s.
 func (r *ReliableReceiver) sendFeedback(s *rstream, t headers.Type, seq uint32, count uint16) {
 	n := putFeedback(r.out, t, s.rep.Source, s.rep.Session, s.rep.Epoch, r.cfg.ID, seq, count, r.cfg.HopLimit)
 	if err := r.tr.Send(r.out[:n]); err != nil {
@@ -626,6 +723,8 @@ func (r *ReliableReceiver) sendFeedback(s *rstream, t headers.Type, seq uint32, 
 		s.rep.NACKs++
 	case headers.TypeCNP:
 		s.rep.CNPs++
+	case headers.TypeABORT:
+		s.rep.ABORTs++
 	}
 }
 

@@ -18,7 +18,9 @@ package endpoint
 //     it does not speak for) to X, and frees packets every receiver
 //     of their set has acknowledged; NACK(S, C) retransmits S..S+C-1, each
 //     to the NACK's set ∩ the packet's original set, minus receivers that
-//     acknowledged it, with R; CNP halves the rate (congestion control).
+//     acknowledged it, with R; CNP halves the rate (congestion control);
+//     ABORT marks the receivers it names (those the stream addressed)
+//     failed for its reason: they hold no packets and get no repairs.
 //  4. A timer resends packets unacknowledged for an RTO (RFC 6298 estimate
 //     from ACK round trips, doubling per resend) to the receivers that have
 //     not acknowledged them: tail loss. A receiver that makes no progress
@@ -164,8 +166,13 @@ type ReceiverCompletion struct {
 	ID uint16 `json:"id"`
 	// Complete: it acknowledged every packet addressed to it.
 	Complete bool `json:"complete"`
-	// Failed: it made no progress for the give-up time.
+	// Failed: it made no progress for the give-up time, or it said it
+	// cannot store the stream (ABORT: AbortReason).
 	Failed bool `json:"failed"`
+	// AbortReason is the reason of its ABORT (headers.AbortReason's name),
+	// empty if it sent none; Error says why it failed in words.
+	AbortReason string `json:"abort_reason,omitempty"`
+	Error       string `json:"error,omitempty"`
 	// Acked is its cumulative ACK (every sequence number below it that was
 	// addressed to it arrived); Last the last sequence addressed to it.
 	Acked   uint32 `json:"acked"`
@@ -207,9 +214,14 @@ type SenderReport struct {
 	Elapsed          time.Duration        `json:"elapsed_ns"`
 	Complete         bool                 `json:"complete"`
 	Receivers        []ReceiverCompletion `json:"receivers"`
+	// ABORTs counts ABORT packets, AmbiguousABORTs the receivers they named
+	// that the stream never addressed (ignored).
+	ABORTs          uint64 `json:"aborts"`
+	AmbiguousABORTs uint64 `json:"ambiguous_aborts"`
 }
 
-// Failed lists the receivers that are not complete.
+// Failed lists the receivers that are not complete (those that failed, and
+// those still outstanding).
 func (r *SenderReport) Failed() []uint16 {
 	var ids []uint16
 	for _, c := range r.Receivers {
@@ -248,6 +260,7 @@ type rstate struct {
 	packets  uint64
 	rtoAt    int64 // last RTO expiry
 	rtoN     uint8 // RTO expiries since progress
+	abort    headers.AbortReason
 }
 
 // ReliableSender is one reliable stream's sender. It is not safe for
@@ -867,7 +880,37 @@ func (s *ReliableSender) handle(b []byte) {
 		s.rep.CNPs++
 		s.congested = true
 		s.decrease(s.now)
+	case headers.TypeABORT:
+		s.onABORT(h)
 	}
+}
+
+// onABORT fails the receivers an ABORT names, for its reason: packets only
+// they held are freed and nothing is retransmitted to them. Names the
+// stream never addressed are counted and skipped, as for ACKs.
+func (s *ReliableSender) onABORT(h headers.SMH) {
+	s.rep.ABORTs++
+	reason := headers.AbortReason(h.FeedbackCount())
+	if reason > headers.AbortBadManifest {
+		reason = headers.AbortIO // reserved reasons (docs/smh.md 2.3)
+	}
+	s.ids = h.AppendReceivers(s.ids[:0])
+	for _, id := range s.ids {
+		i := s.idx[id]
+		if i < 0 || !s.rcv[i].hasLast {
+			s.rep.AmbiguousABORTs++
+			continue
+		}
+		r := &s.rcv[i]
+		if r.abort == 0 {
+			r.abort = reason
+		}
+		if !r.failed {
+			r.failed = true
+			s.nFailed++
+		}
+	}
+	s.free()
 }
 
 func (s *ReliableSender) onACK(h headers.SMH) {
@@ -906,7 +949,8 @@ func (s *ReliableSender) raise(r *rstate, x uint32) {
 		return
 	}
 	r.ack, r.hasAck, r.progress, r.rtoN = x, true, s.now, 0
-	if r.failed {
+	if r.failed && r.abort == 0 {
+		// It was given up on, but it was only slow.
 		r.failed = false
 		s.nFailed--
 	}
@@ -1007,7 +1051,13 @@ func (s *ReliableSender) Report() *SenderReport {
 	rep.Complete = true
 	for _, r := range s.rcv {
 		c := ReceiverCompletion{ID: r.id, Failed: r.failed, Acked: r.ack, HasAck: r.hasAck, Last: r.last, Packets: r.packets}
-		c.Complete = !r.hasLast || (r.hasAck && seqLess(r.last, r.ack))
+		c.Complete = r.abort == 0 && (!r.hasLast || (r.hasAck && seqLess(r.last, r.ack)))
+		switch {
+		case r.abort != 0:
+			c.AbortReason, c.Error = r.abort.String(), r.abort.Message()
+		case r.failed:
+			c.Error = fmt.Sprintf("no acknowledgement progress for %v", s.cfg.GiveUp)
+		}
 		if !c.Complete {
 			rep.Complete = false
 		}

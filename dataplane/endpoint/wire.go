@@ -133,11 +133,12 @@ func seqLess(a, b uint32) bool { return int32(a-b) < 0 }
 
 // putFeedback writes a feedback SMH from a receiver about the stream
 // (source, session, epoch), echoing the DATA's Transfer Epoch (0: none):
-// Speaks For 1, Reporter ID and, for a NACK, the set, the reporter itself.
+// Speaks For 1, Reporter ID and, for a NACK or an ABORT, the set, the
+// reporter itself.
 func putFeedback(b []byte, t headers.Type, source, session uint16, epoch uint32, me uint16, seq uint32, count uint16, hop uint8) int {
 	var one [1]uint16
 	ids := one[:0]
-	if t == headers.TypeNACK {
+	if t == headers.TypeNACK || t == headers.TypeABORT {
 		one[0] = me
 		ids = one[:]
 	}

@@ -82,6 +82,10 @@ type TransferOptions struct {
 	// switch from a port the stream never went out of: they must be
 	// dropped as feedback_spoofed and change nothing.
 	Spoofer string
+	// OutDirs gives receiving hosts their --out directory (default
+	// DIR/out-HOST), say one on a read-only or a full file system: such a
+	// receiver cannot store the file, and the sender must name it.
+	OutDirs map[string]string
 	// Timeout bounds the transfer (default 2 minutes).
 	Timeout time.Duration
 	Prefix  string
@@ -112,6 +116,9 @@ type TransferResult struct {
 	Sender   json.RawMessage `json:"sender"`
 	ElapsedS float64         `json:"elapsed_s"`
 	Dir      string          `json:"dir"`
+	// SenderError is how the sender exited (empty: status 0; its message
+	// is in DIR/send.log).
+	SenderError string `json:"sender_error,omitempty"`
 	// Progress is every receiver's bytes over time, from the sender's
 	// start to its end (for PlotProgress); FailAt is when FailLink went
 	// down on that clock (0: no failure).
@@ -329,9 +336,12 @@ func TransferOn(ctx context.Context, f *Fabric, o TransferOptions) (res *Transfe
 	var recvs []recvProc
 	for _, name := range o.Receivers {
 		h, fh := byName[name], f.Hosts[name]
-		dir := filepath.Join(f.Dir, "out-"+name)
-		if err := os.MkdirAll(dir, 0o755); err != nil {
-			return nil, err
+		dir := o.OutDirs[name]
+		if dir == "" {
+			dir = filepath.Join(f.Dir, "out-"+name)
+			if err := os.MkdirAll(dir, 0o755); err != nil {
+				return nil, err
+			}
 		}
 		out := &bytes.Buffer{}
 		p, err := startFileReceiver(ctx, f, o.Binary, fh, dir, 1, o.Timeout+30*time.Second, out)
@@ -461,6 +471,9 @@ func TransferOn(ctx context.Context, f *Fabric, o TransferOptions) (res *Transfe
 		res.Sender = nil
 	}
 	res.DeliveredOK = sendErr == nil
+	if sendErr != nil {
+		res.SenderError = sendErr.Error()
+	}
 	for _, rp := range recvs {
 		rr := TransferReceiver{Host: rp.host.Name, ID: rp.host.ID}
 		if err := rp.proc.Wait(tctx); err != nil {

@@ -3,9 +3,13 @@
 package lab
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -131,5 +135,90 @@ func TestTransferSpoofedACK(t *testing.T) {
 	res := runTransfer(t, TransferOptions{Topology: path, Receivers: []string{"r1", "r2", "r3", "r4"}, Spoofer: "mal", MaxRate: 3000})
 	if res.SpoofedSent == 0 || res.SpoofedDropped == 0 || res.SpoofedDropped > uint64(res.SpoofedSent) {
 		t.Fatalf("forged ACKs sent %d, dropped as spoofed %d", res.SpoofedSent, res.SpoofedDropped)
+	}
+}
+
+// TestTransferStorageFailure: r1's --out is a read-only file system and
+// r3's a 1 MiB tmpfs, too small for the file. Both receivers say so
+// (ABORT); the sender exits non-zero naming them with their reasons and
+// never calls their copies complete, and r2 and r4 store the file
+// byte-exact.
+func TestTransferStorageFailure(t *testing.T) {
+	bin := buildBinary(t)
+	cleanup(t)
+	base := t.TempDir()
+	mountTmpfs := func(name, opts string) string {
+		dir := filepath.Join(base, name)
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if out, err := exec.Command("mount", "-t", "tmpfs", "-o", opts, "sct-"+name, dir).CombinedOutput(); err != nil {
+			t.Fatalf("mount tmpfs %s on %s: %v: %s", opts, dir, err, out)
+		}
+		t.Cleanup(func() {
+			if out, err := exec.Command("umount", dir).CombinedOutput(); err != nil {
+				t.Errorf("umount %s: %v: %s", dir, err, out)
+			}
+		})
+		return dir
+	}
+	ro := mountTmpfs("readonly", "ro,size=1m")
+	full := mountTmpfs("full", "size=1m")
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	var log strings.Builder
+	res, err := Transfer(ctx, TransferOptions{Binary: bin, Prefix: labPrefix, Dir: t.TempDir(), Size: 3 << 20,
+		OutDirs: map[string]string{"r1": ro, "r3": full},
+		Log:     func(format string, args ...any) { log.WriteString(strings.TrimSpace(format) + "\n") }})
+	if err != nil {
+		t.Fatalf("Transfer: %v\n%s", err, log.String())
+	}
+	t.Logf("\n%s\nsender: %s", res.Table(), res.Sender)
+	if res.DeliveredOK || res.SenderError == "" {
+		t.Errorf("delivered_ok %v, sender error %q: want a failed sender", res.DeliveredOK, res.SenderError)
+	}
+	var sum struct {
+		Complete  bool     `json:"complete"`
+		Failed    []uint16 `json:"failed_receivers"`
+		Receivers []struct {
+			ID          uint16 `json:"id"`
+			Complete    bool   `json:"complete"`
+			AbortReason string `json:"abort_reason"`
+		} `json:"receivers"`
+	}
+	if err := json.Unmarshal(res.Sender, &sum); err != nil {
+		t.Fatalf("sender summary: %v", err)
+	}
+	want := map[uint16]string{1: "read_only", 64: "no_space"}
+	if sum.Complete || !slices.Equal(sum.Failed, []uint16{1, 64}) || len(sum.Receivers) != 4 {
+		t.Errorf("sender complete %v, failed %v, %d receivers", sum.Complete, sum.Failed, len(sum.Receivers))
+	}
+	for _, r := range sum.Receivers {
+		if r.AbortReason != want[r.ID] || r.Complete != (want[r.ID] == "") {
+			t.Errorf("sender's receiver %+v, want reason %q", r, want[r.ID])
+		}
+	}
+	// The sender's error names both and why.
+	msg, _ := os.ReadFile(filepath.Join(res.Dir, "send.log"))
+	for _, w := range []string{"not stored by 2 of 4 receivers", "1 (read_only: ", "64 (no_space: "} {
+		if !bytes.Contains(msg, []byte(w)) {
+			t.Errorf("send.log lacks %q:\n%s", w, msg)
+		}
+	}
+	for _, r := range res.Receivers {
+		switch r.Host {
+		case "r2", "r4":
+			if !r.OK || r.Bytes != int64(res.Size) {
+				t.Errorf("receiver %+v: want the file byte-exact", r)
+			}
+		default:
+			if r.OK || r.Error == "" {
+				t.Errorf("receiver %+v: want it failed", r)
+			}
+		}
+	}
+	// Nothing half-written is left on the full file system.
+	if ents, err := os.ReadDir(full); err != nil || len(ents) != 0 {
+		t.Errorf("full tmpfs holds %v (%v)", ents, err)
 	}
 }
