@@ -1092,6 +1092,7 @@ func benchFeedbackRun(ctx context.Context, o *BenchFeedbackOptions) error {
 		fmt.Fprintf(o.Out, "  feedback at sender %.4f per DATA datagram, %.4f per original packet (%d feedback, %d DATA datagrams), %d NACKs suppressed by switches\n",
 			r.FeedbackPerD, r.FeedbackPerOriginal, r.FeedbackPkts, r.DataDatagrams, r.NACKsSuppressed)
 		fmt.Fprintf(o.Out, "  %d packets, %d retransmissions (%d copies), %d fault drops\n", r.DataPkts, r.Retransmissions, r.RetransmitCopies, r.FaultDrops)
+		fmt.Fprintf(o.Out, "  retransmissions_per_original %.3f, feedback_per_original %.3f\n", r.RetransmissionsPerOriginal, r.FeedbackPerOrig)
 	}
 	if err == nil && !r.DeliveredOK {
 		err = fmt.Errorf("bench feedback: delivery incomplete (receivers %s; %s)", headers.FormatIDSet(r.FailedReceiver), strings.Join(r.Errors, "; "))
