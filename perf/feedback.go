@@ -40,6 +40,11 @@ type FeedbackOptions struct {
 	Seed uint64
 	// Timeout bounds the transfer (default 45 s).
 	Timeout time.Duration
+	// FECBlock and RepairWindow set the sender's SessionConfig fields of
+	// those names (0: their defaults; -1: no parity, no repair merging:
+	// the sender as it was before either).
+	FECBlock     int
+	RepairWindow time.Duration
 }
 
 // defaults fills the zero fields and checks the rest.
@@ -238,6 +243,7 @@ func BenchFeedback(ctx context.Context, o FeedbackOptions) (*FeedbackResult, err
 
 	s, err := endpoint.NewReliableSender(sender.tr, endpoint.SessionConfig{
 		SourceID: sender.id, SessionID: 1, Receivers: rcvIDs, GiveUp: o.Timeout,
+		FECBlock: o.FECBlock, RepairWindow: o.RepairWindow,
 	})
 	if err != nil {
 		return nil, err

@@ -997,6 +997,9 @@ type BenchFeedbackOptions struct {
 	// sparsecast binary its processes run.
 	Veth   bool
 	Binary string
+	// FECBlock and RepairWindow tune the sender (in-memory fabric only).
+	FECBlock     int
+	RepairWindow time.Duration
 }
 
 // NewCmdBenchFeedback builds `bench feedback`; runF replaces the run
@@ -1056,6 +1059,8 @@ size this 2-core class of machine runs in about a minute).`,
 	f.BoolVar(&o.JSON, "json", false, "print JSON")
 	f.BoolVar(&o.Veth, "veth", false, "run the fabric as the veth lab (root): a process and a namespace per switch and host")
 	f.StringVar(&o.Binary, "binary", "", "sparsecast binary for the lab processes with --veth (default: this one)")
+	f.IntVar(&o.FECBlock, "fec-block", 0, "packets per parity block at the sender (0: default 32; -1: no parity repairs; in-memory fabric only)")
+	f.DurationVar(&o.RepairWindow, "repair-window", 0, "bound of the sender's repair hold (0: default 4ms; negative: no merging; in-memory fabric only)")
 	return cmd
 }
 
@@ -1066,6 +1071,7 @@ func benchFeedbackRun(ctx context.Context, o *BenchFeedbackOptions) error {
 	po := perf.FeedbackOptions{
 		Receivers: o.Receivers, Loss: o.Loss, Aggregate: o.Aggregate, Size: o.Size,
 		Spines: o.Spines, HostsPerLeaf: o.PerLeaf, Seed: o.Seed, Timeout: o.Timeout,
+		FECBlock: o.FECBlock, RepairWindow: o.RepairWindow,
 	}
 	var r *perf.FeedbackResult
 	var err error
