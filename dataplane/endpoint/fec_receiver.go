@@ -11,7 +11,7 @@ package endpoint
 //     one block NACK (NACK with P, Sequence the block's first packet,
 //     Count the symbols still needed: missing packets less parity held)
 //     goes up, repeated with the usual back-off. A block still open is
-//     waited for, unless the stream paused (no DATA for NackRepeat, or
+//     waited for, unless the stream paused (no new packet for NackRepeat, or
 //     the highest packet had F): then its losses are NACKed by name. A
 //     block asked for fecTries times, or one whose delivered packets left
 //     the window, falls back to NACKs by name too.
@@ -59,7 +59,7 @@ func (r *ReliableReceiver) noteFEC(s *rstream, k byte, base, seq uint32, final b
 		s.fecK, s.base = int(k), base
 	}
 	if s.fecK > 0 && (!hadHigh || seqLess(oldHigh, seq)) {
-		s.highFinal = final
+		s.highFinal, s.highAt = final, r.now
 		if hadHigh && s.wants > 0 && !seqLess(seq, s.blockOf(oldHigh)+uint32(s.fecK)-1) {
 			s.nextNack = r.now // a block with losses has ended: ask now
 		}
@@ -142,10 +142,12 @@ func (r *ReliableReceiver) blockScan(s *rstream, b uint32, now int64) (int, int6
 	switch {
 	case missing == 0 || missing <= par || !decodable || tries >= fecTries:
 		return blockPlain, next
-	case !closed && (s.highFinal || now-s.lastData >= int64(r.cfg.NackRepeat)):
-		return blockPlain, next // the stream paused inside the block
+	case !closed && (s.highFinal || now-s.highAt >= int64(r.cfg.NackRepeat)):
+		// The stream paused inside the block (repairs of older blocks
+		// may still come: what counts is new packets).
+		return blockPlain, next
 	case !closed:
-		return blockWait, s.lastData + int64(r.cfg.NackRepeat)
+		return blockWait, s.highAt + int64(r.cfg.NackRepeat)
 	case !due:
 		return blockAsk, next
 	}

@@ -184,6 +184,7 @@ type rstream struct {
 	fecP        int
 	base        uint32
 	highFinal   bool
+	highAt      int64 // when the highest packet seen last rose
 	fec         *rfec
 }
 
