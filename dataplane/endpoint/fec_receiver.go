@@ -11,8 +11,9 @@ package endpoint
 //     one block NACK (NACK with P, Sequence the block's first packet,
 //     Count the symbols still needed: missing packets less parity held)
 //     goes up, repeated with the usual back-off. A block still open is
-//     waited for, unless the stream paused (no new packet for NackRepeat, or
-//     the highest packet had F): then its losses are NACKed by name. A
+//     waited for, unless the stream paused (no new packet for the NACK
+//     back-off, or the highest packet had F): then its losses are NACKed
+//     by name. A
 //     block asked for fecTries times, or one whose delivered packets left
 //     the window, falls back to NACKs by name too.
 //  3. A parity packet is stored in the slot of one of its block's missing
@@ -142,12 +143,13 @@ func (r *ReliableReceiver) blockScan(s *rstream, b uint32, now int64) (int, int6
 	switch {
 	case missing == 0 || missing <= par || !decodable || tries >= fecTries:
 		return blockPlain, next
-	case !closed && (s.highFinal || now-s.highAt >= int64(r.cfg.NackRepeat)):
+	case !closed && (s.highFinal || now-s.highAt >= r.nackRepeat(s)):
 		// The stream paused inside the block (repairs of older blocks
-		// may still come: what counts is new packets).
+		// may still come: what counts is new packets; and a sender
+		// waiting for repairs pauses for about their delay).
 		return blockPlain, next
 	case !closed:
-		return blockWait, s.highAt + int64(r.cfg.NackRepeat)
+		return blockWait, s.highAt + r.nackRepeat(s)
 	case !due:
 		return blockAsk, next
 	}

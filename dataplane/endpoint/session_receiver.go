@@ -411,6 +411,11 @@ func (r *ReliableReceiver) handle(b []byte) {
 	if sl.seq == seq && sl.state == slotHave {
 		s.rep.Duplicates++
 		s.ackDue = true
+		if s.fecK > 0 && s.started && seq == s.last+1 {
+			// Buffered but not delivered (its link to the packet before
+			// was lost): the sender's resend of it says so.
+			r.deliverBuffered(s)
+		}
 		return
 	}
 	if (!s.started && head) || (s.started && prev == s.last && !head) {
@@ -545,10 +550,15 @@ func (r *ReliableReceiver) drain(s *rstream, d uint32) {
 			s.wants--
 		}
 		sl.state = slotEmpty
-		if !sl.hasSucc {
-			return
-		}
 		nx := sl.succ
+		if !sl.hasSucc {
+			if s.fecK == 0 {
+				return
+			}
+			// A fixed stream with parity: packets rebuilt or buffered out
+			// of order may not have been linked; the successor is d+1.
+			nx = d + 1
+		}
 		ns := &s.slots[nx&s.mask]
 		if ns.seq != nx || ns.state != slotHave || ns.prev != d {
 			return
