@@ -33,7 +33,8 @@ test-unit:
 FUZZ_TARGETS := \
 	./headers:FuzzCodecs \
 	./headers:FuzzRoundTrip \
-	./dataplane:FuzzSwitch
+	./dataplane:FuzzSwitch \
+	./dataplane/endpoint:FuzzParseParity
 
 test-fuzz:
 	@set -e; for t in $(FUZZ_TARGETS); do \

@@ -133,6 +133,10 @@ type nackEntry struct {
 	at           int64
 	reporters    [nackReporters]nackReporter
 	n            int
+	// block: a block NACK's entry (SMH P): start is the block's first
+	// sequence number, count the parity symbols asked for that have not
+	// passed down yet.
+	block bool
 }
 
 // nackReporter is a receiver whose NACK was suppressed, with its own range.
@@ -393,7 +397,11 @@ func (a *aggregator) recordData(frame []byte, m *parsed, f *headers.Fields, ids 
 		}
 	}
 	if repair {
-		s.repaired(f.Sequence)
+		if f.Flags&headers.FlagParity != 0 {
+			s.parityPassed(f.Sequence)
+		} else {
+			s.repaired(f.Sequence)
+		}
 	}
 	if n := m.smh; n <= len(s.template) {
 		s.templateLen = copy(s.template[:], frame[:n])
@@ -470,14 +478,27 @@ func (a *aggregator) noteData(s *streamState, r *recvState, p, in, hops uint8, s
 }
 
 // repairReceivers appends to dst the reporters whose NACKs for seq this
-// switch suppressed.
+// switch suppressed (for a parity repair, P: the reporters of the block's
+// suppressed block NACKs).
 func (a *aggregator) repairReceivers(f *headers.Fields, dst []uint16) []uint16 {
 	s := a.stream(uint32(f.SourceID)<<16|uint32(f.SessionID), false)
 	if s == nil || s.epoch != f.Epoch {
 		return dst // the NACKs remembered are another transfer's
 	}
+	parity := f.Flags&headers.FlagParity != 0
 	for i := range s.nacks {
 		e := &s.nacks[i]
+		if e.block != parity {
+			continue
+		}
+		if parity {
+			if e.count > 0 && e.start == f.Sequence {
+				for _, r := range e.reporters[:e.n] {
+					dst = append(dst, r.id)
+				}
+			}
+			continue
+		}
 		for _, r := range e.reporters[:e.n] {
 			if !seqLess(f.Sequence, r.start) && seqLess(f.Sequence, r.start+r.count) {
 				dst = append(dst, r.id)
@@ -749,6 +770,7 @@ func sortIDs(ids []uint16) {
 
 func (a *aggregator) onNACK(s *streamState, h headers.SMH, reporters []uint16) feedbackVerdict {
 	start, count := h.Sequence(), uint32(h.FeedbackCount())
+	block := h.Flags()&headers.FlagParity != 0
 	free, oldest := -1, 0
 	for i := range s.nacks {
 		e := &s.nacks[i]
@@ -758,15 +780,22 @@ func (a *aggregator) onNACK(s *streamState, h headers.SMH, reporters []uint16) f
 			}
 			continue
 		}
-		if !seqLess(start, e.start) && !seqLess(e.start+e.count, start+count) {
+		if block && e.block && e.start == start {
+			// A block asked for already: its reporters get the parity
+			// coming down; a NACK asking for no more symbols than are
+			// still to come is suppressed.
+			e.remember(reporters, start, count)
+			if count <= e.count && a.now-e.at < int64(a.cfg.NackWindow) {
+				inc(&a.counts[headers.TypeNACK][FbSuppressed], 1)
+				return fbConsume
+			}
+			e.count, e.at = max(e.count, count), a.now
+			return fbForward
+		}
+		if !block && !e.block && !seqLess(start, e.start) && !seqLess(e.start+e.count, start+count) {
 			// Within a range already asked for: remember who asked, so
 			// the repair coming down reaches them too.
-			for _, id := range reporters {
-				if e.n < nackReporters && !e.has(id) {
-					e.reporters[e.n] = nackReporter{id: id, start: start, count: count}
-					e.n++
-				}
-			}
+			e.remember(reporters, start, count)
 			if a.now-e.at < int64(a.cfg.NackWindow) {
 				inc(&a.counts[headers.TypeNACK][FbSuppressed], 1)
 				return fbConsume
@@ -787,8 +816,19 @@ func (a *aggregator) onNACK(s *streamState, h headers.SMH, reporters []uint16) f
 		free = oldest
 		inc(&a.counts[headers.TypeNACK][FbEvicted], 1)
 	}
-	s.nacks[free] = nackEntry{start: start, count: count, at: a.now}
+	s.nacks[free] = nackEntry{start: start, count: count, at: a.now, block: block}
 	return fbForward
+}
+
+// remember adds the reporters of a suppressed NACK (their range start,
+// count) to the entry, so the repair coming down reaches them too.
+func (e *nackEntry) remember(reporters []uint16, start, count uint32) {
+	for _, id := range reporters {
+		if e.n < nackReporters && !e.has(id) {
+			e.reporters[e.n] = nackReporter{id: id, start: start, count: count}
+			e.n++
+		}
+	}
 }
 
 func (e *nackEntry) has(id uint16) bool {
@@ -806,7 +846,7 @@ func (e *nackEntry) has(id uint16) bool {
 func (s *streamState) repaired(q uint32) {
 	for i := range s.nacks {
 		e := &s.nacks[i]
-		if e.count == 0 || seqLess(q, e.start) || !seqLess(q, e.start+e.count) {
+		if e.count == 0 || e.block || seqLess(q, e.start) || !seqLess(q, e.start+e.count) {
 			continue
 		}
 		switch q {
@@ -820,6 +860,20 @@ func (s *streamState) repaired(q uint32) {
 		}
 		if e.count == 0 {
 			e.n = 0
+		}
+	}
+}
+
+// parityPassed counts a parity repair of the block at b going down: once as
+// many as were asked for have passed, a block NACK for it goes up again
+// (those were lost below, or the reporter needs more).
+func (s *streamState) parityPassed(b uint32) {
+	for i := range s.nacks {
+		e := &s.nacks[i]
+		if e.block && e.count > 0 && e.start == b {
+			if e.count--; e.count == 0 {
+				e.n = 0
+			}
 		}
 	}
 }

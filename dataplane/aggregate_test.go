@@ -636,3 +636,73 @@ func TestSpoofedAbortDropped(t *testing.T) {
 		t.Fatalf("after a spoofed ABORT: %d ACKs, want one naming 1 and 2", len(up))
 	}
 }
+
+func blockNACK(t *testing.T, b uint32, reporter, count uint16) []byte {
+	return buildFrame(t, frameOpts{fields: headers.Fields{Type: headers.TypeNACK, Flags: headers.FlagParity, HopLimit: 4, SourceID: 0, SessionID: 1,
+		Sequence: b, Count: count, SpeaksFor: 1, ReporterID: reporter}, ids: []uint16{reporter}})
+}
+
+// Block NACKs (P) are aggregated per block: one asking for no more symbols
+// than one already sent up is suppressed and its reporter gets every parity
+// repair of the block coming down, until as many as were asked for passed;
+// one asking for more goes up. Block NACKs and NACKs by name never suppress
+// each other.
+func TestBlockNACKSuppressionAndParityWidening(t *testing.T) {
+	f := newAggFabric(t, true)
+	for seq := uint32(0); seq < 64; seq++ {
+		f.send(t, 0, data(t, seq, 0, 1, 2, 3, 4))
+	}
+	drain(f)
+	up := func(want int, what string) []headers.SMH {
+		t.Helper()
+		got := upstreamFrames(t, f)
+		if len(got) != want {
+			t.Fatalf("%s: %d NACKs upstream, want %d", what, len(got), want)
+		}
+		return got
+	}
+	f.send(t, 1, blockNACK(t, 32, 1, 2))
+	if u := up(1, "first block NACK"); u[0].Flags()&headers.FlagParity == 0 || u[0].Sequence() != 32 || u[0].FeedbackCount() != 2 {
+		t.Fatalf("forwarded %+v", u[0].Fields())
+	}
+	f.send(t, 2, blockNACK(t, 32, 2, 1))
+	up(0, "a block NACK asking for fewer symbols")
+	f.send(t, 3, blockNACK(t, 32, 3, 3))
+	up(1, "a block NACK asking for more symbols")
+	f.send(t, 4, fb(t, headers.TypeNACK, 32, 4, 1, 4))
+	up(1, "a NACK by name for the block's first packet")
+	f.send(t, 4, blockNACK(t, 0, 4, 1))
+	up(1, "another block")
+	if got := f.w.counters.Feedback[headers.TypeNACK][FbSuppressed].Load(); got != 1 {
+		t.Fatalf("suppressed %d NACKs, want 1", got)
+	}
+	// Parity of block 32 comes down for 1 and 3: the switch adds 2. Three
+	// symbols were asked for (the largest count): after three, the
+	// reporters are forgotten.
+	for i := 0; i < 4; i++ {
+		f.send(t, 0, data(t, 32, headers.FlagRetransmit|headers.FlagParity, 1, 3))
+		want := 1
+		if i == 3 {
+			want = 0
+		}
+		if got := len(f.recv(2)); got != want {
+			t.Fatalf("parity %d of block 32: receiver 2 got %d copies, want %d", i, got, want)
+		}
+		if got := len(f.recv(4)); got != 0 {
+			t.Fatalf("parity %d of block 32 reached 4, which asked for packet 32 by name", i)
+		}
+		drain(f)
+	}
+	// The repair of packet 32 by name goes to 4 only: parity did not retire
+	// its range, and 2's block NACK does not widen it.
+	f.send(t, 0, data(t, 32, headers.FlagRetransmit, 4))
+	if got := len(f.recv(4)); got != 1 {
+		t.Fatalf("repair of 32 by name: receiver 4 got %d copies, want 1", got)
+	}
+	if got := len(f.recv(2)); got != 0 {
+		t.Fatalf("repair of 32 by name reached 2 %d times", got)
+	}
+	// Block 32 asked for again after its parity passed: up again.
+	f.send(t, 2, blockNACK(t, 32, 2, 1))
+	up(1, "block 32 after its parity went down")
+}

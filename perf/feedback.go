@@ -40,6 +40,11 @@ type FeedbackOptions struct {
 	Seed uint64
 	// Timeout bounds the transfer (default 45 s).
 	Timeout time.Duration
+	// FECBlock and RepairWindow set the sender's SessionConfig fields of
+	// those names (0: their defaults; -1: no parity, no repair merging:
+	// the sender as it was before either).
+	FECBlock     int
+	RepairWindow time.Duration
 }
 
 // defaults fills the zero fields and checks the rest.
@@ -91,24 +96,37 @@ type FeedbackResult struct {
 	// retransmissions: without aggregation there are many more of those, so
 	// the per-datagram figure flatters the baseline.
 	FeedbackPerOriginal float64 `json:"feedback_pkts_at_sender_per_original_pkt"`
+	// FeedbackPerOrig is the same figure under the name issue 13's targets
+	// use; RetransmissionsPerOriginal is the repair datagrams (NACK, RTO
+	// and parity repairs) per original DATA packet of the transfer.
+	FeedbackPerOrig            float64 `json:"feedback_per_original"`
+	RetransmissionsPerOriginal float64 `json:"retransmissions_per_original"`
 	// NACKsSuppressed sums the switches' suppressed-NACK counters
 	// (sparsecast_switch_feedback_total{type="NACK",action="suppressed"}).
 	NACKsSuppressed uint64  `json:"nacks_suppressed"`
 	GoodputMbps     float64 `json:"goodput_mbps"`
 	ElapsedS        float64 `json:"elapsed_s"`
 	// The sender's counts.
-	DataPkts         uint64  `json:"data_pkts"`
-	DataDatagrams    uint64  `json:"data_datagrams_sent"`
-	Retransmissions  uint64  `json:"retransmissions"`
-	RetransmitCopies uint64  `json:"retransmit_copies"`
-	FeedbackPkts     uint64  `json:"feedback_pkts_at_sender"`
-	ACKs             uint64  `json:"acks_at_sender"`
-	AggregatedACKs   uint64  `json:"aggregated_acks_at_sender"`
-	AmbiguousACKs    uint64  `json:"ambiguous_acks_at_sender"`
-	NACKs            uint64  `json:"nacks_at_sender"`
-	CNPs             uint64  `json:"cnps_at_sender"`
-	RateDecreases    uint64  `json:"rate_decreases"`
-	FinalRatePPS     float64 `json:"final_rate_pps"`
+	DataPkts         uint64 `json:"data_pkts"`
+	DataDatagrams    uint64 `json:"data_datagrams_sent"`
+	Retransmissions  uint64 `json:"retransmissions"`
+	RetransmitCopies uint64 `json:"retransmit_copies"`
+	// Retransmissions by cause: NACKed packets, RTO (tail loss), parity
+	// packets (block NACKs); requests merged into a pending repair.
+	NACKRetransmits uint64  `json:"nack_retransmissions"`
+	RTORetransmits  uint64  `json:"rto_retransmissions"`
+	ParityRepairs   uint64  `json:"parity_repairs"`
+	BlockNACKs      uint64  `json:"block_nacks_at_sender"`
+	MergedRequests  uint64  `json:"merged_requests"`
+	SRTTms          float64 `json:"srtt_ms"`
+	FeedbackPkts    uint64  `json:"feedback_pkts_at_sender"`
+	ACKs            uint64  `json:"acks_at_sender"`
+	AggregatedACKs  uint64  `json:"aggregated_acks_at_sender"`
+	AmbiguousACKs   uint64  `json:"ambiguous_acks_at_sender"`
+	NACKs           uint64  `json:"nacks_at_sender"`
+	CNPs            uint64  `json:"cnps_at_sender"`
+	RateDecreases   uint64  `json:"rate_decreases"`
+	FinalRatePPS    float64 `json:"final_rate_pps"`
 	// The receivers' counts, summed.
 	ReceiverACKs  uint64 `json:"receiver_acks_sent"`
 	ReceiverNACKs uint64 `json:"receiver_nacks_sent"`
@@ -124,6 +142,8 @@ type FeedbackResult struct {
 func (res *FeedbackResult) fromSender(rep *endpoint.SenderReport, datagrams, feedback uint64) {
 	res.DataPkts, res.DataDatagrams = rep.Packets, datagrams
 	res.Retransmissions, res.RetransmitCopies = rep.Retransmissions, rep.RetransmitCopies
+	res.NACKRetransmits, res.RTORetransmits, res.ParityRepairs = rep.NACKRetransmits, rep.RTORetransmits, rep.ParityRepairs
+	res.BlockNACKs, res.MergedRequests, res.SRTTms = rep.BlockNACKs, rep.MergedRequests, float64(rep.SRTT)/1e6
 	res.FeedbackPkts, res.ACKs, res.AggregatedACKs, res.AmbiguousACKs = feedback, rep.ACKs, rep.AggregatedACKs, rep.AmbiguousACKs
 	res.NACKs, res.CNPs, res.RateDecreases, res.FinalRatePPS = rep.NACKs, rep.CNPs, rep.RateDecreases, rep.FinalRatePPS
 	if datagrams > 0 {
@@ -131,6 +151,8 @@ func (res *FeedbackResult) fromSender(rep *endpoint.SenderReport, datagrams, fee
 	}
 	if rep.Packets > 0 {
 		res.FeedbackPerOriginal = float64(feedback) / float64(rep.Packets)
+		res.FeedbackPerOrig = res.FeedbackPerOriginal
+		res.RetransmissionsPerOriginal = float64(rep.Retransmissions) / float64(rep.Packets)
 	}
 }
 
@@ -221,6 +243,7 @@ func BenchFeedback(ctx context.Context, o FeedbackOptions) (*FeedbackResult, err
 
 	s, err := endpoint.NewReliableSender(sender.tr, endpoint.SessionConfig{
 		SourceID: sender.id, SessionID: 1, Receivers: rcvIDs, GiveUp: o.Timeout,
+		FECBlock: o.FECBlock, RepairWindow: o.RepairWindow,
 	})
 	if err != nil {
 		return nil, err

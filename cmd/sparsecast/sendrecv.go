@@ -1058,6 +1058,9 @@ type BenchFeedbackOptions struct {
 	// sparsecast binary its processes run.
 	Veth   bool
 	Binary string
+	// FECBlock and RepairWindow tune the sender (in-memory fabric only).
+	FECBlock     int
+	RepairWindow time.Duration
 }
 
 // NewCmdBenchFeedback builds `bench feedback`; runF replaces the run
@@ -1117,6 +1120,8 @@ size this 2-core class of machine runs in about a minute).`,
 	f.BoolVar(&o.JSON, "json", false, "print JSON")
 	f.BoolVar(&o.Veth, "veth", false, "run the fabric as the veth lab (root): a process and a namespace per switch and host")
 	f.StringVar(&o.Binary, "binary", "", "sparsecast binary for the lab processes with --veth (default: this one)")
+	f.IntVar(&o.FECBlock, "fec-block", 0, "packets per parity block at the sender (0: default 32; -1: no parity repairs; in-memory fabric only)")
+	f.DurationVar(&o.RepairWindow, "repair-window", 0, "bound of the sender's repair hold (0: default 4ms; negative: no merging; in-memory fabric only)")
 	return cmd
 }
 
@@ -1127,6 +1132,7 @@ func benchFeedbackRun(ctx context.Context, o *BenchFeedbackOptions) error {
 	po := perf.FeedbackOptions{
 		Receivers: o.Receivers, Loss: o.Loss, Aggregate: o.Aggregate, Size: o.Size,
 		Spines: o.Spines, HostsPerLeaf: o.PerLeaf, Seed: o.Seed, Timeout: o.Timeout,
+		FECBlock: o.FECBlock, RepairWindow: o.RepairWindow,
 	}
 	var r *perf.FeedbackResult
 	var err error
@@ -1153,6 +1159,7 @@ func benchFeedbackRun(ctx context.Context, o *BenchFeedbackOptions) error {
 		fmt.Fprintf(o.Out, "  feedback at sender %.4f per DATA datagram, %.4f per original packet (%d feedback, %d DATA datagrams), %d NACKs suppressed by switches\n",
 			r.FeedbackPerD, r.FeedbackPerOriginal, r.FeedbackPkts, r.DataDatagrams, r.NACKsSuppressed)
 		fmt.Fprintf(o.Out, "  %d packets, %d retransmissions (%d copies), %d fault drops\n", r.DataPkts, r.Retransmissions, r.RetransmitCopies, r.FaultDrops)
+		fmt.Fprintf(o.Out, "  retransmissions_per_original %.3f, feedback_per_original %.3f\n", r.RetransmissionsPerOriginal, r.FeedbackPerOrig)
 	}
 	if err == nil && !r.DeliveredOK {
 		err = fmt.Errorf("bench feedback: delivery incomplete (receivers %s; %s)", headers.FormatIDSet(r.FailedReceiver), strings.Join(r.Errors, "; "))

@@ -93,11 +93,12 @@ const (
 	RMalBadPayload
 	RMalNotInChain
 	RMalTooBig
+	RMalBadParity
 	numRMal
 )
 
 // ReliableMalformedReasons names the receiver's malformed counters.
-var ReliableMalformedReasons = [numRMal]string{"bad_smh", "short_payload", "bad_payload_version", "not_in_chain", "too_big"}
+var ReliableMalformedReasons = [numRMal]string{"bad_smh", "short_payload", "bad_payload_version", "not_in_chain", "too_big", "bad_parity"}
 
 // SessionStreamReport is one stream as a ReliableReceiver saw it.
 type SessionStreamReport struct {
@@ -120,6 +121,13 @@ type SessionStreamReport struct {
 	// (it was aborted), empty while it stores.
 	AbortReason string `json:"abort_reason,omitempty"`
 	StoreError  string `json:"store_error,omitempty"`
+	// Parity repairs (fec.go): parity packets received, packets rebuilt
+	// from them, parity that came too late to help, block NACKs sent
+	// (also counted in NACKs).
+	ParityReceived uint64 `json:"parity_received"`
+	Recovered      uint64 `json:"recovered_by_parity"`
+	ParityUseless  uint64 `json:"parity_useless"`
+	BlockNACKs     uint64 `json:"block_nacks_sent"`
 	// Last is the last delivered sequence number (meaningful when
 	// Delivered > 0).
 	Last uint32 `json:"last_seq"`
@@ -144,7 +152,13 @@ const (
 	slotEmpty = iota
 	slotWant
 	slotHave
+	// slotParity: the slot's packet is still missing (wanted); its buffer
+	// holds a parity shard of the packet's block (fec.go).
+	slotParity
 )
+
+// wanted: a slot state of a packet still missing.
+func wanted(state uint8) bool { return state == slotWant || state == slotParity }
 
 type rslot struct {
 	seq     uint32
@@ -154,9 +168,14 @@ type rslot struct {
 	hasSucc bool
 	final   bool
 	nacks   uint8
-	n       int
-	due     int64
-	data    []byte
+	// kept: data holds this sequence number's app data (n bytes, F in
+	// final), also once delivered, for rebuilding its block from parity.
+	kept bool
+	pidx uint8 // slotParity: the shard's parity index
+	at   int64 // when it was last NACKed (0: never)
+	n    int
+	due  int64
+	data []byte
 }
 
 type rstream struct {
@@ -191,6 +210,18 @@ type rstream struct {
 	abort     headers.AbortReason
 	abortSeq  uint32
 	lastAbort int64
+	// Parity (fec.go): the block length and Base (fecK 0: no FEC),
+	// whether the highest packet seen had F (the stream paused: its open
+	// block is repaired packet by packet), and the decoder's scratch.
+	// repairDelay is the smoothed time from a NACK to its repair (0:
+	// none seen): NACKs are not repeated before a repair could be back.
+	repairDelay int64
+	fecK        int
+	fecP        int
+	base        uint32
+	highFinal   bool
+	highAt      int64 // when the highest packet seen last rose
+	fec         *rfec
 }
 
 // retireAfter is how long a superseded stream stays idle before its window
@@ -403,6 +434,10 @@ func (r *ReliableReceiver) handle(b []byte) {
 		r.rep.Feedback++
 		return
 	}
+	if h.Flags()&headers.FlagParity != 0 {
+		r.handleParity(h)
+		return
+	}
 	seq := h.Sequence()
 	prev, head, data, fixed, base, st := parsePayload(h.Payload(), r.cfg.ID, seq)
 	switch st {
@@ -446,6 +481,9 @@ func (r *ReliableReceiver) handle(b []byte) {
 	}
 	final := flags&headers.FlagFinal != 0
 	oldHigh, hadHigh := s.highest, s.hasHigh
+	if fixed {
+		r.noteFEC(s, h.Payload()[1], base, seq, final, oldHigh, hadHigh)
+	}
 	if !s.hasHigh || seqLess(s.highest, seq) {
 		s.highest, s.hasHigh = seq, true
 	}
@@ -458,11 +496,24 @@ func (r *ReliableReceiver) handle(b []byte) {
 	if sl.seq == seq && sl.state == slotHave {
 		s.rep.Duplicates++
 		s.ackDue = true
+		if s.fecK > 0 && s.started && seq == s.last+1 {
+			// Buffered but not delivered (its link to the packet before
+			// was lost): the sender's resend of it says so.
+			r.deliverBuffered(s)
+		}
 		return
 	}
 	if (!s.started && head) || (s.started && prev == s.last && !head) {
-		if r.deliver(s, seq, data, final) {
-			r.drain(s, seq)
+		repaired := false
+		if s.fecK > 0 {
+			repaired = r.keep(s, sl, seq, data, final)
+		}
+		if !r.deliver(s, seq, data, final) {
+			return
+		}
+		r.drain(s, seq)
+		if repaired {
+			r.tryDecode(s, s.blockOf(seq))
 		}
 		return
 	}
@@ -476,14 +527,27 @@ func (r *ReliableReceiver) handle(b []byte) {
 		s.rep.Overflow++
 		return
 	}
-	if sl.seq != seq || sl.state != slotWant {
+	wasWanted := sl.seq == seq && wanted(sl.state)
+	if wasWanted && flags&headers.FlagRetransmit != 0 {
+		s.sampleRepair(sl.at, r.now)
+	}
+	if !wasWanted {
 		sl.hasSucc = false
 	} else {
+		if sl.state == slotParity {
+			r.relocateParity(s, sl)
+		}
 		s.wants--
 	}
 	sl.seq, sl.state, sl.prev, sl.final = seq, slotHave, prev, final
 	sl.n = copy(sl.data, data)
+	sl.kept = true
 	s.rep.Buffered++
+	if wasWanted && s.fecK > 0 {
+		// A repair: with it the block may rebuild from parity, once the
+		// packet is linked behind its predecessor (below).
+		defer r.tryDecode(s, s.blockOf(seq))
+	}
 	if head {
 		return
 	}
@@ -512,7 +576,10 @@ func (r *ReliableReceiver) occupied(s *rstream, sl *rslot, seq uint32) bool {
 	}
 	if s.started && !seqLess(s.last, sl.seq) {
 		// Stale: already delivered.
-		if sl.state == slotWant {
+		if wanted(sl.state) {
+			if sl.state == slotParity {
+				sl.kept = false
+			}
 			s.wants--
 		}
 		sl.state = slotEmpty
@@ -575,14 +642,19 @@ func (r *ReliableReceiver) drain(s *rstream, d uint32) {
 		if sl.seq != d || sl.state == slotEmpty {
 			return
 		}
-		if sl.state == slotWant {
+		if wanted(sl.state) {
 			s.wants--
 		}
 		sl.state = slotEmpty
-		if !sl.hasSucc {
-			return
-		}
 		nx := sl.succ
+		if !sl.hasSucc {
+			if s.fecK == 0 {
+				return
+			}
+			// A fixed stream with parity: packets rebuilt or buffered out
+			// of order may not have been linked; the successor is d+1.
+			nx = d + 1
+		}
 		ns := &s.slots[nx&s.mask]
 		if ns.seq != nx || ns.state != slotHave || ns.prev != d {
 			return
@@ -644,17 +716,33 @@ func (r *ReliableReceiver) nackScan(s *rstream, now int64) {
 	var runStart, runLen uint32
 	sent := 0
 	for q := lo; !seqLess(s.highest, q); q++ {
+		if s.fecK > 0 && (q == lo || (q-s.base)%uint32(s.fecK) == 0) {
+			// A parity block's losses are asked for as a count of repair
+			// symbols once the block has ended (fec_receiver.go).
+			b := s.blockOf(q)
+			if mode, nx := r.blockScan(s, b, now); mode != blockPlain {
+				if runLen > 0 {
+					r.sendFeedback(s, headers.TypeNACK, runStart, uint16(runLen))
+					runLen = 0
+					sent++
+				}
+				next = min(next, nx)
+				q = b + uint32(s.fecK) - 1
+				continue
+			}
+		}
 		sl := &s.slots[q&s.mask]
-		due := sl.seq == q && sl.state == slotWant && sl.due <= now
+		due := sl.seq == q && wanted(sl.state) && sl.due <= now
 		if due && sent < 64 {
 			if runLen == 0 {
 				runStart = q
 			}
 			runLen++
 			sl.nacks = min(sl.nacks+1, 5)
-			sl.due = now + int64(r.cfg.NackRepeat)<<(sl.nacks-1)
+			sl.due = now + r.nackRepeat(s)<<(sl.nacks-1)
+			sl.at = now
 		}
-		if sl.seq == q && sl.state == slotWant {
+		if sl.seq == q && wanted(sl.state) {
 			next = min(next, sl.due)
 		}
 		if (!due || runLen == 0xFFFF) && runLen > 0 {
@@ -670,8 +758,8 @@ func (r *ReliableReceiver) nackScan(s *rstream, now int64) {
 		// Wanted numbers outside the scanned span are stale: recount.
 		s.wants = 0
 		for i := range s.slots {
-			if s.slots[i].state == slotWant {
-				s.slots[i].state = slotEmpty
+			if wanted(s.slots[i].state) {
+				s.slots[i].state, s.slots[i].kept = slotEmpty, false
 			}
 		}
 		return

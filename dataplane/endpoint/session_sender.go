@@ -145,6 +145,18 @@ type SessionConfig struct {
 	GiveUp time.Duration
 	// CC tunes congestion control.
 	CC CCConfig
+	// RepairWindow bounds how long a NACK-driven repair is held so that
+	// requests for the same packet (or block) from other receivers merge
+	// into one repair (repair.go): the hold is half the smoothed RTT,
+	// within 100 µs and RepairWindow (default 4 ms; negative: repairs go
+	// at once, one per NACK).
+	RepairWindow time.Duration
+	// FECBlock is the number of packets per parity block in fixed mode
+	// (fec.go; default 32, at most 255 and Window/4; negative: no parity,
+	// NACKs name packets). FECParity is the number of parity symbols the
+	// sender can make per block (default FECBlock; FECBlock+FECParity at
+	// most 256).
+	FECBlock, FECParity int
 	// Progress, if set, is called from the event loop at most every
 	// ProgressEvery (default 200 ms).
 	Progress      func(Progress)
@@ -194,26 +206,34 @@ type SenderReport struct {
 	Messages uint64 `json:"messages"`
 	// Retransmissions counts repair datagrams (NACK and RTO); RetransmitCopies
 	// the receivers they were addressed to.
-	Retransmissions  uint64               `json:"retransmissions"`
-	NACKRetransmits  uint64               `json:"nack_retransmissions"`
-	RTORetransmits   uint64               `json:"rto_retransmissions"`
-	RetransmitCopies uint64               `json:"retransmit_copies"`
-	FeedbackPackets  uint64               `json:"feedback_packets"`
-	ACKs             uint64               `json:"acks"`
-	AggregatedACKs   uint64               `json:"aggregated_acks"`
-	AmbiguousACKs    uint64               `json:"ambiguous_acks"`
-	NACKs            uint64               `json:"nacks"`
-	CNPs             uint64               `json:"cnps"`
-	BadFeedback      uint64               `json:"bad_feedback"`
-	OtherStream      uint64               `json:"other_stream_feedback"`
-	StaleFeedback    uint64               `json:"stale_feedback"`
-	RateDecreases    uint64               `json:"rate_decreases"`
-	Backpressure     uint64               `json:"backpressure"`
-	FinalRatePPS     float64              `json:"final_rate_pps"`
-	SRTT             time.Duration        `json:"srtt_ns"`
-	Elapsed          time.Duration        `json:"elapsed_ns"`
-	Complete         bool                 `json:"complete"`
-	Receivers        []ReceiverCompletion `json:"receivers"`
+	Retransmissions uint64 `json:"retransmissions"`
+	NACKRetransmits uint64 `json:"nack_retransmissions"`
+	RTORetransmits  uint64 `json:"rto_retransmissions"`
+	// ParityRepairs counts the parity packets among the retransmissions;
+	// BlockNACKs the block NACKs heard; MergedRequests the NACKs (packet
+	// or block) that joined a repair already pending; ParityUnavailable
+	// block repairs not sent because a packet of the block left the window.
+	ParityRepairs     uint64               `json:"parity_repairs"`
+	BlockNACKs        uint64               `json:"block_nacks"`
+	MergedRequests    uint64               `json:"merged_requests"`
+	ParityUnavailable uint64               `json:"parity_unavailable"`
+	RetransmitCopies  uint64               `json:"retransmit_copies"`
+	FeedbackPackets   uint64               `json:"feedback_packets"`
+	ACKs              uint64               `json:"acks"`
+	AggregatedACKs    uint64               `json:"aggregated_acks"`
+	AmbiguousACKs     uint64               `json:"ambiguous_acks"`
+	NACKs             uint64               `json:"nacks"`
+	CNPs              uint64               `json:"cnps"`
+	BadFeedback       uint64               `json:"bad_feedback"`
+	OtherStream       uint64               `json:"other_stream_feedback"`
+	StaleFeedback     uint64               `json:"stale_feedback"`
+	RateDecreases     uint64               `json:"rate_decreases"`
+	Backpressure      uint64               `json:"backpressure"`
+	FinalRatePPS      float64              `json:"final_rate_pps"`
+	SRTT              time.Duration        `json:"srtt_ns"`
+	Elapsed           time.Duration        `json:"elapsed_ns"`
+	Complete          bool                 `json:"complete"`
+	Receivers         []ReceiverCompletion `json:"receivers"`
 	// ABORTs counts ABORT packets, AmbiguousABORTs the receivers they named
 	// that the stream never addressed (ignored).
 	ABORTs          uint64 `json:"aborts"`
@@ -247,6 +267,10 @@ type sslot struct {
 	first  int64  // first transmission (ns since epoch)
 	last   int64  // latest transmission
 	retx   uint8
+	// pending: a NACK-driven repair is queued; ask marks, by position in
+	// set, the receivers it goes to (repair.go).
+	pending bool
+	ask     []uint64
 }
 
 type rstate struct {
@@ -284,6 +308,17 @@ type ReliableSender struct {
 	ids     []uint16 // scratch: feedback sets
 	targets []uint16 // scratch: retransmission targets
 	rtoQ    []rtoItem
+	limit   uint32 // packets outstanding at most (the window, less a block with FEC)
+
+	// Repair merging and parity (repair.go, fec.go).
+	repQ             []repItem
+	repHead, repTail uint32
+	fecK, fecP       int
+	shardLen, pbLen  int
+	fblocks          []fblock
+	srcShards        []byte
+	shards           [][]byte
+	codes            codecs
 
 	// Congestion control and RTT.
 	rate       float64
@@ -334,6 +369,15 @@ func NewReliableSender(tr Transport, cfg SessionConfig) (*ReliableSender, error)
 	if cfg.ProgressEvery == 0 {
 		cfg.ProgressEvery = 200 * time.Millisecond
 	}
+	if cfg.RepairWindow == 0 {
+		cfg.RepairWindow = 4 * time.Millisecond
+	}
+	if cfg.FECBlock == 0 && !cfg.Chain {
+		cfg.FECBlock = min(32, cfg.Window/4)
+	}
+	if cfg.FECBlock > 0 && cfg.FECParity == 0 {
+		cfg.FECParity = min(cfg.FECBlock, maxShards-cfg.FECBlock)
+	}
 	if err := cfg.CC.defaults(); err != nil {
 		return nil, fmt.Errorf("reliable sender: %w", err)
 	}
@@ -352,6 +396,10 @@ func NewReliableSender(tr Transport, cfg SessionConfig) (*ReliableSender, error)
 		return nil, fmt.Errorf("reliable sender: no receivers (fixed mode needs the set, also with a group)")
 	case cfg.Chain && cfg.UseGroup:
 		return nil, fmt.Errorf("reliable sender: a group addresses every packet to its members: not chain mode")
+	case cfg.FECBlock > 0 && (cfg.Chain || cfg.FECBlock > 255 || cfg.FECBlock > cfg.Window/4 ||
+		cfg.FECParity < 1 || cfg.FECBlock+cfg.FECParity > maxShards):
+		return nil, fmt.Errorf("reliable sender: parity blocks of %d packets with %d parity symbols: want fixed mode, 1-255 packets (at most a quarter of the window %d), 1 or more parity symbols, 256 symbols in all",
+			cfg.FECBlock, cfg.FECParity, cfg.Window)
 	}
 	if cfg.Epoch == 0 {
 		e, err := randomEpoch()
@@ -369,6 +417,9 @@ func NewReliableSender(tr Transport, cfg SessionConfig) (*ReliableSender, error)
 		hdr = max(hdr, headers.HeaderLenForEpoch(headers.TypeData, cfg.Receivers))
 	}
 	minData := hdr + PayloadHeaderLen + 1
+	if cfg.FECBlock > 0 {
+		minData += ShardHeaderLen
+	}
 	if cfg.Chain {
 		minData = headers.FixedLen + headers.EpochLen + headers.ListEntryLen + PayloadHeaderLen + ChainEntryLen + 1
 	}
@@ -383,6 +434,13 @@ func NewReliableSender(tr Transport, cfg SessionConfig) (*ReliableSender, error)
 		fb: make([]byte, 65536), ids: make([]uint16, 0, 1024), targets: make([]uint16, 0, 1024),
 		rtoQ: make([]rtoItem, 0, 2*len(cfg.Receivers)+16),
 		rate: cfg.CC.InitialRate, tokens: float64(cfg.CC.Burst),
+		limit: uint32(cfg.Window),
+	}
+	if cfg.FECBlock > 0 {
+		// A block's packets stay in their slots until it is repaired: no
+		// slot is reused while a block before it may still be asked for.
+		s.fecK, s.fecP = cfg.FECBlock, cfg.FECParity
+		s.limit -= uint32(cfg.FECBlock)
 	}
 	// In chain mode a slot's payload is bounded by the datagram; the header
 	// room covers the worst set, so retransmissions always fit.
@@ -396,6 +454,7 @@ func NewReliableSender(tr Transport, cfg SessionConfig) (*ReliableSender, error)
 	for _, id := range cfg.Receivers {
 		s.register(id)
 	}
+	s.initRepair()
 	s.rep.Source, s.rep.Session, s.rep.Epoch = cfg.SourceID, cfg.SessionID, cfg.Epoch
 	s.rep.Mode = "fixed"
 	if cfg.Chain {
@@ -425,6 +484,10 @@ func (s *ReliableSender) clock() int64 {
 func (s *ReliableSender) MaxAppData(setLen int) int {
 	if s.cfg.Chain {
 		return s.cfg.MaxDatagram - s.hdrLenFixedWorst(setLen) - PayloadHeaderLen - setLen*ChainEntryLen
+	}
+	if s.fecK > 0 {
+		// Room for a parity shard's length and flags (fec.go).
+		return s.cfg.MaxDatagram - s.hdrRoom - PayloadHeaderLen - ShardHeaderLen
 	}
 	return s.cfg.MaxDatagram - s.hdrRoom - PayloadHeaderLen
 }
@@ -527,7 +590,7 @@ func (s *ReliableSender) checkSet(set []uint16) ([]uint16, error) {
 // limiter lets a packet out, and returns the slot for s.next.
 func (s *ReliableSender) reserve(ctx context.Context) (*sslot, error) {
 	for {
-		if s.sincePoll >= 16 || s.tokens < 1 || s.next-s.head >= uint32(len(s.slots)) {
+		if s.sincePoll >= 16 || s.tokens < 1 || s.next-s.head >= s.limit {
 			if err := ctx.Err(); err != nil {
 				return nil, err
 			}
@@ -537,7 +600,7 @@ func (s *ReliableSender) reserve(ctx context.Context) (*sslot, error) {
 				return nil, ErrGaveUp
 			}
 		}
-		if s.next-s.head < uint32(len(s.slots)) && s.tokens >= 1 {
+		if s.next-s.head < s.limit && s.tokens >= 1 {
 			s.sincePoll++
 			sl := &s.slots[s.next&s.mask]
 			return sl, nil
@@ -547,7 +610,7 @@ func (s *ReliableSender) reserve(ctx context.Context) (*sslot, error) {
 		if s.tokens < 1 {
 			wait = min(wait, int64((1-s.tokens)/s.rate*1e9))
 		}
-		s.waitFeedback(wait)
+		s.waitFeedback(s.repairWait(wait))
 	}
 }
 
@@ -556,6 +619,11 @@ func (s *ReliableSender) reserve(ctx context.Context) (*sslot, error) {
 func (s *ReliableSender) fill(sl *sslot, set []uint16) []byte {
 	seq := s.next
 	sl.seq, sl.used, sl.retx = seq, true, 0
+	if sl.pending {
+		// A repair queued for the slot's previous packet: it is gone.
+		sl.pending = false
+		clear(sl.ask)
+	}
 	p := sl.mem[s.hdrRoom:]
 	if s.cfg.Chain {
 		sl.setBuf = append(sl.setBuf[:0], set...)
@@ -573,6 +641,7 @@ func (s *ReliableSender) fill(sl *sslot, set []uint16) []byte {
 	} else {
 		sl.set = s.fixed
 		putPayloadHeader(p, ModeFixed, 0, s.cfg.FirstSeq)
+		p[1] = byte(s.fecK) // the parity block length (fec.go)
 		sl.plen = PayloadHeaderLen
 	}
 	return p[sl.plen : sl.plen+s.MaxAppData(len(set))]
@@ -616,29 +685,36 @@ func (s *ReliableSender) commit(sl *sslot, n int, final bool) error {
 // transmit builds the SMH for ids (nil: the group) in front of the slot's
 // payload and sends the datagram.
 func (s *ReliableSender) transmit(sl *sslot, ids []uint16, retx bool) error {
-	f := headers.Fields{
-		Type: headers.TypeData, HopLimit: s.cfg.HopLimit,
-		SourceID: s.cfg.SourceID, SessionID: s.cfg.SessionID, Sequence: sl.seq, Epoch: s.cfg.Epoch,
-	}
+	var flags headers.Flags
 	if sl.final {
-		f.Flags |= headers.FlagFinal
+		flags |= headers.FlagFinal
 	}
 	if retx {
-		f.Flags |= headers.FlagRetransmit
+		flags |= headers.FlagRetransmit
+	}
+	return s.transmitBuf(sl.mem, sl.plen, sl.seq, flags, ids)
+}
+
+// transmitBuf builds the SMH for ids (nil: the group) in the header room of
+// mem, in front of its plen-byte payload, and sends the datagram.
+func (s *ReliableSender) transmitBuf(mem []byte, plen int, seq uint32, flags headers.Flags, ids []uint16) error {
+	f := headers.Fields{
+		Type: headers.TypeData, Flags: flags, HopLimit: s.cfg.HopLimit,
+		SourceID: s.cfg.SourceID, SessionID: s.cfg.SessionID, Sequence: seq, Epoch: s.cfg.Epoch,
 	}
 	var hl int
 	if ids == nil {
 		hl = headers.FixedLen + headers.EpochLen + headers.GroupEntryLen
-		if headers.PutGroupHeader(sl.mem[s.hdrRoom-hl:], f, s.cfg.Group) != hl {
+		if headers.PutGroupHeader(mem[s.hdrRoom-hl:], f, s.cfg.Group) != hl {
 			return fmt.Errorf("reliable sender: group header does not fit")
 		}
 	} else {
 		hl = headers.HeaderLenForEpoch(headers.TypeData, ids)
-		if hl > s.hdrRoom || headers.PutHeader(sl.mem[s.hdrRoom-hl:], f, ids) != hl {
+		if hl > s.hdrRoom || headers.PutHeader(mem[s.hdrRoom-hl:], f, ids) != hl {
 			return fmt.Errorf("reliable sender: header for %d receivers does not fit (or set not ascending)", len(ids))
 		}
 	}
-	err := s.tr.Send(sl.mem[s.hdrRoom-hl : s.hdrRoom+sl.plen])
+	err := s.tr.Send(mem[s.hdrRoom-hl : s.hdrRoom+plen])
 	if err == ErrBackpressure {
 		s.rep.Backpressure++
 	}
@@ -742,6 +818,7 @@ func (s *ReliableSender) timers(now int64) {
 		s.rtoScan(now)
 		s.giveUpScan(now)
 	}
+	s.flushRepairs(now)
 	if s.cfg.Progress != nil && now-s.lastProg >= int64(s.cfg.ProgressEvery) {
 		s.lastProg = now
 		s.cfg.Progress(s.progress())
@@ -1005,11 +1082,16 @@ func (s *ReliableSender) onNACK(h headers.SMH) {
 		return
 	}
 	s.roundLost += uint64(count) * uint64(h.SpeaksFor())
-	count = min(count, uint32(len(s.slots)))
 	only := s.ids
 	if len(only) == 0 {
 		only = nil
 	}
+	if h.Flags()&headers.FlagParity != 0 {
+		s.onBlockNACK(start, count, only)
+		return
+	}
+	count = min(count, uint32(len(s.slots)))
+	merge := s.cfg.RepairWindow > 0
 	for i := uint32(0); i < count; i++ {
 		q := start + i
 		if seqLess(q, s.head) || !seqLess(q, s.next) {
@@ -1017,6 +1099,10 @@ func (s *ReliableSender) onNACK(h headers.SMH) {
 		}
 		sl := &s.slots[q&s.mask]
 		if !sl.used || sl.seq != q {
+			continue
+		}
+		if merge {
+			s.askRepair(sl, only)
 			continue
 		}
 		s.targets = s.unacked(s.targets[:0], sl, only)
@@ -1035,7 +1121,7 @@ func (s *ReliableSender) Flush(ctx context.Context) (*SenderReport, error) {
 		if err := ctx.Err(); err != nil {
 			return s.Report(), err
 		}
-		s.waitFeedback(int64(2 * time.Millisecond))
+		s.waitFeedback(s.repairWait(int64(2 * time.Millisecond)))
 	}
 	return s.Report(), nil
 }

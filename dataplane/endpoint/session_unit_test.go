@@ -48,7 +48,9 @@ func ack(x uint32, speaks, reporter uint16, exc []uint16) []byte {
 // addressed are ambiguous and move no one).
 func TestSenderAggregatedACK(t *testing.T) {
 	p := &pipeTransport{}
-	s, err := NewReliableSender(p, SessionConfig{SourceID: 7, SessionID: 3, Epoch: testEpoch, Receivers: []uint16{1, 2, 3, 4}, CC: CCConfig{InitialRate: 1e6, MaxRate: 1e6}})
+	// Repairs at once (RepairWindow < 0): TestSenderMergesNACKs holds them.
+	s, err := NewReliableSender(p, SessionConfig{SourceID: 7, SessionID: 3, Epoch: testEpoch, Receivers: []uint16{1, 2, 3, 4},
+		CC: CCConfig{InitialRate: 1e6, MaxRate: 1e6}, RepairWindow: -1})
 	if err != nil {
 		t.Fatal(err)
 	}

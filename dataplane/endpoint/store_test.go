@@ -390,7 +390,7 @@ func TestSenderABORT(t *testing.T) {
 	p := &pipeTransport{}
 	// No RTO or give-up within the test: only feedback moves the sender.
 	s, err := NewReliableSender(p, SessionConfig{SourceID: 7, SessionID: 3, Epoch: testEpoch, Receivers: []uint16{1, 2, 3, 4}, CC: CCConfig{InitialRate: 1e6, MaxRate: 1e6},
-		MinRTO: time.Minute, MaxRTO: time.Minute, GiveUp: time.Hour})
+		RepairWindow: -1, MinRTO: time.Minute, MaxRTO: time.Minute, GiveUp: time.Hour})
 	if err != nil {
 		t.Fatal(err)
 	}
