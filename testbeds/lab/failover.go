@@ -496,6 +496,12 @@ type ReceiverCount struct {
 func (f *Fabric) Stream(ctx context.Context, o StreamOptions) (*StreamResult, error) {
 	count := int(o.Rate * o.Duration.Seconds())
 	maxRun := o.Duration*3 + 30*time.Second
+	// A fresh session (see session.go).
+	sessions, err := reserveSessions(f.Dir, 1, 0)
+	if err != nil {
+		return nil, err
+	}
+	defer sessions.Release()
 	outs := map[uint16]*bytes.Buffer{}
 	var recvs []*Proc
 	for _, h := range o.Receivers {
@@ -512,7 +518,7 @@ func (f *Fabric) Stream(ctx context.Context, o StreamOptions) (*StreamResult, er
 			return nil, err
 		}
 		recvs = append(recvs, p)
-		if err := waitUDPBound(ctx, f.Lab, h.NS, f.UDPPort, p, 10*time.Second); err != nil {
+		if err := waitUDPBound(ctx, p, f.UDPPort, 10*time.Second); err != nil {
 			return nil, fmt.Errorf("stream: receiver %d: %w", h.ID, err)
 		}
 	}
@@ -526,7 +532,7 @@ func (f *Fabric) Stream(ctx context.Context, o StreamOptions) (*StreamResult, er
 	defer sendLog.Close()
 	sp, err := f.Lab.Start(f.Hosts[o.Sender].NS, "send", &sendOut, sendLog, f.bin, "send",
 		"--via", f.GatewayAddr(o.Sender), "--to", ReceiverIDs(o.Receivers),
-		"--source-id", strconv.Itoa(int(o.SourceID)), "--session", "7", "--count", strconv.Itoa(count),
+		"--source-id", strconv.Itoa(int(o.SourceID)), "--session", strconv.Itoa(int(sessions.IDs[0])), "--count", strconv.Itoa(count),
 		"--size", "128", "--rate", strconv.FormatFloat(o.Rate, 'f', -1, 64), "--json")
 	if err != nil {
 		return nil, err
