@@ -474,6 +474,16 @@ type StreamOptions struct {
 	Do func() error
 	// Started, if set, is called when the sender has started.
 	Started func()
+	// Size is the payload of each packet (default 128 bytes). Count, if
+	// set, is the number of packets (default Rate x Duration); with Rate 0
+	// they go as fast as the sender can.
+	Size  int
+	Count int
+	// Settle, if set, stops the receivers that long after the sender has
+	// exited (each prints its count on SIGTERM) instead of waiting for
+	// their idle timeout, and skips the wait for probes before the start
+	// (a fabric without probes).
+	Settle time.Duration
 }
 
 // StreamResult counts what a stream delivered.
@@ -495,6 +505,12 @@ type ReceiverCount struct {
 // counts what every receiver got.
 func (f *Fabric) Stream(ctx context.Context, o StreamOptions) (*StreamResult, error) {
 	count := int(o.Rate * o.Duration.Seconds())
+	if o.Count > 0 {
+		count = o.Count
+	}
+	if count < 1 {
+		return nil, fmt.Errorf("stream: %v packets/s for %v is no packet", o.Rate, o.Duration)
+	}
 	maxRun := o.Duration*3 + 30*time.Second
 	// A fresh session (see session.go).
 	sessions, err := reserveSessions(f.Dir, 1, 0)
@@ -522,8 +538,13 @@ func (f *Fabric) Stream(ctx context.Context, o StreamOptions) (*StreamResult, er
 			return nil, fmt.Errorf("stream: receiver %d: %w", h.ID, err)
 		}
 	}
-	// Let probes run for a few windows so every link is known good.
-	time.Sleep(300 * time.Millisecond)
+	if o.Settle == 0 {
+		// Let probes run for a few windows so every link is known good.
+		time.Sleep(300 * time.Millisecond)
+	}
+	if o.Size == 0 {
+		o.Size = 128
+	}
 	var sendOut bytes.Buffer
 	sendLog, err := os.Create(filepath.Join(f.Dir, "send.log"))
 	if err != nil {
@@ -533,7 +554,7 @@ func (f *Fabric) Stream(ctx context.Context, o StreamOptions) (*StreamResult, er
 	sp, err := f.Lab.Start(f.Hosts[o.Sender].NS, "send", &sendOut, sendLog, f.bin, "send",
 		"--via", f.GatewayAddr(o.Sender), "--to", ReceiverIDs(o.Receivers),
 		"--source-id", strconv.Itoa(int(o.SourceID)), "--session", strconv.Itoa(int(sessions.IDs[0])), "--count", strconv.Itoa(count),
-		"--size", "128", "--rate", strconv.FormatFloat(o.Rate, 'f', -1, 64), "--json")
+		"--size", strconv.Itoa(o.Size), "--rate", strconv.FormatFloat(o.Rate, 'f', -1, 64), "--json")
 	if err != nil {
 		return nil, err
 	}
@@ -563,6 +584,12 @@ func (f *Fabric) Stream(ctx context.Context, o StreamOptions) (*StreamResult, er
 		return nil, fmt.Errorf("stream: sender output: %w: %q", err, sendOut.String())
 	}
 	res := &StreamResult{Sent: sent.Packets, PPS: sent.PPS, Receivers: map[uint16]ReceiverCount{}}
+	if o.Settle > 0 {
+		time.Sleep(o.Settle)
+		for _, p := range recvs {
+			p.Stop(2 * time.Second)
+		}
+	}
 	for _, p := range recvs {
 		if err := p.Wait(waitCtx); err != nil {
 			return nil, fmt.Errorf("stream: receiver: %w", err)
