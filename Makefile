@@ -45,7 +45,7 @@ test-fuzz:
 # Lab tests build real namespaces and veth pairs: root only.
 test-lab:
 	@if [ "$$(id -u)" != 0 ]; then echo "test-lab needs root (network namespaces)"; exit 1; fi
-	$(GO) test -count=1 -p 1 -tags lab -timeout 20m ./testbeds/...
+	$(GO) test -count=1 -p 1 -tags lab -timeout 30m ./testbeds/...
 	$(GO) test -count=1 -tags lab -run TestBenchFeedbackVeth -timeout 10m ./perf/
 
 # TRex profiles decoded by the Go codec and replayed into a lab switch,

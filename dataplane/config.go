@@ -186,11 +186,26 @@ type ProbeConfig struct {
 // FaultConfig injects loss on a port's egress: this machine has no netem.
 type FaultConfig struct {
 	// Loss is the probability that a loss event starts at a frame (0-1).
-	Loss float64 `yaml:"loss"`
+	Loss float64 `yaml:"loss" json:"loss"`
 	// Burst is how many consecutive frames one loss event drops (default 1).
-	Burst int `yaml:"burst"`
+	Burst int `yaml:"burst" json:"burst"`
 	// Seed makes the loss pattern repeatable (default: derived from the port).
-	Seed uint64 `yaml:"seed"`
+	Seed uint64 `yaml:"seed" json:"seed,omitempty"`
+}
+
+// validate fills the default burst and checks the fields (a port's
+// configuration and a runtime fault, Switch.SetFault, alike).
+func (f *FaultConfig) validate() error {
+	if f.Loss < 0 || f.Loss > 1 || f.Loss != f.Loss {
+		return fmt.Errorf("fault.loss %v: want 0-1", f.Loss)
+	}
+	if f.Burst == 0 {
+		f.Burst = 1
+	}
+	if f.Burst < 1 || f.Burst > 1<<16 {
+		return fmt.Errorf("fault.burst %d: want 1-65536", f.Burst)
+	}
+	return nil
 }
 
 // RouteEntry maps receiver IDs ("1-4,7") to an egress port by name, with an
@@ -335,16 +350,8 @@ func (c *Config) Validate() error {
 		if p.NeighborIP != "" && net.ParseIP(p.NeighborIP) == nil {
 			return fmt.Errorf("port %s: neighbor_ip %q is not an IP address", p.Name, p.NeighborIP)
 		}
-		if f := &p.Fault; true {
-			if f.Loss < 0 || f.Loss > 1 {
-				return fmt.Errorf("port %s: fault.loss %v: want 0-1", p.Name, f.Loss)
-			}
-			if f.Burst == 0 {
-				f.Burst = 1
-			}
-			if f.Burst < 1 || f.Burst > 1<<16 {
-				return fmt.Errorf("port %s: fault.burst %d: want 1-65536", p.Name, f.Burst)
-			}
+		if err := p.Fault.validate(); err != nil {
+			return fmt.Errorf("port %s: %w", p.Name, err)
 		}
 	}
 	for i, r := range c.Routes {

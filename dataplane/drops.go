@@ -27,6 +27,8 @@ const (
 	DropFaultInjected
 	DropTxError
 	DropFeedbackSpoofed
+	DropBadEpoch
+	DropFeedbackStale
 	NumDropReasons
 )
 
@@ -48,6 +50,8 @@ var dropNames = [NumDropReasons]string{
 	DropFaultInjected:   "fault_injected",
 	DropTxError:         "tx_error",
 	DropFeedbackSpoofed: "feedback_spoofed",
+	DropBadEpoch:        "bad_epoch",
+	DropFeedbackStale:   "feedback_stale",
 }
 
 func (r DropReason) String() string {
@@ -72,6 +76,8 @@ func dropForError(err error) DropReason {
 		return DropBadSet
 	case headers.ErrBadFeedback:
 		return DropBadFeedback
+	case headers.ErrBadEpoch:
+		return DropBadEpoch
 	}
 	return DropNotSMH
 }

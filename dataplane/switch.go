@@ -37,6 +37,8 @@ type Switch struct {
 	// never published, for the next writer that copies the routes: see
 	// cloneRoutes.
 	spareRoutes atomic.Pointer[RouteTable]
+	// faults holds the runtime faults (fault.go).
+	faults faultState
 }
 
 // NewSwitch prepares a switch over already opened ports (ports[i] is
@@ -83,6 +85,7 @@ func NewSwitch(cfg *Config, ports []Port, t *Tables) (*Switch, error) {
 			egress:   egress,
 			counters: NewCoreCounters(len(ports)),
 			tables:   &s.tables,
+			faults:   &s.faults.cur,
 			split:    newSplitScratch(),
 			flows:    newFlowCache(),
 			probe:    newProbeState(cfg.Probe),

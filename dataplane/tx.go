@@ -16,6 +16,12 @@ type egressQueue struct {
 	tx         TxQueue
 	fault      faultInjector
 	burst      [BurstSize]*Packet // a burst that wraps around the ring
+
+	// rt replaces fault while rtOn, until the MonotonicNs deadline rtUntil
+	// (a runtime fault, fault.go).
+	rt      faultInjector
+	rtOn    bool
+	rtUntil int64
 }
 
 func newEgressQueue(depth int, tx TxQueue, f FaultConfig, seed uint64) egressQueue {
@@ -31,7 +37,11 @@ func (w *Worker) enqueue(p uint8, pk *Packet) {
 		pk.Free()
 		return
 	}
-	if q.fault.drop() {
+	fi := &q.fault
+	if q.rtOn {
+		fi = &q.rt
+	}
+	if fi.drop() {
 		w.counters.drop(DropFaultInjected, 1)
 		pk.Free()
 		return

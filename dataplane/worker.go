@@ -57,6 +57,13 @@ type Worker struct {
 	stop     atomic.Bool
 	// RxErrors counts failed receive calls (a port going away).
 	rxErrors uint64
+
+	// faults is the switch's runtime fault snapshot (fault.go); faultSeen
+	// the one the queues' runtime injectors were built from, faultLive
+	// whether one of them is still in force.
+	faults    *atomic.Pointer[faultSet]
+	faultSeen *faultSet
+	faultLive bool
 }
 
 type rxPort struct {
@@ -115,10 +122,23 @@ func (w *Worker) Run() error {
 func (w *Worker) poll() int {
 	t := w.tables.Load() // once per round, shared by every burst in it
 	w.cur = t
+	var now int64
 	if w.agg != nil {
 		// One clock read per round, of CLOCK_MONOTONIC itself: time.Now
 		// would read the wall clock too, which nothing here needs.
-		w.agg.now = MonotonicNs()
+		now = MonotonicNs()
+		w.agg.now = now
+	}
+	if w.faults != nil {
+		if fs := w.faults.Load(); fs != w.faultSeen {
+			w.takeFaults(fs)
+		}
+		if w.faultLive {
+			if now == 0 {
+				now = MonotonicNs()
+			}
+			w.expireFaults(now)
+		}
 	}
 	got := 0
 	for i := range w.rx {

@@ -14,8 +14,11 @@ type Fields struct {
 	SourceID  uint16
 	SessionID uint16
 	Sequence  uint32
+	// Epoch is the Transfer Epoch: nonzero sets E and writes it; zero
+	// clears E (whatever Flags says).
+	Epoch uint32
 	// Count, SpeaksFor and ReporterID form the feedback word (ACK, NACK,
-	// CNP only).
+	// CNP, ABORT only).
 	Count      uint16
 	SpeaksFor  uint16
 	ReporterID uint16
@@ -51,20 +54,34 @@ func ChooseEncoding(ids []uint16) (Encoding, int) {
 	return EncList, len(ids)
 }
 
-// HeaderLenFor is the SMH length for a type and a receiver list encoded in the
-// smaller encoding.
+// HeaderLenFor is the SMH length, without an epoch, for a type and a
+// receiver list encoded in the smaller encoding (HeaderLenForEpoch adds it).
 func HeaderLenFor(t Type, ids []uint16) int {
 	enc, n := ChooseEncoding(ids)
-	base := FixedLen
-	if t.IsFeedback() {
-		base = FeedbackLen
+	return fixedPartFor(t, false) + n*enc.EntryLen()
+}
+
+// HeaderLenForEpoch is HeaderLenFor with a Transfer Epoch (E set).
+func HeaderLenForEpoch(t Type, ids []uint16) int {
+	return HeaderLenFor(t, ids) + EpochLen
+}
+
+// fixedPartFor is the fixed part, epoch and feedback word of a header.
+func fixedPartFor(t Type, epoch bool) int {
+	n := FixedLen
+	if epoch {
+		n += EpochLen
 	}
-	return base + n*enc.EntryLen()
+	if t.IsFeedback() {
+		n += FeedbackWordLen
+	}
+	return n
 }
 
 // PutHeader writes an SMH with the given fields and receiver list (strictly
 // ascending, possibly empty for feedback) into b, in the smaller encoding, and
-// returns its length. b must have room for HeaderLenFor(f.Type, ids) bytes;
+// returns its length. b must have room for HeaderLenFor(f.Type, ids) bytes
+// (HeaderLenForEpoch with an epoch);
 // it returns 0 if it does not, or if ids is not strictly ascending.
 // PutHeader does not allocate.
 func PutHeader(b []byte, f Fields, ids []uint16) int {
@@ -122,21 +139,25 @@ func PutGroupHeader(b []byte, f Fields, group uint32) int {
 }
 
 func (f Fields) putFixed(h SMH, enc Encoding, n int) int {
-	off := FixedLen
-	if f.Type.IsFeedback() {
-		off = FeedbackLen
-	}
+	off := fixedPartFor(f.Type, f.Epoch != 0)
 	if len(h) < off || n > 0xFFFF {
 		return 0
 	}
 	h.SetVersionType(Version, f.Type)
-	h.SetFlags(f.Flags)
+	flags := f.Flags &^ FlagEpoch
+	if f.Epoch != 0 {
+		flags |= FlagEpoch
+	}
+	h.SetFlags(flags)
 	h.SetHopLimit(f.HopLimit)
 	h.SetEncoding(enc)
 	h.SetSetCount(uint16(n))
 	h.SetSourceID(f.SourceID)
 	h.SetSessionID(f.SessionID)
 	h.SetSequence(f.Sequence)
+	if f.Epoch != 0 {
+		h.SetEpoch(f.Epoch)
+	}
 	if f.Type.IsFeedback() {
 		h.SetFeedbackCount(f.Count)
 		h.SetSpeaksFor(f.SpeaksFor)
@@ -178,6 +199,7 @@ func (h SMH) Fields() Fields {
 	f := Fields{
 		Type: h.Type(), Flags: h.Flags(), HopLimit: h.HopLimit(),
 		SourceID: h.SourceID(), SessionID: h.SessionID(), Sequence: h.Sequence(),
+		Epoch: h.Epoch(),
 	}
 	if f.Type.IsFeedback() {
 		f.Count = h.FeedbackCount()

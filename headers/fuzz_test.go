@@ -30,7 +30,7 @@ func FuzzCodecs(f *testing.F) {
 		}
 		f := h.Fields()
 		lf := Fields{Type: l.Type, Flags: l.Flags, HopLimit: l.HopLimit, SourceID: l.SourceID,
-			SessionID: l.SessionID, Sequence: l.Sequence, Count: l.Count, SpeaksFor: l.SpeaksFor, ReporterID: l.ReporterID}
+			SessionID: l.SessionID, Sequence: l.Sequence, Epoch: l.Epoch, Count: l.Count, SpeaksFor: l.SpeaksFor, ReporterID: l.ReporterID}
 		if f != lf || h.Version() != l.Version || h.Encoding() != l.Encoding || h[3]&0x0F != l.Reserved {
 			t.Fatalf("fields differ: view %+v enc %v, layer %+v", f, h.Encoding(), l)
 		}
@@ -113,9 +113,11 @@ func FuzzRoundTrip(f *testing.F) {
 	f.Add(uint8(1), uint32(7), []byte{})
 	f.Add(uint8(0x42), uint32(1<<31), []byte{0, 0, 0, 0, 0, 0, 0, 0, 0x90, 0, 0, 0})
 	f.Add(uint8(0x73), uint32(99), []byte{0xff, 0xff, 0xbf})
+	f.Add(uint8(0x08), uint32(5), []byte{64, 0, 0})
+	f.Add(uint8(0x8e), uint32(77), []byte{65})
 	for _, v := range loadVectors(f) {
 		if v.err == nil && len(v.rx) > 0 {
-			f.Add(uint8(v.typ)|uint8(v.flags)&0x70, v.seq, bytesFromIDs(v.rx))
+			f.Add(uint8(v.typ)&3|uint8(v.flags)&0x78, v.seq, bytesFromIDs(v.rx))
 		}
 	}
 	f.Fuzz(func(t *testing.T, sel uint8, seq uint32, raw []byte) {
@@ -125,20 +127,34 @@ func FuzzRoundTrip(f *testing.F) {
 		}
 		fl := Fields{Type: Type(sel & 3), Flags: Flags(sel) & (FlagRetransmit | FlagCongestion | FlagFinal),
 			HopLimit: sel, SourceID: uint16(seq >> 16), SessionID: uint16(seq), Sequence: seq}
+		if sel&0x84 == 0x84 {
+			fl.Type = TypeABORT
+		}
 		if fl.Type.IsFeedback() {
 			fl.Flags = FlagAggregated | fl.Flags&FlagCongestion
 			fl.Count, fl.SpeaksFor, fl.ReporterID = uint16(seq)|1, uint16(len(ids))+1, uint16(seq>>8)
 		}
-		buf := make([]byte, FeedbackLen+BlockEntryLen*1024+2*len(ids))
+		wantLen := HeaderLenFor(fl.Type, ids)
+		if sel&0x08 != 0 {
+			fl.Epoch, fl.Flags = (seq^0x5a5a5a5a)|1, fl.Flags|FlagEpoch
+			wantLen = HeaderLenForEpoch(fl.Type, ids)
+		}
+		buf := make([]byte, FeedbackLen+EpochLen+BlockEntryLen*1024+2*len(ids))
 		n := PutHeader(buf, fl, ids)
-		if n == 0 || n != HeaderLenFor(fl.Type, ids) {
-			t.Fatalf("PutHeader = %d, HeaderLenFor = %d", n, HeaderLenFor(fl.Type, ids))
+		if n == 0 || n != wantLen {
+			t.Fatalf("PutHeader = %d, want %d", n, wantLen)
 		}
 		h := SMH(buf[:n])
 		err := h.Validate()
 		if fl.Type == TypeData && len(ids) == 0 {
 			if err != ErrBadSet {
 				t.Fatalf("DATA with no receivers: Validate = %v, want ErrBadSet", err)
+			}
+			return
+		}
+		if fl.Type == TypeABORT && len(ids) == 0 {
+			if err != ErrBadFeedback {
+				t.Fatalf("ABORT naming nobody: Validate = %v, want ErrBadFeedback", err)
 			}
 			return
 		}
@@ -154,7 +170,7 @@ func FuzzRoundTrip(f *testing.F) {
 
 		enc, _ := ChooseEncoding(ids)
 		l := SMHLayer{Type: fl.Type, Flags: fl.Flags, HopLimit: fl.HopLimit, SourceID: fl.SourceID,
-			SessionID: fl.SessionID, Sequence: fl.Sequence, Count: fl.Count, SpeaksFor: fl.SpeaksFor,
+			SessionID: fl.SessionID, Sequence: fl.Sequence, Epoch: fl.Epoch, Count: fl.Count, SpeaksFor: fl.SpeaksFor,
 			ReporterID: fl.ReporterID, Receivers: ids}
 		l.UseSmallerEncoding()
 		if l.Encoding != enc {

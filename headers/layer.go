@@ -17,18 +17,19 @@ import (
 //	 0                   1                   2                   3
 //	 0 1 2 3 4 5 6 7 8 9 0 1 2 3 4 5 6 7 8 9 0 1 2 3 4 5 6 7 8 9 0 1
 //	+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+
-//	|  Ver  |  Type |A|R|C|F|0|0|0|0|   Hop Limit   |  Enc  |  Rsv  |
+//	|  Ver  |  Type |A|R|C|F|E|0|0|0|   Hop Limit   |  Enc  |  Rsv  |
 //	+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+
 //	|           Set Count           |           Source ID           |
 //	+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+
 //	|          Session ID           |       Sequence (high)         |
 //	+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+
-//	|       Sequence (low)          | Count (ACK/NACK/CNP only)     |
+//	|       Sequence (low)          | [Transfer Epoch, 4 bytes, E]  |
 //	+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+
-//	|  Speaks For (ACK/NACK/CNP)    |  Reporter ID (ACK/NACK/CNP)   |
+//	| Count (ACK/NACK/CNP/ABORT) | Speaks For | Reporter ID (6 bytes) |
 //	+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+
 //	| receiver set ...
 //
+// The epoch is there only with E; the feedback word only in feedback types.
 // The set is Set Count entries of Enc: 16-bit IDs (list), 16-bit block index
 // plus 64-bit bitmap (blocks), or one 32-bit group ID (group).
 type SMHLayer struct {
@@ -44,9 +45,13 @@ type SMHLayer struct {
 	SourceID  uint16
 	SessionID uint16
 	Sequence  uint32
+	// Epoch is the Transfer Epoch, present on the wire when Flags has E
+	// (0x08); SerializeTo writes it exactly when E is set.
+	Epoch uint32
 
 	// Count, SpeaksFor and ReporterID are the feedback word (ACK, NACK,
-	// CNP only); SourceID and SessionID name the stream in every type.
+	// CNP, ABORT only); SourceID, SessionID and Epoch name the stream in
+	// every type.
 	Count      uint16
 	SpeaksFor  uint16
 	ReporterID uint16
@@ -77,7 +82,9 @@ func RegisterUDPPort(port uint16) {
 // constants so that the layer is an independent reading of the spec.
 const (
 	lyrFixed    = 14 // fixed part
-	lyrFeedback = 20 // fixed part plus the 6-byte feedback word
+	lyrEpoch    = 4  // Transfer Epoch, with E
+	lyrEFlag    = 0x08
+	lyrWord     = 6 // feedback word
 	lyrListLen  = 2
 	lyrBlockLen = 10
 	lyrGroupLen = 4
@@ -94,9 +101,9 @@ func (l *SMHLayer) NextLayerType() gopacket.LayerType { return gopacket.LayerTyp
 // HeaderLen is the encoded length of the header (not the payload) that
 // SerializeTo writes, or 0 if the encoding is reserved.
 func (l *SMHLayer) HeaderLen() int {
-	n := lyrFixed
+	n := l.wordAt()
 	if isFeedbackType(l.Type) {
-		n = lyrFeedback
+		n += lyrWord
 	}
 	switch l.Encoding {
 	case EncList:
@@ -119,7 +126,16 @@ func (l *SMHLayer) UseSmallerEncoding() {
 	}
 }
 
-func isFeedbackType(t Type) bool { return t >= 1 && t <= 3 }
+func isFeedbackType(t Type) bool { return t >= 1 && t <= 4 }
+
+// wordAt is where the feedback word (or a DATA set) starts: after the fixed
+// part and, with E, the epoch.
+func (l *SMHLayer) wordAt() int {
+	if l.Flags&lyrEFlag != 0 {
+		return lyrFixed + lyrEpoch
+	}
+	return lyrFixed
+}
 
 // countBlocks counts the distinct 64-ID blocks of an ascending list.
 func countBlocks(ids []uint16) int {
@@ -139,7 +155,7 @@ func (l *SMHLayer) DecodeFromBytes(data []byte, df gopacket.DecodeFeedback) erro
 	l.Contents, l.Payload = nil, nil
 	l.Receivers = l.Receivers[:0]
 	l.Group = 0
-	l.Count, l.SpeaksFor, l.ReporterID = 0, 0, 0
+	l.Count, l.SpeaksFor, l.ReporterID, l.Epoch = 0, 0, 0, 0
 	if len(data) < lyrFixed {
 		return truncated(df)
 	}
@@ -157,7 +173,7 @@ func (l *SMHLayer) DecodeFromBytes(data []byte, df gopacket.DecodeFeedback) erro
 	if l.Version != 1 {
 		return ErrBadVersion
 	}
-	if l.Type > 3 {
+	if l.Type > 4 {
 		return ErrBadType
 	}
 	var entry int
@@ -172,15 +188,24 @@ func (l *SMHLayer) DecodeFromBytes(data []byte, df gopacket.DecodeFeedback) erro
 		return ErrBadEncoding
 	}
 	feedback := isFeedbackType(l.Type)
-	start := lyrFixed
+	start := l.wordAt()
 	if feedback {
-		if len(data) < lyrFeedback {
-			return truncated(df)
+		start += lyrWord
+	}
+	if len(data) < start {
+		return truncated(df)
+	}
+	if w := l.wordAt(); w > lyrFixed {
+		l.Epoch = binary.BigEndian.Uint32(data[lyrFixed:w])
+		if l.Epoch == 0 {
+			return ErrBadEpoch
 		}
-		l.Count = uint16(data[14])<<8 | uint16(data[15])
-		l.SpeaksFor = uint16(data[16])<<8 | uint16(data[17])
-		l.ReporterID = uint16(data[18])<<8 | uint16(data[19])
-		start = lyrFeedback
+	}
+	if feedback {
+		w := data[l.wordAt():]
+		l.Count = uint16(w[0])<<8 | uint16(w[1])
+		l.SpeaksFor = uint16(w[2])<<8 | uint16(w[3])
+		l.ReporterID = uint16(w[4])<<8 | uint16(w[5])
 	}
 	end := start + setCount*entry
 	if len(data) < end {
@@ -229,6 +254,9 @@ func (l *SMHLayer) DecodeFromBytes(data []byte, df gopacket.DecodeFeedback) erro
 			return ErrBadFeedback
 		}
 		if l.Count == 0 && l.Type != TypeACK {
+			return ErrBadFeedback
+		}
+		if l.Type == TypeABORT && setCount == 0 {
 			return ErrBadFeedback
 		}
 	}
@@ -286,12 +314,15 @@ func (l *SMHLayer) SerializeTo(b gopacket.SerializeBuffer, opts gopacket.Seriali
 	binary.BigEndian.PutUint16(buf[6:], l.SourceID)
 	binary.BigEndian.PutUint16(buf[8:], l.SessionID)
 	binary.BigEndian.PutUint32(buf[10:], l.Sequence)
-	off := lyrFixed
+	off := l.wordAt()
+	if off > lyrFixed {
+		binary.BigEndian.PutUint32(buf[lyrFixed:], l.Epoch)
+	}
 	if isFeedbackType(l.Type) {
-		binary.BigEndian.PutUint16(buf[14:], l.Count)
-		binary.BigEndian.PutUint16(buf[16:], l.SpeaksFor)
-		binary.BigEndian.PutUint16(buf[18:], l.ReporterID)
-		off = lyrFeedback
+		binary.BigEndian.PutUint16(buf[off:], l.Count)
+		binary.BigEndian.PutUint16(buf[off+2:], l.SpeaksFor)
+		binary.BigEndian.PutUint16(buf[off+4:], l.ReporterID)
+		off += lyrWord
 	}
 	switch l.Encoding {
 	case EncList:

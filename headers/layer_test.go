@@ -31,6 +31,7 @@ type vector struct {
 	rsv       uint8
 	src, sess uint16
 	seq       uint32
+	epoch     uint32
 	count     uint16
 	speaks    uint16
 	rep       uint16
@@ -46,6 +47,7 @@ var sentinels = map[string]error{
 	"ErrBadEncoding": ErrBadEncoding,
 	"ErrBadSet":      ErrBadSet,
 	"ErrBadFeedback": ErrBadFeedback,
+	"ErrBadEpoch":    ErrBadEpoch,
 }
 
 func loadVectors(tb testing.TB) []vector {
@@ -137,6 +139,8 @@ func parseVector(line string) (vector, error) {
 				v.typ = TypeNACK
 			case "CNP":
 				v.typ = TypeCNP
+			case "ABORT":
+				v.typ = TypeABORT
 			default:
 				err = fmt.Errorf("type %q", val)
 			}
@@ -163,6 +167,8 @@ func parseVector(line string) (vector, error) {
 			v.sess = uint16(num(16))
 		case "seq":
 			v.seq = uint32(num(32))
+		case "epoch":
+			v.epoch = uint32(num(32))
 		case "count":
 			v.count = uint16(num(16))
 		case "speaks":
@@ -222,10 +228,10 @@ func TestVectors(t *testing.T) {
 
 func checkView(t *testing.T, h SMH, v vector) {
 	t.Helper()
-	got := fmt.Sprintf("ver=%d type=%v flags=%#x hop=%d enc=%v rsv=%d src=%d sess=%d seq=%d",
-		h.Version(), h.Type(), h.Flags(), h.HopLimit(), h.Encoding(), h[3]&0x0F, h.SourceID(), h.SessionID(), h.Sequence())
-	want := fmt.Sprintf("ver=1 type=%v flags=%#x hop=%d enc=%v rsv=%d src=%d sess=%d seq=%d",
-		v.typ, v.flags, v.hop, v.enc, v.rsv, v.src, v.sess, v.seq)
+	got := fmt.Sprintf("ver=%d type=%v flags=%#x hop=%d enc=%v rsv=%d src=%d sess=%d seq=%d epoch=%d",
+		h.Version(), h.Type(), h.Flags(), h.HopLimit(), h.Encoding(), h[3]&0x0F, h.SourceID(), h.SessionID(), h.Sequence(), h.Epoch())
+	want := fmt.Sprintf("ver=1 type=%v flags=%#x hop=%d enc=%v rsv=%d src=%d sess=%d seq=%d epoch=%d",
+		v.typ, v.flags, v.hop, v.enc, v.rsv, v.src, v.sess, v.seq, v.epoch)
 	if got != want {
 		t.Errorf("view: got  %s\n           want %s", got, want)
 	}
@@ -260,10 +266,10 @@ func checkView(t *testing.T, h SMH, v vector) {
 
 func checkLayer(t *testing.T, l *SMHLayer, v vector) {
 	t.Helper()
-	got := fmt.Sprintf("ver=%d type=%v flags=%#x hop=%d enc=%v rsv=%d src=%d sess=%d seq=%d count=%d speaks=%d rep=%d group=%#x",
-		l.Version, l.Type, l.Flags, l.HopLimit, l.Encoding, l.Reserved, l.SourceID, l.SessionID, l.Sequence, l.Count, l.SpeaksFor, l.ReporterID, l.Group)
-	want := fmt.Sprintf("ver=1 type=%v flags=%#x hop=%d enc=%v rsv=%d src=%d sess=%d seq=%d count=%d speaks=%d rep=%d group=%#x",
-		v.typ, v.flags, v.hop, v.enc, v.rsv, v.src, v.sess, v.seq, v.count, v.speaks, v.rep, v.group)
+	got := fmt.Sprintf("ver=%d type=%v flags=%#x hop=%d enc=%v rsv=%d src=%d sess=%d seq=%d epoch=%d count=%d speaks=%d rep=%d group=%#x",
+		l.Version, l.Type, l.Flags, l.HopLimit, l.Encoding, l.Reserved, l.SourceID, l.SessionID, l.Sequence, l.Epoch, l.Count, l.SpeaksFor, l.ReporterID, l.Group)
+	want := fmt.Sprintf("ver=1 type=%v flags=%#x hop=%d enc=%v rsv=%d src=%d sess=%d seq=%d epoch=%d count=%d speaks=%d rep=%d group=%#x",
+		v.typ, v.flags, v.hop, v.enc, v.rsv, v.src, v.sess, v.seq, v.epoch, v.count, v.speaks, v.rep, v.group)
 	if got != want {
 		t.Errorf("layer: got  %s\n            want %s", got, want)
 	}
@@ -296,7 +302,7 @@ func checkReencode(t *testing.T, l *SMHLayer, v vector) {
 		return // PutHeader always writes the reserved nibble as zero
 	}
 	f := Fields{Type: v.typ, Flags: v.flags, HopLimit: v.hop, SourceID: v.src,
-		SessionID: v.sess, Sequence: v.seq, Count: v.count, SpeaksFor: v.speaks, ReporterID: v.rep}
+		SessionID: v.sess, Sequence: v.seq, Epoch: v.epoch, Count: v.count, SpeaksFor: v.speaks, ReporterID: v.rep}
 	b := make([]byte, 256)
 	var n int
 	switch enc, _ := ChooseEncoding(v.rx); {

@@ -11,26 +11,30 @@ import (
 	"math/bits"
 )
 
-// SMH fixed part, 14 bytes; feedback types add a 4-byte word.
+// SMH fixed part, 14 bytes; with E a 4-byte Transfer Epoch follows it;
+// feedback types then add a 6-byte word.
 //
 //	 0                   1                   2                   3
 //	 0 1 2 3 4 5 6 7 8 9 0 1 2 3 4 5 6 7 8 9 0 1 2 3 4 5 6 7 8 9 0 1
 //	+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+
-//	|  Ver  |  Type |A|R|C|F|0|0|0|0|   Hop Limit   |  Enc  |  Rsv  |
+//	|  Ver  |  Type |A|R|C|F|E|0|0|0|   Hop Limit   |  Enc  |  Rsv  |
 //	+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+
 //	|           Set Count           |           Source ID           |
 //	+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+
 //	|          Session ID           |       Sequence (high)         |
 //	+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+
-//	|       Sequence (low)          | Count (feedback only)         |
+//	|       Sequence (low)          |  Transfer Epoch (E only) ...  |
+//	+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+
+//	|  ... Transfer Epoch (low)     | Count (feedback only)         |
 //	+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+
 //	|  Speaks For (feedback only)   | Reporter ID (feedback only)   |
 //	+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+
 //	| receiver set ...
 //
-// Source ID and Session ID always name the stream (the DATA source and its
-// session), so feedback is routed upstream by Source ID; who reports a piece
-// of feedback is in Reporter ID.
+// (The diagram shows E set; without E the feedback word starts at offset 14.)
+// Source ID, Session ID and the epoch always name the stream (the DATA
+// source, its session and the transfer), so feedback is routed upstream by
+// Source ID; who reports a piece of feedback is in Reporter ID.
 const (
 	offVerType   = 0
 	offFlags     = 1
@@ -40,15 +44,22 @@ const (
 	offSourceID  = 6
 	offSessionID = 8
 	offSequence  = 10
-	offFbCount   = 14
-	offSpeaksFor = 16
-	offReporter  = 18
+	offEpoch     = 14
+	// Feedback word offsets, relative to the end of the fixed part
+	// (FixedPartLen: 14, or 18 with E).
+	relFbCount   = 0
+	relSpeaksFor = 2
+	relReporter  = 4
 
-	// FixedLen is the length of the fixed part of every SMH.
+	// FixedLen is the length of the fixed part of every SMH without E.
 	FixedLen = 14
+	// EpochLen is the length of the Transfer Epoch that E adds.
+	EpochLen = 4
+	// FeedbackWordLen is the feedback word (Count, Speaks For, Reporter ID).
+	FeedbackWordLen = 6
 	// FeedbackLen is the length of the fixed part plus the 6-byte feedback
-	// word (Count, Speaks For, Reporter ID).
-	FeedbackLen = 20
+	// word, without E.
+	FeedbackLen = FixedLen + FeedbackWordLen
 
 	// Version is the only SMH version this implementation speaks.
 	Version = 1
@@ -75,6 +86,9 @@ const (
 	TypeACK  Type = 1
 	TypeNACK Type = 2
 	TypeCNP  Type = 3
+	// TypeABORT: the receivers named cannot store the stream (its Count is
+	// an AbortReason).
+	TypeABORT Type = 4
 )
 
 func (t Type) String() string {
@@ -87,12 +101,70 @@ func (t Type) String() string {
 		return "NACK"
 	case TypeCNP:
 		return "CNP"
+	case TypeABORT:
+		return "ABORT"
 	}
 	return "UNKNOWN"
 }
 
 // IsFeedback tells whether packets of this type carry the feedback word.
-func (t Type) IsFeedback() bool { return t == TypeACK || t == TypeNACK || t == TypeCNP }
+func (t Type) IsFeedback() bool { return t >= TypeACK && t <= TypeABORT }
+
+// AbortReason is an ABORT's Count: why its receivers cannot store the
+// stream (docs/smh.md 2.2).
+type AbortReason uint16
+
+const (
+	AbortIO          AbortReason = 1 // any other storage error
+	AbortNoSpace     AbortReason = 2
+	AbortReadOnly    AbortReason = 3
+	AbortPermission  AbortReason = 4
+	AbortExists      AbortReason = 5 // the file exists and overwriting was not allowed
+	AbortChecksum    AbortReason = 6 // size or SHA-256 differ from the manifest
+	AbortBadManifest AbortReason = 7
+)
+
+// String is the reason's name, as counters and JSON spell it.
+func (r AbortReason) String() string {
+	switch r {
+	case AbortIO:
+		return "io"
+	case AbortNoSpace:
+		return "no_space"
+	case AbortReadOnly:
+		return "read_only"
+	case AbortPermission:
+		return "permission"
+	case AbortExists:
+		return "exists"
+	case AbortChecksum:
+		return "checksum"
+	case AbortBadManifest:
+		return "bad_manifest"
+	}
+	return "unknown"
+}
+
+// Message says the reason in words, for a sender's summary.
+func (r AbortReason) Message() string {
+	switch r {
+	case AbortIO:
+		return "storage error at the receiver"
+	case AbortNoSpace:
+		return "no space left on the receiver's device"
+	case AbortReadOnly:
+		return "the receiver's output directory is on a read-only file system"
+	case AbortPermission:
+		return "the receiver may not write its output directory (permission denied)"
+	case AbortExists:
+		return "the file exists at the receiver (recv --overwrite replaces it)"
+	case AbortChecksum:
+		return "the data the receiver stored does not match the manifest's size or SHA-256"
+	case AbortBadManifest:
+		return "the receiver rejected the file's manifest"
+	}
+	return "the receiver gave up (unknown reason)"
+}
 
 // Flags are SMH's flag bits (byte 1).
 type Flags uint8
@@ -102,6 +174,8 @@ const (
 	FlagRetransmit Flags = 0x40
 	FlagCongestion Flags = 0x20
 	FlagFinal      Flags = 0x10
+	// FlagEpoch: a 32-bit Transfer Epoch follows the fixed part.
+	FlagEpoch Flags = 0x08
 )
 
 // Encoding is the receiver-set encoding (Enc).
@@ -147,6 +221,7 @@ var (
 	ErrBadEncoding = errors.New("smh: reserved set encoding")
 	ErrBadSet      = errors.New("smh: receiver set not strictly ascending, empty block, or out of range")
 	ErrBadFeedback = errors.New("smh: invalid feedback word")
+	ErrBadEpoch    = errors.New("smh: E flag with a zero transfer epoch")
 )
 
 // SMH is a zero-copy view of an SMH header at the start of the slice (the
@@ -163,9 +238,30 @@ func (h SMH) SetCount() uint16      { return binary.BigEndian.Uint16(h[offSetCou
 func (h SMH) SourceID() uint16      { return binary.BigEndian.Uint16(h[offSourceID:]) }
 func (h SMH) SessionID() uint16     { return binary.BigEndian.Uint16(h[offSessionID:]) }
 func (h SMH) Sequence() uint32      { return binary.BigEndian.Uint32(h[offSequence:]) }
-func (h SMH) FeedbackCount() uint16 { return binary.BigEndian.Uint16(h[offFbCount:]) }
-func (h SMH) SpeaksFor() uint16     { return binary.BigEndian.Uint16(h[offSpeaksFor:]) }
-func (h SMH) ReporterID() uint16    { return binary.BigEndian.Uint16(h[offReporter:]) }
+func (h SMH) FeedbackCount() uint16 { return binary.BigEndian.Uint16(h[h.FixedPartLen()+relFbCount:]) }
+func (h SMH) SpeaksFor() uint16     { return binary.BigEndian.Uint16(h[h.FixedPartLen()+relSpeaksFor:]) }
+func (h SMH) ReporterID() uint16    { return binary.BigEndian.Uint16(h[h.FixedPartLen()+relReporter:]) }
+
+// HasEpoch tells whether E is set (a Transfer Epoch follows the fixed part).
+func (h SMH) HasEpoch() bool { return h[offFlags]&uint8(FlagEpoch) != 0 }
+
+// Epoch is the Transfer Epoch, or 0 when E is clear (a sender without
+// epochs: docs/smh.md 2.2).
+func (h SMH) Epoch() uint32 {
+	if !h.HasEpoch() {
+		return 0
+	}
+	return binary.BigEndian.Uint32(h[offEpoch:])
+}
+
+// FixedPartLen is the fixed part with the epoch, if any: where the feedback
+// word, or a DATA packet's set, starts.
+func (h SMH) FixedPartLen() int {
+	if h.HasEpoch() {
+		return FixedLen + EpochLen
+	}
+	return FixedLen
+}
 
 func (h SMH) SetVersionType(v uint8, t Type) { h[offVerType] = v<<4 | uint8(t)&0x0F }
 func (h SMH) SetFlags(f Flags)               { h[offFlags] = uint8(f) }
@@ -175,17 +271,23 @@ func (h SMH) SetSetCount(n uint16)           { binary.BigEndian.PutUint16(h[offS
 func (h SMH) SetSourceID(v uint16)           { binary.BigEndian.PutUint16(h[offSourceID:], v) }
 func (h SMH) SetSessionID(v uint16)          { binary.BigEndian.PutUint16(h[offSessionID:], v) }
 func (h SMH) SetSequence(v uint32)           { binary.BigEndian.PutUint32(h[offSequence:], v) }
-func (h SMH) SetFeedbackCount(v uint16)      { binary.BigEndian.PutUint16(h[offFbCount:], v) }
-func (h SMH) SetSpeaksFor(v uint16)          { binary.BigEndian.PutUint16(h[offSpeaksFor:], v) }
-func (h SMH) SetReporterID(v uint16)         { binary.BigEndian.PutUint16(h[offReporter:], v) }
+func (h SMH) SetFeedbackCount(v uint16) {
+	binary.BigEndian.PutUint16(h[h.FixedPartLen()+relFbCount:], v)
+}
+func (h SMH) SetSpeaksFor(v uint16)  { binary.BigEndian.PutUint16(h[h.FixedPartLen()+relSpeaksFor:], v) }
+func (h SMH) SetReporterID(v uint16) { binary.BigEndian.PutUint16(h[h.FixedPartLen()+relReporter:], v) }
 
-// SetOffset is where the receiver set starts: after the fixed part, and after
-// the feedback word for feedback types.
+// SetEpoch writes the Transfer Epoch of a header whose E is already set
+// (the encoder sets E from Fields.Epoch).
+func (h SMH) SetEpoch(v uint32) { binary.BigEndian.PutUint32(h[offEpoch:], v) }
+
+// SetOffset is where the receiver set starts: after the fixed part (and the
+// epoch), and after the feedback word for feedback types.
 func (h SMH) SetOffset() int {
 	if h.Type().IsFeedback() {
-		return FeedbackLen
+		return h.FixedPartLen() + FeedbackWordLen
 	}
-	return FixedLen
+	return h.FixedPartLen()
 }
 
 // HeaderLen is the whole header's length: fixed part, feedback word and set.
@@ -223,7 +325,7 @@ func (h SMH) Validate() error {
 		return ErrBadVersion
 	}
 	t := h.Type()
-	if t > TypeCNP {
+	if t > TypeABORT {
 		return ErrBadType
 	}
 	enc := h.Encoding()
@@ -231,8 +333,11 @@ func (h SMH) Validate() error {
 	if el == 0 {
 		return ErrBadEncoding
 	}
-	if t.IsFeedback() && len(h) < FeedbackLen {
+	if len(h) < h.FixedPartLen() || (t.IsFeedback() && len(h) < h.FixedPartLen()+FeedbackWordLen) {
 		return ErrTruncated
+	}
+	if h.HasEpoch() && h.Epoch() == 0 {
+		return ErrBadEpoch
 	}
 	n := int(h.SetCount())
 	if len(h) < h.SetOffset()+n*el {
@@ -276,7 +381,11 @@ func (h SMH) Validate() error {
 	if h.SpeaksFor() == 0 {
 		return ErrBadFeedback
 	}
-	if (t == TypeNACK || t == TypeCNP) && h.FeedbackCount() == 0 {
+	if (t == TypeNACK || t == TypeCNP || t == TypeABORT) && h.FeedbackCount() == 0 {
+		return ErrBadFeedback
+	}
+	if t == TypeABORT && n == 0 {
+		// An ABORT names the receivers it is about, a receiver's own too.
 		return ErrBadFeedback
 	}
 	return nil

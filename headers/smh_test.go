@@ -50,7 +50,8 @@ func TestTypeAndEncodingStrings(t *testing.T) {
 		got, want string
 	}{
 		{TypeData.String(), "DATA"}, {TypeACK.String(), "ACK"}, {TypeNACK.String(), "NACK"},
-		{TypeCNP.String(), "CNP"}, {Type(9).String(), "UNKNOWN"},
+		{TypeCNP.String(), "CNP"}, {TypeABORT.String(), "ABORT"}, {Type(9).String(), "UNKNOWN"},
+		{AbortNoSpace.String(), "no_space"}, {AbortReason(99).String(), "unknown"},
 		{EncList.String(), "list"}, {EncBlocks.String(), "blocks"}, {EncGroup.String(), "group"},
 		{Encoding(3).String(), "reserved"},
 	} {
@@ -58,7 +59,7 @@ func TestTypeAndEncodingStrings(t *testing.T) {
 			t.Errorf("got %q, want %q", tc.got, tc.want)
 		}
 	}
-	if TypeData.IsFeedback() || !TypeACK.IsFeedback() || !TypeNACK.IsFeedback() || !TypeCNP.IsFeedback() || Type(4).IsFeedback() {
+	if TypeData.IsFeedback() || !TypeACK.IsFeedback() || !TypeNACK.IsFeedback() || !TypeCNP.IsFeedback() || !TypeABORT.IsFeedback() || Type(5).IsFeedback() {
 		t.Error("IsFeedback")
 	}
 	if EncList.EntryLen() != 2 || EncBlocks.EntryLen() != 10 || EncGroup.EntryLen() != 4 || Encoding(3).EntryLen() != 0 {

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
 	"os/signal"
 	"slices"
@@ -26,7 +27,7 @@ func newSwitchCmd() *cobra.Command {
 		Use:   "switch",
 		Short: "Run the sparsecast switch (dataplane)",
 	}
-	cmd.AddCommand(newSwitchRunCmd(nil))
+	cmd.AddCommand(newSwitchRunCmd(nil), newSwitchFaultCmd(nil))
 	return cmd
 }
 
@@ -124,7 +125,8 @@ func switchRun(ctx context.Context, o *SwitchRunOptions) error {
 	}
 	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	mopts := []metrics.Option{metrics.WithPortStats(metrics.PortStatsOf(ports)), metrics.WithDeviceStats(metrics.DeviceStatsOf(ports))}
+	mopts := []metrics.Option{metrics.WithPortStats(metrics.PortStatsOf(ports)), metrics.WithDeviceStats(metrics.DeviceStatsOf(ports)),
+		metrics.WithFaults(sw.FaultCounters())}
 	controlAt := "off"
 	if cfg.ControlRing != "" {
 		// The ring applier: control's batches become table snapshots, and
@@ -152,16 +154,6 @@ func switchRun(ctx context.Context, o *SwitchRunOptions) error {
 		}()
 		controlAt = fmt.Sprintf("%s (boot %016x)", cfg.ControlRing, ra.BootID())
 	}
-	metricsAt := "off"
-	if cfg.MetricsAddr != "" {
-		c := metrics.NewSwitchCollector(cfg.Name, sw.PortNames(), sw.Counters(), mopts...)
-		addr, err := metrics.Serve(ctx, cfg.MetricsAddr, c)
-		if err != nil {
-			return fmt.Errorf("metrics: %w", err)
-		}
-		metricsAt = "http://" + addr.String() + "/metrics"
-	}
-	go reloadOnHUP(ctx, o, sw)
 	// Link events go to the log as JSON lines (the failover benchmark and
 	// operators read them), and to the control process when a ring is set.
 	logEnc := json.NewEncoder(o.Log)
@@ -175,6 +167,28 @@ func switchRun(ctx context.Context, o *SwitchRunOptions) error {
 			dataplane.LinkEvent
 		}{"link", dataplane.StateName(e.State), e})
 	})
+	// Runtime faults go to the log too, on the link events' clock.
+	logFault := func(r metrics.FaultRequest) {
+		logMu.Lock()
+		defer logMu.Unlock()
+		_ = logEnc.Encode(struct {
+			Event string `json:"event"`
+			metrics.FaultRequest
+			AtNs int64 `json:"at_ns"`
+		}{"fault", r, dataplane.MonotonicNs()})
+	}
+	metricsAt := "off"
+	if cfg.MetricsAddr != "" {
+		c := metrics.NewSwitchCollector(cfg.Name, sw.PortNames(), sw.Counters(), mopts...)
+		// The metrics server also takes runtime faults (POST /fault,
+		// loopback clients only; `sparsecast switch fault`).
+		addr, err := metrics.ServeWith(ctx, cfg.MetricsAddr, map[string]http.Handler{metrics.FaultPath: metrics.FaultHandler(sw, logFault)}, c)
+		if err != nil {
+			return fmt.Errorf("metrics: %w", err)
+		}
+		metricsAt = "http://" + addr.String() + "/metrics"
+	}
+	go reloadOnHUP(ctx, o, sw)
 	go func() {
 		if err := sw.WatchCarrier(ctx); err != nil {
 			fmt.Fprintf(o.Log, "carrier watcher stopped: %v\n", err)

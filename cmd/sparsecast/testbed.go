@@ -41,7 +41,7 @@ func newTestbedRunCmd() *cobra.Command {
 			return fmt.Errorf("name a scenario: %s", strings.Join(scenarioNames(cmd), ", "))
 		},
 	}
-	cmd.AddCommand(NewCmdSingleSwitch(nil), NewCmdRunCheckpoint(nil), NewCmdRunMoE(nil), NewCmdRunFailover(nil))
+	cmd.AddCommand(NewCmdSingleSwitch(nil), NewCmdRunCheckpoint(nil), NewCmdRunMoE(nil), NewCmdRunFailover(nil), NewCmdRunCopies(nil))
 	return cmd
 }
 

@@ -28,6 +28,12 @@ const shutdownGrace = 5 * time.Second
 // address it bound (useful with port 0), or an error if a collector does not
 // register (duplicate or inconsistent descriptors) or addr cannot be bound.
 func Serve(ctx context.Context, addr string, cs ...prometheus.Collector) (net.Addr, error) {
+	return ServeWith(ctx, addr, nil, cs...)
+}
+
+// ServeWith is Serve with more handlers on the same server, by path (the
+// switch's FaultPath).
+func ServeWith(ctx context.Context, addr string, handlers map[string]http.Handler, cs ...prometheus.Collector) (net.Addr, error) {
 	reg := prometheus.NewRegistry()
 	all := append([]prometheus.Collector{
 		collectors.NewGoCollector(),
@@ -42,6 +48,9 @@ func Serve(ctx context.Context, addr string, cs ...prometheus.Collector) (net.Ad
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.InstrumentMetricHandler(reg,
 		promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg})))
+	for path, h := range handlers {
+		mux.Handle(path, h)
+	}
 
 	var lc net.ListenConfig
 	ln, err := lc.Listen(ctx, "tcp", addr)

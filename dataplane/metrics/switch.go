@@ -19,6 +19,7 @@
 //	sparsecast_switch_ring_applier_stalls_total                 counter, gaps over 2 µs in a busy applier's polling
 //	sparsecast_switch_ring_applier_stall_seconds_total          counter, their total length
 //	sparsecast_switch_port_device_*_total{port}                 counters of a port's device (DPDK), device.go
+//	sparsecast_switch_fault_requests_total{result}              counter, runtime fault requests applied or rejected, fault.go
 //
 // The ring series are exported when WithRing gives the applier's counters
 // (a switch with a control ring), every rejection reason even at 0.
@@ -131,6 +132,7 @@ type switchCollector struct {
 	portStats   func() []PortStat
 	deviceStats func() []DeviceStat
 	ring        *dataplane.RingCounters
+	faults      *dataplane.FaultCounters
 }
 
 // WithRing exports the control ring applier's counters (RingApplier.Counters).
@@ -164,7 +166,7 @@ func (c *switchCollector) Describe(ch chan<- *prometheus.Desc) {
 		infoDesc, rxPacketsDesc, rxBytesDesc, txPacketsDesc, txBytesDesc,
 		kernelDropsDesc, dropsDesc, fanoutDesc, pollsDesc, sleepsDesc,
 		ringAppliedDesc, ringRejectedDesc, ringGenerationDesc, ringDroppedDesc, ringStallsDesc, ringStallSecondsDesc,
-		feedbackDesc, evictedDesc,
+		feedbackDesc, evictedDesc, faultRequestsDesc,
 	} {
 		ch <- d
 	}
@@ -188,6 +190,7 @@ func (c *switchCollector) Collect(ch chan<- prometheus.Metric) {
 	c.collectWorkers(ch)
 	c.collectRing(ch)
 	c.collectFeedback(ch)
+	c.collectFaults(ch)
 }
 
 // collectFeedback exports the aggregate stage's counters by SMH feedback

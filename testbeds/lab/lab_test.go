@@ -6,6 +6,7 @@ package lab
 // namespaces; they need root: go test -tags lab ./testbeds/lab
 
 import (
+	"cmp"
 	"context"
 	"os"
 	"os/exec"
@@ -38,8 +39,10 @@ func buildBinary(t *testing.T) string {
 }
 
 // labPrefix is this test's namespace prefix, so a lab test never removes a
-// lab someone runs by hand with the default prefix.
-const labPrefix = "sct-"
+// lab someone runs by hand with the default prefix. SPARSECAST_LAB_PREFIX
+// replaces it, so that two runs of the tests on one machine (two
+// checkouts) do not tear down each other's labs.
+var labPrefix = cmp.Or(os.Getenv("SPARSECAST_LAB_PREFIX"), "sct-")
 
 func cleanup(t *testing.T) {
 	t.Cleanup(func() {

@@ -15,6 +15,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -27,7 +28,11 @@ type MoEOptions struct {
 	TopK      int // experts per token (default 2)
 	TokenSize int // bytes (default 256)
 	Timeout   time.Duration
-	Log       func(format string, args ...any)
+	// Dispatchers and Experts name the hosts taking part (default: the
+	// first host with an ID on each leaf dispatches, the others are
+	// experts), e.g. to leave hosts free for other traffic.
+	Dispatchers, Experts []string
+	Log                  func(format string, args ...any)
 }
 
 // MoEResult is what `testbed run moe` prints.
@@ -107,6 +112,21 @@ func MoEOn(ctx context.Context, f *Fabric, o MoEOptions) (*MoEResult, error) {
 			dispatchers = append(dispatchers, f.Hosts[h.Name])
 		} else {
 			experts = append(experts, f.Hosts[h.Name])
+		}
+	}
+	if len(o.Dispatchers)+len(o.Experts) > 0 {
+		dispatchers, experts = nil, nil
+		for _, names := range []struct {
+			names []string
+			to    *[]*FabricHost
+		}{{o.Dispatchers, &dispatchers}, {o.Experts, &experts}} {
+			for _, n := range names.names {
+				h := f.Hosts[n]
+				if h == nil || !h.Receiver || slices.Contains(dispatchers, h) || slices.Contains(experts, h) {
+					return nil, fmt.Errorf("moe: %q is not a host with an ID, or named twice", n)
+				}
+				*names.to = append(*names.to, h)
+			}
 		}
 	}
 	if len(experts) < o.TopK || len(dispatchers) == 0 {

@@ -69,9 +69,14 @@ type TransferOptions struct {
 	Size int
 	Loss float64
 	// FailLink, "switch:port", is taken down FailAfter (default 300 ms)
-	// after the transfer starts.
+	// after the transfer starts; with Silent, both ends of its link drop
+	// every frame for Silent instead, carrier up (a silent failure).
 	FailLink  string
 	FailAfter time.Duration
+	Silent    time.Duration
+	// Control runs a control process (Transfer only; TransferOn uses the
+	// fabric's), which recomputes and pushes tables when a link fails.
+	Control bool
 	// MaxRate caps the sender (packets per second; default 0: its own
 	// congestion control).
 	MaxRate float64
@@ -142,6 +147,12 @@ type TransferResult struct {
 	// SpoofedDropped its switch's feedback_spoofed drops.
 	SpoofedSent    int    `json:"spoofed_sent,omitempty"`
 	SpoofedDropped uint64 `json:"spoofed_dropped,omitempty"`
+	// FaultDrops is each silenced switch's fault_injected drops by the end
+	// (a silent failure; the count includes any configured loss).
+	FaultDrops map[string]uint64 `json:"fault_drops,omitempty"`
+	// SwitchesUpdated counts the switches that applied a table from the
+	// control process during the transfer (Control only).
+	SwitchesUpdated int `json:"switches_updated_by_control,omitempty"`
 }
 
 // Table renders a result for people.
@@ -150,6 +161,9 @@ func (r *TransferResult) Table() string {
 	fail := ""
 	if r.FailedLink != "" {
 		fail = ", link " + r.FailedLink + " failed mid-transfer"
+	}
+	if len(r.FaultDrops) > 0 {
+		fail += fmt.Sprintf(" silently (fault_injected drops %v)", r.FaultDrops)
 	}
 	if r.TimedOut {
 		fail += ", NOT FINISHED by the timeout"
@@ -216,7 +230,26 @@ func Transfer(ctx context.Context, o TransferOptions) (res *TransferResult, err 
 			faults[sw.Name+":"+sw.Ports[h.Port].Name] = dataplane.FaultConfig{Loss: o.Loss, Seed: uint64(i) + 11}
 		}
 	}
-	f, err := StartFabric(ctx, FabricOptions{Topology: topo, Binary: o.Binary, Prefix: o.Prefix, Dir: o.Dir, Probes: o.FailLink != "", Faults: faults, Log: logf})
+	fo := FabricOptions{Topology: topo, Binary: o.Binary, Prefix: o.Prefix, Dir: o.Dir, Probes: o.FailLink != "", Faults: faults, Log: logf}
+	if o.Control {
+		fo.Control, fo.TopologyPath = true, o.Topology
+		if o.Topology == "" {
+			// The control process reads the built-in fabric from a file.
+			if o.Dir == "" {
+				if o.Dir, err = os.MkdirTemp("", "sparsecast-transfer-"); err != nil {
+					return nil, err
+				}
+				fo.Dir = o.Dir
+			} else if err := os.MkdirAll(o.Dir, 0o755); err != nil {
+				return nil, err
+			}
+			fo.TopologyPath = filepath.Join(o.Dir, "transfer.yaml")
+			if err := os.WriteFile(fo.TopologyPath, []byte(transferTopology), 0o644); err != nil {
+				return nil, err
+			}
+		}
+	}
+	f, err := StartFabric(ctx, fo)
 	if err != nil {
 		return nil, err
 	}
@@ -225,8 +258,21 @@ func Transfer(ctx context.Context, o TransferOptions) (res *TransferResult, err 
 			err = fmt.Errorf("transfer: teardown: %w", cerr)
 		}
 	}()
+	gen0 := map[string]uint64{}
+	if o.Control {
+		for _, sw := range topo.Switches {
+			if gen0[sw.Name], err = f.AppliedGeneration(sw.Name); err != nil {
+				return nil, err
+			}
+		}
+	}
 	res, err = TransferOn(ctx, f, o)
 	if res != nil {
+		for sw, g := range gen0 {
+			if g1, err := f.AppliedGeneration(sw); err == nil && g1 > g {
+				res.SwitchesUpdated++
+			}
+		}
 		res.WallS = time.Since(start).Seconds()
 	}
 	return res, err
@@ -348,24 +394,17 @@ func TransferOn(ctx context.Context, f *Fabric, o TransferOptions) (res *Transfe
 		if err := os.MkdirAll(dir, 0o755); err != nil {
 			return nil, err
 		}
-		errLog, err := os.Create(filepath.Join(f.Dir, "recv-"+name+".log"))
-		if err != nil {
-			return nil, err
-		}
-		defer errLog.Close()
 		out := &bytes.Buffer{}
-		p, err := f.Lab.Start(fh.NS, "recv "+name, out, errLog, o.Binary, "recv",
-			"--id", strconv.Itoa(int(h.ID)), "--listen", f.ListenAddr(name), "--via", f.GatewayAddr(name),
-			"--out", dir, "--files", "1", "--linger", "2s", "--duration", o.Timeout.String(), "--json")
+		p, err := launchFileReceiver(f, o.Binary, fh, dir, 1, o.Timeout, out)
 		if err != nil {
-			return nil, err
+			return nil, fmt.Errorf("transfer: %w", err)
 		}
 		recvs = append(recvs, recvProc{host: h, dir: dir, out: out, proc: p})
 	}
 	// The file, while the receivers start.
 	src := filepath.Join(f.Dir, "checkpoint.bin")
-	data := transferData(o.Size)
-	if err := os.WriteFile(src, data, 0o644); err != nil {
+	data, err := writeCheckpoint(src, o.Size, 42)
+	if err != nil {
 		return nil, err
 	}
 	for _, rp := range recvs {
@@ -417,10 +456,17 @@ func TransferOn(ctx context.Context, f *Fabric, o TransferOptions) (res *Transfe
 		case <-ctx.Done():
 			return nil, ctx.Err()
 		}
-		logf("== taking %s down", o.FailLink)
 		res.FailAt = rec.Elapsed()
-		if err := SetLinkDown(f.SwitchNS[sw], port, true, nil); err != nil {
-			return nil, err
+		if o.Silent > 0 {
+			logf("== silencing both ends of %s for %v", o.FailLink, o.Silent)
+			if err := f.SilenceLink(ctx, o.FailLink, o.Silent); err != nil {
+				return nil, err
+			}
+		} else {
+			logf("== taking %s down", o.FailLink)
+			if err := SetLinkDown(f.SwitchNS[sw], port, true, nil); err != nil {
+				return nil, err
+			}
 		}
 	}
 	sendCtx, sendCancel := context.WithDeadline(ctx, start.Add(o.Timeout-stopMargin))
@@ -478,6 +524,19 @@ func TransferOn(ctx context.Context, f *Fabric, o TransferOptions) (res *Transfe
 			return nil, err
 		}
 		res.SpoofedDropped = n
+	}
+	if o.FailLink != "" && o.Silent > 0 {
+		ends, err := f.LinkEnds(o.FailLink)
+		if err != nil {
+			return nil, err
+		}
+		res.FaultDrops = map[string]uint64{}
+		for _, e := range ends {
+			sw, _, _ := strings.Cut(e, ":")
+			if res.FaultDrops[sw], err = f.SwitchDrops(ctx, sw, "fault_injected"); err != nil {
+				return nil, err
+			}
+		}
 	}
 	res.Progress = rec.Stop()
 	var wg sync.WaitGroup
@@ -593,17 +652,6 @@ func compareFile(path string, want []byte) (int64, bool, error) {
 	}
 }
 
-// transferData is a transfer's file: size pseudo-random bytes, the same
-// for the same size.
-func transferData(size int) []byte {
-	data := make([]byte, size+7)
-	rng := rand.New(rand.NewPCG(uint64(size), 42))
-	for i := 0; i < size; i += 8 {
-		binary.LittleEndian.PutUint64(data[i:], rng.Uint64())
-	}
-	return data[:size:size]
-}
-
 // senderSummary is the part of `send --json`'s summary a transfer reads.
 type senderSummary struct {
 	ElapsedNS int64                   `json:"elapsed_ns"`
@@ -647,6 +695,45 @@ func (c *senderReceiverSummary) ackedPackets() uint64 {
 		return 0
 	}
 	return min(uint64(c.Acked), c.Packets)
+}
+
+// writeCheckpoint writes size pseudo-random bytes drawn from seed to path
+// and returns them.
+func writeCheckpoint(path string, size int, seed uint64) ([]byte, error) {
+	data := make([]byte, size+7)
+	rng := rand.New(rand.NewPCG(uint64(size), seed))
+	for i := 0; i < size; i += 8 {
+		binary.LittleEndian.PutUint64(data[i:], rng.Uint64())
+	}
+	data = data[:size:size]
+	return data, os.WriteFile(path, data, 0o644)
+}
+
+// startFileReceiver starts `recv --out dir` on host h for files files,
+// its report to out and its log to recv-NAME.log, and waits until it
+// listens.
+func startFileReceiver(ctx context.Context, f *Fabric, bin string, h *FabricHost, dir string, files int, wait time.Duration, out io.Writer) (*Proc, error) {
+	p, err := launchFileReceiver(f, bin, h, dir, files, wait, out)
+	if err != nil {
+		return nil, err
+	}
+	if err := waitUDPBound(ctx, p, f.UDPPort, 10*time.Second); err != nil {
+		return nil, fmt.Errorf("receiver %s: %w", h.Name, err)
+	}
+	return p, nil
+}
+
+// launchFileReceiver starts startFileReceiver's receiver without waiting
+// for it to listen (a caller starting several waits for them together).
+func launchFileReceiver(f *Fabric, bin string, h *FabricHost, dir string, files int, wait time.Duration, out io.Writer) (*Proc, error) {
+	errLog, err := os.Create(filepath.Join(f.Dir, "recv-"+h.Name+".log"))
+	if err != nil {
+		return nil, err
+	}
+	defer errLog.Close() // the process has its own descriptor
+	return f.Lab.Start(h.NS, "recv "+h.Name, out, errLog, bin, "recv",
+		"--id", strconv.Itoa(int(h.ID)), "--listen", f.ListenAddr(h.Name), "--via", f.GatewayAddr(h.Name),
+		"--out", dir, "--files", strconv.Itoa(files), "--linger", "2s", "--duration", wait.String(), "--json")
 }
 
 // StorageHosts picks a checkpoint's source and n storage hosts: the first

@@ -19,7 +19,21 @@ func runTransfer(t *testing.T, o TransferOptions) *TransferResult {
 	var log strings.Builder
 	o.Binary, o.Prefix, o.Dir = bin, labPrefix, t.TempDir()
 	if d := os.Getenv("SPARSECAST_LAB_DIR"); d != "" {
-		o.Dir = d // keep configs and logs for a post-mortem
+		// Keep configs and logs for a post-mortem: a directory per run
+		// (a -count loop's runs too), removed when the run passes.
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		dir, err := os.MkdirTemp(d, strings.ReplaceAll(t.Name(), "/", "_")+"-")
+		if err != nil {
+			t.Fatal(err)
+		}
+		o.Dir = dir
+		t.Cleanup(func() {
+			if !t.Failed() {
+				os.RemoveAll(dir)
+			}
+		})
 	}
 	o.Log = func(format string, args ...any) { log.WriteString(strings.TrimSpace(format) + "\n") }
 	res, err := Transfer(ctx, o)
@@ -71,6 +85,34 @@ func TestTransferSmall(t *testing.T) { runTransfer(t, TransferOptions{Size: 200_
 // and TestAggregateNamesOnlyReceiversHeardFrom in dataplane.)
 func TestTransferLinkFailure(t *testing.T) {
 	runTransfer(t, TransferOptions{FailLink: "spine1:p2", FailAfter: 400 * time.Millisecond, MaxRate: 2000})
+}
+
+// TestTransferLinkFailureControl is TestTransferLinkFailure with a control
+// process running: the switches report the carrier loss, and control
+// recomputes and pushes new tables mid-transfer.
+func TestTransferLinkFailureControl(t *testing.T) {
+	res := runTransfer(t, TransferOptions{FailLink: "spine1:p2", FailAfter: 400 * time.Millisecond, MaxRate: 2000, Control: true})
+	if res.SwitchesUpdated == 0 {
+		t.Errorf("no switch applied a table from control after the link went down")
+	}
+}
+
+// TestTransferSilentFailure: both ends of a spine link on the path drop
+// every frame for 300 ms mid-transfer, carrier up (runtime faults, `switch
+// fault`), with no control process; the copy completes byte-exact.
+func TestTransferSilentFailure(t *testing.T) { runSilentFailure(t, false) }
+
+// TestTransferSilentFailureControl is the same with a control process.
+func TestTransferSilentFailureControl(t *testing.T) { runSilentFailure(t, true) }
+
+func runSilentFailure(t *testing.T, control bool) {
+	res := runTransfer(t, TransferOptions{FailLink: "spine1:p2", FailAfter: 400 * time.Millisecond, Silent: 300 * time.Millisecond,
+		MaxRate: 2000, Control: control})
+	// spine1 has no configured loss: its fault_injected drops are the
+	// silent failure's (its probes at least, every 20 ms).
+	if res.FaultDrops["spine1"] == 0 {
+		t.Errorf("spine1 dropped nothing as fault_injected: %v", res.FaultDrops)
+	}
 }
 
 // TestTransferSpoofedACK: a host on the receivers' leaf that is not in the
