@@ -403,8 +403,7 @@ func TransferOn(ctx context.Context, f *Fabric, o TransferOptions) (res *Transfe
 	}
 	// The file, while the receivers start.
 	src := filepath.Join(f.Dir, "checkpoint.bin")
-	data, err := writeCheckpoint(src, o.Size, 42)
-	if err != nil {
+	if err := checkpointFile(src, o.Size, 42); err != nil {
 		return nil, err
 	}
 	for _, rp := range recvs {
@@ -563,7 +562,7 @@ func TransferOn(ctx context.Context, f *Fabric, o TransferOptions) (res *Transfe
 	for i, rp := range recvs {
 		copies[i] = make(chan copyCheck, 1)
 		go func() {
-			n, same, err := compareFile(filepath.Join(rp.dir, "checkpoint.bin"), data)
+			n, same, err := compareFile(filepath.Join(rp.dir, "checkpoint.bin"), src)
 			copies[i] <- copyCheck{n, same, err}
 		}()
 	}
@@ -624,32 +623,61 @@ func TransferOn(ctx context.Context, f *Fabric, o TransferOptions) (res *Transfe
 	return res, nil
 }
 
-// compareFile reads the file at path and reports its size and whether it
-// holds exactly want, reading it through a small buffer.
-func compareFile(path string, want []byte) (int64, bool, error) {
+// compareFile reports the size of the file at path and whether it holds
+// exactly what the file at orig holds, reading both through small buffers.
+func compareFile(path, orig string) (int64, bool, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return 0, false, err
 	}
 	defer f.Close()
-	buf := make([]byte, 1<<20)
+	g, err := os.Open(orig)
+	if err != nil {
+		return 0, false, err
+	}
+	defer g.Close()
+	a, b := make([]byte, 1<<20), make([]byte, 1<<20)
 	var n int64
 	same := true
 	for {
-		k, err := f.Read(buf)
-		if k > 0 {
-			if same && (n+int64(k) > int64(len(want)) || !bytes.Equal(buf[:k], want[n:n+int64(k)])) {
-				same = false
-			}
-			n += int64(k)
+		k, err := io.ReadFull(f, a)
+		n += int64(k)
+		if same {
+			m, _ := io.ReadFull(g, b)
+			same = m == k && bytes.Equal(a[:k], b[:m])
 		}
-		if err == io.EOF {
-			return n, same && n == int64(len(want)), nil
+		if err == io.EOF || err == io.ErrUnexpectedEOF {
+			if same {
+				// Nothing may be left of the original either.
+				m, _ := g.Read(b[:1])
+				same = m == 0
+			}
+			return n, same, nil
 		}
 		if err != nil {
 			return n, false, err
 		}
 	}
+}
+
+// checkpointFile makes path hold writeCheckpoint's size bytes from seed.
+// An earlier run's file, stamped with the same size and seed, is kept as
+// it is: writing 64 MiB again cost a second of a loaded machine per run.
+func checkpointFile(path string, size int, seed uint64) error {
+	stamp := path + ".stamp"
+	want := fmt.Sprintf("%d %d\n", size, seed)
+	if b, err := os.ReadFile(stamp); err == nil && string(b) == want {
+		if st, err := os.Stat(path); err == nil && st.Size() == int64(size) {
+			return nil
+		}
+	}
+	if err := os.Remove(stamp); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return err
+	}
+	if _, err := writeCheckpoint(path, size, seed); err != nil {
+		return err
+	}
+	return os.WriteFile(stamp, []byte(want), 0o644)
 }
 
 // senderSummary is the part of `send --json`'s summary a transfer reads.

@@ -1,8 +1,11 @@
 package lab
 
 import (
+	"bytes"
 	"context"
+	"errors"
 	"net"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -80,5 +83,59 @@ func TestTransferOnTimeout(t *testing.T) {
 		if !p.Exited() {
 			t.Errorf("%s still running", p.Name)
 		}
+	}
+}
+
+// A copy is right only when it holds exactly the original: shorter,
+// longer and one byte changed are all wrong. A stamped original is reused,
+// an unstamped or resized one rewritten.
+func TestCompareFileAndCheckpointFile(t *testing.T) {
+	dir := t.TempDir()
+	orig := filepath.Join(dir, "checkpoint.bin")
+	const size = 3<<20 + 5
+	if err := checkpointFile(orig, size, 42); err != nil {
+		t.Fatal(err)
+	}
+	data, err := os.ReadFile(orig)
+	if err != nil || len(data) != size {
+		t.Fatalf("original: %d bytes, %v", len(data), err)
+	}
+	flipped := bytes.Clone(data)
+	flipped[size-1] ^= 1
+	for name, c := range map[string]struct {
+		b    []byte
+		same bool
+	}{
+		"same": {data, true}, "short": {data[:size-1], false}, "long": {append(bytes.Clone(data), 0), false},
+		"flipped": {flipped, false}, "empty": {nil, false},
+	} {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, c.b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		n, same, err := compareFile(p, orig)
+		if err != nil || same != c.same || n != int64(len(c.b)) {
+			t.Errorf("%s: %d bytes, same %v, %v: want %d, %v", name, n, same, err, len(c.b), c.same)
+		}
+	}
+	if _, _, err := compareFile(filepath.Join(dir, "missing"), orig); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("missing copy: %v", err)
+	}
+	// Reused as it is when stamped (a changed byte stays), rewritten for
+	// another size.
+	if err := os.WriteFile(orig, flipped, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := checkpointFile(orig, size, 42); err != nil {
+		t.Fatal(err)
+	}
+	if b, _ := os.ReadFile(orig); !bytes.Equal(b, flipped) {
+		t.Errorf("a stamped original was rewritten")
+	}
+	if err := checkpointFile(orig, 1000, 42); err != nil {
+		t.Fatal(err)
+	}
+	if b, _ := os.ReadFile(orig); len(b) != 1000 {
+		t.Errorf("original of %d bytes, want 1000", len(b))
 	}
 }
