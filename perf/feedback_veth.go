@@ -119,7 +119,7 @@ func BenchFeedbackVeth(ctx context.Context, o FeedbackOptions, bin string, log f
 		return nil, err
 	}
 	res = &FeedbackResult{Ports: "veth", Receivers: o.Receivers, Leaves: (o.Receivers + o.HostsPerLeaf) / o.HostsPerLeaf, Spines: o.Spines,
-		Loss: o.Loss, Aggregate: o.Aggregate, Size: o.Size, DeliveredOK: tr.DeliveredOK, ElapsedS: tr.ElapsedS}
+		Loss: o.Loss, Aggregate: o.Aggregate, Size: o.Size, DeliveredOK: tr.DeliveredOK, ElapsedS: tr.WallS}
 	for _, r := range tr.Receivers {
 		res.ReceiverACKs += r.ACKs
 		res.ReceiverNACKs += r.NACKs

@@ -68,3 +68,28 @@ func TestBenchFeedbackFlags(t *testing.T) {
 		}
 	}
 }
+
+func TestBenchTransferFlags(t *testing.T) {
+	var got *BenchTransferOptions
+	cmd := NewCmdBenchTransfer(func(o *BenchTransferOptions) error { got = o; return nil })
+	cmd.SetArgs([]string{"--testbed", "sc-", "--size", "1048576", "--step", "500ms", "--max-loss", "0.01", "--binary", "/opt/sc", "--json"})
+	if err := cmd.Execute(); err != nil {
+		t.Fatal(err)
+	}
+	if got.Testbed != "sc-" || got.Size != 1<<20 || got.StepDuration.Milliseconds() != 500 || got.MaxLoss != 0.01 ||
+		got.Binary != "/opt/sc" || !got.JSON || got.StartRate != 10000 || got.Bisections != 3 {
+		t.Fatalf("parsed %+v", got)
+	}
+	for _, bad := range [][]string{
+		{"--testbed", "sc-", "--topology", "x.yaml"}, {"--testbed", "Bad"}, {"--size", "0"}, {"--step", "1ms"},
+		{"--max-loss", "0"}, {"--max-loss", "1"}, {"--start-rate", "1"}, {"--bisections", "11"}, {"extra"},
+	} {
+		cmd := NewCmdBenchTransfer(func(*BenchTransferOptions) error { return nil })
+		cmd.SetArgs(bad)
+		cmd.SetOut(&bytes.Buffer{})
+		cmd.SetErr(&bytes.Buffer{})
+		if err := cmd.Execute(); err == nil {
+			t.Errorf("%v accepted", bad)
+		}
+	}
+}

@@ -766,6 +766,8 @@ type TransferSummary struct {
 	ABORTs           uint64                        `json:"aborts"`
 	RateDecreases    uint64                        `json:"rate_decreases"`
 	FinalRatePPS     float64                       `json:"final_rate_pps"`
+	SRTTNS           int64                         `json:"srtt_ns"`
+	Backpressure     uint64                        `json:"backpressure"`
 	Complete         bool                          `json:"complete"`
 	Failed           []uint16                      `json:"failed_receivers"`
 	Receivers        []endpoint.ReceiverCompletion `json:"receivers"`
@@ -865,6 +867,7 @@ func fillTransfer(sum *TransferSummary, rep *endpoint.SenderReport, tr endpoint.
 	sum.ACKs, sum.AggregatedACKs, sum.AmbiguousACKs = rep.ACKs, rep.AggregatedACKs, rep.AmbiguousACKs
 	sum.NACKs, sum.CNPs, sum.RateDecreases, sum.FinalRatePPS = rep.NACKs, rep.CNPs, rep.RateDecreases, rep.FinalRatePPS
 	sum.ABORTs = rep.ABORTs
+	sum.SRTTNS, sum.Backpressure = int64(rep.SRTT), rep.Backpressure
 	sum.Complete, sum.Failed, sum.Receivers = rep.Complete, rep.Failed(), rep.Receivers
 	if sum.Failed == nil {
 		sum.Failed = []uint16{}

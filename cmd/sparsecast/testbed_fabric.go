@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -215,6 +216,7 @@ type RunCheckpointOptions struct {
 	Sender   string
 	To       []string
 	Size     int
+	Session  int
 	Timeout  time.Duration
 	Plot     string
 	JSON     bool
@@ -230,11 +232,23 @@ func NewCmdRunCheckpoint(runF func(*RunCheckpointOptions) error) *cobra.Command 
 (reliable sparse multicast: NACK repair, ACKs aggregated in the switches)
 from --sender to the --to hosts, each receiving with "sparsecast recv --out",
 and checks every copy byte for byte. By default the sender is the first host
-of the topology and the storage hosts the first host of each other leaf.`,
+of the topology and the storage hosts the first host of each other leaf.
+
+Each run uses a fresh random SMH session (printed; --session pins one),
+reserved on the testbed while it runs so that concurrent runs pick others.
+The run ends by --timeout: a transfer that has not finished by then is
+stopped, sender and receivers, and each storage host's line says how far
+it got; the exit status is 1 whenever a copy is missing or wrong.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if o.Size < 1 || o.Size > 1<<30 {
 				return fmt.Errorf("--size %d: want 1 byte to 1 GiB", o.Size)
+			}
+			if o.Session < 0 || o.Session > 0xFFFF {
+				return fmt.Errorf("--session %d: want 1-65535 (0: a fresh random one)", o.Session)
+			}
+			if o.Timeout <= 0 {
+				return fmt.Errorf("--timeout %v: want > 0", o.Timeout)
 			}
 			if runF != nil {
 				return runF(o)
@@ -251,7 +265,7 @@ of the topology and the storage hosts the first host of each other leaf.`,
 					}
 				}
 				r, err := lab.TransferOn(cmd.Context(), f, lab.TransferOptions{
-					Sender: sender, Receivers: to, Size: o.Size, Timeout: o.Timeout,
+					Sender: sender, Receivers: to, Size: o.Size, Timeout: o.Timeout, Session: uint16(o.Session),
 					Log: func(format string, args ...any) { fmt.Fprintf(o.Log, format+"\n", args...) },
 				})
 				if err != nil {
@@ -266,10 +280,7 @@ of the topology and the storage hosts the first host of each other leaf.`,
 				if err := printResult(o.Out, o.JSON, r, r.Table()); err != nil {
 					return err
 				}
-				if !r.DeliveredOK {
-					return fmt.Errorf("checkpoint: not every storage host has the file")
-				}
-				return nil
+				return checkpointVerdict(r, o.Timeout)
 			})
 		},
 	}
@@ -277,10 +288,33 @@ of the topology and the storage hosts the first host of each other leaf.`,
 	cmd.Flags().StringVar(&o.Sender, "sender", "", "sending host (default: the topology's first host)")
 	cmd.Flags().StringSliceVar(&o.To, "to", nil, "storage hosts (default: the first host of three other leaves)")
 	cmd.Flags().IntVar(&o.Size, "size", 4<<20, "file size in bytes")
-	cmd.Flags().DurationVar(&o.Timeout, "timeout", time.Minute, "give up after this long")
+	cmd.Flags().IntVar(&o.Session, "session", 0, "SMH session of the transfer (0: a fresh random one)")
+	cmd.Flags().DurationVar(&o.Timeout, "timeout", time.Minute, "stop the transfer and fail if it has not finished by then")
 	cmd.Flags().StringVar(&o.Plot, "plot", "", "draw per-receiver throughput over time to this PNG")
 	cmd.Flags().BoolVar(&o.JSON, "json", false, "print JSON")
 	return cmd
+}
+
+// checkpointVerdict is the command's error for a result: nil when every
+// copy is right, else which storage hosts lack it and why.
+func checkpointVerdict(r *lab.TransferResult, timeout time.Duration) error {
+	if r.DeliveredOK {
+		return nil
+	}
+	var bad []string
+	for _, rc := range r.Receivers {
+		if !rc.OK {
+			bad = append(bad, fmt.Sprintf("%s (id %d): %s", rc.Host, rc.ID, rc.Error))
+		}
+	}
+	what := "checkpoint: not every storage host has the file"
+	if r.TimedOut {
+		what = fmt.Sprintf("checkpoint: the transfer did not finish within --timeout %v and was stopped", timeout)
+	}
+	if len(bad) == 0 {
+		return fmt.Errorf("%s (the sender failed; see %s/send.log)", what, r.Dir)
+	}
+	return fmt.Errorf("%s: %s", what, strings.Join(bad, "; "))
 }
 
 // NewCmdRunMoE builds `testbed run moe`.

@@ -474,6 +474,16 @@ type StreamOptions struct {
 	Do func() error
 	// Started, if set, is called when the sender has started.
 	Started func()
+	// Size is the payload of each packet (default 128 bytes). Count, if
+	// set, is the number of packets (default Rate x Duration); with Rate 0
+	// they go as fast as the sender can.
+	Size  int
+	Count int
+	// Settle, if set, stops the receivers that long after the sender has
+	// exited (each prints its count on SIGTERM) instead of waiting for
+	// their idle timeout, and skips the wait for probes before the start
+	// (a fabric without probes).
+	Settle time.Duration
 }
 
 // StreamResult counts what a stream delivered.
@@ -495,7 +505,19 @@ type ReceiverCount struct {
 // counts what every receiver got.
 func (f *Fabric) Stream(ctx context.Context, o StreamOptions) (*StreamResult, error) {
 	count := int(o.Rate * o.Duration.Seconds())
+	if o.Count > 0 {
+		count = o.Count
+	}
+	if count < 1 {
+		return nil, fmt.Errorf("stream: %v packets/s for %v is no packet", o.Rate, o.Duration)
+	}
 	maxRun := o.Duration*3 + 30*time.Second
+	// A fresh session (see session.go).
+	sessions, err := reserveSessions(f.Dir, 1, 0)
+	if err != nil {
+		return nil, err
+	}
+	defer sessions.Release()
 	outs := map[uint16]*bytes.Buffer{}
 	var recvs []*Proc
 	for _, h := range o.Receivers {
@@ -512,12 +534,17 @@ func (f *Fabric) Stream(ctx context.Context, o StreamOptions) (*StreamResult, er
 			return nil, err
 		}
 		recvs = append(recvs, p)
-		if err := waitUDPBound(ctx, f.Lab, h.NS, f.UDPPort, p, 10*time.Second); err != nil {
+		if err := waitUDPBound(ctx, p, f.UDPPort, 10*time.Second); err != nil {
 			return nil, fmt.Errorf("stream: receiver %d: %w", h.ID, err)
 		}
 	}
-	// Let probes run for a few windows so every link is known good.
-	time.Sleep(300 * time.Millisecond)
+	if o.Settle == 0 {
+		// Let probes run for a few windows so every link is known good.
+		time.Sleep(300 * time.Millisecond)
+	}
+	if o.Size == 0 {
+		o.Size = 128
+	}
 	var sendOut bytes.Buffer
 	sendLog, err := os.Create(filepath.Join(f.Dir, "send.log"))
 	if err != nil {
@@ -526,8 +553,8 @@ func (f *Fabric) Stream(ctx context.Context, o StreamOptions) (*StreamResult, er
 	defer sendLog.Close()
 	sp, err := f.Lab.Start(f.Hosts[o.Sender].NS, "send", &sendOut, sendLog, f.bin, "send",
 		"--via", f.GatewayAddr(o.Sender), "--to", ReceiverIDs(o.Receivers),
-		"--source-id", strconv.Itoa(int(o.SourceID)), "--session", "7", "--count", strconv.Itoa(count),
-		"--size", "128", "--rate", strconv.FormatFloat(o.Rate, 'f', -1, 64), "--json")
+		"--source-id", strconv.Itoa(int(o.SourceID)), "--session", strconv.Itoa(int(sessions.IDs[0])), "--count", strconv.Itoa(count),
+		"--size", strconv.Itoa(o.Size), "--rate", strconv.FormatFloat(o.Rate, 'f', -1, 64), "--json")
 	if err != nil {
 		return nil, err
 	}
@@ -557,6 +584,12 @@ func (f *Fabric) Stream(ctx context.Context, o StreamOptions) (*StreamResult, er
 		return nil, fmt.Errorf("stream: sender output: %w: %q", err, sendOut.String())
 	}
 	res := &StreamResult{Sent: sent.Packets, PPS: sent.PPS, Receivers: map[uint16]ReceiverCount{}}
+	if o.Settle > 0 {
+		time.Sleep(o.Settle)
+		for _, p := range recvs {
+			p.Stop(2 * time.Second)
+		}
+	}
 	for _, p := range recvs {
 		if err := p.Wait(waitCtx); err != nil {
 			return nil, fmt.Errorf("stream: receiver: %w", err)

@@ -138,6 +138,12 @@ func MoEOn(ctx context.Context, f *Fabric, o MoEOptions) (*MoEResult, error) {
 		res.Experts = append(res.Experts, e.ID)
 	}
 	wait := o.Timeout + 30*time.Second
+	// One fresh session per dispatcher (see session.go).
+	sessions, err := reserveSessions(f.Dir, len(dispatchers), 0)
+	if err != nil {
+		return nil, err
+	}
+	defer sessions.Release()
 	type proc struct {
 		h   *FabricHost
 		out *bytes.Buffer
@@ -157,7 +163,7 @@ func MoEOn(ctx context.Context, f *Fabric, o MoEOptions) (*MoEResult, error) {
 		if err != nil {
 			return nil, err
 		}
-		if err := waitUDPBound(ctx, f.Lab, e.NS, f.UDPPort, p, 10*time.Second); err != nil {
+		if err := waitUDPBound(ctx, p, f.UDPPort, 10*time.Second); err != nil {
 			return nil, fmt.Errorf("moe: expert %d: %w", e.ID, err)
 		}
 		rx = append(rx, proc{e, out, p})
@@ -181,7 +187,7 @@ func MoEOn(ctx context.Context, f *Fabric, o MoEOptions) (*MoEResult, error) {
 			"--via", f.GatewayAddr(d.Name), "--listen", f.ListenAddr(d.Name), "--moe",
 			"--to", ReceiverIDs(experts), "--experts", strconv.Itoa(len(experts)), "--topk", strconv.Itoa(o.TopK),
 			"--tokens", strconv.Itoa(o.Tokens), "--token-size", strconv.Itoa(o.TokenSize),
-			"--source-id", strconv.Itoa(int(d.ID)), "--session", strconv.Itoa(20+i), "--json")
+			"--source-id", strconv.Itoa(int(d.ID)), "--session", strconv.Itoa(int(sessions.IDs[i])), "--json")
 		if err != nil {
 			return nil, err
 		}

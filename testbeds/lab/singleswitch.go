@@ -382,7 +382,7 @@ func SingleSwitch(ctx context.Context, o Options) (sum *Summary, err error) {
 		}
 	}
 	for i := 1; i < hosts; i++ {
-		if err := waitUDPBound(ctx, l, hostNS[i], o.UDPPort, recvs[i], 10*time.Second); err != nil {
+		if err := waitUDPBound(ctx, recvs[i], o.UDPPort, 10*time.Second); err != nil {
 			return nil, fmt.Errorf("single-switch: receiver %d: %w", i, err)
 		}
 	}
@@ -517,22 +517,26 @@ func waitSwitchPorts(ctx context.Context, ns string, n int, proc *Proc, timeout 
 	return nil
 }
 
-// waitUDPBound waits until a UDP socket in namespace ns is bound to port.
-func waitUDPBound(ctx context.Context, l *Lab, ns string, port uint16, proc *Proc, timeout time.Duration) error {
+// waitUDPBound waits until proc has a UDP socket bound to port. It reads
+// /proc/PID/net/udp{,6}, which shows the network namespace of PID, so it
+// starts no process: cheap enough to look every 10 ms. Until `ip netns
+// exec` has exec'd the command (its comm is still "ip"), PID is in the
+// caller's namespace and is not looked at.
+func waitUDPBound(ctx context.Context, proc *Proc, port uint16, timeout time.Duration) error {
 	deadline := time.Now().Add(timeout)
 	want := fmt.Sprintf(":%04X ", port)
+	pid := proc.PID()
 	for {
-		out, err := run(ctx, nil, "ip", "netns", "exec", ns, "cat", "/proc/net/udp", "/proc/net/udp6")
-		if err != nil {
-			// udp6 is absent without IPv6 in some kernels: retry with udp only.
-			if out, err = run(ctx, nil, "ip", "netns", "exec", ns, "cat", "/proc/net/udp"); err != nil {
-				return err
-			}
-		}
-		for _, line := range strings.Split(string(out), "\n") {
-			// "  sl  local_address rem_address ...": local is field 1.
-			if f := strings.Fields(line); len(f) > 2 && strings.HasSuffix(f[1]+" ", want) {
-				return nil
+		if comm, err := os.ReadFile(fmt.Sprintf("/proc/%d/comm", pid)); err == nil && strings.TrimSpace(string(comm)) != "ip" {
+			for _, file := range []string{"udp", "udp6"} {
+				// udp6 is absent without IPv6 in some kernels.
+				out, _ := os.ReadFile(fmt.Sprintf("/proc/%d/net/%s", pid, file))
+				for _, line := range strings.Split(string(out), "\n") {
+					// "  sl  local_address rem_address ...": local is field 1.
+					if f := strings.Fields(line); len(f) > 2 && strings.HasSuffix(f[1]+" ", want) {
+						return nil
+					}
+				}
 			}
 		}
 		if proc.Exited() {
@@ -544,7 +548,7 @@ func waitUDPBound(ctx context.Context, l *Lab, ns string, port uint16, proc *Pro
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
-		case <-time.After(50 * time.Millisecond):
+		case <-time.After(10 * time.Millisecond):
 		}
 	}
 }
