@@ -497,8 +497,12 @@ func TransferOn(ctx context.Context, f *Fabric, o TransferOptions) (res *Transfe
 		}
 		res.Receivers = append(res.Receivers, rr)
 	}
+	_ = os.WriteFile(filepath.Join(f.Dir, "send.json"), sendOut.Bytes(), 0o644)
 	if sendErr != nil {
 		logf("sender: %v (see %s)", sendErr, sendLog.Name())
+	}
+	if !res.DeliveredOK {
+		f.DumpMetrics(tctx)
 	}
 	res.ElapsedS = time.Since(start).Seconds()
 	return res, nil
