@@ -311,6 +311,9 @@ func CopiesOn(ctx context.Context, f *Fabric, o CopiesOptions) (*CopiesResult, e
 			logf("copies: %s reports %d files, was sent %d", r, n, files[r])
 		}
 	}
+	if !res.DeliveredOK {
+		f.DumpMetrics(wctx)
+	}
 	res.ElapsedS = time.Since(start).Seconds()
 	return res, nil
 }

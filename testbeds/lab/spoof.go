@@ -119,6 +119,16 @@ func (f *Fabric) SwitchCounter(ctx context.Context, sw, series string) (uint64, 
 	return 0, fmt.Errorf("%s metrics: no %s", sw, series)
 }
 
+// DumpMetrics writes every switch's metrics to metrics-SWITCH.txt in the
+// fabric's directory, for a post-mortem of a failed run (best effort).
+func (f *Fabric) DumpMetrics(ctx context.Context) {
+	for sw, ns := range f.SwitchNS {
+		if out, err := f.Lab.Exec(ctx, ns, "curl", "-sf", "http://127.0.0.1:9470/metrics"); err == nil {
+			_ = os.WriteFile(filepath.Join(f.Dir, "metrics-"+sw+".txt"), out, 0o644)
+		}
+	}
+}
+
 // hostSwitch names the switch a host attaches to.
 func (f *Fabric) hostSwitch(host string) string {
 	for _, h := range f.Topo.Hosts {

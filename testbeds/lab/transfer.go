@@ -627,8 +627,15 @@ func TransferOn(ctx context.Context, f *Fabric, o TransferOptions) (res *Transfe
 		res.Receivers = append(res.Receivers, rr)
 	}
 	logf("== copies checked after %v", time.Since(start).Round(time.Millisecond))
+	_ = os.WriteFile(filepath.Join(f.Dir, "send.json"), sendOut.Bytes(), 0o644)
 	if sendErr != nil {
 		logf("sender: %v (see %s)", sendErr, sendLog.Name())
+	}
+	if !res.DeliveredOK {
+		// Evidence for the failure, also when ctx has ended.
+		dctx, dcancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		f.DumpMetrics(dctx)
+		dcancel()
 	}
 	if err := context.Cause(ctx); err != nil && !res.TimedOut && !errors.Is(err, context.DeadlineExceeded) {
 		return res, err
