@@ -9,11 +9,18 @@ import (
 )
 
 func newAggFabric(t *testing.T, aggregate bool) *testFabric {
+	return newAggFabricTimeout(t, aggregate, 100*time.Millisecond)
+}
+
+// newAggFabricTimeout is newAggFabric with another ack_timeout: a long one
+// for tests in which no receiver may become a laggard however slowly the
+// test runs (-race on a loaded machine).
+func newAggFabricTimeout(t *testing.T, aggregate bool, ackTimeout time.Duration) *testFabric {
 	id := uint16(900)
 	return newTestFabric(t, 5, func(c *Config) {
 		c.Routes = append(c.Routes, RouteEntry{Receivers: "0", Port: "p0"})
 		c.SwitchID = &id
-		c.Feedback = FeedbackConfig{Aggregate: &aggregate, AckTimeout: 100 * time.Millisecond, NackWindow: time.Second, CNPInterval: time.Second}
+		c.Feedback = FeedbackConfig{Aggregate: &aggregate, AckTimeout: ackTimeout, NackWindow: time.Second, CNPInterval: time.Second}
 	})
 }
 
@@ -492,7 +499,7 @@ func transfer(t *testing.T, f *testFabric, epoch, n uint32) []headers.SMH {
 // instead of being absorbed against the first's (issue 13: the lab's second
 // checkpoint stayed at 0% acknowledged), and the aggregates carry the epoch.
 func TestTransfersInARowWithEpochs(t *testing.T) {
-	f := newAggFabric(t, true)
+	f := newAggFabricTimeout(t, true, time.Minute)
 	for i, tr := range []struct{ epoch, n uint32 }{{0xA1, 20}, {0xB2, 5}, {0xC3, 3}} {
 		up := transfer(t, f, tr.epoch, tr.n)
 		if len(up) != 1 {
@@ -535,7 +542,7 @@ func TestIdleStreamExpires(t *testing.T) {
 	f := newTestFabric(t, 3, func(c *Config) {
 		c.Routes = append(c.Routes, RouteEntry{Receivers: "0", Port: "p0"})
 		c.SwitchID = &id
-		c.Feedback = FeedbackConfig{Aggregate: &aggregate, Streams: 8, IdleTimeout: 50 * time.Millisecond}
+		c.Feedback = FeedbackConfig{Aggregate: &aggregate, Streams: 8, IdleTimeout: time.Minute, AckTimeout: time.Minute}
 	})
 	f.send(t, 0, edata(t, 9, 0, 1, 2))
 	drain(f)
@@ -543,10 +550,19 @@ func TestIdleStreamExpires(t *testing.T) {
 	if up := upstreamFrames(t, f); len(up) != 0 {
 		t.Fatal("the ACK of a stream with state was not absorbed")
 	}
-	time.Sleep(80 * time.Millisecond)
-	// Two rounds sweep all 8 slots (idleSweep per round).
-	f.send(t, 0)
-	f.send(t, 0)
+	// The worker's round clock, a minute on (no test sleeps that long):
+	// two rounds sweep all 8 slots (idleSweep per round).
+	a := f.w.agg
+	s := a.stream(uint32(0)<<16|1, false)
+	a.now = s.lastUse + int64(time.Minute)
+	a.expireIdle()
+	a.expireIdle()
+	if got := f.w.counters.StreamsExpired.Load(); got != 0 {
+		t.Fatalf("%d streams expired after exactly idle_timeout, want none yet", got)
+	}
+	a.now++
+	a.expireIdle()
+	a.expireIdle()
 	if got := f.w.counters.StreamsExpired.Load(); got != 1 {
 		t.Fatalf("%d streams expired, want 1", got)
 	}
@@ -564,9 +580,9 @@ func TestIdleStreamExpires(t *testing.T) {
 
 // An ABORT goes up as it is (counted as ABORT feedback) and takes the
 // receiver it names out of the aggregate: the others' aggregate ACK goes
-// up right away, not after ack_timeout (100ms here), and never names it.
+// up right away, not after ack_timeout (a minute here), and never names it.
 func TestAbortForwardedAndUnblocksAggregate(t *testing.T) {
-	f := newAggFabric(t, true)
+	f := newAggFabricTimeout(t, true, time.Minute)
 	const epoch = 0xAB
 	for seq := uint32(0); seq < 10; seq++ {
 		f.send(t, 0, edata(t, epoch, seq, 1, 2, 3, 4))
@@ -623,7 +639,7 @@ func TestAbortForwardedAndUnblocksAggregate(t *testing.T) {
 // An ABORT from a port the stream never went out of is spoofed, as any
 // other feedback.
 func TestSpoofedAbortDropped(t *testing.T) {
-	f := newAggFabric(t, true)
+	f := newAggFabricTimeout(t, true, time.Minute)
 	f.send(t, 0, edata(t, 5, 0, 1, 2))
 	drain(f)
 	f.send(t, 3, efb(t, headers.TypeABORT, 5, 0, 3, uint16(headers.AbortIO), 1, 2))
