@@ -663,7 +663,7 @@ func (a *aggregator) aggregate(s *streamState, u *upstream) ackOut {
 		if !r.behind(u) || r.silent() || r.aborted {
 			continue
 		}
-		eff := r.effective(done)
+		eff := r.effective()
 		if eff != done && a.now-r.lastReport > int64(a.cfg.AckTimeout) {
 			continue // a laggard: it does not hold the aggregate back
 		}
@@ -684,7 +684,7 @@ func (a *aggregator) aggregate(s *streamState, u *upstream) ackOut {
 	}
 	speaks := 0
 	for i := range s.recv {
-		if r := &s.recv[i]; r.behind(u) && r.speaksAt(x, done) {
+		if r := &s.recv[i]; r.behind(u) && r.speaksAt(x) {
 			speaks++
 		}
 	}
@@ -706,7 +706,7 @@ func (a *aggregator) aggregate(s *streamState, u *upstream) ackOut {
 		}
 	}
 	for i := range s.recv {
-		if r := &s.recv[i]; r.behind(u) && (r.silent() || seqLess(r.effective(done), x)) {
+		if r := &s.recv[i]; r.behind(u) && (r.silent() || seqLess(r.effective(), x)) {
 			r.excepted = true
 		}
 	}
@@ -716,15 +716,16 @@ func (a *aggregator) aggregate(s *streamState, u *upstream) ackOut {
 }
 
 // effective is what a receiver has: its ACK, or nothing from its first
-// packet on; once it acknowledged everything it was sent, everything the
-// stream has sent (done).
-func (r *recvState) effective(done uint32) uint32 {
+// packet on. A receiver that acknowledged everything this switch sent it is
+// not credited with the stream's later packets: after a reroute upstream its
+// copies travel another path, and crediting it here told the source it had
+// packets it never got (the source then ignored its NACKs for them, and once
+// called a copy complete that was not stored). In chain mode a receiver the
+// stream stops addressing is left out after ack_timeout instead.
+func (r *recvState) effective() uint32 {
 	eff := r.first
 	if r.hasAck {
 		eff = r.ack
-	}
-	if !r.partial && seqLess(r.last, eff) {
-		eff = done
 	}
 	return eff
 }
@@ -740,17 +741,16 @@ func (r *recvState) silent() bool { return r.partial && !r.hasAck }
 // before that packet, which only holds where this switch saw the stream
 // from its start: after a failure moves a receiver's path onto this switch
 // mid-stream, its first packet here says nothing of the gaps it has.
-func (r *recvState) speaksAt(x, done uint32) bool {
-	return r.hasAck && !r.aborted && !seqLess(r.effective(done), x)
+func (r *recvState) speaksAt(x uint32) bool {
+	return r.hasAck && !r.aborted && !seqLess(r.effective(), x)
 }
 
 // speakers appends, in ID order, the receivers behind upstream u that an
 // aggregate at x speaks for.
 func (s *streamState) speakers(x uint32, u *upstream, dst []uint16) []uint16 {
-	done := u.highest + 1
 	n := len(dst)
 	for i := range s.recv {
-		if r := &s.recv[i]; r.behind(u) && r.speaksAt(x, done) {
+		if r := &s.recv[i]; r.behind(u) && r.speaksAt(x) {
 			dst = append(dst, r.id)
 		}
 	}

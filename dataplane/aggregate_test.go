@@ -72,19 +72,18 @@ func TestAggregatedACK(t *testing.T) {
 	}
 
 	// Sparse sets: 10 goes to 1 only, 11 to 2 only. Receivers 3 and 4 have
-	// everything they were sent; once 1 and 2 acknowledge, the aggregate
-	// moves to 12.
+	// everything this switch sent them, but the switch credits a receiver
+	// only with what it acknowledged itself: copies of 10 and 11 may reach 3
+	// or 4 another way (a reroute upstream moves their path off this
+	// switch), so "nothing more was sent here" says nothing. They hold the
+	// aggregate at 10 until they report again or time out.
 	f.send(t, 0, data(t, 10, 0, 1))
 	f.send(t, 0, data(t, 11, 0, 2))
 	drain(f)
 	f.send(t, 1, fb(t, headers.TypeACK, 11, 1, 0))
-	if up := upstreamFrames(t, f); len(up) != 0 {
-		t.Fatalf("ACK up while receiver 2 lacks 11: %+v", up[0].Fields())
-	}
 	f.send(t, 2, fb(t, headers.TypeACK, 12, 2, 0))
-	up = upstreamFrames(t, f)
-	if len(up) != 1 || up[0].Sequence() != 12 {
-		t.Fatalf("after sparse sets: %d ACKs, want one for 12", len(up))
+	if up := upstreamFrames(t, f); len(up) != 0 {
+		t.Fatalf("after sparse sets: ACK up to %d, crediting 3 and 4 with packets they never acknowledged", up[0].Sequence())
 	}
 
 	// A receiver that stops reporting is left out after the ACK timeout.
