@@ -76,3 +76,43 @@ func TestSenderMergesNACKs(t *testing.T) {
 		t.Errorf("second NACK: %d repairs", len(r))
 	}
 }
+
+// TestNACKWithdrawsCredit: an aggregate credits 1 up to 5 (2 has
+// acknowledged 0-1, so 2 on are kept); 1's own NACK for 3 says it lacks 3:
+// its ACK goes back to 3, and 3 and 4 are repaired to it.
+func TestNACKWithdrawsCredit(t *testing.T) {
+	p := &pipeTransport{}
+	s, err := NewReliableSender(p, SessionConfig{SourceID: 7, SessionID: 3, Epoch: testEpoch, Receivers: []uint16{1, 2},
+		CC: CCConfig{InitialRate: 1e6, MaxRate: 1e6}, RepairWindow: -1, FECBlock: -1,
+		MinRTO: time.Minute, MaxRTO: time.Minute, GiveUp: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.SendMessage(context.Background(), nil, make([]byte, 8*1000)); err != nil {
+		t.Fatal(err)
+	}
+	p.sent = nil
+	p.in = append(p.in, ack(5, 1, 900, []uint16{1}), ack(2, 1, 2, nil), nack(3, 2, 0, 1))
+	s.poll()
+	if s.rep.CreditsWithdrawn != 1 {
+		t.Fatalf("credits withdrawn %d, want 1", s.rep.CreditsWithdrawn)
+	}
+	r := repairsSent(p)
+	if len(r) != 2 || r[0].Sequence() != 3 || r[1].Sequence() != 4 {
+		t.Fatalf("%d repairs, want 3 and 4 to receiver 1", len(r))
+	}
+	for _, h := range r {
+		if ids := h.AppendReceivers(nil); !slices.Equal(ids, []uint16{1}) {
+			t.Errorf("repair of %d to %v, want [1]", h.Sequence(), ids)
+		}
+	}
+	rep := s.Report()
+	for _, c := range rep.Receivers {
+		if c.ID == 1 && c.Acked != 3 {
+			t.Errorf("receiver 1 acked %d, want 3", c.Acked)
+		}
+	}
+	if s.head != 2 {
+		t.Errorf("head %d, want 2", s.head)
+	}
+}

@@ -234,6 +234,9 @@ type SenderReport struct {
 	Elapsed           time.Duration        `json:"elapsed_ns"`
 	Complete          bool                 `json:"complete"`
 	Receivers         []ReceiverCompletion `json:"receivers"`
+	// CreditsWithdrawn counts receivers whose own NACK asked for a packet
+	// below the ACK an aggregate had credited them with (docs/feedback.md).
+	CreditsWithdrawn uint64 `json:"credits_withdrawn"`
 	// ABORTs counts ABORT packets, AmbiguousABORTs the receivers they named
 	// that the stream never addressed (ignored).
 	ABORTs          uint64 `json:"aborts"`
@@ -1089,6 +1092,19 @@ func (s *ReliableSender) onNACK(h headers.SMH) {
 	if h.Flags()&headers.FlagParity != 0 {
 		s.onBlockNACK(start, count, only)
 		return
+	}
+	// A receiver that asks by name for a packet below what it was credited
+	// with does not have it: the credit came from an aggregate that spoke
+	// wrongly for it. Its own word wins, and the packet, if still kept, is
+	// repaired; if it was freed, the receiver can no longer complete and is
+	// reported failed at its give-up, never complete.
+	for _, id := range s.ids {
+		if i := s.idx[id]; i >= 0 {
+			if r := &s.rcv[i]; r.hasAck && !r.failed && seqLess(start, r.ack) {
+				r.ack = start
+				s.rep.CreditsWithdrawn++
+			}
+		}
 	}
 	count = min(count, uint32(len(s.slots)))
 	merge := s.cfg.RepairWindow > 0
