@@ -1124,7 +1124,7 @@ size this 2-core class of machine runs in about a minute).`,
 	f.BoolVar(&o.Veth, "veth", false, "run the fabric as the veth lab (root): a process and a namespace per switch and host")
 	f.StringVar(&o.Binary, "binary", "", "sparsecast binary for the lab processes with --veth (default: this one)")
 	f.IntVar(&o.FECBlock, "fec-block", 0, "packets per parity block at the sender (0: default 32; -1: no parity repairs; in-memory fabric only)")
-	f.DurationVar(&o.RepairWindow, "repair-window", 0, "bound of the sender's repair hold (0: default 4ms; negative: no merging; in-memory fabric only)")
+	f.DurationVar(&o.RepairWindow, "repair-window", 0, "bound of the sender's repair hold (0: default 20ms; negative: no merging; in-memory fabric only)")
 	return cmd
 }
 

@@ -148,8 +148,8 @@ type SessionConfig struct {
 	// RepairWindow bounds how long a NACK-driven repair is held so that
 	// requests for the same packet (or block) from other receivers merge
 	// into one repair (repair.go): the hold is half the smoothed RTT,
-	// within 100 µs and RepairWindow (default 4 ms; negative: repairs go
-	// at once, one per NACK).
+	// within 100 µs and RepairWindow (default 20 ms, which bounds it only
+	// where the RTT is long; negative: repairs go at once, one per NACK).
 	RepairWindow time.Duration
 	// FECBlock is the number of packets per parity block in fixed mode
 	// (fec.go; default 32, at most 255 and Window/4; negative: no parity,
@@ -373,7 +373,7 @@ func NewReliableSender(tr Transport, cfg SessionConfig) (*ReliableSender, error)
 		cfg.ProgressEvery = 200 * time.Millisecond
 	}
 	if cfg.RepairWindow == 0 {
-		cfg.RepairWindow = 4 * time.Millisecond
+		cfg.RepairWindow = 20 * time.Millisecond
 	}
 	if cfg.FECBlock == 0 && !cfg.Chain {
 		cfg.FECBlock = min(32, cfg.Window/4)
