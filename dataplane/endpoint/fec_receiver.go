@@ -191,13 +191,7 @@ func (r *ReliableReceiver) handleParity(h headers.SMH) {
 		r.malformed(RMalTooBig)
 		return
 	}
-	r.rep.Data++
-	if r.firstPkt == 0 {
-		r.firstPkt = max(r.now, 1)
-	}
-	r.lastPkt = r.now
-	s := r.stream(h.SourceID(), h.SessionID(), h.Epoch())
-	s.lastData = r.now
+	s := r.noteData(h)
 	if s.abort != 0 {
 		return // it cannot be stored: nothing to rebuild
 	}

@@ -107,26 +107,10 @@ func (s *ReliableSender) repairDue() (int64, bool) {
 // pending repair of sl, queueing one if none is pending.
 func (s *ReliableSender) askRepair(sl *sslot, only []uint16) {
 	added := false
-	j := 0
-	for i, id := range sl.set {
-		if only != nil {
-			for j < len(only) && only[j] < id {
-				j++
-			}
-			if j == len(only) {
-				break
-			}
-			if only[j] != id {
-				continue
-			}
-		}
-		r := &s.rcv[s.idx[id]]
-		if r.failed || (r.hasAck && seqLess(sl.seq, r.ack)) {
-			continue
-		}
+	s.eachUnacked(sl, only, func(i int, _ uint16) {
 		sl.ask[i>>6] |= 1 << (i & 63)
 		added = true
-	}
+	})
 	if !added {
 		return
 	}

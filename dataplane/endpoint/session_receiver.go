@@ -417,6 +417,19 @@ func (r *ReliableReceiver) retireWindow(s *rstream) {
 	s.flowing, s.ackDue, s.ackNow, s.sinceAck = false, false, false, 0
 }
 
+// noteData counts a valid DATA packet (a parity one too) and returns its
+// stream.
+func (r *ReliableReceiver) noteData(h headers.SMH) *rstream {
+	r.rep.Data++
+	if r.firstPkt == 0 {
+		r.firstPkt = max(r.now, 1)
+	}
+	r.lastPkt = r.now
+	s := r.stream(h.SourceID(), h.SessionID(), h.Epoch())
+	s.lastData = r.now
+	return s
+}
+
 func (r *ReliableReceiver) malformed(reason int) {
 	r.rep.Malformed++
 	r.mal[reason]++
@@ -455,13 +468,7 @@ func (r *ReliableReceiver) handle(b []byte) {
 		r.malformed(RMalTooBig)
 		return
 	}
-	r.rep.Data++
-	if r.firstPkt == 0 {
-		r.firstPkt = max(r.now, 1)
-	}
-	r.lastPkt = r.now
-	s := r.stream(h.SourceID(), h.SessionID(), h.Epoch())
-	s.lastData = r.now
+	s := r.noteData(h)
 	if s.abort != 0 {
 		// It cannot be stored: say so again (the ABORT may have been
 		// lost), at most every AbortRepeat.

@@ -744,14 +744,22 @@ func (s *ReliableSender) retransmit(sl *sslot, targets []uint16) {
 // unacked appends the receivers of sl that have not acknowledged it and have
 // not failed, restricted to the ascending list only (nil: no restriction).
 func (s *ReliableSender) unacked(dst []uint16, sl *sslot, only []uint16) []uint16 {
+	s.eachUnacked(sl, only, func(_ int, id uint16) { dst = append(dst, id) })
+	return dst
+}
+
+// eachUnacked calls fn with the position in sl.set and the ID of every
+// receiver of sl that has not acknowledged it and has not failed,
+// restricted to the ascending list only (nil: no restriction).
+func (s *ReliableSender) eachUnacked(sl *sslot, only []uint16, fn func(i int, id uint16)) {
 	j := 0
-	for _, id := range sl.set {
+	for i, id := range sl.set {
 		if only != nil {
 			for j < len(only) && only[j] < id {
 				j++
 			}
 			if j == len(only) {
-				break
+				return
 			}
 			if only[j] != id {
 				continue
@@ -761,9 +769,8 @@ func (s *ReliableSender) unacked(dst []uint16, sl *sslot, only []uint16) []uint1
 		if r.failed || (r.hasAck && seqLess(sl.seq, r.ack)) {
 			continue
 		}
-		dst = append(dst, id)
+		fn(i, id)
 	}
-	return dst
 }
 
 // poll reads the feedback that has arrived, runs the timers and refills the
