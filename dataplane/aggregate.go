@@ -151,7 +151,11 @@ type streamState struct {
 	lastUse int64
 	// epoch is the Transfer Epoch of the transfer this state is about (0:
 	// a sender without epochs).
-	epoch   uint32
+	epoch uint32
+	// sparse: the stream's DATA carries S (its receiver set changes per
+	// packet, docs/smh.md), so a receiver this switch sent nothing more may
+	// be credited with the stream's later packets (effective).
+	sparse  bool
 	ports   PortSet
 	started bool
 	first   uint32 // the first sequence number seen here
@@ -381,6 +385,9 @@ func (a *aggregator) recordData(frame []byte, m *parsed, f *headers.Fields, ids 
 	if !s.started {
 		// Nothing below the first packet seen here is ours to acknowledge.
 		s.started, s.first, s.epoch = true, f.Sequence, f.Epoch
+	}
+	if f.Flags&headers.FlagSparse != 0 {
+		s.sparse = true
 	}
 	repair := f.Flags&headers.FlagRetransmit != 0
 	var u *upstream // the upstream state of the last receiver's r.up
@@ -663,7 +670,7 @@ func (a *aggregator) aggregate(s *streamState, u *upstream) ackOut {
 		if !r.behind(u) || r.silent() || r.aborted {
 			continue
 		}
-		eff := r.effective()
+		eff := r.effective(done, s.sparse)
 		if eff != done && a.now-r.lastReport > int64(a.cfg.AckTimeout) {
 			continue // a laggard: it does not hold the aggregate back
 		}
@@ -684,7 +691,7 @@ func (a *aggregator) aggregate(s *streamState, u *upstream) ackOut {
 	}
 	speaks := 0
 	for i := range s.recv {
-		if r := &s.recv[i]; r.behind(u) && r.speaksAt(x) {
+		if r := &s.recv[i]; r.behind(u) && r.speaksAt(x, done, s.sparse) {
 			speaks++
 		}
 	}
@@ -706,7 +713,7 @@ func (a *aggregator) aggregate(s *streamState, u *upstream) ackOut {
 		}
 	}
 	for i := range s.recv {
-		if r := &s.recv[i]; r.behind(u) && (r.silent() || seqLess(r.effective(), x)) {
+		if r := &s.recv[i]; r.behind(u) && (r.silent() || seqLess(r.effective(done, s.sparse), x)) {
 			r.excepted = true
 		}
 	}
@@ -716,16 +723,22 @@ func (a *aggregator) aggregate(s *streamState, u *upstream) ackOut {
 }
 
 // effective is what a receiver has: its ACK, or nothing from its first
-// packet on. A receiver that acknowledged everything this switch sent it is
-// not credited with the stream's later packets: after a reroute upstream its
-// copies travel another path, and crediting it here told the source it had
-// packets it never got (the source then ignored its NACKs for them, and once
-// called a copy complete that was not stored). In chain mode a receiver the
-// stream stops addressing is left out after ack_timeout instead.
-func (r *recvState) effective() uint32 {
+// packet on. In a sparse stream (S: a set per packet, MoE dispatch) one that
+// acknowledged everything it was sent here counts as having everything the
+// stream has sent (done): the stream sent it nothing more, and without that
+// an aggregate could not move past the receivers it stopped addressing. A
+// fixed-set stream addresses every packet to every receiver, so a receiver
+// this switch sent nothing more is one whose copies a reroute upstream sends
+// another way: crediting it there told the source it had packets it never
+// got (the source then ignored its NACKs, and once called an unstored copy
+// complete), so there it has only its own ACK.
+func (r *recvState) effective(done uint32, sparse bool) uint32 {
 	eff := r.first
 	if r.hasAck {
 		eff = r.ack
+	}
+	if sparse && !r.partial && seqLess(r.last, eff) {
+		eff = done
 	}
 	return eff
 }
@@ -741,16 +754,17 @@ func (r *recvState) silent() bool { return r.partial && !r.hasAck }
 // before that packet, which only holds where this switch saw the stream
 // from its start: after a failure moves a receiver's path onto this switch
 // mid-stream, its first packet here says nothing of the gaps it has.
-func (r *recvState) speaksAt(x uint32) bool {
-	return r.hasAck && !r.aborted && !seqLess(r.effective(), x)
+func (r *recvState) speaksAt(x, done uint32, sparse bool) bool {
+	return r.hasAck && !r.aborted && !seqLess(r.effective(done, sparse), x)
 }
 
 // speakers appends, in ID order, the receivers behind upstream u that an
 // aggregate at x speaks for.
 func (s *streamState) speakers(x uint32, u *upstream, dst []uint16) []uint16 {
+	done := u.highest + 1
 	n := len(dst)
 	for i := range s.recv {
-		if r := &s.recv[i]; r.behind(u) && r.speaksAt(x) {
+		if r := &s.recv[i]; r.behind(u) && r.speaksAt(x, done, s.sparse) {
 			dst = append(dst, r.id)
 		}
 	}

@@ -71,19 +71,20 @@ func TestAggregatedACK(t *testing.T) {
 		t.Fatalf("aggregate %+v set %v", h.Fields(), h.AppendReceivers(nil))
 	}
 
-	// Sparse sets: 10 goes to 1 only, 11 to 2 only. Receivers 3 and 4 have
-	// everything this switch sent them, but the switch credits a receiver
-	// only with what it acknowledged itself: copies of 10 and 11 may reach 3
-	// or 4 another way (a reroute upstream moves their path off this
-	// switch), so "nothing more was sent here" says nothing. They hold the
-	// aggregate at 10 until they report again or time out.
-	f.send(t, 0, data(t, 10, 0, 1))
-	f.send(t, 0, data(t, 11, 0, 2))
+	// Sparse sets (S): 10 goes to 1 only, 11 to 2 only. Receivers 3 and 4
+	// have everything they were sent; once 1 and 2 acknowledge, the
+	// aggregate moves to 12. (Without S, TestFixedSetCreditsOwnACKOnly.)
+	f.send(t, 0, data(t, 10, headers.FlagSparse, 1))
+	f.send(t, 0, data(t, 11, headers.FlagSparse, 2))
 	drain(f)
 	f.send(t, 1, fb(t, headers.TypeACK, 11, 1, 0))
-	f.send(t, 2, fb(t, headers.TypeACK, 12, 2, 0))
 	if up := upstreamFrames(t, f); len(up) != 0 {
-		t.Fatalf("after sparse sets: ACK up to %d, crediting 3 and 4 with packets they never acknowledged", up[0].Sequence())
+		t.Fatalf("ACK up while receiver 2 lacks 11: %+v", up[0].Fields())
+	}
+	f.send(t, 2, fb(t, headers.TypeACK, 12, 2, 0))
+	up = upstreamFrames(t, f)
+	if len(up) != 1 || up[0].Sequence() != 12 {
+		t.Fatalf("after sparse sets: %d ACKs, want one for 12", len(up))
 	}
 
 	// A receiver that stops reporting is left out after the ACK timeout.
@@ -106,6 +107,32 @@ func TestAggregatedACK(t *testing.T) {
 	}
 	if got := f.w.counters.Feedback[headers.TypeACK][FbAbsorbed].Load(); got != 10 {
 		t.Fatalf("absorbed %d ACKs, want 10", got)
+	}
+}
+
+// TestFixedSetCreditsOwnACKOnly: in a stream without S every packet is for
+// every receiver, so packets that went to 1 and 2 only mean 3 and 4 are
+// reached another way (a reroute upstream): the switch does not credit them
+// with those packets, and the aggregate stays at what they acknowledged.
+func TestFixedSetCreditsOwnACKOnly(t *testing.T) {
+	f := newAggFabricTimeout(t, true, time.Minute) // 3 and 4 never become laggards
+	for seq := uint32(0); seq < 10; seq++ {
+		f.send(t, 0, data(t, seq, 0, 1, 2, 3, 4))
+	}
+	drain(f)
+	for r := uint16(1); r <= 4; r++ {
+		f.send(t, int(r), fb(t, headers.TypeACK, 10, r, 0))
+	}
+	if up := upstreamFrames(t, f); len(up) != 1 || up[0].Sequence() != 10 {
+		t.Fatalf("%d ACKs upstream, want one for 10", len(up))
+	}
+	f.send(t, 0, data(t, 10, 0, 1, 2))
+	f.send(t, 0, data(t, 11, 0, 1, 2))
+	drain(f)
+	f.send(t, 1, fb(t, headers.TypeACK, 12, 1, 0))
+	f.send(t, 2, fb(t, headers.TypeACK, 12, 2, 0))
+	if up := upstreamFrames(t, f); len(up) != 0 {
+		t.Fatalf("ACK up to %d naming %v: 3 and 4 credited with packets they never acknowledged", up[0].Sequence(), up[0].AppendReceivers(nil))
 	}
 }
 

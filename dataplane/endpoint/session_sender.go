@@ -689,6 +689,9 @@ func (s *ReliableSender) commit(sl *sslot, n int, final bool) error {
 // payload and sends the datagram.
 func (s *ReliableSender) transmit(sl *sslot, ids []uint16, retx bool) error {
 	var flags headers.Flags
+	if s.cfg.Chain {
+		flags |= headers.FlagSparse // a set per packet: docs/smh.md
+	}
 	if sl.final {
 		flags |= headers.FlagFinal
 	}
