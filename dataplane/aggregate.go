@@ -931,7 +931,7 @@ func (w *Worker) buildFeedback(s *streamState, f headers.Fields, ids []uint16, p
 	}
 	m := s.tm
 	buf := pk.Buffer()
-	hl := smhLen(&f, ids)
+	hl := f.HeaderLen(ids)
 	if Headroom+m.smh+hl > len(buf) {
 		pk.Free()
 		w.counters.drop(DropTooBig, 1)

@@ -22,15 +22,6 @@ type FrameSpec struct {
 	Payload        []byte
 }
 
-// smhLen is the length of the SMH PutHeader writes for f and ids: with the
-// Transfer Epoch if f has one.
-func smhLen(f *headers.Fields, ids []uint16) int {
-	if f.Epoch != 0 {
-		return headers.HeaderLenForEpoch(f.Type, ids)
-	}
-	return headers.HeaderLenFor(f.Type, ids)
-}
-
 // BuildFrame serializes spec; the UDP checksum is always filled in.
 func BuildFrame(spec FrameSpec) ([]byte, error) {
 	if spec.DstPort == 0 {
@@ -44,7 +35,7 @@ func BuildFrame(spec FrameSpec) ([]byte, error) {
 	if len(spec.SrcMAC) != 6 || len(spec.DstMAC) != 6 {
 		return nil, fmt.Errorf("MAC addresses must be 6 bytes")
 	}
-	hl := smhLen(&spec.Fields, spec.Receivers)
+	hl := spec.Fields.HeaderLen(spec.Receivers)
 	ipLen := 20
 	if v6 {
 		ipLen = ipv6HdrLen

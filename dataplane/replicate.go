@@ -312,7 +312,7 @@ func (w *Worker) congest(port uint8, f headers.Fields) headers.Fields {
 // emitCopy sends a fresh header buffer for one branch, sharing the payload.
 func (w *Worker) emitCopy(orig *Packet, m *parsed, port uint8, f headers.Fields, ids []uint16, payload []byte, sum csumBase) {
 	f = w.congest(port, f)
-	hl := smhLen(&f, ids)
+	hl := f.HeaderLen(ids)
 	c := w.pool.newCopy(orig, payload)
 	if c == nil {
 		w.counters.drop(DropNoBuffer, 1)
@@ -356,7 +356,7 @@ func (w *Worker) cacheBranch(hdr []byte, hl int, port uint8, f headers.Fields) {
 // of the frame forward and nothing is copied but the headers.
 func (w *Worker) emitLast(pk *Packet, m *parsed, port uint8, f headers.Fields, ids []uint16, payload []byte, sum csumBase) {
 	f = w.congest(port, f)
-	hl := smhLen(&f, ids)
+	hl := f.HeaderLen(ids)
 	payStart := pk.off + m.payload
 	start := payStart - hl - m.smh
 	if start < 0 {

@@ -66,6 +66,15 @@ func HeaderLenForEpoch(t Type, ids []uint16) int {
 	return HeaderLenFor(t, ids) + EpochLen
 }
 
+// HeaderLen is the length PutHeader writes for f and ids: HeaderLenFor,
+// with the epoch when f has one.
+func (f *Fields) HeaderLen(ids []uint16) int {
+	if f.Epoch != 0 {
+		return HeaderLenForEpoch(f.Type, ids)
+	}
+	return HeaderLenFor(f.Type, ids)
+}
+
 // fixedPartFor is the fixed part, epoch and feedback word of a header.
 func fixedPartFor(t Type, epoch bool) int {
 	n := FixedLen

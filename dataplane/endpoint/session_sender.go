@@ -43,6 +43,10 @@ import (
 	"github.com/sparsecast/sparsecast/headers"
 )
 
+// dataFixedLen is the fixed part of the sender's DATA: every one carries
+// the Transfer Epoch (E).
+const dataFixedLen = headers.FixedLen + headers.EpochLen
+
 // CCConfig tunes the sender's rate-based AIMD congestion control.
 type CCConfig struct {
 	// InitialRate is the starting rate in packets per second (default
@@ -411,11 +415,10 @@ func NewReliableSender(tr Transport, cfg SessionConfig) (*ReliableSender, error)
 		}
 		cfg.Epoch = e
 	}
-	// Every DATA carries the epoch (E): EpochLen more header bytes.
-	hdr := headers.FixedLen + headers.EpochLen + headers.GroupEntryLen
+	hdr := dataFixedLen + headers.GroupEntryLen
 	if cfg.Chain {
 		// The largest set the header may have to carry.
-		hdr = max(hdr, headers.FixedLen+headers.EpochLen+min(cfg.MaxSet*headers.ListEntryLen, maxSetLen))
+		hdr = max(hdr, dataFixedLen+min(cfg.MaxSet*headers.ListEntryLen, maxSetLen))
 	} else {
 		hdr = max(hdr, headers.HeaderLenForEpoch(headers.TypeData, cfg.Receivers))
 	}
@@ -424,7 +427,7 @@ func NewReliableSender(tr Transport, cfg SessionConfig) (*ReliableSender, error)
 		minData += ShardHeaderLen
 	}
 	if cfg.Chain {
-		minData = headers.FixedLen + headers.EpochLen + headers.ListEntryLen + PayloadHeaderLen + ChainEntryLen + 1
+		minData = dataFixedLen + headers.ListEntryLen + PayloadHeaderLen + ChainEntryLen + 1
 	}
 	if cfg.MaxDatagram < minData {
 		return nil, fmt.Errorf("reliable sender: max datagram %d leaves no room for data after a %d-byte header", cfg.MaxDatagram, minData-1)
@@ -498,7 +501,7 @@ func (s *ReliableSender) MaxAppData(setLen int) int {
 // hdrLenFixedWorst bounds the SMH of a chain-mode packet to setLen receivers
 // (ID list, the larger encoding for sparse sets).
 func (s *ReliableSender) hdrLenFixedWorst(setLen int) int {
-	return headers.FixedLen + headers.EpochLen + min(setLen*headers.ListEntryLen, maxSetLen)
+	return dataFixedLen + min(setLen*headers.ListEntryLen, maxSetLen)
 }
 
 // SendMessage sends data as one message to set (nil: the stream's set; in
@@ -710,7 +713,7 @@ func (s *ReliableSender) transmitBuf(mem []byte, plen int, seq uint32, flags hea
 	}
 	var hl int
 	if ids == nil {
-		hl = headers.FixedLen + headers.EpochLen + headers.GroupEntryLen
+		hl = dataFixedLen + headers.GroupEntryLen
 		if headers.PutGroupHeader(mem[s.hdrRoom-hl:], f, s.cfg.Group) != hl {
 			return fmt.Errorf("reliable sender: group header does not fit")
 		}
