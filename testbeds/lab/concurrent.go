@@ -14,7 +14,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"slices"
@@ -74,18 +73,6 @@ func (r *CopiesResult) Table() string {
 	return b.String()
 }
 
-// copySessions draws a distinct random nonzero session per copy.
-func copySessions(n int) []uint16 {
-	s := make([]uint16, 0, n)
-	for len(s) < n {
-		v := uint16(1 + rand.N(0xFFFF))
-		if !slices.Contains(s, v) {
-			s = append(s, v)
-		}
-	}
-	return s
-}
-
 // CopiesOn runs every copy at once on a running fabric.
 func CopiesOn(ctx context.Context, f *Fabric, o CopiesOptions) (*CopiesResult, error) {
 	start := time.Now()
@@ -99,7 +86,12 @@ func CopiesOn(ctx context.Context, f *Fabric, o CopiesOptions) (*CopiesResult, e
 	if len(o.Copies) == 0 {
 		return nil, fmt.Errorf("copies: none given")
 	}
-	sessions := copySessions(len(o.Copies))
+	// One fresh session per copy, reserved on the fabric (see session.go).
+	sessions, err := reserveSessions(f.Dir, len(o.Copies), 0)
+	if err != nil {
+		return nil, err
+	}
+	defer sessions.Release()
 	res := &CopiesResult{}
 	// Files per receiving host, and the copies' files.
 	files := map[string]int{}
@@ -129,12 +121,11 @@ func CopiesOn(ctx context.Context, f *Fabric, o CopiesOptions) (*CopiesResult, e
 			files[r]++
 		}
 		name := "ckpt-" + c.Sender + ".bin"
-		var err error
 		// A seed per copy: copies differ, so a mixed-up stream shows.
 		if data[i], err = writeCheckpoint(filepath.Join(f.Dir, name), c.Size, uint64(1000+i)); err != nil {
 			return nil, err
 		}
-		res.Copies = append(res.Copies, CopyResult{Sender: c.Sender, SourceID: sh.ID, Session: sessions[i], File: name, Size: c.Size})
+		res.Copies = append(res.Copies, CopyResult{Sender: c.Sender, SourceID: sh.ID, Session: sessions.IDs[i], File: name, Size: c.Size})
 	}
 	for r := range files {
 		if senders[r] {
