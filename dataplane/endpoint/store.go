@@ -29,7 +29,7 @@ type Sink interface {
 	// during the call.
 	Deliver(d Delivery) error
 	// Commit stores (at least hands to the operating system) everything
-	// delivered so far for the stream (source, session).
+	// delivered so far for the stream (source, session, epoch).
 	Commit(source, session uint16, epoch uint32) error
 }
 
