@@ -12,7 +12,8 @@
 //	POST   /v1/groups/{id}/members     {"members": [...]}: add (creates the group)
 //	DELETE /v1/groups/{id}/members     {"members": [...]}: remove
 //
-// Errors are {"error": "...", "class": "..."} with the class's status code;
+// Errors are {"error": "...", "class": "..."} with the class's status code
+// (a change the state store could not take: store_unavailable, 503);
 // every class is counted (sparsecast_control_api_errors_total{class}).
 package control
 
@@ -42,17 +43,19 @@ const MaxBodyBytes = 1 << 20
 // DefaultAPI is where `control run` and `ctl` meet by default.
 const DefaultAPI = "unix:/run/sparsecast/control.sock"
 
-const numAPIClasses = 10
+const numAPIClasses = 11
 
 // apiClasses are the error classes, each with its status code.
 var apiClasses = [numAPIClasses]string{
 	"unauthorized", "bad_id", "bad_body", "bad_member", "unknown_group",
 	"unknown_switch", "group_limit", "too_large", "not_found", "method_not_allowed",
+	"store_unavailable",
 }
 
 var apiStatus = [numAPIClasses]int{
 	http.StatusUnauthorized, http.StatusBadRequest, http.StatusBadRequest, http.StatusBadRequest, http.StatusNotFound,
 	http.StatusNotFound, http.StatusConflict, http.StatusRequestEntityTooLarge, http.StatusNotFound, http.StatusMethodNotAllowed,
+	http.StatusServiceUnavailable,
 }
 
 func classIndex(class string) int {

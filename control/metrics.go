@@ -7,6 +7,7 @@
 //	sparsecast_control_reroute_events_total{switch}       counter, REROUTED events
 //	sparsecast_control_rejected_batches_total{switch}     counter, REJECTED events
 //	sparsecast_control_api_errors_total{class}            counter, every class even at 0
+//	sparsecast_control_store_writes_total{result}         counter, ok|failed (with a state store)
 //
 // The switch label takes the served switches of the fabric, the class label
 // the fixed API error classes: no label grows with groups or receivers.
@@ -79,6 +80,8 @@ var (
 		"Batches a switch's dataplane rejected (each is followed by a full resync).", "switch")
 	apiErrorsDesc = newControlDesc("api_errors_total",
 		"API requests refused, by error class.", "class")
+	storeWritesDesc = newControlDesc("store_writes_total",
+		"Group changes written to the state store (failed: the change was refused with HTTP 503).", "result")
 )
 
 // Collector returns a Prometheus collector over the server.
@@ -87,7 +90,7 @@ func (s *Server) Collector() prometheus.Collector { return (*serverCollector)(s)
 type serverCollector Server
 
 func (c *serverCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{pushesDesc, appliedDesc, depthDesc, latencyDesc, reroutesDesc, rejectedDesc, apiErrorsDesc} {
+	for _, d := range []*prometheus.Desc{pushesDesc, appliedDesc, depthDesc, latencyDesc, reroutesDesc, rejectedDesc, apiErrorsDesc, storeWritesDesc} {
 		ch <- d
 	}
 }
@@ -112,6 +115,10 @@ func (c *serverCollector) Collect(ch chan<- prometheus.Metric) {
 	s.mu.Unlock()
 	for i, class := range apiClasses {
 		ch <- prometheus.MustNewConstMetric(apiErrorsDesc, prometheus.CounterValue, float64(s.apiErrs[i].Load()), class)
+	}
+	if s.opts.Store != nil {
+		ch <- prometheus.MustNewConstMetric(storeWritesDesc, prometheus.CounterValue, float64(s.storeWrites[0].Load()), "ok")
+		ch <- prometheus.MustNewConstMetric(storeWritesDesc, prometheus.CounterValue, float64(s.storeWrites[1].Load()), "failed")
 	}
 }
 

@@ -24,6 +24,7 @@ sparsecast_control_api_errors_total{class="bad_member"} 0
 sparsecast_control_api_errors_total{class="group_limit"} 0
 sparsecast_control_api_errors_total{class="method_not_allowed"} 0
 sparsecast_control_api_errors_total{class="not_found"} 0
+sparsecast_control_api_errors_total{class="store_unavailable"} 0
 sparsecast_control_api_errors_total{class="too_large"} 0
 sparsecast_control_api_errors_total{class="unauthorized"} 2
 sparsecast_control_api_errors_total{class="unknown_group"} 0

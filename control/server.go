@@ -91,6 +91,11 @@ type ServerOptions struct {
 	// MinSleep and MaxSleep bound the idle sleep between polls (default
 	// 100µs and 10ms).
 	MinSleep, MaxSleep time.Duration
+	// Store, if set, holds the groups across restarts (state.go): NewServer
+	// loads them before the first resync, and every change is written to
+	// it before it is applied and pushed. Nil: the groups live in memory
+	// only.
+	Store StateStore
 }
 
 // AppliedPush is a push the dataplane has applied, with its timestamps
@@ -126,15 +131,23 @@ type Server struct {
 	opts ServerOptions
 	log  *log.Logger
 
-	mu       sync.Mutex
-	sws      []*switchState // served, in topology order
-	byName   map[string]*switchState
-	groups   map[uint32][]uint16
-	down     map[LinkID]bool
-	latency  histogram
-	apiErrs  [numAPIClasses]atomic.Uint64
-	wake     chan struct{}
-	badEvent uint64
+	// writeMu orders group changes: one at a time is planned, written to
+	// the store and applied, so the store and the switches see them in the
+	// same order. The store write happens outside mu, so the polling loop
+	// goes on during its fsync.
+	writeMu sync.Mutex
+
+	mu      sync.Mutex
+	sws     []*switchState // served, in topology order
+	byName  map[string]*switchState
+	groups  map[uint32][]uint16
+	down    map[LinkID]bool
+	latency histogram
+	apiErrs [numAPIClasses]atomic.Uint64
+	// storeWrites counts state store writes: ok, failed.
+	storeWrites [2]atomic.Uint64
+	wake        chan struct{}
+	badEvent    uint64
 }
 
 type switchState struct {
@@ -239,7 +252,33 @@ func NewServer(topo *Topology, opts ServerOptions) (*Server, error) {
 	if err := s.recompute(); err != nil {
 		return nil, err
 	}
+	if opts.Store != nil {
+		if err := s.loadGroups(); err != nil {
+			return nil, err
+		}
+	}
 	return s, nil
+}
+
+// loadGroups reads the stored groups; each must still fit the topology.
+func (s *Server) loadGroups() error {
+	where := s.opts.Store.Describe()
+	groups, err := s.opts.Store.LoadGroups()
+	if err != nil {
+		return err
+	}
+	if len(groups) > MaxGroups {
+		return fmt.Errorf("state %s: %d groups, more than the %d this server holds", where, len(groups), MaxGroups)
+	}
+	for _, id := range slices.Sorted(maps.Keys(groups)) {
+		m, err := s.checkMembers(groups[id], true)
+		if err != nil {
+			return fmt.Errorf("state %s: group %d: %v (was the topology changed? put the hosts back, or move the state file away)", where, id, err)
+		}
+		s.groups[id] = m
+	}
+	s.log.Printf("state %s: %d groups loaded", where, len(groups))
+	return nil
 }
 
 // depthRing is a Ring that can also tell its depths (for metrics).
@@ -589,95 +628,138 @@ func (s *Server) groupView(id uint32) *Group {
 	return g
 }
 
+// groupChange is what a planned change does to one group: its next
+// members (nil with del: deleted) and the ops that tell the switches.
+type groupChange struct {
+	next []uint16
+	del  bool
+	ops  []GroupOp
+}
+
+// change plans a change to group id under the lock, writes it to the store
+// (outside the lock: an fsync must not stall the polling loop) and then
+// applies and pushes it. A change the store could not take is not made,
+// and the request fails with store_unavailable.
+func (s *Server) change(id uint32, arrival uint64, plan func(cur []uint16, ok bool) (groupChange, error)) (*Group, error) {
+	s.writeMu.Lock()
+	defer s.writeMu.Unlock()
+	s.mu.Lock()
+	cur, ok := s.groups[id]
+	c, err := plan(cur, ok)
+	s.mu.Unlock()
+	if err != nil {
+		return nil, err
+	}
+	if len(c.ops) > 0 && s.opts.Store != nil {
+		if c.del {
+			err = s.opts.Store.DeleteGroup(id)
+		} else {
+			err = s.opts.Store.PutGroup(id, c.next)
+		}
+		if err != nil {
+			s.storeWrites[1].Add(1)
+			s.log.Printf("group %d: %v; change refused", id, err)
+			return nil, reqErr("store_unavailable", "the change was not made: the state store failed: %v", err)
+		}
+		s.storeWrites[0].Add(1)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(c.ops) > 0 {
+		if c.del {
+			delete(s.groups, id)
+		} else {
+			s.groups[id] = c.next
+		}
+		s.pushGroups(arrival, c.ops)
+	}
+	if c.del {
+		return nil, nil
+	}
+	return s.groupView(id), nil
+}
+
 // SetGroup creates group id or replaces its members. arrival is the
 // request's CLOCK_MONOTONIC arrival (0: none).
 func (s *Server) SetGroup(id uint32, members []uint16, arrival uint64) (*Group, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
 	m, err := s.checkMembers(members, true)
 	if err != nil {
 		return nil, err
 	}
-	if _, ok := s.groups[id]; !ok && len(s.groups) >= MaxGroups {
-		return nil, reqErr("group_limit", "already %d groups, the most this server holds", MaxGroups)
-	}
-	s.groups[id] = m
-	s.pushGroups(arrival, []GroupOp{{Kind: GroupSet, Group: id, Members: m}})
-	return s.groupView(id), nil
+	return s.change(id, arrival, func(cur []uint16, ok bool) (groupChange, error) {
+		if !ok && len(s.groups) >= MaxGroups {
+			return groupChange{}, reqErr("group_limit", "already %d groups, the most this server holds", MaxGroups)
+		}
+		return groupChange{next: m, ops: []GroupOp{{Kind: GroupSet, Group: id, Members: m}}}, nil
+	})
 }
 
 // AddMembers adds members to group id, creating it if needed.
 func (s *Server) AddMembers(id uint32, members []uint16, arrival uint64) (*Group, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
 	m, err := s.checkMembers(members, false)
 	if err != nil {
 		return nil, err
 	}
-	cur, ok := s.groups[id]
-	if !ok {
-		if len(s.groups) >= MaxGroups {
-			return nil, reqErr("group_limit", "already %d groups, the most this server holds", MaxGroups)
+	return s.change(id, arrival, func(cur []uint16, ok bool) (groupChange, error) {
+		if !ok {
+			if len(s.groups) >= MaxGroups {
+				return groupChange{}, reqErr("group_limit", "already %d groups, the most this server holds", MaxGroups)
+			}
+			return groupChange{next: m, ops: []GroupOp{{Kind: GroupSet, Group: id, Members: m}}}, nil
 		}
-		s.groups[id] = m
-		s.pushGroups(arrival, []GroupOp{{Kind: GroupSet, Group: id, Members: m}})
-		return s.groupView(id), nil
-	}
-	var add []uint16
-	for _, x := range m {
-		if _, found := slices.BinarySearch(cur, x); !found {
-			add = append(add, x)
+		var add []uint16
+		for _, x := range m {
+			if _, found := slices.BinarySearch(cur, x); !found {
+				add = append(add, x)
+			}
 		}
-	}
-	if len(add) > 0 {
+		if len(add) == 0 {
+			return groupChange{next: cur}, nil
+		}
 		next := append(slices.Clone(cur), add...)
 		slices.Sort(next)
-		s.groups[id] = next
-		s.pushGroups(arrival, []GroupOp{{Kind: GroupAdd, Group: id, Members: add}})
-	}
-	return s.groupView(id), nil
+		return groupChange{next: next, ops: []GroupOp{{Kind: GroupAdd, Group: id, Members: add}}}, nil
+	})
 }
 
 // RemoveMembers removes members from group id; ones not in it are ignored.
 func (s *Server) RemoveMembers(id uint32, members []uint16, arrival uint64) (*Group, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	cur, ok := s.groups[id]
-	if !ok {
-		return nil, reqErr("unknown_group", "no group %d", id)
-	}
-	if len(members) == 0 {
-		return nil, reqErr("bad_member", "no members given")
-	}
 	m := slices.Clone(members)
 	slices.Sort(m)
 	m = slices.Compact(m)
-	var gone []uint16
-	for _, x := range m {
-		if _, found := slices.BinarySearch(cur, x); found {
-			gone = append(gone, x)
+	return s.change(id, arrival, func(cur []uint16, ok bool) (groupChange, error) {
+		if !ok {
+			return groupChange{}, reqErr("unknown_group", "no group %d", id)
 		}
-	}
-	if len(gone) > 0 {
-		s.groups[id] = slices.DeleteFunc(slices.Clone(cur), func(x uint16) bool {
+		if len(m) == 0 {
+			return groupChange{}, reqErr("bad_member", "no members given")
+		}
+		var gone []uint16
+		for _, x := range m {
+			if _, found := slices.BinarySearch(cur, x); found {
+				gone = append(gone, x)
+			}
+		}
+		if len(gone) == 0 {
+			return groupChange{next: cur}, nil
+		}
+		next := slices.DeleteFunc(slices.Clone(cur), func(x uint16) bool {
 			_, found := slices.BinarySearch(gone, x)
 			return found
 		})
-		s.pushGroups(arrival, []GroupOp{{Kind: GroupRemove, Group: id, Members: gone}})
-	}
-	return s.groupView(id), nil
+		return groupChange{next: next, ops: []GroupOp{{Kind: GroupRemove, Group: id, Members: gone}}}, nil
+	})
 }
 
 // DeleteGroup deletes group id.
 func (s *Server) DeleteGroup(id uint32, arrival uint64) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if _, ok := s.groups[id]; !ok {
-		return reqErr("unknown_group", "no group %d", id)
-	}
-	delete(s.groups, id)
-	s.pushGroups(arrival, []GroupOp{{Kind: GroupDelete, Group: id}})
-	return nil
+	_, err := s.change(id, arrival, func(cur []uint16, ok bool) (groupChange, error) {
+		if !ok {
+			return groupChange{}, reqErr("unknown_group", "no group %d", id)
+		}
+		return groupChange{del: true, ops: []GroupOp{{Kind: GroupDelete, Group: id}}}, nil
+	})
+	return err
 }
 
 // GetGroup returns group id.
@@ -712,6 +794,8 @@ type Status struct {
 	Switches  []SwitchStatus `json:"switches"`
 	DownLinks []string       `json:"down_links"`
 	Groups    int            `json:"groups"`
+	// State is where the groups are kept ("memory": nowhere durable).
+	State string `json:"state"`
 }
 
 // SwitchStatus is one served switch.
@@ -745,7 +829,10 @@ type LinkStatus struct {
 func (s *Server) Status() *Status {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	st := &Status{Groups: len(s.groups), DownLinks: []string{}}
+	st := &Status{Groups: len(s.groups), DownLinks: []string{}, State: "memory"}
+	if s.opts.Store != nil {
+		st.State = s.opts.Store.Describe()
+	}
 	for _, l := range s.downList() {
 		st.DownLinks = append(st.DownLinks, s.topo.Links[l].Description)
 	}

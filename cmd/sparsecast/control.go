@@ -9,6 +9,7 @@ import (
 	"os/signal"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -39,6 +40,7 @@ type ControlRunOptions struct {
 	API         string
 	TokenFile   string
 	MetricsAddr string
+	StateDir    string
 }
 
 // NewCmdControlRun builds `sparsecast control run`.
@@ -55,9 +57,16 @@ make every served switch's routes be recomputed without the link. Groups
 are managed through the API (sparsecast ctl). SIGINT or SIGTERM stops it.
 
 The API listens on a Unix socket (mode 0600) or, with --token-file, on a
-loopback TCP port with a bearer token.`,
+loopback TCP port with a bearer token.
+
+The groups are kept in <state-dir>/control.db (bbolt), each change on disk
+before the API answers, and read back at start before any switch is
+resynced: a restarted control pushes every group. A store that cannot be
+read is an error, never an empty start; a second control process on the
+same state directory is refused.`,
 		Example: `  sparsecast control run --topology testbeds/leafspine.yaml
-  sparsecast control run --topology fabric.yaml --switch leaf1 --api 127.0.0.1:7470 --token-file /etc/sparsecast/token`,
+  sparsecast control run --topology fabric.yaml --switch leaf1 --api 127.0.0.1:7470 --token-file /etc/sparsecast/token
+  sparsecast control run --topology fabric.yaml --state-dir /var/lib/sparsecast/control-fabric1`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			o.Log = cmd.ErrOrStderr()
@@ -93,6 +102,7 @@ loopback TCP port with a bearer token.`,
 	f.StringVar(&o.API, "api", control.DefaultAPI, "API address: unix:/path or a loopback HOST:PORT (needs --token-file)")
 	f.StringVar(&o.TokenFile, "token-file", "", "file holding the API's bearer token (at least 16 characters)")
 	f.StringVar(&o.MetricsAddr, "metrics-addr", "", "serve Prometheus /metrics on this address")
+	f.StringVar(&o.StateDir, "state-dir", control.DefaultStateDir, "directory of the state file (control.db: the groups)")
 	return cmd
 }
 
@@ -107,8 +117,16 @@ func controlRun(ctx context.Context, o *ControlRunOptions) error {
 			return err
 		}
 	}
+	if o.StateDir == "" {
+		return errors.New("--state-dir: empty path")
+	}
+	store, err := control.OpenBoltStore(o.StateDir, time.Second)
+	if err != nil {
+		return err
+	}
+	defer store.Close()
 	srv, err := control.NewServer(topo, control.ServerOptions{
-		Switches: o.Switches, RingDir: o.RingDir, RingSlots: o.RingSlots, Log: o.Log,
+		Switches: o.Switches, RingDir: o.RingDir, RingSlots: o.RingSlots, Log: o.Log, Store: store,
 	})
 	if err != nil {
 		return err
@@ -143,8 +161,8 @@ func controlRun(ctx context.Context, o *ControlRunOptions) error {
 	if len(served) == 0 {
 		served = topo.SwitchNames()
 	}
-	fmt.Fprintf(o.Log, "control ready: %d switches (%s), %d receivers, rings in %s, API %s, metrics %s\n",
-		len(served), strings.Join(served, ","), len(topo.Receivers()), o.RingDir, o.API, metricsAt)
+	fmt.Fprintf(o.Log, "control ready: %d switches (%s), %d receivers, %d groups from %s, rings in %s, API %s, metrics %s\n",
+		len(served), strings.Join(served, ","), len(topo.Receivers()), srv.Status().Groups, store.Describe(), o.RingDir, o.API, metricsAt)
 	runErr := srv.Run(ctx)
 	cancel()
 	apiErr := <-apiDone

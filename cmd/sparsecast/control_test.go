@@ -107,7 +107,7 @@ func TestControlAndCtl(t *testing.T) {
 	done := make(chan error, 1)
 	go func() {
 		done <- controlRun(ctx, &ControlRunOptions{Log: &syncWriter{w: &log}, Topology: testbedPath(t, "failover.yaml"),
-			RingDir: dir, RingSlots: 256, API: sock})
+			RingDir: dir, RingSlots: 256, API: sock, StateDir: filepath.Join(dir, "state")})
 	}()
 	defer func() {
 		cancel()

@@ -245,7 +245,7 @@ func printCtl(out io.Writer, v any) error {
 				s.Pushes["full"], s.Pushes["routes"], s.Pushes["groups"], s.Reroutes, s.Rejected)
 		}
 		tw.Flush()
-		fmt.Fprintf(out, "\ngroups: %d\n", v.Groups)
+		fmt.Fprintf(out, "\ngroups: %d (kept in %s)\n", v.Groups, v.State)
 		if len(v.DownLinks) == 0 {
 			fmt.Fprintln(out, "down links: none")
 		} else {
