@@ -228,8 +228,10 @@ func (f *Fabric) StartControl(ctx context.Context) error {
 	defer lf.Close()
 	// The control process needs no namespace of its own: it meets the
 	// switches only at their ring files.
+	// Its groups are kept in the fabric's directory, so a restarted control
+	// (StopControl, then StartControl) finds them.
 	p, err := f.Lab.Start("", "control", lf, lf, f.bin, "control", "run", "--topology", f.TopologyPath,
-		"--ring-dir", f.Dir, "--api", "unix:"+f.ControlAPI)
+		"--ring-dir", f.Dir, "--api", "unix:"+f.ControlAPI, "--state-dir", f.ControlStateDir())
 	if err != nil {
 		return err
 	}
@@ -249,6 +251,9 @@ func (f *Fabric) StartControl(ctx context.Context) error {
 	}
 	return nil
 }
+
+// ControlStateDir is where the control process keeps its groups.
+func (f *Fabric) ControlStateDir() string { return filepath.Join(f.Dir, "control-state") }
 
 // StopControl stops the control process (SIGKILL with kill true).
 func (f *Fabric) StopControl(kill bool) error {

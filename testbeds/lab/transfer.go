@@ -90,6 +90,11 @@ type TransferOptions struct {
 	// DIR/out-HOST), say one on a read-only or a full file system: such a
 	// receiver cannot store the file, and the sender must name it.
 	OutDirs map[string]string
+	// Group, with UseGroup, addresses the stream to that SMH group (`send
+	// --group G --members` the receivers) instead of to the receiver list:
+	// the switches must have the group, from the control process.
+	UseGroup bool
+	Group    uint32
 	// Session is the stream's SMH session (0: a fresh random one, reserved
 	// on the fabric for the run).
 	Session uint16
@@ -434,9 +439,14 @@ func TransferOn(ctx context.Context, f *Fabric, o TransferOptions) (res *Transfe
 		return nil, err
 	}
 	defer sendLog.Close()
-	args := []string{"send", "--via", f.GatewayAddr(o.Sender), "--listen", f.ListenAddr(o.Sender),
-		"--to", strings.Join(ids, ","), "--source-id", strconv.Itoa(int(sender.ID)), "--session", strconv.Itoa(int(session)),
-		"--give-up", min(20*time.Second, o.Timeout).String(), "--json"}
+	to := []string{"--to", strings.Join(ids, ",")}
+	if o.UseGroup {
+		to = []string{"--group", strconv.FormatUint(uint64(o.Group), 10), "--members", strings.Join(ids, ",")}
+	}
+	args := []string{"send", "--via", f.GatewayAddr(o.Sender), "--listen", f.ListenAddr(o.Sender)}
+	args = append(args, to...)
+	args = append(args, "--source-id", strconv.Itoa(int(sender.ID)), "--session", strconv.Itoa(int(session)),
+		"--give-up", min(20*time.Second, o.Timeout).String(), "--json")
 	if o.MaxRate > 0 {
 		args = append(args, "--max-rate", strconv.FormatFloat(o.MaxRate, 'f', -1, 64))
 	}
