@@ -61,6 +61,10 @@ type ControlOptions struct {
 	// Interval paces the requests: each starts at least this long after
 	// the previous one started (0: back to back).
 	Interval time.Duration
+	// StateDir, if set, keeps the groups in a state file (control run's
+	// bbolt store, each change fsynced before the API answers) in a fresh
+	// directory under it, removed afterwards; empty: in memory.
+	StateDir string
 	// Child makes the command that runs the dataplane half with args
 	// (RunControlDataplane's flags); default: this executable's `bench
 	// control-dataplane`.
@@ -82,6 +86,8 @@ type ControlResult struct {
 	// to the publish.
 	APIP50Us float64 `json:"api_p50_us"`
 	APIP99Us float64 `json:"api_p99_us"`
+	// State is the state file the groups were kept in ("": memory).
+	State string `json:"state,omitempty"`
 	// TargetP99Us is the update p99 goal.
 	TargetP99Us float64 `json:"target_p99_us"`
 	// ClockOffsetUs is dataplane.MonotonicNs minus CLOCK_MONOTONIC as
@@ -197,8 +203,23 @@ func BenchControl(ctx context.Context, o ControlOptions) (*ControlResult, error)
 		updates = make([]float64, 0, o.Updates)
 		apis    = make([]float64, 0, o.Updates)
 	)
+	var store control.StateStore
+	if o.StateDir != "" {
+		sdir, err := os.MkdirTemp(o.StateDir, "sparsecast-bench-state-")
+		if err != nil {
+			return nil, err
+		}
+		defer os.RemoveAll(sdir)
+		bs, err := control.OpenBoltStore(sdir, time.Second)
+		if err != nil {
+			return nil, err
+		}
+		defer bs.Close()
+		store = bs
+		res.State = bs.Describe()
+	}
 	srv, err := control.NewServer(topo, control.ServerOptions{
-		RingDir: dir,
+		RingDir: dir, Store: store,
 		OnApplied: func(a control.AppliedPush) {
 			if a.Kind != control.PushGroupsKind {
 				return

@@ -87,6 +87,7 @@ type BenchControlOptions struct {
 	Receivers int
 	CPU       int
 	Interval  time.Duration
+	StateDir  string
 	JSON      bool
 }
 
@@ -106,7 +107,10 @@ p99 <= 10 us) and (b) the HTTP request arriving -> the publish (api_p99_us).
 It also reports the applier's stalls, gaps in its polling while its CPU did
 something else, and stall_floor_p99_us: the update p99 that those gaps alone
 give an applier that takes no time at all, this machine's floor for
-update_p99_us. Everything it creates is removed afterwards.`,
+update_p99_us. With --state-dir the groups are kept as control run keeps
+them, in a bbolt file fsynced before each answer (in a fresh directory
+under the given one), so api_p99_us includes the write. Everything it
+creates is removed afterwards.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			o.Out = cmd.OutOrStdout()
@@ -132,6 +136,7 @@ update_p99_us. Everything it creates is removed afterwards.`,
 	cmd.Flags().IntVar(&o.Receivers, "receivers", 64, "receivers (ports) of the bench switch")
 	cmd.Flags().IntVar(&o.CPU, "cpu", perf.DefaultControlCPU(), "CPU for the dataplane half and its ring applier, which the control half keeps off (-1: unpinned)")
 	cmd.Flags().DurationVar(&o.Interval, "interval", 0, "pace requests: start one every interval (0: back to back)")
+	cmd.Flags().StringVar(&o.StateDir, "state-dir", "", "keep the groups in a state file under this directory, as control run does (default: in memory)")
 	cmd.Flags().BoolVar(&o.JSON, "json", false, "print JSON")
 	return cmd
 }
@@ -160,7 +165,7 @@ func newBenchControlDataplaneCmd() *cobra.Command {
 }
 
 func benchControlRun(ctx context.Context, o *BenchControlOptions) error {
-	r, err := perf.BenchControl(ctx, perf.ControlOptions{Updates: o.Updates, Receivers: o.Receivers, CPU: o.CPU, Interval: o.Interval})
+	r, err := perf.BenchControl(ctx, perf.ControlOptions{Updates: o.Updates, Receivers: o.Receivers, CPU: o.CPU, Interval: o.Interval, StateDir: o.StateDir})
 	if err != nil {
 		return err
 	}
