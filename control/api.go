@@ -43,19 +43,19 @@ const MaxBodyBytes = 1 << 20
 // DefaultAPI is where `control run` and `ctl` meet by default.
 const DefaultAPI = "unix:/run/sparsecast/control.sock"
 
-const numAPIClasses = 11
+const numAPIClasses = 12
 
 // apiClasses are the error classes, each with its status code.
 var apiClasses = [numAPIClasses]string{
 	"unauthorized", "bad_id", "bad_body", "bad_member", "unknown_group",
 	"unknown_switch", "group_limit", "too_large", "not_found", "method_not_allowed",
-	"store_unavailable",
+	"store_unavailable", "conflict",
 }
 
 var apiStatus = [numAPIClasses]int{
 	http.StatusUnauthorized, http.StatusBadRequest, http.StatusBadRequest, http.StatusBadRequest, http.StatusNotFound,
 	http.StatusNotFound, http.StatusConflict, http.StatusRequestEntityTooLarge, http.StatusNotFound, http.StatusMethodNotAllowed,
-	http.StatusServiceUnavailable,
+	http.StatusServiceUnavailable, http.StatusConflict,
 }
 
 func classIndex(class string) int {

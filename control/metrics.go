@@ -8,6 +8,9 @@
 //	sparsecast_control_rejected_batches_total{switch}     counter, REJECTED events
 //	sparsecast_control_api_errors_total{class}            counter, every class even at 0
 //	sparsecast_control_store_writes_total{result}         counter, ok|failed (with a state store)
+//	sparsecast_control_store_connected                    gauge, 1 while etcd answers (etcd only)
+//	sparsecast_control_store_revision                     gauge, the etcd revision applied (etcd only)
+//	sparsecast_control_store_caught_up                    gauge, 1 when that is etcd's own (etcd only)
 //
 // The switch label takes the served switches of the fabric, the class label
 // the fixed API error classes: no label grows with groups or receivers.
@@ -82,6 +85,12 @@ var (
 		"API requests refused, by error class.", "class")
 	storeWritesDesc = newControlDesc("store_writes_total",
 		"Group changes written to the state store (failed: the change was refused with HTTP 503).", "result")
+	storeConnectedDesc = newControlDesc("store_connected",
+		"1 while the shared store (etcd) answers, 0 while it does not (group changes are refused).")
+	storeRevisionDesc = newControlDesc("store_revision",
+		"The shared store's revision this control process has applied.")
+	storeCaughtUpDesc = newControlDesc("store_caught_up",
+		"1 when the revision applied is the shared store's current one.")
 )
 
 // Collector returns a Prometheus collector over the server.
@@ -90,7 +99,7 @@ func (s *Server) Collector() prometheus.Collector { return (*serverCollector)(s)
 type serverCollector Server
 
 func (c *serverCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{pushesDesc, appliedDesc, depthDesc, latencyDesc, reroutesDesc, rejectedDesc, apiErrorsDesc, storeWritesDesc} {
+	for _, d := range []*prometheus.Desc{pushesDesc, appliedDesc, depthDesc, latencyDesc, reroutesDesc, rejectedDesc, apiErrorsDesc, storeWritesDesc, storeConnectedDesc, storeRevisionDesc, storeCaughtUpDesc} {
 		ch <- d
 	}
 }
@@ -120,6 +129,12 @@ func (c *serverCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(storeWritesDesc, prometheus.CounterValue, float64(s.storeWrites[0].Load()), "ok")
 		ch <- prometheus.MustNewConstMetric(storeWritesDesc, prometheus.CounterValue, float64(s.storeWrites[1].Load()), "failed")
 	}
+	if s.shared != nil {
+		h := s.shared.Health()
+		ch <- prometheus.MustNewConstMetric(storeConnectedDesc, prometheus.GaugeValue, b2f(h.Connected))
+		ch <- prometheus.MustNewConstMetric(storeRevisionDesc, prometheus.GaugeValue, float64(h.Revision))
+		ch <- prometheus.MustNewConstMetric(storeCaughtUpDesc, prometheus.GaugeValue, b2f(h.CaughtUp))
+	}
 }
 
 // ServeMetrics serves /metrics for the collectors on addr until ctx ends
@@ -144,4 +159,11 @@ func ServeMetrics(ctx context.Context, addr string, cs ...prometheus.Collector) 
 	}()
 	go srv.Serve(ln)
 	return ln.Addr(), nil
+}
+
+func b2f(b bool) float64 {
+	if b {
+		return 1
+	}
+	return 0
 }

@@ -21,6 +21,7 @@ const wantMetrics = `
 sparsecast_control_api_errors_total{class="bad_body"} 0
 sparsecast_control_api_errors_total{class="bad_id"} 0
 sparsecast_control_api_errors_total{class="bad_member"} 0
+sparsecast_control_api_errors_total{class="conflict"} 0
 sparsecast_control_api_errors_total{class="group_limit"} 0
 sparsecast_control_api_errors_total{class="method_not_allowed"} 0
 sparsecast_control_api_errors_total{class="not_found"} 0

@@ -28,6 +28,7 @@ package control
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log"
@@ -137,11 +138,16 @@ type Server struct {
 	// goes on during its fsync.
 	writeMu sync.Mutex
 
-	mu      sync.Mutex
-	sws     []*switchState // served, in topology order
-	byName  map[string]*switchState
-	groups  map[uint32][]uint16
-	down    map[LinkID]bool
+	mu     sync.Mutex
+	sws    []*switchState // served, in topology order
+	byName map[string]*switchState
+	groups map[uint32][]uint16
+	down   map[LinkID]bool
+	// shared is Store when other control processes share it (etcd);
+	// remote holds the port states they reported for the switches not
+	// served here, by switch name and port index.
+	shared  sharedStore
+	remote  map[string][]portState
 	latency histogram
 	apiErrs [numAPIClasses]atomic.Uint64
 	// storeWrites counts state store writes: ok, failed.
@@ -257,7 +263,93 @@ func NewServer(topo *Topology, opts ServerOptions) (*Server, error) {
 			return nil, err
 		}
 	}
+	if sh, ok := opts.Store.(sharedStore); ok {
+		s.shared, s.remote = sh, map[string][]portState{}
+		for _, r := range sh.LoadLinks() {
+			s.setRemoteLink(r)
+		}
+		s.linksChanged()
+	}
 	return s, nil
+}
+
+// setRemoteLink notes a port state another control reported; reports for
+// the switches served here (this process's own, echoed back) and for
+// ports the topology does not have are ignored.
+func (s *Server) setRemoteLink(r LinkReport) {
+	si := s.topo.SwitchIndex(r.Switch)
+	if si < 0 || s.byName[r.Switch] != nil || r.Port >= len(s.topo.Switches[si].Ports) {
+		return
+	}
+	ps := s.remote[r.Switch]
+	if ps == nil {
+		ps = make([]portState, len(s.topo.Switches[si].Ports))
+		for p := range ps {
+			ps[p].state = headers.LinkUp
+		}
+		s.remote[r.Switch] = ps
+	}
+	ps[r.Port] = portState{state: r.State, loss: r.LossPPM}
+}
+
+// applyStoreChange applies a change from the shared store's watch (made
+// through any control's API, this one's included) and pushes what it
+// changes to the served switches.
+func (s *Server) applyStoreChange(c StoreChange) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	switch {
+	case c.Full:
+		var ops []GroupOp
+		for _, id := range slices.Sorted(maps.Keys(s.groups)) {
+			if _, ok := c.Groups[id]; !ok {
+				delete(s.groups, id)
+				ops = append(ops, GroupOp{Kind: GroupDelete, Group: id})
+			}
+		}
+		for _, id := range slices.Sorted(maps.Keys(c.Groups)) {
+			m, err := s.checkMembers(c.Groups[id], true)
+			if err != nil {
+				s.log.Printf("state: group %d: %v (ignored)", id, err)
+				continue
+			}
+			if cur, ok := s.groups[id]; !ok || !slices.Equal(cur, m) {
+				s.groups[id] = m
+				ops = append(ops, GroupOp{Kind: GroupSet, Group: id, Members: m})
+			}
+		}
+		if len(ops) > 0 {
+			s.pushGroups(0, ops)
+		}
+		s.remote = map[string][]portState{}
+		for _, r := range c.Links {
+			s.setRemoteLink(r)
+		}
+		s.linksChanged()
+	case c.Link != nil:
+		s.setRemoteLink(*c.Link)
+		s.linksChanged()
+	case c.Deleted:
+		if _, ok := s.groups[c.Group]; ok {
+			delete(s.groups, c.Group)
+			s.pushGroups(0, []GroupOp{{Kind: GroupDelete, Group: c.Group}})
+		}
+	default:
+		m, err := s.checkMembers(c.Members, true)
+		if err != nil {
+			s.log.Printf("state: revision %d: group %d: %v (ignored)", c.Revision, c.Group, err)
+			return
+		}
+		if cur, ok := s.groups[c.Group]; ok && slices.Equal(cur, m) {
+			return // this process's own change, already applied
+		}
+		if _, ok := s.groups[c.Group]; !ok && len(s.groups) >= MaxGroups {
+			s.log.Printf("state: revision %d: group %d: already %d groups (ignored)", c.Revision, c.Group, MaxGroups)
+			return
+		}
+		s.groups[c.Group] = m
+		s.pushGroups(0, []GroupOp{{Kind: GroupSet, Group: c.Group, Members: m}})
+	}
 }
 
 // loadGroups reads the stored groups; each must still fit the topology.
@@ -326,6 +418,12 @@ func MonotonicNanos() uint64 { return uint64(ffi.MonotonicNs()) }
 // Run serves until ctx ends, then closes the rings.
 func (s *Server) Run(ctx context.Context) error {
 	defer s.closeRings()
+	if s.shared != nil {
+		wctx, cancel := context.WithCancel(ctx)
+		done := make(chan struct{})
+		go func() { defer close(done); s.shared.Watch(wctx, s.applyStoreChange) }()
+		defer func() { cancel(); <-done }()
+	}
 	sleep := s.opts.MinSleep
 	timer := time.NewTimer(sleep)
 	defer timer.Stop()
@@ -416,6 +514,9 @@ func (s *Server) newDataplane(sw *switchState, boot uint64) {
 		if sw.ports[p].state == headers.LinkDown {
 			changed = true
 		}
+		if sw.ports[p].state != headers.LinkUp && s.shared != nil {
+			s.shared.ReportLink(LinkReport{Switch: sw.name, Port: p, State: headers.LinkUp})
+		}
 		sw.ports[p] = portState{state: headers.LinkUp}
 	}
 	if changed {
@@ -456,6 +557,9 @@ func (s *Server) handleEvent(sw *switchState, e Event) {
 		}
 		old := sw.ports[e.Port].state
 		sw.ports[e.Port] = portState{state: e.LinkState, loss: e.LossPPM}
+		if s.shared != nil {
+			s.shared.ReportLink(LinkReport{Switch: sw.name, Port: int(e.Port), State: e.LinkState, LossPPM: e.LossPPM})
+		}
 		if (old == headers.LinkDown) != (e.LinkState == headers.LinkDown) {
 			s.log.Printf("switch %s: port %s %s (loss %d ppm)", sw.name, s.topo.Switches[sw.index].Ports[e.Port].Name, linkStateName(e.LinkState), e.LossPPM)
 			s.linksChanged()
@@ -491,6 +595,14 @@ func (s *Server) linksChanged() {
 	for _, sw := range s.sws {
 		for p, ps := range sw.ports {
 			if l := s.topo.Switches[sw.index].Ports[p].Link; l >= 0 && ps.state == headers.LinkDown {
+				down[l] = true
+			}
+		}
+	}
+	for name, ports := range s.remote {
+		si := s.topo.SwitchIndex(name)
+		for p, ps := range ports {
+			if l := s.topo.Switches[si].Ports[p].Link; l >= 0 && ps.state == headers.LinkDown {
 				down[l] = true
 			}
 		}
@@ -651,10 +763,16 @@ func (s *Server) change(id uint32, arrival uint64, plan func(cur []uint16, ok bo
 		return nil, err
 	}
 	if len(c.ops) > 0 && s.opts.Store != nil {
-		if c.del {
+		switch {
+		case s.shared != nil:
+			err = s.shared.PutGroupIf(id, cur, ok, c.next, c.del)
+		case c.del:
 			err = s.opts.Store.DeleteGroup(id)
-		} else {
+		default:
 			err = s.opts.Store.PutGroup(id, c.next)
+		}
+		if errors.Is(err, ErrStateConflict) {
+			return nil, reqErr("conflict", "group %d: %v; read it again and retry", id, err)
 		}
 		if err != nil {
 			s.storeWrites[1].Add(1)
@@ -665,6 +783,13 @@ func (s *Server) change(id uint32, arrival uint64, plan func(cur []uint16, ok bo
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if s.shared != nil {
+		// The watch may have brought the change back already.
+		now, has := s.groups[id]
+		if (c.del && !has) || (!c.del && has && slices.Equal(now, c.next)) {
+			c.ops = nil
+		}
+	}
 	if len(c.ops) > 0 {
 		if c.del {
 			delete(s.groups, id)
@@ -794,8 +919,10 @@ type Status struct {
 	Switches  []SwitchStatus `json:"switches"`
 	DownLinks []string       `json:"down_links"`
 	Groups    int            `json:"groups"`
-	// State is where the groups are kept ("memory": nowhere durable).
-	State string `json:"state"`
+	// State is where the groups are kept ("memory": nowhere durable);
+	// Store the shared store's health (etcd only).
+	State string       `json:"state"`
+	Store *StoreHealth `json:"store,omitempty"`
 }
 
 // SwitchStatus is one served switch.
@@ -832,6 +959,10 @@ func (s *Server) Status() *Status {
 	st := &Status{Groups: len(s.groups), DownLinks: []string{}, State: "memory"}
 	if s.opts.Store != nil {
 		st.State = s.opts.Store.Describe()
+	}
+	if s.shared != nil {
+		h := s.shared.Health()
+		st.Store = &h
 	}
 	for _, l := range s.downList() {
 		st.DownLinks = append(st.DownLinks, s.topo.Links[l].Description)
