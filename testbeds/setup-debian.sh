@@ -6,7 +6,8 @@
 #      the Go module proxy (nothing else is downloaded), and this checkout's
 #      go.mod, whose `go` line is the Go version the project needs.
 # Out: the lab tools from Debian (iproute2, ethtool, make, gcc, git,
-#      ca-certificates, curl, procps, tshark, python3-scapy, tcpreplay), and a
+#      ca-certificates, curl, procps, tshark, python3-scapy, tcpreplay, etcd; the
+#      labs start etcd on ports and data directories of their own), and a
 #      `go` on PATH that builds the project. If no Go at least as new as the
 #      go.mod line is installed, the newest golang-1.NN-go from Debian (from
 #      bookworm-backports, enabled if needed) is installed and linked into
@@ -34,6 +35,8 @@ trap 'die "command failed (exit $?) at line $LINENO: $BASH_COMMAND"' ERR
 packages=(
 	iproute2 ethtool make gcc git ca-certificates curl procps
 	tshark python3-scapy tcpreplay shellcheck
+	# control's shared state (control run --store etcd://...) and its lab
+	etcd-server etcd-client
 	# the DPDK backend (make build-dpdk) and its tests
 	pkg-config libdpdk-dev dpdk dpdk-dev
 )

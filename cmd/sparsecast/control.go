@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log"
 	"os"
 	"os/signal"
 	"strings"
@@ -41,6 +42,11 @@ type ControlRunOptions struct {
 	TokenFile   string
 	MetricsAddr string
 	StateDir    string
+	// Store is "local" (the state dir) or etcd://HOST:PORT[,...].
+	Store                      string
+	EtcdPrefix                 string
+	EtcdCA, EtcdCert, EtcdKey  string
+	EtcdUser, EtcdPasswordFile string
 }
 
 // NewCmdControlRun builds `sparsecast control run`.
@@ -63,10 +69,20 @@ The groups are kept in <state-dir>/control.db (bbolt), each change on disk
 before the API answers, and read back at start before any switch is
 resynced: a restarted control pushes every group. A store that cannot be
 read is an error, never an empty start; a second control process on the
-same state directory is refused.`,
+same state directory is refused.
+
+With --store etcd://HOST:PORT[,HOST:PORT...] the groups and the link states
+the switches report are kept in etcd under --etcd-prefix instead, shared by
+every control process of the fabric (one per white box, each --switch its
+own): a group changed through any of their APIs, or a link failure one
+switch reports, reaches every control, which pushes it to its switches.
+While etcd is unreachable the switches keep forwarding, group changes are
+refused (HTTP 503), and each control catches up from its last revision when
+etcd is back.`,
 		Example: `  sparsecast control run --topology testbeds/leafspine.yaml
   sparsecast control run --topology fabric.yaml --switch leaf1 --api 127.0.0.1:7470 --token-file /etc/sparsecast/token
-  sparsecast control run --topology fabric.yaml --state-dir /var/lib/sparsecast/control-fabric1`,
+  sparsecast control run --topology fabric.yaml --state-dir /var/lib/sparsecast/control-fabric1
+  sparsecast control run --topology fabric.yaml --switch leaf1 --store etcd://10.0.0.1:2379,10.0.0.2:2379 --etcd-ca ca.pem --etcd-cert leaf1.pem --etcd-key leaf1-key.pem`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			o.Log = cmd.ErrOrStderr()
@@ -103,6 +119,13 @@ same state directory is refused.`,
 	f.StringVar(&o.TokenFile, "token-file", "", "file holding the API's bearer token (at least 16 characters)")
 	f.StringVar(&o.MetricsAddr, "metrics-addr", "", "serve Prometheus /metrics on this address")
 	f.StringVar(&o.StateDir, "state-dir", control.DefaultStateDir, "directory of the state file (control.db: the groups)")
+	f.StringVar(&o.Store, "store", "local", "where the state is: local (--state-dir) or etcd://HOST:PORT[,HOST:PORT...]")
+	f.StringVar(&o.EtcdPrefix, "etcd-prefix", control.DefaultEtcdPrefix, "key prefix of the fabric's state in etcd")
+	f.StringVar(&o.EtcdCA, "etcd-ca", "", "CA certificate to check etcd's servers with (TLS)")
+	f.StringVar(&o.EtcdCert, "etcd-cert", "", "client certificate for etcd (TLS, with --etcd-key)")
+	f.StringVar(&o.EtcdKey, "etcd-key", "", "client key for etcd (TLS, with --etcd-cert)")
+	f.StringVar(&o.EtcdUser, "etcd-user", "", "etcd user name (with --etcd-password-file)")
+	f.StringVar(&o.EtcdPasswordFile, "etcd-password-file", "", "file holding the etcd user's password")
 	return cmd
 }
 
@@ -117,10 +140,7 @@ func controlRun(ctx context.Context, o *ControlRunOptions) error {
 			return err
 		}
 	}
-	if o.StateDir == "" {
-		return errors.New("--state-dir: empty path")
-	}
-	store, err := control.OpenBoltStore(o.StateDir, time.Second)
+	store, err := openControlStore(o)
 	if err != nil {
 		return err
 	}
@@ -168,4 +188,31 @@ func controlRun(ctx context.Context, o *ControlRunOptions) error {
 	apiErr := <-apiDone
 	fmt.Fprintln(o.Log, "control stopped")
 	return errors.Join(runErr, apiErr)
+}
+
+// openControlStore opens the state store --store names.
+func openControlStore(o *ControlRunOptions) (control.StateStore, error) {
+	if o.Store == "" || o.Store == "local" {
+		if o.StateDir == "" {
+			return nil, errors.New("--state-dir: empty path")
+		}
+		return control.OpenBoltStore(o.StateDir, time.Second)
+	}
+	eps, err := control.ParseEtcdURL(o.Store)
+	if err != nil {
+		return nil, err
+	}
+	eo := control.EtcdOptions{Endpoints: eps, Prefix: o.EtcdPrefix, CAFile: o.EtcdCA, CertFile: o.EtcdCert, KeyFile: o.EtcdKey,
+		Username: o.EtcdUser, Log: log.New(o.Log, "control: ", log.LstdFlags|log.Lmicroseconds)}
+	if (o.EtcdUser == "") != (o.EtcdPasswordFile == "") {
+		return nil, errors.New("--etcd-user and --etcd-password-file go together")
+	}
+	if o.EtcdPasswordFile != "" {
+		b, err := os.ReadFile(o.EtcdPasswordFile)
+		if err != nil {
+			return nil, fmt.Errorf("--etcd-password-file: %w", err)
+		}
+		eo.Password, _, _ = strings.Cut(string(b), "\n")
+	}
+	return control.OpenEtcdStore(eo)
 }

@@ -246,6 +246,12 @@ func printCtl(out io.Writer, v any) error {
 		}
 		tw.Flush()
 		fmt.Fprintf(out, "\ngroups: %d (kept in %s)\n", v.Groups, v.State)
+		if h := v.Store; h != nil {
+			fmt.Fprintf(out, "store: revision %d of %d, caught up %v, connected %v\n", h.Revision, h.Head, h.CaughtUp, h.Connected)
+			if h.Error != "" {
+				fmt.Fprintf(out, "store error: %s\n", h.Error)
+			}
+		}
 		if len(v.DownLinks) == 0 {
 			fmt.Fprintln(out, "down links: none")
 		} else {
