@@ -36,7 +36,11 @@ type TestbedUpOptions struct {
 	Topology string
 	Prefix   string
 	Binary   string
-	JSON     bool
+	// Control is "one" (one control for the fabric) or "per-switch";
+	// Store "local" or "etcd".
+	Control string
+	Store   string
+	JSON    bool
 }
 
 // NewCmdTestbedUp builds `testbed up`.
@@ -50,7 +54,14 @@ one namespace per switch and per host, a sparsecast switch process per switch
 (probes between switches), and one control process serving them all through
 their control rings. Every host gets its receiver ID and a gateway on its
 leaf. The fabric keeps running after the command returns; "testbed run" uses
-it and "testbed down" removes it.`,
+it and "testbed down" removes it.
+
+With --control per-switch --store etcd it is run as white boxes are: an etcd
+(Debian's etcd-server) on a loopback port with its data in the testbed's
+directory, and one control process per switch (--switch NAME), each with its
+own API (control-NAME.sock in the testbed's directory), sharing groups and
+link states through etcd. "testbed status" shows each control's store
+revision and whether it has caught up.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if err := lab.CheckPrefix(o.Prefix); err != nil {
@@ -58,6 +69,14 @@ it and "testbed down" removes it.`,
 			}
 			if err := defaultBinary(&o.Binary); err != nil {
 				return err
+			}
+			switch {
+			case o.Control != "one" && o.Control != "per-switch":
+				return fmt.Errorf("--control %q: want one or per-switch", o.Control)
+			case o.Store != "local" && o.Store != "etcd":
+				return fmt.Errorf("--store %q: want local or etcd", o.Store)
+			case (o.Control == "per-switch") != (o.Store == "etcd"):
+				return fmt.Errorf("--control per-switch and --store etcd go together: one control per switch needs the shared store, and one control for the fabric keeps its state locally")
 			}
 			if runF != nil {
 				return runF(o)
@@ -68,6 +87,8 @@ it and "testbed down" removes it.`,
 	cmd.Flags().StringVar(&o.Topology, "topology", "testbeds/leafspine.yaml", "fabric description")
 	cmd.Flags().StringVar(&o.Prefix, "prefix", lab.DefaultPrefix, "prefix of the namespace names")
 	cmd.Flags().StringVar(&o.Binary, "binary", "", "sparsecast binary for the fabric's processes (default: this one)")
+	cmd.Flags().StringVar(&o.Control, "control", "one", "control processes: one for the fabric, or per-switch")
+	cmd.Flags().StringVar(&o.Store, "store", "local", "control state: local (the testbed's directory) or etcd (with --control per-switch)")
 	cmd.Flags().BoolVar(&o.JSON, "json", false, "print the testbed's state as JSON")
 	return cmd
 }
@@ -77,7 +98,7 @@ func runTestbedUp(ctx context.Context, o *TestbedUpOptions) error {
 		return err
 	}
 	st, err := lab.Up(ctx, lab.UpOptions{
-		Topology: o.Topology, Binary: o.Binary, Prefix: o.Prefix,
+		Topology: o.Topology, Binary: o.Binary, Prefix: o.Prefix, PerSwitch: o.Control == "per-switch",
 		Log: func(format string, args ...any) { fmt.Fprintf(o.Log, format+"\n", args...) },
 	})
 	if err != nil {
@@ -87,6 +108,11 @@ func runTestbedUp(ctx context.Context, o *TestbedUpOptions) error {
 		enc := json.NewEncoder(o.Out)
 		enc.SetIndent("", "  ")
 		return enc.Encode(st)
+	}
+	if st.EtcdEndpoint != "" {
+		fmt.Fprintf(o.Out, "testbed %q up in %.1f s: %d switches, %d hosts, a control per switch on etcd %s (APIs unix:%s/control-SWITCH.sock); logs in %s\n",
+			st.Prefix, st.UpSeconds, len(st.SwitchNS), len(st.Hosts), st.EtcdEndpoint, st.Dir, st.Dir)
+		return nil
 	}
 	fmt.Fprintf(o.Out, "testbed %q up in %.1f s: %d switches, %d hosts, control API unix:%s; logs in %s\n",
 		st.Prefix, st.UpSeconds, len(st.SwitchNS), len(st.Hosts), st.ControlAPI, st.Dir)
@@ -126,8 +152,19 @@ func NewCmdTestbedStatus(runF func(*TestbedStatusOptions) error) *cobra.Command 
 			for _, sw := range s.Switches {
 				fmt.Fprintf(tw, "%s\t%d\t%v\t%d\t%d\n", sw.Name, sw.PID, sw.Running, sw.Generation, sw.LinksDown)
 			}
-			fmt.Fprintf(tw, "control\t%d\t%v\t\t\n", s.Control.PID, s.Control.Running)
+			if s.Etcd == nil {
+				fmt.Fprintf(tw, "control\t%d\t%v\t\t\n", s.Control.PID, s.Control.Running)
+			}
 			tw.Flush()
+			if s.Etcd != nil {
+				fmt.Fprintf(o.Out, "etcd: pid %d, running %v\n", s.Etcd.PID, s.Etcd.Running)
+				tw = tabwriter.NewWriter(o.Out, 2, 8, 2, ' ', 0)
+				fmt.Fprintln(tw, "CONTROL\tPID\tRUNNING\tREVISION\tCAUGHT UP\tCONNECTED\tGROUPS\tERROR")
+				for _, c := range s.Controls {
+					fmt.Fprintf(tw, "%s\t%d\t%v\t%d\t%v\t%v\t%d\t%s\n", c.Switch, c.PID, c.Running, c.Revision, c.CaughtUp, c.Connected, c.Groups, c.Error)
+				}
+				tw.Flush()
+			}
 			tw = tabwriter.NewWriter(o.Out, 2, 8, 2, ' ', 0)
 			fmt.Fprintln(tw, "HOST\tID\tIP\tGATEWAY")
 			for _, h := range s.Hosts {

@@ -44,6 +44,10 @@ type FabricOptions struct {
 	// control rings in Dir, with its API on Dir/control.sock.
 	Control      bool
 	TopologyPath string
+	// PerSwitch (with Control) runs one control process per switch
+	// instead, sharing the state through an etcd the fabric starts
+	// (fabric_etcd.go).
+	PerSwitch bool
 	// Detach leaves the processes running after this process exits
 	// (`testbed up`); Close still stops them.
 	Detach bool
@@ -76,6 +80,14 @@ type Fabric struct {
 	ControlAPI   string
 	ControlLog   string
 	control      *Proc
+	// Controls, ControlAPIs and ControlLogs are the per-switch control
+	// processes by switch, and EtcdEndpoint their etcd (PerSwitch only).
+	Controls     map[string]*Proc
+	ControlAPIs  map[string]string
+	ControlLogs  map[string]string
+	EtcdEndpoint string
+	etcdPeer     string
+	etcd         *Proc
 	procs        map[string]*Proc
 	bin          string
 	// attached: a Fabric over a testbed another command brought up; Close
@@ -208,6 +220,12 @@ func StartFabric(ctx context.Context, o FabricOptions) (f *Fabric, err error) {
 			return nil, fmt.Errorf("fabric: a control process needs the topology's file (TopologyPath)")
 		}
 		f.TopologyPath = o.TopologyPath
+		if o.PerSwitch {
+			if err := f.startPerSwitchControls(ctx, logf); err != nil {
+				return nil, err
+			}
+			return f, nil
+		}
 		f.ControlAPI = filepath.Join(o.Dir, "control.sock")
 		f.ControlLog = filepath.Join(o.Dir, "control.log")
 		logf("== starting the control process")

@@ -37,9 +37,14 @@ type TestbedState struct {
 	Logs       map[string]string      `json:"logs"`
 	ControlAPI string                 `json:"control_api"`
 	ControlLog string                 `json:"control_log"`
-	PIDs       map[string]int         `json:"pids"` // "switch leaf1", "control"
-	Started    time.Time              `json:"started"`
-	UpSeconds  float64                `json:"up_seconds"`
+	PIDs       map[string]int         `json:"pids"` // "switch leaf1", "control" (or "control leaf1"), "etcd"
+	// ControlAPIs and ControlLogs are the per-switch controls' (by switch)
+	// and EtcdEndpoint their etcd (--control per-switch only).
+	ControlAPIs  map[string]string `json:"control_apis,omitempty"`
+	ControlLogs  map[string]string `json:"control_logs,omitempty"`
+	EtcdEndpoint string            `json:"etcd,omitempty"`
+	Started      time.Time         `json:"started"`
+	UpSeconds    float64           `json:"up_seconds"`
 }
 
 func statePath(prefix string) string {
@@ -52,7 +57,10 @@ type UpOptions struct {
 	Binary   string
 	Prefix   string
 	Dir      string
-	Log      func(format string, args ...any)
+	// PerSwitch runs one control process per switch on an etcd of the
+	// testbed's own instead of one control for the fabric.
+	PerSwitch bool
+	Log       func(format string, args ...any)
 }
 
 // Up builds a testbed from a topology and leaves it running. A testbed
@@ -89,7 +97,7 @@ func Up(ctx context.Context, o UpOptions) (*TestbedState, error) {
 		// probes to time out on healthy links. Links taken down are caught
 		// by carrier loss; `bench failover` (a lighter fabric) runs with
 		// probes on.
-		Probes: false, Control: true, Detach: true, Log: o.Log,
+		Probes: false, Control: true, PerSwitch: o.PerSwitch, Detach: true, Log: o.Log,
 	})
 	if err != nil {
 		return nil, err
@@ -104,6 +112,13 @@ func Up(ctx context.Context, o UpOptions) (*TestbedState, error) {
 	}
 	if f.control != nil {
 		st.PIDs["control"] = f.control.PID()
+	}
+	if o.PerSwitch {
+		st.ControlAPIs, st.ControlLogs, st.EtcdEndpoint = f.ControlAPIs, f.ControlLogs, f.EtcdEndpoint
+		for sw, p := range f.Controls {
+			st.PIDs["control "+sw] = p.PID()
+		}
+		st.PIDs["etcd"] = f.EtcdPID()
 	}
 	f.Lab.Release()
 	st.UpSeconds = time.Since(start).Seconds()
@@ -213,7 +228,25 @@ type TestbedStatus struct {
 	Up       string         `json:"up_since"`
 	Switches []SwitchStatus `json:"switches"`
 	Control  ProcessStatus  `json:"control"`
-	Hosts    []HostStatus   `json:"hosts"`
+	// Controls are the per-switch control processes and Etcd their etcd
+	// (--control per-switch only).
+	Controls []ControlStatus `json:"controls,omitempty"`
+	Etcd     *ProcessStatus  `json:"etcd,omitempty"`
+	Hosts    []HostStatus    `json:"hosts"`
+}
+
+// ControlStatus is one per-switch control process: its store revision and
+// whether it has caught up with etcd's, from its API.
+type ControlStatus struct {
+	Switch    string `json:"switch"`
+	PID       int    `json:"pid"`
+	Running   bool   `json:"running"`
+	API       string `json:"api"`
+	Revision  int64  `json:"store_revision"`
+	CaughtUp  bool   `json:"caught_up"`
+	Connected bool   `json:"store_connected"`
+	Groups    int    `json:"groups"`
+	Error     string `json:"error,omitempty"`
 }
 
 // SwitchStatus is one switch's line.
@@ -237,6 +270,28 @@ type HostStatus struct {
 	ID      uint16 `json:"id"`
 	IP      string `json:"ip"`
 	Gateway string `json:"gateway"`
+}
+
+func perSwitchControlStatus(sw string, pid int, api string) ControlStatus {
+	cs := ControlStatus{Switch: sw, PID: pid, Running: alivePID(pid), API: "unix:" + api}
+	c, err := control.NewClient(cs.API, "")
+	if err != nil {
+		cs.Error = err.Error()
+		return cs
+	}
+	defer c.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	st, err := c.Status(ctx)
+	if err != nil {
+		cs.Error = err.Error()
+		return cs
+	}
+	cs.Groups = st.Groups
+	if h := st.Store; h != nil {
+		cs.Revision, cs.CaughtUp, cs.Connected, cs.Error = h.Revision, h.CaughtUp, h.Connected, h.Error
+	}
+	return cs
 }
 
 // Status reports what runs in a testbed.
@@ -269,6 +324,12 @@ func Status(prefix string) (*TestbedStatus, error) {
 		s.Switches = append(s.Switches, SwitchStatus{Name: sw.Name, PID: pid, Running: alive(pid), Generation: gen, LinksDown: down})
 	}
 	s.Control = ProcessStatus{PID: st.PIDs["control"], Running: alive(st.PIDs["control"])}
+	if st.EtcdEndpoint != "" {
+		s.Etcd = &ProcessStatus{PID: st.PIDs["etcd"], Running: alive(st.PIDs["etcd"])}
+		for _, sw := range f.Topo.Switches {
+			s.Controls = append(s.Controls, perSwitchControlStatus(sw.Name, st.PIDs["control "+sw.Name], st.ControlAPIs[sw.Name]))
+		}
+	}
 	for _, h := range st.Hosts {
 		s.Hosts = append(s.Hosts, HostStatus{Name: h.Name, ID: h.ID, IP: h.IP, Gateway: h.GatewayIP})
 	}
