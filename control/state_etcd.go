@@ -318,6 +318,9 @@ func (e *EtcdStore) PutGroupIf(id uint32, cur []uint16, curOK bool, next []uint1
 	defer cancel()
 	resp, err := e.cli.Txn(ctx).If(cmp).Then(op).Commit()
 	if err != nil {
+		if errors.Is(err, context.DeadlineExceeded) {
+			err = fmt.Errorf("no answer from etcd within %v: %w", e.timeout, err)
+		}
 		err = fmt.Errorf("%s: %w", e.where, err)
 		e.noteErr(err)
 		return err
