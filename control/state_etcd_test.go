@@ -24,7 +24,7 @@ import (
 // testEtcd is a single-member etcd (Debian's etcd-server, on PATH) on
 // loopback ports with a data directory of its own.
 type testEtcd struct {
-	t          *testing.T
+	t          testing.TB
 	dir        string
 	client     string
 	peer       string
@@ -36,7 +36,7 @@ type testEtcd struct {
 	clientPort int
 }
 
-func freePort(t *testing.T) int {
+func freePort(t testing.TB) int {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -46,7 +46,7 @@ func freePort(t *testing.T) int {
 	return ln.Addr().(*net.TCPAddr).Port
 }
 
-func startEtcd(t *testing.T) *testEtcd {
+func startEtcd(t testing.TB) *testEtcd {
 	t.Helper()
 	if _, err := exec.LookPath("etcd"); err != nil {
 		t.Skip("no etcd on PATH (Debian: apt-get install etcd-server; testbeds/setup-debian.sh installs it)")
@@ -112,7 +112,7 @@ func (e *testEtcd) stop() {
 	})
 }
 
-func openEtcd(t *testing.T, e *testEtcd, prefix string) *EtcdStore {
+func openEtcd(t testing.TB, e *testEtcd, prefix string) *EtcdStore {
 	t.Helper()
 	s, err := OpenEtcdStore(EtcdOptions{Endpoints: []string{e.client}, Prefix: prefix, Timeout: time.Second})
 	if err != nil {

@@ -19,7 +19,7 @@ import (
 	bolt "go.etcd.io/bbolt"
 )
 
-func openStore(t *testing.T, dir string) *BoltStore {
+func openStore(t testing.TB, dir string) *BoltStore {
 	t.Helper()
 	s, err := OpenBoltStore(dir, 100*time.Millisecond)
 	if err != nil {
