@@ -5,12 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log"
 	"os"
 	"os/signal"
 	"strings"
 	"syscall"
-	"time"
 
 	"github.com/spf13/cobra"
 
@@ -104,6 +102,9 @@ etcd is back.`,
 			if o.RingSlots < 16 || o.RingSlots > 1<<20 || o.RingSlots&(o.RingSlots-1) != 0 {
 				return fmt.Errorf("--ring-slots %d: want a power of two from 16 to %d", o.RingSlots, 1<<20)
 			}
+			if err := checkStoreFlags(o); err != nil {
+				return err
+			}
 			if runF != nil {
 				return runF(o)
 			}
@@ -188,31 +189,4 @@ func controlRun(ctx context.Context, o *ControlRunOptions) error {
 	apiErr := <-apiDone
 	fmt.Fprintln(o.Log, "control stopped")
 	return errors.Join(runErr, apiErr)
-}
-
-// openControlStore opens the state store --store names.
-func openControlStore(o *ControlRunOptions) (control.StateStore, error) {
-	if o.Store == "" || o.Store == "local" {
-		if o.StateDir == "" {
-			return nil, errors.New("--state-dir: empty path")
-		}
-		return control.OpenBoltStore(o.StateDir, time.Second)
-	}
-	eps, err := control.ParseEtcdURL(o.Store)
-	if err != nil {
-		return nil, err
-	}
-	eo := control.EtcdOptions{Endpoints: eps, Prefix: o.EtcdPrefix, CAFile: o.EtcdCA, CertFile: o.EtcdCert, KeyFile: o.EtcdKey,
-		Username: o.EtcdUser, Log: log.New(o.Log, "control: ", log.LstdFlags|log.Lmicroseconds)}
-	if (o.EtcdUser == "") != (o.EtcdPasswordFile == "") {
-		return nil, errors.New("--etcd-user and --etcd-password-file go together")
-	}
-	if o.EtcdPasswordFile != "" {
-		b, err := os.ReadFile(o.EtcdPasswordFile)
-		if err != nil {
-			return nil, fmt.Errorf("--etcd-password-file: %w", err)
-		}
-		eo.Password, _, _ = strings.Cut(string(b), "\n")
-	}
-	return control.OpenEtcdStore(eo)
 }

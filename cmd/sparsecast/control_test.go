@@ -12,6 +12,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/sparsecast/sparsecast/control"
 )
 
 func testbedPath(t *testing.T, name string) string {
@@ -28,6 +30,9 @@ func TestControlRunFlags(t *testing.T) {
 	if err := cmd.Execute(); err != nil {
 		t.Fatal(err)
 	}
+	if got.Store != "local" || got.StateDir != control.DefaultStateDir || got.EtcdPrefix != control.DefaultEtcdPrefix {
+		t.Fatalf("store defaults %+v", got)
+	}
 	if got.Topology != "f.yaml" || !slices.Equal(got.Switches, []string{"leaf1", "leaf2"}) || got.RingDir != "/tmp/r" ||
 		got.API != "127.0.0.1:7470" || got.TokenFile != tok || got.MetricsAddr != "127.0.0.1:9100" || got.RingSlots != 4096 {
 		t.Fatalf("parsed %+v", got)
@@ -41,6 +46,12 @@ func TestControlRunFlags(t *testing.T) {
 		{"run", "--topology", "f", "--ring-slots", "1000"},
 		{"run", "--topology", "f", "--switch", ","},
 		{"run", "--topology", "f", "extra"},
+		{"run", "--topology", "f", "--state-dir", ""},
+		{"run", "--topology", "f", "--store", "etcd://"},
+		{"run", "--topology", "f", "--store", "zookeeper://h:1"},
+		{"run", "--topology", "f", "--store", "etcd://h:1", "--etcd-cert", "c.pem"},
+		{"run", "--topology", "f", "--store", "etcd://h:1", "--etcd-user", "u"},
+		{"run", "--topology", "f", "--etcd-ca", "ca.pem"},
 	} {
 		cmd := NewCmdControl(func(*ControlRunOptions) error { return nil })
 		cmd.SetArgs(bad)
