@@ -34,7 +34,9 @@ FUZZ_TARGETS := \
 	./headers:FuzzCodecs \
 	./headers:FuzzRoundTrip \
 	./dataplane:FuzzSwitch \
-	./dataplane/endpoint:FuzzParseParity
+	./dataplane/endpoint:FuzzParseParity \
+	./control:FuzzDecodeMembers \
+	./control:FuzzEtcdDecode
 
 test-fuzz:
 	@set -e; for t in $(FUZZ_TARGETS); do \

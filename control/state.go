@@ -202,6 +202,21 @@ func encodeMembers(m []uint16) []byte {
 	return b
 }
 
+// decodeMembers decodes a group's members record.
+func decodeMembers(v []byte) ([]uint16, error) {
+	if len(v)%2 != 0 {
+		return nil, fmt.Errorf("members record of %d bytes, want an even count", len(v))
+	}
+	m := make([]uint16, len(v)/2)
+	for i := range m {
+		m[i] = binary.BigEndian.Uint16(v[2*i:])
+		if i > 0 && m[i] <= m[i-1] {
+			return nil, errors.New("members not strictly ascending")
+		}
+	}
+	return m, nil
+}
+
 func readGroups(tx *bolt.Tx, path string) (map[uint32][]uint16, error) {
 	b := tx.Bucket(bucketGroups)
 	if b == nil {
@@ -213,15 +228,9 @@ func readGroups(tx *bolt.Tx, path string) (map[uint32][]uint16, error) {
 			return corrupt(path, fmt.Errorf("group key of %d bytes, want 4", len(k)))
 		}
 		id := binary.BigEndian.Uint32(k)
-		if len(v)%2 != 0 {
-			return corrupt(path, fmt.Errorf("group %d: members record of %d bytes, want an even count", id, len(v)))
-		}
-		m := make([]uint16, len(v)/2)
-		for i := range m {
-			m[i] = binary.BigEndian.Uint16(v[2*i:])
-			if i > 0 && m[i] <= m[i-1] {
-				return corrupt(path, fmt.Errorf("group %d: members not strictly ascending", id))
-			}
+		m, err := decodeMembers(v)
+		if err != nil {
+			return corrupt(path, fmt.Errorf("group %d: %w", id, err))
 		}
 		out[id] = m
 		return nil
