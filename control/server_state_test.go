@@ -9,6 +9,8 @@ import (
 	"strings"
 	"sync"
 	"testing"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
 )
 
 // failingStore is a StateStore whose writes fail while broken is set.
@@ -163,5 +165,32 @@ func TestServerStoreFailureRefusesChange(t *testing.T) {
 	}
 	if g, _ := fs.LoadGroups(); !slices.Equal(g[6], []uint16{1, 2}) {
 		t.Errorf("stored %v", g)
+	}
+}
+
+// With a store, the collector shows its writes; the store_unavailable
+// refusals are counted among the API errors by the API.
+func TestStoreWritesMetric(t *testing.T) {
+	topo := testbed(t, "failover.yaml")
+	fs := &failingStore{groups: map[uint32][]uint16{}}
+	s, err := NewServer(topo, ServerOptions{Switches: []string{"leaf1"}, Store: fs})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.SetGroup(1, []uint16{1}, 0); err != nil {
+		t.Fatal(err)
+	}
+	fs.broken = true
+	if _, err := s.SetGroup(2, []uint16{1}, 0); err == nil {
+		t.Fatal("write to a broken store accepted")
+	}
+	want := `
+# HELP sparsecast_control_store_writes_total Group changes written to the state store (failed: the change was refused with HTTP 503).
+# TYPE sparsecast_control_store_writes_total counter
+sparsecast_control_store_writes_total{result="failed"} 1
+sparsecast_control_store_writes_total{result="ok"} 1
+`
+	if err := testutil.CollectAndCompare(s.Collector(), strings.NewReader(want), "sparsecast_control_store_writes_total"); err != nil {
+		t.Fatal(err)
 	}
 }

@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
 
@@ -185,6 +186,13 @@ func TestEtcdStoreTwoControls(t *testing.T) {
 		t.Fatal("refused group 8 exists")
 	}
 	eventually(t, "A's store disconnected", func() bool { h := a.Status().Store; return h != nil && !h.Connected && h.Error != "" })
+	if err := testutil.CollectAndCompare(a.Collector(), strings.NewReader(`
+# HELP sparsecast_control_store_connected 1 while the shared store (etcd) answers, 0 while it does not (group changes are refused).
+# TYPE sparsecast_control_store_connected gauge
+sparsecast_control_store_connected 0
+`), "sparsecast_control_store_connected"); err != nil {
+		t.Error(err)
+	}
 
 	// Back: a write through B reaches A, and both are caught up.
 	e.start()
