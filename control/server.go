@@ -146,10 +146,12 @@ type Server struct {
 	// shared is Store when other control processes share it (etcd);
 	// remote holds the port states they reported for the switches not
 	// served here, by switch name and port index.
-	shared  sharedStore
-	remote  map[string][]portState
-	latency histogram
-	apiErrs [numAPIClasses]atomic.Uint64
+	shared sharedStore
+	remote map[string][]portState
+	// storeRev is the last shared store revision applied from the watch.
+	storeRev int64
+	latency  histogram
+	apiErrs  [numAPIClasses]atomic.Uint64
 	// storeWrites counts state store writes: ok, failed.
 	storeWrites [2]atomic.Uint64
 	wake        chan struct{}
@@ -298,6 +300,7 @@ func (s *Server) setRemoteLink(r LinkReport) {
 func (s *Server) applyStoreChange(c StoreChange) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.storeRev = max(s.storeRev, c.Revision)
 	switch {
 	case c.Full:
 		var ops []GroupOp
@@ -762,10 +765,11 @@ func (s *Server) change(id uint32, arrival uint64, plan func(cur []uint16, ok bo
 	if err != nil {
 		return nil, err
 	}
+	var rev int64
 	if len(c.ops) > 0 && s.opts.Store != nil {
 		switch {
 		case s.shared != nil:
-			err = s.shared.PutGroupIf(id, cur, ok, c.next, c.del)
+			rev, err = s.shared.PutGroupIf(id, cur, ok, c.next, c.del)
 		case c.del:
 			err = s.opts.Store.DeleteGroup(id)
 		default:
@@ -783,12 +787,10 @@ func (s *Server) change(id uint32, arrival uint64, plan func(cur []uint16, ok bo
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.shared != nil {
-		// The watch may have brought the change back already.
-		now, has := s.groups[id]
-		if (c.del && !has) || (!c.del && has && slices.Equal(now, c.next)) {
-			c.ops = nil
-		}
+	if s.shared != nil && s.storeRev >= rev {
+		// The watch has brought this change back already, and maybe later
+		// ones to the group: applying it again would undo those.
+		c.ops = nil
 	}
 	if len(c.ops) > 0 {
 		if c.del {

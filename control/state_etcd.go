@@ -113,8 +113,9 @@ type StoreHealth struct {
 type sharedStore interface {
 	StateStore
 	// PutGroupIf writes next (del: deletes) if the store still holds cur
-	// (curOK false: no such group), else returns ErrStateConflict.
-	PutGroupIf(id uint32, cur []uint16, curOK bool, next []uint16, del bool) error
+	// (curOK false: no such group), else returns ErrStateConflict; it
+	// returns the write's revision.
+	PutGroupIf(id uint32, cur []uint16, curOK bool, next []uint16, del bool) (int64, error)
 	// LoadLinks returns the link states loaded with LoadGroups.
 	LoadLinks() []LinkReport
 	// ReportLink queues a port's state for writing; it never blocks.
@@ -304,7 +305,7 @@ func (e *EtcdStore) noteErr(err error) {
 }
 
 // PutGroupIf writes a group if it still holds cur.
-func (e *EtcdStore) PutGroupIf(id uint32, cur []uint16, curOK bool, next []uint16, del bool) error {
+func (e *EtcdStore) PutGroupIf(id uint32, cur []uint16, curOK bool, next []uint16, del bool) (int64, error) {
 	key := e.groupKey(id)
 	cmp := clientv3.Compare(clientv3.CreateRevision(key), "=", 0)
 	if curOK {
@@ -323,13 +324,13 @@ func (e *EtcdStore) PutGroupIf(id uint32, cur []uint16, curOK bool, next []uint1
 		}
 		err = fmt.Errorf("%s: %w", e.where, err)
 		e.noteErr(err)
-		return err
+		return 0, err
 	}
 	e.noteErr(nil)
 	if !resp.Succeeded {
-		return ErrStateConflict
+		return 0, ErrStateConflict
 	}
-	return nil
+	return resp.Header.Revision, nil
 }
 
 // PutGroup writes a group whatever the store holds.

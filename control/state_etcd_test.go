@@ -214,16 +214,16 @@ sparsecast_control_store_connected 0
 func TestEtcdStoreConflict(t *testing.T) {
 	e := startEtcd(t)
 	s := openEtcd(t, e, "/t2/")
-	if err := s.PutGroupIf(5, nil, false, []uint16{1}, false); err != nil {
+	if _, err := s.PutGroupIf(5, nil, false, []uint16{1}, false); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.PutGroupIf(5, nil, false, []uint16{2}, false); !errors.Is(err, ErrStateConflict) {
+	if _, err := s.PutGroupIf(5, nil, false, []uint16{2}, false); !errors.Is(err, ErrStateConflict) {
 		t.Fatalf("create over an existing group: %v", err)
 	}
-	if err := s.PutGroupIf(5, []uint16{3}, true, []uint16{2}, false); !errors.Is(err, ErrStateConflict) {
+	if _, err := s.PutGroupIf(5, []uint16{3}, true, []uint16{2}, false); !errors.Is(err, ErrStateConflict) {
 		t.Fatalf("change from a stale value: %v", err)
 	}
-	if err := s.PutGroupIf(5, []uint16{1}, true, nil, true); err != nil {
+	if _, err := s.PutGroupIf(5, []uint16{1}, true, nil, true); err != nil {
 		t.Fatal(err)
 	}
 	g, err := s.LoadGroups()
