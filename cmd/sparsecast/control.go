@@ -145,6 +145,7 @@ func controlRun(ctx context.Context, o *ControlRunOptions) error {
 	}
 	fmt.Fprintf(o.Log, "control ready: %d switches (%s), %d receivers, rings in %s, API %s, metrics %s\n",
 		len(served), strings.Join(served, ","), len(topo.Receivers()), o.RingDir, o.API, metricsAt)
+	go superviseSystemd(ctx, o.Log, fmt.Sprintf("serving %d switches, API %s", len(served), o.API), func() []uint64 { return []uint64{srv.Rounds()} })
 	runErr := srv.Run(ctx)
 	cancel()
 	apiErr := <-apiDone

@@ -6,7 +6,6 @@ import (
 	"crypto/sha256"
 	"encoding/binary"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -392,9 +391,7 @@ func runSend(ctx context.Context, o *SendOptions) error {
 
 func printSend(w io.Writer, asJSON bool, s SendSummary) error {
 	if asJSON {
-		enc := json.NewEncoder(w)
-		enc.SetIndent("", "  ")
-		return enc.Encode(s)
+		return printJSON(w, s)
 	}
 	seqs := "none"
 	if s.Packets > 0 {
@@ -648,9 +645,7 @@ func runRecvReliable(ctx context.Context, o *RecvOptions) error {
 		sum.OK = false
 	}
 	if o.JSON {
-		enc := json.NewEncoder(o.Out)
-		enc.SetIndent("", "  ")
-		if perr := enc.Encode(sum); perr != nil && err == nil {
+		if perr := printJSON(o.Out, sum); perr != nil && err == nil {
 			err = perr
 		}
 	} else {
@@ -711,9 +706,7 @@ func runRecv(ctx context.Context, o *RecvOptions) error {
 
 func printRecv(w io.Writer, asJSON bool, rep *endpoint.Report) error {
 	if asJSON {
-		enc := json.NewEncoder(w)
-		enc.SetIndent("", "  ")
-		return enc.Encode(rep)
+		return printJSON(w, rep)
 	}
 	fmt.Fprintf(w, "receiver %d on %s: %d DATA packets in %v (stopped: %s); set check %s; %d malformed, %d feedback ignored\n",
 		rep.ID, rep.Listen, rep.Data, rep.Elapsed.Round(time.Millisecond), rep.StopReason, rep.SetCheck, rep.Malformed, rep.Feedback)
@@ -1017,9 +1010,7 @@ func runSendMoE(ctx context.Context, o *SendOptions) error {
 
 func printTransfer(w io.Writer, asJSON bool, s TransferSummary) error {
 	if asJSON {
-		enc := json.NewEncoder(w)
-		enc.SetIndent("", "  ")
-		return enc.Encode(s)
+		return printJSON(w, s)
 	}
 	what := fmt.Sprintf("%s (%d bytes, sha256 %s)", s.File, s.Bytes, s.SHA256)
 	if s.Mode == "moe" {
@@ -1152,9 +1143,7 @@ func benchFeedbackRun(ctx context.Context, o *BenchFeedbackOptions) error {
 		return err
 	}
 	if o.JSON {
-		enc := json.NewEncoder(o.Out)
-		enc.SetIndent("", "  ")
-		err = enc.Encode(r)
+		err = printJSON(o.Out, r)
 	} else {
 		fmt.Fprintf(o.Out, "%d receivers on %d leaves x %d spines (%s ports), loss %.3f, aggregation %v, %d-byte file\n",
 			r.Receivers, r.Leaves, r.Spines, r.Ports, r.Loss, r.Aggregate, r.Size)
