@@ -181,8 +181,17 @@ func TestInstall(t *testing.T) {
 	prefix := filepath.Join(tmp, "prefix")
 	units := filepath.Join(tmp, "units")
 	etc := filepath.Join(tmp, "etc")
+	man := filepath.Join(tmp, "man")
+	if err := os.MkdirAll(man, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for _, page := range []string{"sparsecast.1", "sparsecast-switch-run.1"} {
+		if err := os.WriteFile(filepath.Join(man, page), []byte(".TH TEST 1\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
 	cmd := exec.Command("bash", "install.sh", prefix)
-	cmd.Env = append(os.Environ(), "BINARY="+bin, "SYSTEMD_DIR="+units, "SYSCONFDIR="+etc,
+	cmd.Env = append(os.Environ(), "BINARY="+bin, "SYSTEMD_DIR="+units, "SYSCONFDIR="+etc, "MANPAGES="+man,
 		"SPARSECAST_NO_USER=1", "SPARSECAST_NO_RELOAD=1")
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("install.sh: %v\n%s", err, out)
@@ -190,12 +199,14 @@ func TestInstall(t *testing.T) {
 	for _, f := range []string{
 		prefix + "/bin/sparsecast", units + "/sparsecast-switch@.service", units + "/sparsecast-control@.service",
 		etc + "/sparsecast/switch-32port.yaml.example", prefix + "/share/sparsecast/grafana-sparsecast.json",
+		prefix + "/share/man/man1/sparsecast.1", prefix + "/share/man/man1/sparsecast-switch-run.1",
 	} {
 		if _, err := os.Stat(f); err != nil {
 			t.Errorf("not installed: %v", err)
 		}
 	}
 	sw := readUnit(t, units+"/sparsecast-switch@.service")
+	ctl := readUnit(t, units+"/sparsecast-control@.service")
 	if !strings.HasPrefix(sw["ExecStart"][0], prefix+"/bin/sparsecast switch run --config /etc/sparsecast/%i.yaml") {
 		t.Errorf("switch ExecStart = %q", sw["ExecStart"])
 	}
@@ -209,7 +220,12 @@ func TestInstall(t *testing.T) {
 			t.Errorf("switch %s = %v, want %v", key, got, want)
 		}
 	}
-	for _, key := range []string{"NoNewPrivileges", "ProtectSystem", "ProtectHome", "RestrictAddressFamilies", "ExecReload"} {
+	for _, unit := range []map[string][]string{sw, ctl} {
+		if strings.Join(unit["Type"], "") != "notify" || len(unit["WatchdogSec"]) == 0 {
+			t.Errorf("units are Type=notify with a WatchdogSec (sdnotify.go): %v %v", unit["Type"], unit["WatchdogSec"])
+		}
+	}
+	for _, key := range []string{"NoNewPrivileges", "ProtectSystem", "ProtectHome", "RestrictAddressFamilies", "ExecReload", "SystemCallFilter"} {
 		if len(sw[key]) == 0 {
 			t.Errorf("switch unit lacks %s", key)
 		}
@@ -217,7 +233,6 @@ func TestInstall(t *testing.T) {
 	if !strings.Contains(strings.Join(sw["RestrictAddressFamilies"], " "), "AF_PACKET") {
 		t.Errorf("switch unit must allow AF_PACKET: %v", sw["RestrictAddressFamilies"])
 	}
-	ctl := readUnit(t, units+"/sparsecast-control@.service")
 	if !strings.HasPrefix(ctl["ExecStart"][0], prefix+"/bin/sparsecast control run --topology /etc/sparsecast/%i.fabric.yaml") {
 		t.Errorf("control ExecStart = %q", ctl["ExecStart"])
 	}
@@ -235,6 +250,11 @@ func TestInstall(t *testing.T) {
 	if out, err := cmd.CombinedOutput(); err == nil || !strings.Contains(string(out), "run make build first") {
 		t.Errorf("missing binary: %v %s", err, out)
 	}
+	cmd = exec.Command("bash", "install.sh", prefix)
+	cmd.Env = append(os.Environ(), "BINARY="+bin, "MANPAGES="+filepath.Join(tmp, "no-man"))
+	if out, err := cmd.CombinedOutput(); err == nil || !strings.Contains(string(out), "run make man first") {
+		t.Errorf("missing man pages: %v %s", err, out)
+	}
 
 	if sa, err := exec.LookPath("systemd-analyze"); err == nil {
 		// verify needs instances; the %i config need not exist (Condition).
@@ -250,6 +270,20 @@ func TestInstall(t *testing.T) {
 			out, err := exec.Command(sa, "verify", "--man=no", filepath.Join(filepath.Dir(inst), u)+":"+filepath.Base(inst)).CombinedOutput()
 			if err != nil {
 				t.Errorf("systemd-analyze verify %s: %v\n%s", u, err, out)
+			}
+			// The issue's bar: exposure at most 2.5 for both units.
+			out, err = exec.Command(sa, "security", "--offline=true", "--no-pager", filepath.Join(units, u)).CombinedOutput()
+			if err != nil {
+				t.Errorf("systemd-analyze security %s: %v\n%s", u, err, out)
+				continue
+			}
+			m := regexp.MustCompile(`Overall exposure level for \S+: ([0-9.]+)`).FindSubmatch(out)
+			if m == nil {
+				t.Errorf("systemd-analyze security %s: no overall exposure in\n%s", u, out)
+				continue
+			}
+			if x, _ := strconv.ParseFloat(string(m[1]), 64); x > 2.5 {
+				t.Errorf("%s: exposure %s, want at most 2.5:\n%s", u, m[1], out)
 			}
 		}
 	}
