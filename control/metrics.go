@@ -20,9 +20,11 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
 
@@ -66,7 +68,7 @@ func newControlDesc(name, help string, labels ...string) *prometheus.Desc {
 
 var (
 	pushesDesc = newControlDesc("pushes_total",
-		"Batches pushed to a switch's command ring, by kind (full resync, route delta, group delta).", "switch", "kind")
+		"Batches pushed to a switch's command ring, by kind: full (a full resync), routes (a route delta), groups (a group delta).", "switch", "kind")
 	appliedDesc = newControlDesc("generation_applied",
 		"The generation a switch's dataplane last applied.", "switch")
 	depthDesc = newControlDesc("ring_depth",
@@ -78,7 +80,7 @@ var (
 	rejectedDesc = newControlDesc("rejected_batches_total",
 		"Batches a switch's dataplane rejected (each is followed by a full resync).", "switch")
 	apiErrorsDesc = newControlDesc("api_errors_total",
-		"API requests refused, by error class.", "class")
+		"API requests refused, by error class: "+strings.Join(apiClasses[:], ", ")+".", "class")
 )
 
 // Collector returns a Prometheus collector over the server.
@@ -119,7 +121,13 @@ func (c *serverCollector) Collect(ch chan<- prometheus.Metric) {
 // and returns the address it listens on.
 func ServeMetrics(ctx context.Context, addr string, cs ...prometheus.Collector) (net.Addr, error) {
 	reg := prometheus.NewRegistry()
-	for _, c := range cs {
+	// The process and Go runtime collectors, as the switch's /metrics has
+	// them: process_start_time_seconds for restart alerts, memory, fds.
+	all := append([]prometheus.Collector{
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+	}, cs...)
+	for _, c := range all {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}
@@ -129,7 +137,7 @@ func ServeMetrics(ctx context.Context, addr string, cs ...prometheus.Collector) 
 		return nil, fmt.Errorf("metrics: %w", err)
 	}
 	mux := http.NewServeMux()
-	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	mux.Handle("/metrics", promhttp.InstrumentMetricHandler(reg, promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg})))
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	go func() {
 		<-ctx.Done()
