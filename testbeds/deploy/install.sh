@@ -7,7 +7,7 @@
 #   $SYSTEMD_DIR/sparsecast-{switch,control}@.service   (default /etc/systemd/system)
 #   $SYSCONFDIR/sparsecast/switch-32port.yaml.example   (default /etc; never
 #                                               overwrites a config)
-#   PREFIX/share/sparsecast/grafana-sparsecast.json
+#   PREFIX/share/sparsecast/grafana-sparsecast.json, sparsecast-alerts.yml
 #   $MANDIR/man1/sparsecast*.1                  (default PREFIX/share/man)
 #
 # Environment: DESTDIR (staging root, for packaging), BINARY (default
@@ -54,6 +54,7 @@ done
 run install -d -m 0755 "$destdir$sysconfdir/sparsecast"
 run install -m 0644 "$here/switch-32port.yaml" "$destdir$sysconfdir/sparsecast/switch-32port.yaml.example"
 run install -D -m 0644 "$here/grafana-sparsecast.json" "$destdir$prefix/share/sparsecast/grafana-sparsecast.json"
+run install -m 0644 "$here/sparsecast-alerts.yml" "$destdir$prefix/share/sparsecast/sparsecast-alerts.yml"
 run install -d -m 0755 "$destdir$mandir/man1"
 run install -m 0644 "$manpages"/*.1 "$destdir$mandir/man1/"
 
