@@ -33,9 +33,13 @@ func superviseSystemd(ctx context.Context, log io.Writer, status string, progres
 	if os.Getenv("NOTIFY_SOCKET") == "" {
 		return
 	}
+	// A notify socket that fails once (a stale NOTIFY_SOCKET) is reported
+	// once, not on every ping.
+	warned := false
 	notify := func(state string) {
-		if _, err := daemon.SdNotify(false, state); err != nil {
-			fmt.Fprintf(log, "systemd notify %q: %v\n", state, err)
+		if _, err := daemon.SdNotify(false, state); err != nil && !warned {
+			warned = true
+			fmt.Fprintf(log, "systemd notify %q: %v (further failures not logged)\n", state, err)
 		}
 	}
 	// READY=1 only when every worker has done a round since now: ports,
