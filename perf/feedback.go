@@ -45,6 +45,9 @@ type FeedbackOptions struct {
 	// the sender as it was before either).
 	FECBlock     int
 	RepairWindow time.Duration
+	// Prefix names the veth lab's namespaces (BenchFeedbackVeth only;
+	// default FeedbackVethPrefix), so that runs do not collide.
+	Prefix string
 }
 
 // defaults fills the zero fields and checks the rest.

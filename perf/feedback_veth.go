@@ -12,7 +12,8 @@
 //  4. The counts come from the sender's --json summary, the receivers'
 //     reports and each switch's metrics endpoint.
 //
-// The namespaces ("scfb-") and processes are removed afterwards.
+// The namespaces ("scfb-", or FeedbackOptions.Prefix) and processes are
+// removed afterwards.
 package perf
 
 import (
@@ -101,9 +102,24 @@ func BenchFeedbackVeth(ctx context.Context, o FeedbackOptions, bin string, log f
 	if err != nil {
 		return nil, err
 	}
-	defer os.RemoveAll(dir)
+	defer func() {
+		// A failed run keeps its evidence: every process's log, the
+		// sender's and receivers' reports and the switches' metrics.
+		if res != nil && !res.DeliveredOK {
+			res.Errors = append(res.Errors, "logs, reports and switch metrics kept in "+dir)
+			return
+		}
+		os.RemoveAll(dir)
+	}()
 	agg := o.Aggregate
-	f, err := lab.StartFabric(ctx, lab.FabricOptions{Topology: topo, Binary: bin, Prefix: FeedbackVethPrefix, Dir: dir,
+	prefix := o.Prefix
+	if prefix == "" {
+		prefix = FeedbackVethPrefix
+	}
+	if err := lab.CheckPrefix(prefix); err != nil {
+		return nil, fmt.Errorf("bench feedback --veth: %w", err)
+	}
+	f, err := lab.StartFabric(ctx, lab.FabricOptions{Topology: topo, Binary: bin, Prefix: prefix, Dir: dir,
 		Faults: faults, Aggregate: &agg, Log: log})
 	if err != nil {
 		return nil, err

@@ -26,6 +26,7 @@ import (
 	"github.com/sparsecast/sparsecast/dataplane/endpoint"
 	"github.com/sparsecast/sparsecast/headers"
 	"github.com/sparsecast/sparsecast/perf"
+	"github.com/sparsecast/sparsecast/testbeds/lab"
 )
 
 // SendOptions are `sparsecast send`'s flags, checked by NewCmdSend before
@@ -1088,6 +1089,7 @@ type BenchFeedbackOptions struct {
 	// sparsecast binary its processes run.
 	Veth   bool
 	Binary string
+	Prefix string
 	// FECBlock and RepairWindow tune the sender (in-memory fabric only).
 	FECBlock     int
 	RepairWindow time.Duration
@@ -1131,6 +1133,11 @@ size this 2-core class of machine runs in about a minute).`,
 				if err := defaultBinary(&o.Binary); err != nil {
 					return err
 				}
+				if err := lab.CheckPrefix(o.Prefix); err != nil {
+					return fmt.Errorf("--prefix: %w", err)
+				}
+			} else if cmd.Flags().Changed("prefix") {
+				return fmt.Errorf("--prefix names the veth lab's namespaces: it needs --veth")
 			}
 			if runF != nil {
 				return runF(o)
@@ -1150,6 +1157,7 @@ size this 2-core class of machine runs in about a minute).`,
 	f.BoolVar(&o.JSON, "json", false, "print JSON")
 	f.BoolVar(&o.Veth, "veth", false, "run the fabric as the veth lab (root): a process and a namespace per switch and host")
 	f.StringVar(&o.Binary, "binary", "", "sparsecast binary for the lab processes with --veth (default: this one)")
+	f.StringVar(&o.Prefix, "prefix", perf.FeedbackVethPrefix, "namespace prefix of the --veth lab (two runs at once need two prefixes)")
 	f.IntVar(&o.FECBlock, "fec-block", 0, "packets per parity block at the sender (0: default 32; -1: no parity repairs; in-memory fabric only)")
 	f.DurationVar(&o.RepairWindow, "repair-window", 0, "bound of the sender's repair hold (0: default 20ms; negative: no merging; in-memory fabric only)")
 	return cmd
@@ -1162,7 +1170,7 @@ func benchFeedbackRun(ctx context.Context, o *BenchFeedbackOptions) error {
 	po := perf.FeedbackOptions{
 		Receivers: o.Receivers, Loss: o.Loss, Aggregate: o.Aggregate, Size: o.Size,
 		Spines: o.Spines, HostsPerLeaf: o.PerLeaf, Seed: o.Seed, Timeout: o.Timeout,
-		FECBlock: o.FECBlock, RepairWindow: o.RepairWindow,
+		FECBlock: o.FECBlock, RepairWindow: o.RepairWindow, Prefix: o.Prefix,
 	}
 	var r *perf.FeedbackResult
 	var err error
