@@ -46,8 +46,10 @@ type FeedbackOptions struct {
 	FECBlock     int
 	RepairWindow time.Duration
 	// Prefix names the veth lab's namespaces (BenchFeedbackVeth only;
-	// default FeedbackVethPrefix), so that runs do not collide.
+	// default FeedbackVethPrefix), so that runs do not collide; Window is
+	// the veth lab sender's and receivers' --window (0: theirs).
 	Prefix string
+	Window int
 }
 
 // defaults fills the zero fields and checks the rest.

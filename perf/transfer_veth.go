@@ -256,25 +256,19 @@ func benchCapacity(ctx context.Context, f *lab.Fabric, o *TransferBenchOptions, 
 		if err != nil {
 			return CapacityStep{}, fmt.Errorf("bench transfer: capacity step at %.0f packets/s: %w", rate, err)
 		}
-		cs := CapacityStep{RatePPS: rate, SentPPS: st.PPS, Sent: st.Sent, Loss: map[string]float64{}, CarriedPPS: st.PPS}
-		sending := 0.0
-		if st.PPS > 0 {
-			sending = float64(st.Sent) / st.PPS
-		}
+		cs := CapacityStep{RatePPS: rate, SentPPS: st.PPS, Sent: st.Sent, Loss: map[string]float64{}}
+		counts := make([]lab.ReceiverCount, 0, len(rcv))
 		for _, h := range rcv {
 			c := st.Receivers[h.ID]
+			counts = append(counts, c)
 			loss := 1.0
 			if st.Sent > 0 {
 				loss = float64(c.Lost) / float64(st.Sent)
 			}
 			cs.Loss[h.Name] = loss
 			cs.WorstLoss = max(cs.WorstLoss, loss)
-			growth := (c.LatencyMax - c.LatencyMin).Seconds()
-			cs.DelayGrowthMs = max(cs.DelayGrowthMs, growth*1e3)
-			if span := sending + growth; span > 0 {
-				cs.CarriedPPS = min(cs.CarriedPPS, float64(c.Received)/span)
-			}
 		}
+		cs.CarriedPPS, cs.DelayGrowthMs = carried(st.Sent, st.PPS, counts)
 		cs.OK = st.Sent > 0 && cs.WorstLoss <= o.MaxLoss
 		cs.MBps = cs.CarriedPPS * CapacityPayload / 1e6
 		o.Log("   %8.0f packets/s asked (0: unpaced), %8.0f sent, %8.0f carried (delay grew %.0f ms): worst loss %.4f%% (%s)",
@@ -332,6 +326,26 @@ func benchCapacity(ctx context.Context, f *lab.Fabric, o *TransferBenchOptions, 
 		}
 	}
 	return nil
+}
+
+// carried is the rate the slowest of the receivers got a stream's packets
+// at, and the largest growth of their one-way delay in milliseconds: sent
+// packets at pps took sent/pps seconds to send, and a receiver's arrivals
+// spanned at most that plus its delay's growth (latest minus earliest), so
+// received over that span is the least rate it got them at. Never more than
+// pps; 0 when nothing was sent.
+func carried(sent uint64, pps float64, counts []lab.ReceiverCount) (carriedPPS, growthMs float64) {
+	if sent == 0 || pps <= 0 {
+		return 0, 0
+	}
+	sending := float64(sent) / pps
+	carriedPPS = pps
+	for _, c := range counts {
+		growth := max(c.LatencyMax-c.LatencyMin, 0).Seconds()
+		growthMs = max(growthMs, growth*1e3)
+		carriedPPS = min(carriedPPS, float64(c.Received)/(sending+growth))
+	}
+	return carriedPPS, growthMs
 }
 
 // Table renders a result for people.

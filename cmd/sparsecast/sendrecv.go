@@ -1090,6 +1090,7 @@ type BenchFeedbackOptions struct {
 	Veth   bool
 	Binary string
 	Prefix string
+	Window int // the veth lab endpoints' --window
 	// FECBlock and RepairWindow tune the sender (in-memory fabric only).
 	FECBlock     int
 	RepairWindow time.Duration
@@ -1136,8 +1137,11 @@ size this 2-core class of machine runs in about a minute).`,
 				if err := lab.CheckPrefix(o.Prefix); err != nil {
 					return fmt.Errorf("--prefix: %w", err)
 				}
-			} else if cmd.Flags().Changed("prefix") {
-				return fmt.Errorf("--prefix names the veth lab's namespaces: it needs --veth")
+				if err := checkWindow(o.Window); err != nil {
+					return err
+				}
+			} else if cmd.Flags().Changed("prefix") || cmd.Flags().Changed("window") {
+				return fmt.Errorf("--prefix and --window apply to the veth lab: they need --veth")
 			}
 			if runF != nil {
 				return runF(o)
@@ -1158,6 +1162,7 @@ size this 2-core class of machine runs in about a minute).`,
 	f.BoolVar(&o.Veth, "veth", false, "run the fabric as the veth lab (root): a process and a namespace per switch and host")
 	f.StringVar(&o.Binary, "binary", "", "sparsecast binary for the lab processes with --veth (default: this one)")
 	f.StringVar(&o.Prefix, "prefix", perf.FeedbackVethPrefix, "namespace prefix of the --veth lab (two runs at once need two prefixes)")
+	f.IntVar(&o.Window, "window", perf.FeedbackVethWindow, "--veth: the sender's and receivers' --window (send's own default is 8192)")
 	f.IntVar(&o.FECBlock, "fec-block", 0, "packets per parity block at the sender (0: default 32; -1: no parity repairs; in-memory fabric only)")
 	f.DurationVar(&o.RepairWindow, "repair-window", 0, "bound of the sender's repair hold (0: default 20ms; negative: no merging; in-memory fabric only)")
 	return cmd
@@ -1170,7 +1175,7 @@ func benchFeedbackRun(ctx context.Context, o *BenchFeedbackOptions) error {
 	po := perf.FeedbackOptions{
 		Receivers: o.Receivers, Loss: o.Loss, Aggregate: o.Aggregate, Size: o.Size,
 		Spines: o.Spines, HostsPerLeaf: o.PerLeaf, Seed: o.Seed, Timeout: o.Timeout,
-		FECBlock: o.FECBlock, RepairWindow: o.RepairWindow, Prefix: o.Prefix,
+		FECBlock: o.FECBlock, RepairWindow: o.RepairWindow, Prefix: o.Prefix, Window: o.Window,
 	}
 	var r *perf.FeedbackResult
 	var err error

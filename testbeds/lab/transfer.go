@@ -82,6 +82,9 @@ type TransferOptions struct {
 	// MaxRate caps the sender (packets per second; default 0: its own
 	// congestion control).
 	MaxRate float64
+	// Window, if set, is the sender's and every receiver's --window
+	// (default: theirs).
+	Window int
 	// Spoofer names a host outside the receiver set that forges ACKs for
 	// the receivers throughout the transfer (their own ACKs and aggregates
 	// naming all of them, at sequence numbers across the file), sent to its
@@ -407,7 +410,7 @@ func TransferOn(ctx context.Context, f *Fabric, o TransferOptions) (res *Transfe
 			}
 		}
 		out := &bytes.Buffer{}
-		p, err := launchFileReceiver(f, o.Binary, fh, dir, 1, o.Timeout, out)
+		p, err := launchFileReceiver(f, o.Binary, fh, dir, 1, o.Timeout, out, o.Window)
 		if err != nil {
 			return nil, fmt.Errorf("transfer: %w", err)
 		}
@@ -439,6 +442,9 @@ func TransferOn(ctx context.Context, f *Fabric, o TransferOptions) (res *Transfe
 	args := []string{"send", "--via", f.GatewayAddr(o.Sender), "--listen", f.ListenAddr(o.Sender),
 		"--to", strings.Join(ids, ","), "--source-id", strconv.Itoa(int(sender.ID)), "--session", strconv.Itoa(int(session)),
 		"--give-up", transferGiveUp(o.Timeout).String(), "--json"}
+	if o.Window > 0 {
+		args = append(args, "--window", strconv.Itoa(o.Window))
+	}
 	if o.MaxRate > 0 {
 		args = append(args, "--max-rate", strconv.FormatFloat(o.MaxRate, 'f', -1, 64))
 	}
@@ -802,7 +808,7 @@ func writeCheckpoint(path string, size int, seed uint64) ([]byte, error) {
 // its report to out and its log to recv-NAME.log, and waits until it
 // listens.
 func startFileReceiver(ctx context.Context, f *Fabric, bin string, h *FabricHost, dir string, files int, wait time.Duration, out io.Writer) (*Proc, error) {
-	p, err := launchFileReceiver(f, bin, h, dir, files, wait, out)
+	p, err := launchFileReceiver(f, bin, h, dir, files, wait, out, 0)
 	if err != nil {
 		return nil, err
 	}
@@ -814,15 +820,20 @@ func startFileReceiver(ctx context.Context, f *Fabric, bin string, h *FabricHost
 
 // launchFileReceiver starts startFileReceiver's receiver without waiting
 // for it to listen (a caller starting several waits for them together).
-func launchFileReceiver(f *Fabric, bin string, h *FabricHost, dir string, files int, wait time.Duration, out io.Writer) (*Proc, error) {
+// A window above 0 is its --window.
+func launchFileReceiver(f *Fabric, bin string, h *FabricHost, dir string, files int, wait time.Duration, out io.Writer, window int) (*Proc, error) {
 	errLog, err := os.Create(filepath.Join(f.Dir, "recv-"+h.Name+".log"))
 	if err != nil {
 		return nil, err
 	}
 	defer errLog.Close() // the process has its own descriptor
-	return f.Lab.Start(h.NS, "recv "+h.Name, out, errLog, bin, "recv",
+	args := []string{bin, "recv",
 		"--id", strconv.Itoa(int(h.ID)), "--listen", f.ListenAddr(h.Name), "--via", f.GatewayAddr(h.Name),
-		"--out", dir, "--files", strconv.Itoa(files), "--linger", "2s", "--duration", wait.String(), "--json")
+		"--out", dir, "--files", strconv.Itoa(files), "--linger", "2s", "--duration", wait.String(), "--json"}
+	if window > 0 {
+		args = append(args, "--window", strconv.Itoa(window))
+	}
+	return f.Lab.Start(h.NS, "recv "+h.Name, out, errLog, args...)
 }
 
 // StorageHosts picks a checkpoint's source and n storage hosts: the first
