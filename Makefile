@@ -4,14 +4,28 @@ GO       ?= go
 BIN      := bin/sparsecast
 FUZZTIME ?= 15s
 
-.PHONY: build build-dpdk test test-unit test-fuzz test-lab test-trex test-dissector test-sriov test-deploy test-dpdk vet fmt-check demo bench bench-dpdk bench-veth bench-sweep bench-sweep-dpdk install clean
+.PHONY: man build build-dpdk test test-unit test-fuzz test-lab test-trex test-dissector test-sriov test-deploy test-dpdk vet fmt-check demo bench bench-dpdk bench-veth bench-sweep bench-sweep-dpdk install clean
+
+# What `sparsecast version` reports when the toolchain stamps no VCS info
+# (GOFLAGS=-buildvcs=false, a tree without git): the commit, git describe,
+# uncommitted changes, and the build time (SOURCE_DATE_EPOCH when set).
+GIT_COMMIT   := $(shell git rev-parse HEAD 2>/dev/null)
+GIT_DESCRIBE := $(shell git describe --tags --always --dirty 2>/dev/null)
+GIT_MODIFIED := $(shell test -n "$$(git status --porcelain --untracked-files=no 2>/dev/null)" && echo true || echo false)
+BUILD_TIME   := $(shell date -u -d "@$${SOURCE_DATE_EPOCH:-$$(date +%s)}" +%Y-%m-%dT%H:%M:%SZ)
+VERSION_LDFLAGS := -X main.buildCommit=$(GIT_COMMIT) -X main.buildVersion=$(GIT_DESCRIBE) \
+	-X main.buildModified=$(GIT_MODIFIED) -X main.buildTime=$(BUILD_TIME)
 
 build:
-	$(GO) build -o $(BIN) ./cmd/sparsecast
+	$(GO) build -ldflags '$(VERSION_LDFLAGS)' -o $(BIN) ./cmd/sparsecast
 
 # The same binary with the DPDK backend (needs libdpdk-dev).
 build-dpdk:
-	$(GO) build -tags dpdk -o $(BIN) ./cmd/sparsecast
+	$(GO) build -tags dpdk -ldflags '$(VERSION_LDFLAGS)' -o $(BIN) ./cmd/sparsecast
+
+# A man page per command, from the cobra tree (`sparsecast man`), in man/.
+man: build
+	rm -rf man.tmp && $(BIN) man --dir man.tmp && rm -rf man && mv man.tmp man
 
 # Every test: formatting, vet, unit tests (race detector on the packages with
 # concurrency), each fuzzer for a bounded time over its kept corpus, and the
@@ -82,9 +96,11 @@ test-dpdk:
 demo: build
 	bash testbeds/demo.sh
 
+# The binary, the systemd units and the man pages under DESTDIR/PREFIX
+# (`make install DESTDIR=/tmp/stage PREFIX=/usr` for a package).
 PREFIX ?= /usr/local
-install: build
-	bash testbeds/deploy/install.sh $(PREFIX)
+install: build man
+	DESTDIR='$(DESTDIR)' MANPAGES=man bash testbeds/deploy/install.sh $(PREFIX)
 
 bench: build
 	$(GO) test -run='^$$' -bench=. -benchmem ./headers ./dataplane

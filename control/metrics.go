@@ -24,9 +24,11 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
 
@@ -70,7 +72,7 @@ func newControlDesc(name, help string, labels ...string) *prometheus.Desc {
 
 var (
 	pushesDesc = newControlDesc("pushes_total",
-		"Batches pushed to a switch's command ring, by kind (full resync, route delta, group delta).", "switch", "kind")
+		"Batches pushed to a switch's command ring, by kind: full (a full resync), routes (a route delta), groups (a group delta).", "switch", "kind")
 	appliedDesc = newControlDesc("generation_applied",
 		"The generation a switch's dataplane last applied.", "switch")
 	depthDesc = newControlDesc("ring_depth",
@@ -82,9 +84,9 @@ var (
 	rejectedDesc = newControlDesc("rejected_batches_total",
 		"Batches a switch's dataplane rejected (each is followed by a full resync).", "switch")
 	apiErrorsDesc = newControlDesc("api_errors_total",
-		"API requests refused, by error class.", "class")
+		"API requests refused, by error class: "+strings.Join(apiClasses[:], ", ")+".", "class")
 	storeWritesDesc = newControlDesc("store_writes_total",
-		"Group changes written to the state store (failed: the change was refused with HTTP 503).", "result")
+		"Group changes written to the state store, by result: ok, failed (the change was refused with HTTP 503).", "result")
 	storeConnectedDesc = newControlDesc("store_connected",
 		"1 while the shared store (etcd) answers, 0 while it does not (group changes are refused).")
 	storeRevisionDesc = newControlDesc("store_revision",
@@ -141,7 +143,13 @@ func (c *serverCollector) Collect(ch chan<- prometheus.Metric) {
 // and returns the address it listens on.
 func ServeMetrics(ctx context.Context, addr string, cs ...prometheus.Collector) (net.Addr, error) {
 	reg := prometheus.NewRegistry()
-	for _, c := range cs {
+	// The process and Go runtime collectors, as the switch's /metrics has
+	// them: process_start_time_seconds for restart alerts, memory, fds.
+	all := append([]prometheus.Collector{
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+	}, cs...)
+	for _, c := range all {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}
@@ -151,7 +159,7 @@ func ServeMetrics(ctx context.Context, addr string, cs ...prometheus.Collector) 
 		return nil, fmt.Errorf("metrics: %w", err)
 	}
 	mux := http.NewServeMux()
-	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	mux.Handle("/metrics", promhttp.InstrumentMetricHandler(reg, promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg})))
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	go func() {
 		<-ctx.Done()

@@ -3,10 +3,13 @@ package control
 import (
 	"context"
 	"io"
+	"maps"
 	"net/http"
+	"slices"
 	"strings"
 	"testing"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 )
 
@@ -16,7 +19,7 @@ func (d *depthFake) Depths() (int, int) { return 3, 1 }
 
 // The exposition of a server in a known state, checked line by line.
 const wantMetrics = `
-# HELP sparsecast_control_api_errors_total API requests refused, by error class.
+# HELP sparsecast_control_api_errors_total API requests refused, by error class: unauthorized, bad_id, bad_body, bad_member, unknown_group, unknown_switch, group_limit, too_large, not_found, method_not_allowed, store_unavailable, conflict.
 # TYPE sparsecast_control_api_errors_total counter
 sparsecast_control_api_errors_total{class="bad_body"} 0
 sparsecast_control_api_errors_total{class="bad_id"} 0
@@ -34,7 +37,7 @@ sparsecast_control_api_errors_total{class="unknown_switch"} 0
 # TYPE sparsecast_control_generation_applied gauge
 sparsecast_control_generation_applied{switch="leaf1"} 12
 sparsecast_control_generation_applied{switch="spine1"} 0
-# HELP sparsecast_control_pushes_total Batches pushed to a switch's command ring, by kind (full resync, route delta, group delta).
+# HELP sparsecast_control_pushes_total Batches pushed to a switch's command ring, by kind: full (a full resync), routes (a route delta), groups (a group delta).
 # TYPE sparsecast_control_pushes_total counter
 sparsecast_control_pushes_total{kind="full",switch="leaf1"} 1
 sparsecast_control_pushes_total{kind="full",switch="spine1"} 0
@@ -121,4 +124,49 @@ func TestServeMetrics(t *testing.T) {
 	if !strings.Contains(string(body), `sparsecast_control_pushes_total{kind="full",switch="spine2"} 0`) {
 		t.Fatalf("scrape:\n%s", body)
 	}
+	// The process and Go collectors, as on the switch's /metrics.
+	for _, name := range []string{"process_start_time_seconds ", "go_goroutines ", "process_open_fds "} {
+		if !strings.Contains(string(body), "\n"+name) {
+			t.Errorf("scrape lacks %s", name)
+		}
+	}
+}
+
+// assertHelpListsLabelValues checks that the HELP of every metric names
+// each value its enumerated labels take (all but the free ones, whose
+// values come from the configuration: switch, port and worker names), so a
+// reader of /metrics learns the values without the source.
+func assertHelpListsLabelValues(t *testing.T, c prometheus.Collector, free ...string) {
+	t.Helper()
+	reg := prometheus.NewPedanticRegistry()
+	if err := reg.Register(c); err != nil {
+		t.Fatal(err)
+	}
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		missing := map[string]bool{}
+		for _, m := range mf.GetMetric() {
+			for _, lp := range m.GetLabel() {
+				if !slices.Contains(free, lp.GetName()) && !strings.Contains(mf.GetHelp(), lp.GetValue()) {
+					missing[lp.GetName()+"="+lp.GetValue()] = true
+				}
+			}
+		}
+		if len(missing) > 0 {
+			t.Errorf("%s: HELP %q does not list %v", mf.GetName(), mf.GetHelp(), slices.Sorted(maps.Keys(missing)))
+		}
+	}
+}
+
+func TestMetricsHelpListsLabelValues(t *testing.T) {
+	topo := testbed(t, "failover.yaml")
+	s, err := NewServer(topo, ServerOptions{Switches: []string{"spine1", "leaf1"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.byName["leaf1"].ring = &depthFake{}
+	assertHelpListsLabelValues(t, s.Collector(), "switch")
 }

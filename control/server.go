@@ -156,6 +156,9 @@ type Server struct {
 	storeWrites [2]atomic.Uint64
 	wake        chan struct{}
 	badEvent    uint64
+	// rounds counts Run's loop iterations: its liveness, for the systemd
+	// watchdog (Rounds).
+	rounds atomic.Uint64
 }
 
 type switchState struct {
@@ -434,6 +437,7 @@ func (s *Server) Run(ctx context.Context) error {
 		s.mu.Lock()
 		n := s.step(time.Now())
 		s.mu.Unlock()
+		s.rounds.Add(1)
 		if n > 0 {
 			sleep = s.opts.MinSleep
 			continue
@@ -449,6 +453,11 @@ func (s *Server) Run(ctx context.Context) error {
 		}
 	}
 }
+
+// Rounds is how many rounds Run has done over the served switches. Run
+// goes round at least every MaxSleep, so a count that stops moving means it
+// is stuck.
+func (s *Server) Rounds() uint64 { return s.rounds.Load() }
 
 func (s *Server) closeRings() {
 	s.mu.Lock()

@@ -185,7 +185,7 @@ func TestStoreWritesMetric(t *testing.T) {
 		t.Fatal("write to a broken store accepted")
 	}
 	want := `
-# HELP sparsecast_control_store_writes_total Group changes written to the state store (failed: the change was refused with HTTP 503).
+# HELP sparsecast_control_store_writes_total Group changes written to the state store, by result: ok, failed (the change was refused with HTTP 503).
 # TYPE sparsecast_control_store_writes_total counter
 sparsecast_control_store_writes_total{result="failed"} 1
 sparsecast_control_store_writes_total{result="ok"} 1

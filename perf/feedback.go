@@ -45,6 +45,11 @@ type FeedbackOptions struct {
 	// the sender as it was before either).
 	FECBlock     int
 	RepairWindow time.Duration
+	// Prefix names the veth lab's namespaces (BenchFeedbackVeth only;
+	// default FeedbackVethPrefix), so that runs do not collide; Window is
+	// the veth lab sender's and receivers' --window (0: theirs).
+	Prefix string
+	Window int
 }
 
 // defaults fills the zero fields and checks the rest.

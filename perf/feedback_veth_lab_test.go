@@ -6,6 +6,7 @@ package perf
 
 import (
 	"context"
+	"os"
 	"path/filepath"
 	"testing"
 	"time"
@@ -25,7 +26,7 @@ func TestBenchFeedbackVeth(t *testing.T) {
 	}
 	for _, agg := range []bool{true, false} {
 		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-		r, err := BenchFeedbackVeth(ctx, FeedbackOptions{Receivers: 4, HostsPerLeaf: 2, Loss: 0.05, Aggregate: agg, Size: 1 << 20}, bin, t.Logf)
+		r, err := BenchFeedbackVeth(ctx, FeedbackOptions{Receivers: 4, HostsPerLeaf: 2, Loss: 0.05, Aggregate: agg, Size: 1 << 20, Prefix: feedbackTestPrefix()}, bin, t.Logf)
 		cancel()
 		if err != nil {
 			t.Fatal(err)
@@ -44,4 +45,14 @@ func TestBenchFeedbackVeth(t *testing.T) {
 			t.Fatalf("aggregate %v: %d aggregated ACKs, %d NACKs suppressed", agg, r.AggregatedACKs, r.NACKsSuppressed)
 		}
 	}
+}
+
+// feedbackTestPrefix keeps runs of this test by several people on one
+// machine apart: SPARSECAST_LAB_PREFIX (as the lab tests use it) and
+// "fb-", or the benchmark's own prefix.
+func feedbackTestPrefix() string {
+	if p := os.Getenv("SPARSECAST_LAB_PREFIX"); p != "" {
+		return p + "fb-"
+	}
+	return FeedbackVethPrefix
 }

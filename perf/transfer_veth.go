@@ -9,9 +9,16 @@
 //     checkpoint` (lab.StorageHosts: h11 to h21, h31 and h41). Unreliable
 //     `sparsecast send` streams of 1400-byte payloads go to them for a
 //     step each, at rising rates: doubled from StartRate while every
-//     receiver loses at most MaxLoss, then bisected between the last
-//     good and the first bad rate. The capacity is the highest rate the
-//     sender achieved in a good step, times 1400 bytes.
+//     receiver loses at most MaxLoss, then bisected between the last good and the first bad rate. What a
+//     step carried is the rate its slowest receiver got the packets at:
+//     received over the arrival span, bounded by the sending time plus
+//     the growth of the one-way delay (latest minus earliest). A switch's
+//     receive ring holds 8,192 frames, so a one-second step at a rate the
+//     fabric cannot carry used to come through without loss, queued
+//     (at 10,000 packets/s the receivers saw 0.8 s of delay on average):
+//     counting the sent rate measured the rings, not the fabric. The
+//     capacity is the highest carried rate of a good step, times 1400
+//     bytes.
 //  3. Goodput: lab.TransferOn copies a Size file reliably (congestion
 //     control on) to the same receivers and checks every copy; goodput is
 //     the file's bytes over the sender's transfer time.
@@ -69,6 +76,12 @@ type CapacityStep struct {
 	// SentPPS is the rate the sender achieved, Sent its packets.
 	SentPPS float64 `json:"sent_pps"`
 	Sent    uint64  `json:"sent"`
+	// CarriedPPS is the rate the slowest receiver got its packets at
+	// (received over the sending time plus its delay's growth), and
+	// DelayGrowthMs the largest such growth: a fabric that queues what it
+	// cannot carry shows it here, not as loss.
+	CarriedPPS    float64 `json:"carried_pps"`
+	DelayGrowthMs float64 `json:"delay_growth_ms"`
 	// Loss is each receiver's lost fraction, WorstLoss the largest.
 	Loss      map[string]float64 `json:"loss"`
 	WorstLoss float64            `json:"worst_loss"`
@@ -244,23 +257,29 @@ func benchCapacity(ctx context.Context, f *lab.Fabric, o *TransferBenchOptions, 
 			return CapacityStep{}, fmt.Errorf("bench transfer: capacity step at %.0f packets/s: %w", rate, err)
 		}
 		cs := CapacityStep{RatePPS: rate, SentPPS: st.PPS, Sent: st.Sent, Loss: map[string]float64{}}
+		counts := make([]lab.ReceiverCount, 0, len(rcv))
 		for _, h := range rcv {
+			c := st.Receivers[h.ID]
+			counts = append(counts, c)
 			loss := 1.0
 			if st.Sent > 0 {
-				loss = float64(st.Receivers[h.ID].Lost) / float64(st.Sent)
+				loss = float64(c.Lost) / float64(st.Sent)
 			}
 			cs.Loss[h.Name] = loss
 			cs.WorstLoss = max(cs.WorstLoss, loss)
 		}
+		cs.CarriedPPS, cs.DelayGrowthMs = carried(st.Sent, st.PPS, counts)
 		cs.OK = st.Sent > 0 && cs.WorstLoss <= o.MaxLoss
-		cs.MBps = st.PPS * CapacityPayload / 1e6
-		o.Log("   %8.0f packets/s asked (0: unpaced), %8.0f sent: worst loss %.4f%% (%s)", rate, st.PPS, cs.WorstLoss*100, map[bool]string{true: "good", false: "bad"}[cs.OK])
+		cs.MBps = cs.CarriedPPS * CapacityPayload / 1e6
+		o.Log("   %8.0f packets/s asked (0: unpaced), %8.0f sent, %8.0f carried (delay grew %.0f ms): worst loss %.4f%% (%s)",
+			rate, st.PPS, cs.CarriedPPS, cs.DelayGrowthMs, cs.WorstLoss*100, map[bool]string{true: "good", false: "bad"}[cs.OK])
 		res.Steps = append(res.Steps, cs)
-		if cs.OK && cs.SentPPS > res.CapacityPPS {
-			res.CapacityPPS, res.CapacityMBps = cs.SentPPS, cs.MBps
+		if cs.OK && cs.CarriedPPS > res.CapacityPPS {
+			res.CapacityPPS, res.CapacityMBps = cs.CarriedPPS, cs.MBps
 		}
 		return cs, nil
 	}
+
 	good, bad := 0.0, 0.0
 	for rate := o.StartRate; rate <= 1e7; rate *= 2 {
 		cs, err := step(rate, 0)
@@ -309,12 +328,32 @@ func benchCapacity(ctx context.Context, f *lab.Fabric, o *TransferBenchOptions, 
 	return nil
 }
 
+// carried is the rate the slowest of the receivers got a stream's packets
+// at, and the largest growth of their one-way delay in milliseconds: sent
+// packets at pps took sent/pps seconds to send, and a receiver's arrivals
+// spanned at most that plus its delay's growth (latest minus earliest), so
+// received over that span is the least rate it got them at. Never more than
+// pps; 0 when nothing was sent.
+func carried(sent uint64, pps float64, counts []lab.ReceiverCount) (carriedPPS, growthMs float64) {
+	if sent == 0 || pps <= 0 {
+		return 0, 0
+	}
+	sending := float64(sent) / pps
+	carriedPPS = pps
+	for _, c := range counts {
+		growth := max(c.LatencyMax-c.LatencyMin, 0).Seconds()
+		growthMs = max(growthMs, growth*1e3)
+		carriedPPS = min(carriedPPS, float64(c.Received)/(sending+growth))
+	}
+	return carriedPPS, growthMs
+}
+
 // Table renders a result for people.
 func (r *TransferBenchResult) Table() string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "%s: %s to %s\n", r.Fabric, r.Sender, strings.Join(r.Receivers, ","))
 	fmt.Fprintf(&b, "capacity (unreliable %d-byte payloads, every receiver losing at most %.2f%%):\n", r.PayloadBytes, r.MaxLoss*100)
-	fmt.Fprintf(&b, "  %10s  %10s  %8s  %10s  %s\n", "ASKED PPS", "SENT PPS", "MB/s", "WORST LOSS", "")
+	fmt.Fprintf(&b, "  %10s  %10s  %11s  %8s  %12s  %10s  %s\n", "ASKED PPS", "SENT PPS", "CARRIED PPS", "MB/s", "DELAY GREW", "WORST LOSS", "")
 	steps := slices.Clone(r.Steps)
 	slices.SortStableFunc(steps, func(a, b CapacityStep) int { return cmp.Compare(a.RatePPS, b.RatePPS) })
 	for _, s := range steps {
@@ -322,7 +361,7 @@ func (r *TransferBenchResult) Table() string {
 		if !s.OK {
 			verdict = "bad"
 		}
-		fmt.Fprintf(&b, "  %10.0f  %10.0f  %8.1f  %9.3f%%  %s\n", s.RatePPS, s.SentPPS, s.MBps, s.WorstLoss*100, verdict)
+		fmt.Fprintf(&b, "  %10.0f  %10.0f  %11.0f  %8.1f  %9.0f ms  %9.3f%%  %s\n", s.RatePPS, s.SentPPS, s.CarriedPPS, s.MBps, s.DelayGrowthMs, s.WorstLoss*100, verdict)
 	}
 	fmt.Fprintf(&b, "  capacity %.0f packets/s = %.1f MB/s\n", r.CapacityPPS, r.CapacityMBps)
 	fmt.Fprintf(&b, "reliable transfer of %d bytes (session %d): delivered_ok %v, sender %.2f s (wall %.2f s)\n", r.Size, r.Session, r.DeliveredOK, r.SenderS, r.TransferWallS)

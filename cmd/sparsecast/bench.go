@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"os"
@@ -69,9 +68,7 @@ func benchReplicateRun(ctx context.Context, o *BenchReplicateOptions) error {
 		return err
 	}
 	if o.JSON {
-		enc := json.NewEncoder(o.Out)
-		enc.SetIndent("", "  ")
-		return enc.Encode(r)
+		return printJSON(o.Out, r)
 	}
 	fmt.Fprintf(o.Out, "fan-out %d, %d-byte frames, %.1f s on CPU %d\n", r.Fanout, r.Size, r.Seconds, r.CPU)
 	fmt.Fprintf(o.Out, "  ingress   %8.3f Mpps   %8.1f ns/packet\n", r.IngressMpps, r.NsPerPacket)
@@ -170,9 +167,7 @@ func benchControlRun(ctx context.Context, o *BenchControlOptions) error {
 		return err
 	}
 	if o.JSON {
-		enc := json.NewEncoder(o.Out)
-		enc.SetIndent("", "  ")
-		return enc.Encode(r)
+		return printJSON(o.Out, r)
 	}
 	fmt.Fprintf(o.Out, "%d member-add updates (%d applied) over %d receivers in %.2f s (%.0f/s)\n", r.Updates, r.Applied, r.Receivers, r.Seconds, r.UpdatesPerSecond)
 	fmt.Fprintf(o.Out, "  ring -> publish   p50 %7.1f us   p99 %7.1f us   max %7.1f us   (target p99 <= %.0f us: %v)\n", r.UpdateP50Us, r.UpdateP99Us, r.UpdateMaxUs, r.TargetP99Us, r.MeetsTarget)

@@ -38,8 +38,12 @@ checkpoint" uses (h11 to h21, h31 and h41 on testbeds/leafspine.yaml):
   capacity  unreliable "sparsecast send" streams of 1400-byte payloads,
             --step long each, at rates doubled from --start-rate while
             every receiver loses at most --max-loss, then bisected between
-            the last good and the first bad rate; capacity_MBps is the
-            highest good rate the sender achieved times 1400 bytes;
+            the last good and the first bad rate; a step carried the rate its slowest receiver
+            got the packets at (received over the sending time plus the
+            growth of the one-way delay: the switches' rings queue a second
+            of what they cannot forward rather than drop it), and
+            capacity_MBps is the highest carried rate of a good step times
+            1400 bytes;
   goodput   a reliable --size transfer ("sparsecast send FILE", congestion
             control on) to the same receivers, every copy checked;
             goodput_MBps is the file's bytes over the sender's transfer

@@ -184,6 +184,7 @@ func controlRun(ctx context.Context, o *ControlRunOptions) error {
 	}
 	fmt.Fprintf(o.Log, "control ready: %d switches (%s), %d receivers, %d groups from %s, rings in %s, API %s, metrics %s\n",
 		len(served), strings.Join(served, ","), len(topo.Receivers()), srv.Status().Groups, store.Describe(), o.RingDir, o.API, metricsAt)
+	go superviseSystemd(ctx, o.Log, fmt.Sprintf("serving %d switches, API %s", len(served), o.API), func() []uint64 { return []uint64{srv.Rounds()} })
 	runErr := srv.Run(ctx)
 	cancel()
 	apiErr := <-apiDone

@@ -5,7 +5,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"os"
@@ -98,10 +97,4 @@ func checkHugeDir(dir string) error {
 		return fmt.Errorf("--huge-dir %q: not a hugetlbfs mount (testbeds/dpdk/with-hugepages.sh makes one)", dir)
 	}
 	return nil
-}
-
-func printJSON(w io.Writer, v any) error {
-	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ")
-	return enc.Encode(v)
 }

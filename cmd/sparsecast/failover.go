@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"os"
@@ -79,9 +78,7 @@ func benchFailoverRun(ctx context.Context, o *BenchFailoverOptions) error {
 		return err
 	}
 	if o.JSON {
-		enc := json.NewEncoder(o.Out)
-		enc.SetIndent("", "  ")
-		return enc.Encode(r)
+		return printJSON(o.Out, r)
 	}
 	_, err = io.WriteString(o.Out, r.Table())
 	return err

@@ -37,14 +37,16 @@ type headerSizeOptions struct {
 func newCmdHeaderSize(runF func(*headerSizeOptions) error) *cobra.Command {
 	opts := &headerSizeOptions{}
 	cmd := &cobra.Command{
-		Use:   "size --receivers K --domain N [--clustered] [--seed S] [--json] | size --table",
+		Use:   "size --receivers K --domain N [--clustered] [--seed S] [--json] | size --table [--json]",
 		Short: "Compare SMH header size with BIER's for K receivers out of N",
 		Long: `Pick K distinct receiver IDs out of [0, N), at random or, with --clustered,
 consecutive from a 64-aligned block (hosts under one leaf), and print the size
 of the SMH DATA header that addresses them (in the smaller set encoding) next
 to BIER's (RFC 8296): the total header bytes of all the packet copies BIER
 needs at its best BitString length. The draw is seeded, so output is
-reproducible. --table prints the standard cases of docs/smh.md as markdown.`,
+reproducible. --table prints the standard cases of docs/smh.md as markdown,
+or with --json as {"seed": S, "cases": [...]}, one object per case as
+--json prints it for one comparison.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			opts.Out = cmd.OutOrStdout()
@@ -64,7 +66,6 @@ reproducible. --table prints the standard cases of docs/smh.md as markdown.`,
 	f.Uint64Var(&opts.Seed, "seed", 1, "random seed")
 	f.BoolVar(&opts.JSON, "json", false, "print JSON")
 	f.BoolVar(&opts.Table, "table", false, "print the standard cases as a markdown table")
-	cmd.MarkFlagsMutuallyExclusive("table", "json")
 	cmd.MarkFlagsMutuallyExclusive("table", "receivers")
 	cmd.MarkFlagsMutuallyExclusive("table", "domain")
 	cmd.MarkFlagsMutuallyExclusive("table", "clustered")
@@ -94,6 +95,9 @@ type sizeResult struct {
 }
 
 func runHeaderSize(o *headerSizeOptions) error {
+	if o.Table && o.JSON {
+		return writeSizeTableJSON(o.Out, o.Seed)
+	}
 	if o.Table {
 		return writeSizeTable(o.Out, o.Seed)
 	}
@@ -224,4 +228,23 @@ func writeSizeTable(w io.Writer, seed uint64) error {
 	}
 	_, err := fmt.Fprintf(w, "\nRandom IDs drawn with seed %d (`sparsecast header size --table --seed %d`).\n", seed, seed)
 	return err
+}
+
+// writeSizeTableJSON is `size --table --json`: the table's cases as the
+// objects `size --json` prints.
+func writeSizeTableJSON(w io.Writer, seed uint64) error {
+	table := struct {
+		Seed  uint64       `json:"seed"`
+		Cases []sizeResult `json:"cases"`
+	}{Seed: seed}
+	for _, c := range sizeCases {
+		r, err := headerSize(c.k, c.n, c.clustered, seed)
+		if err != nil {
+			return err
+		}
+		table.Cases = append(table.Cases, r)
+	}
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(table)
 }

@@ -26,13 +26,20 @@ func newRootCmd() *cobra.Command {
 		newTestbedCmd(),
 		NewCmdControl(nil),
 		NewCmdCtl(nil),
+		newVersionCmd(),
+		newManCmd(nil),
 	)
+	b := readBuildInfo()
+	root.Version = b.Version
+	root.SetVersionTemplate(b.String() + "\n")
+	markUsageErrors(root)
 	return root
 }
 
 func main() {
-	if err := newRootCmd().ExecuteContext(context.Background()); err != nil {
+	cmd, err := newRootCmd().ExecuteContextC(context.Background())
+	if err != nil {
 		fmt.Fprintln(os.Stderr, "sparsecast:", err)
-		os.Exit(1)
 	}
+	os.Exit(exitCode(cmd, err))
 }

@@ -196,6 +196,7 @@ func switchRun(ctx context.Context, o *SwitchRunOptions) error {
 	}()
 	fmt.Fprintf(o.Log, "switch %s ready: %d ports, %d routes, %d workers (%s polling), metrics %s, control ring %s\n",
 		cfg.Name, len(ports), tables.Routes.Len(), cfg.Workers, cfg.PollMode, metricsAt, controlAt)
+	go superviseSystemd(ctx, o.Log, fmt.Sprintf("%d ports, %d workers, metrics %s", len(ports), cfg.Workers, metricsAt), workerPolls(sw))
 	err = sw.Run(ctx)
 	fmt.Fprintf(o.Log, "switch %s stopped\n", cfg.Name)
 	return err

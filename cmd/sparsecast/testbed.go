@@ -149,11 +149,9 @@ func runSingleSwitch(ctx context.Context, o *SingleSwitchOptions) error {
 		return err
 	}
 	if o.JSON {
-		js, err := sum.JSON()
-		if err != nil {
+		if err := printJSON(o.Out, sum); err != nil {
 			return err
 		}
-		fmt.Fprintf(o.Out, "%s\n", js)
 	} else {
 		fmt.Fprint(o.Out, sum.Table())
 	}

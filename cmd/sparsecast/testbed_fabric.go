@@ -432,9 +432,7 @@ func onTestbed(prefix string, fn func(f *lab.Fabric) error) error {
 // printResult writes a scenario's result as indented JSON or as its table.
 func printResult(out io.Writer, asJSON bool, v any, table string) error {
 	if asJSON {
-		enc := json.NewEncoder(out)
-		enc.SetIndent("", "  ")
-		return enc.Encode(v)
+		return printJSON(out, v)
 	}
 	_, err := io.WriteString(out, table)
 	return err

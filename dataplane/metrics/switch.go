@@ -29,6 +29,7 @@ package metrics
 import (
 	"fmt"
 	"strconv"
+	"strings"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -59,7 +60,8 @@ var (
 	kernelDropsDesc = newDesc("port_kernel_drops_total",
 		"Packets the kernel dropped before the switch read them (e.g. a full AF_PACKET ring).", "port")
 	dropsDesc = newDesc("drops_total",
-		"Packets (or, for no_route and ingress_port, receivers of a packet) not forwarded, by reason, summed over workers.", "reason")
+		"Packets (or, for no_route and ingress_port, receivers of a packet) not forwarded, by reason, summed over workers. Reasons: "+
+			labelValues(int(dataplane.NumDropReasons), func(i int) string { return dataplane.DropReason(i).String() })+".", "reason")
 	fanoutDesc = newDesc("replication_fanout",
 		"Copies sent per forwarded DATA packet.")
 	pollsDesc = newDesc("worker_polls_total",
@@ -77,7 +79,8 @@ var (
 	ringAppliedDesc = newDesc("ring_batches_applied_total",
 		"Control ring batches applied and published.")
 	ringRejectedDesc = newDesc("ring_rejected_total",
-		"Control ring batches (or stray records) refused, by the first bad record's reason.", "reason")
+		"Control ring batches (or stray records) refused, by the first bad record's reason: "+
+			labelValues(headers.NumRejectCodes-1, func(i int) string { return headers.RejectReason(uint32(i + 1)) })+".", "reason")
 	ringGenerationDesc = newDesc("ring_generation",
 		"Generation of the last control ring batch applied (0: none since start).")
 	ringDroppedDesc = newDesc("ring_events_dropped_total",
@@ -87,6 +90,16 @@ var (
 	ringStallSecondsDesc = newDesc("ring_applier_stall_seconds_total",
 		"Total length of the busy-polling applier's stalls.")
 )
+
+// labelValues lists the n values of an enumerated label for a HELP text,
+// so /metrics itself says which values a label takes.
+func labelValues(n int, name func(int) string) string {
+	names := make([]string, n)
+	for i := range names {
+		names[i] = name(i)
+	}
+	return strings.Join(names, ", ")
+}
 
 // PortStat is what a port type counts outside the workers' counters.
 type PortStat struct {

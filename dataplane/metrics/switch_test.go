@@ -1,7 +1,9 @@
 package metrics
 
 import (
+	"maps"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -235,4 +237,39 @@ func TestSwitchCollectorConcurrent(t *testing.T) {
 	}
 	close(stop)
 	wg.Wait()
+}
+
+// assertHelpListsLabelValues checks that the HELP of every metric names
+// each value its enumerated labels take (all but the free ones, whose
+// values come from the configuration: switch, port and worker names), so a
+// reader of /metrics learns the values without the source.
+func assertHelpListsLabelValues(t *testing.T, c prometheus.Collector, free ...string) {
+	t.Helper()
+	reg := prometheus.NewPedanticRegistry()
+	if err := reg.Register(c); err != nil {
+		t.Fatal(err)
+	}
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		missing := map[string]bool{}
+		for _, m := range mf.GetMetric() {
+			for _, lp := range m.GetLabel() {
+				if !slices.Contains(free, lp.GetName()) && !strings.Contains(mf.GetHelp(), lp.GetValue()) {
+					missing[lp.GetName()+"="+lp.GetValue()] = true
+				}
+			}
+		}
+		if len(missing) > 0 {
+			t.Errorf("%s: HELP %q does not list %v", mf.GetName(), mf.GetHelp(), slices.Sorted(maps.Keys(missing)))
+		}
+	}
+}
+
+func TestSwitchCollectorHelpListsLabelValues(t *testing.T) {
+	c := NewSwitchCollector("sw1", testPorts, testCores(), WithPortStats(testPortStats),
+		WithRing(&dataplane.RingCounters{}), WithFaults(&dataplane.FaultCounters{}))
+	assertHelpListsLabelValues(t, c, "port", "worker", "name")
 }

@@ -7,10 +7,12 @@
 #   $SYSTEMD_DIR/sparsecast-{switch,control}@.service   (default /etc/systemd/system)
 #   $SYSCONFDIR/sparsecast/switch-32port.yaml.example   (default /etc; never
 #                                               overwrites a config)
-#   PREFIX/share/sparsecast/grafana-sparsecast.json
+#   PREFIX/share/sparsecast/grafana-sparsecast.json, sparsecast-alerts.yml
+#   $MANDIR/man1/sparsecast*.1                  (default PREFIX/share/man)
 #
 # Environment: DESTDIR (staging root, for packaging), BINARY (default
-# bin/sparsecast of this checkout), SYSTEMD_DIR, SYSCONFDIR,
+# bin/sparsecast of this checkout), MANPAGES (the pages `make man` wrote,
+# default man/ of this checkout), MANDIR, SYSTEMD_DIR, SYSCONFDIR,
 # SPARSECAST_NO_USER=1 (do not create the sparsecast system user),
 # SPARSECAST_NO_RELOAD=1 (do not run systemctl daemon-reload).
 set -Eeuo pipefail
@@ -34,6 +36,10 @@ repo=$(cd "$here/../.." && pwd)
 binary=${BINARY:-$repo/bin/sparsecast}
 [[ -x $binary ]] || die "no executable $binary: run make build first (or set BINARY)"
 destdir=${DESTDIR:-}
+manpages=${MANPAGES:-$repo/man}
+[[ $manpages == /* ]] || manpages=$repo/$manpages
+compgen -G "$manpages/*.1" >/dev/null || die "no man pages in $manpages: run make man first (or set MANPAGES)"
+mandir=${MANDIR:-$prefix/share/man}
 systemd_dir=${SYSTEMD_DIR:-/etc/systemd/system}
 sysconfdir=${SYSCONFDIR:-/etc}
 
@@ -48,6 +54,9 @@ done
 run install -d -m 0755 "$destdir$sysconfdir/sparsecast"
 run install -m 0644 "$here/switch-32port.yaml" "$destdir$sysconfdir/sparsecast/switch-32port.yaml.example"
 run install -D -m 0644 "$here/grafana-sparsecast.json" "$destdir$prefix/share/sparsecast/grafana-sparsecast.json"
+run install -m 0644 "$here/sparsecast-alerts.yml" "$destdir$prefix/share/sparsecast/sparsecast-alerts.yml"
+run install -d -m 0755 "$destdir$mandir/man1"
+run install -m 0644 "$manpages"/*.1 "$destdir$mandir/man1/"
 
 if [[ -z $destdir && ${SPARSECAST_NO_USER:-0} != 1 ]]; then
 	if ! id sparsecast >/dev/null 2>&1; then

@@ -496,6 +496,12 @@ type StreamResult struct {
 // ReceiverCount is one receiver's share of a stream.
 type ReceiverCount struct {
 	Received, Lost, Duplicates uint64
+	// LatencyMin and LatencyMax are the least and greatest one-way delay
+	// of its packets (send time in the payload to arrival): their
+	// difference bounds how much longer its arrivals took than the
+	// sending, which is what a fabric that queues rather than carries the
+	// rate shows.
+	LatencyMin, LatencyMax time.Duration
 	// Seqs is every sequence number it received.
 	Seqs *endpoint.SeqSet `json:"-"`
 }
@@ -602,6 +608,10 @@ func (f *Fabric) Stream(ctx context.Context, o StreamOptions) (*StreamResult, er
 		}
 		c := ReceiverCount{Seqs: &endpoint.SeqSet{}}
 		for _, s := range rep.Streams {
+			if c.Received == 0 || s.Latency.Min < c.LatencyMin {
+				c.LatencyMin = s.Latency.Min
+			}
+			c.LatencyMax = max(c.LatencyMax, s.Latency.Max)
 			c.Received += s.Unique
 			c.Duplicates += s.Duplicates
 			if s.Seqs != nil {

@@ -79,6 +79,31 @@ func layered(t *testing.T, l *headers.SMHLayer, payload []byte) []byte {
 	return buf.Bytes()
 }
 
+// rawSMH wraps SMH bytes as they are, even ones no codec writes, in
+// Ethernet, IPv4 and UDP to the SMH port.
+func rawSMH(t *testing.T, smh []byte) []byte {
+	t.Helper()
+	eth := &layers.Ethernet{SrcMAC: srcMAC, DstMAC: dstMAC, EthernetType: layers.EthernetTypeIPv4}
+	ip := &layers.IPv4{Version: 4, TTL: 64, Protocol: layers.IPProtocolUDP, SrcIP: srcIP, DstIP: dstIP}
+	udp := &layers.UDP{SrcPort: 50000, DstPort: layers.UDPPort(headers.DefaultUDPPort)}
+	if err := udp.SetNetworkLayerForChecksum(ip); err != nil {
+		t.Fatal(err)
+	}
+	buf := gopacket.NewSerializeBuffer()
+	opts := gopacket.SerializeOptions{FixLengths: true, ComputeChecksums: true}
+	if err := gopacket.SerializeLayers(buf, opts, eth, ip, udp, gopacket.Payload(smh)); err != nil {
+		t.Fatal(err)
+	}
+	return buf.Bytes()
+}
+
+// groupCountZero is a DATA in the group encoding with Set Count 0 that
+// ends right after the fixed part: no Group ID to read. The spec (docs/smh.md:
+// the group encoding has Set Count 1) and both Go codecs reject it as
+// bad_set; the dissector once read the missing Group ID and stopped with a
+// Lua error instead, showing no smh.error.
+var groupCountZero = []byte{0x10, 0x00, 16, byte(headers.EncGroup) << 4, 0, 0, 0, 1, 0, 1, 0, 0, 0, 1}
+
 func writePcap(path string, frames [][]byte) error {
 	var b bytes.Buffer
 	hdr := make([]byte, 24)
@@ -154,6 +179,14 @@ func cases(t *testing.T) []want {
 			map[string]string{"smh.version": "1", "smh.type": "2", "smh.flags": "0x00", "smh.hop": "16", "smh.enc": "0", "smh.rsv": "0x00",
 				"smh.setcount": "0", "smh.src": "7", "smh.sess": "1", "smh.seq": "16", "smh.fb.count": "0", "smh.fb.speaks_for": "1",
 				"smh.fb.reporter": "5", "smh.receivers": "", "smh.header_len": "20", "smh.payload_len": "0", "smh.error": "bad_feedback"}},
+		{"bad-group-count-zero", rawSMH(t, groupCountZero),
+			map[string]string{"smh.version": "1", "smh.type": "0", "smh.flags": "0x00", "smh.hop": "16", "smh.enc": "2", "smh.rsv": "0x00",
+				"smh.setcount": "0", "smh.src": "1", "smh.sess": "1", "smh.seq": "1", "smh.header_len": "14", "smh.payload_len": "0",
+				"smh.error": "bad_set"}},
+		{"bad-group-count-two", rawSMH(t, append(append([]byte{0x10, 0x00, 16, byte(headers.EncGroup) << 4, 0, 2}, groupCountZero[6:]...), 0, 0, 0, 7, 0, 0, 0, 8)),
+			map[string]string{"smh.version": "1", "smh.type": "0", "smh.flags": "0x00", "smh.hop": "16", "smh.enc": "2", "smh.rsv": "0x00",
+				"smh.setcount": "2", "smh.src": "1", "smh.sess": "1", "smh.seq": "1", "smh.header_len": "22", "smh.payload_len": "0",
+				"smh.error": "bad_set"}},
 		{"bad-epoch-zero", layered(t, &headers.SMHLayer{Type: headers.TypeData, Flags: headers.FlagEpoch, HopLimit: 16, Encoding: headers.EncList, SourceID: 1, SessionID: 1, Sequence: 1, Receivers: []uint16{1}}, nil),
 			map[string]string{"smh.version": "1", "smh.type": "0", "smh.flags": "0x08", "smh.hop": "16", "smh.enc": "0", "smh.rsv": "0x00",
 				"smh.setcount": "1", "smh.src": "1", "smh.sess": "1", "smh.seq": "1", "smh.epoch": "0x00000000", "smh.error": "bad_epoch"}},
@@ -202,6 +235,15 @@ func TestDissector(t *testing.T) {
 			t.Fatalf("%s: the Go codec does not decode the test frame: %v", c.name, p)
 		}
 	}
+	// The Go codecs reject the group-encoded DATA without a group as the
+	// dissector must.
+	if err := headers.SMH(groupCountZero).Validate(); err != headers.ErrBadSet {
+		t.Fatalf("headers.SMH.Validate of Enc 2, Set Count 0: %v, want ErrBadSet", err)
+	}
+	var l headers.SMHLayer
+	if err := l.DecodeFromBytes(groupCountZero, gopacket.NilDecodeFeedback); err == nil {
+		t.Fatal("SMHLayer decodes Enc 2 with Set Count 0")
+	}
 	frames := make([][]byte, len(cs))
 	for i, c := range cs {
 		frames[i] = c.frame
@@ -210,6 +252,7 @@ func TestDissector(t *testing.T) {
 	if err := writePcap(pcap, frames); err != nil {
 		t.Fatal(err)
 	}
+	assertNoLuaErrors(t, tshark, lua, pcap)
 	args := []string{"-X", "lua_script:" + lua, "-r", pcap, "-T", "fields",
 		"-E", "separator=|", "-E", "occurrence=a", "-E", "aggregator=,", "-e", "frame.protocols"}
 	for _, f := range tsharkFields {
@@ -402,6 +445,22 @@ func checkLabCapture(t *testing.T, tshark, lua, pcap string) {
 	t.Logf("%s: %d frames from tx, %d to r1 (seqs %v)", filepath.Base(pcap), len(sentSeqs), len(gotSeqs), got)
 }
 
+// assertNoLuaErrors fails the test when the dissector raised a Lua error on
+// any frame: tshark reports those as expert info in the tree, not on
+// stderr, and the frame's remaining fields are just missing.
+func assertNoLuaErrors(t *testing.T, tshark, lua, pcap string) {
+	t.Helper()
+	out, err := exec.Command(tshark, "-X", "lua_script:"+lua, "-r", pcap, "-T", "fields", "-e", "frame.number", "-e", "_ws.expert").Output()
+	if err != nil {
+		t.Fatalf("tshark: %v", err)
+	}
+	for _, line := range strings.Split(string(out), "\n") {
+		if strings.Contains(line, "Lua Error") {
+			t.Errorf("smh.lua failed on frame %s", line)
+		}
+	}
+}
+
 func TestDissectorLabCapture(t *testing.T) {
 	tshark, err := exec.LookPath("tshark")
 	if err != nil {
@@ -412,4 +471,5 @@ func TestDissectorLabCapture(t *testing.T) {
 		t.Fatal(err)
 	}
 	checkLabCapture(t, tshark, lua, filepath.Join("testdata", "lab-capture.pcap"))
+	assertNoLuaErrors(t, tshark, lua, filepath.Join("testdata", "lab-capture.pcap"))
 }

@@ -195,7 +195,7 @@ function smh.dissector(tvb, pinfo, tree)
     end
     root:set_len(set_end)
 
-    local ids, bad = {}, nil
+    local ids, bad, group = {}, nil, nil
     local st = root:add(F.set, tvb(start, set_end - start))
     st:set_text(string.format("Receiver set: %d %s entr%s", count, encs[enc], count == 1 and "y" or "ies"))
     if enc == 0 then
@@ -228,9 +228,12 @@ function smh.dissector(tvb, pinfo, tree)
         end
     else
         if count ~= 1 or feedback then
+            -- With Set Count 0 there is no Group ID to read: the header may
+            -- end right here.
             bad = "group encoding needs DATA and Set Count 1"
         else
             st:add(F.group, tvb(start, 4))
+            group = tvb(start, 4):uint()
         end
     end
 
@@ -243,8 +246,8 @@ function smh.dissector(tvb, pinfo, tree)
             rt:add(F.receiver, id):set_generated()
         end
         pinfo.cols.info:append(" " .. encs[enc] .. " [" .. s .. "]")
-    else
-        pinfo.cols.info:append(string.format(" group %d", tvb(start, 4):uint()))
+    elseif group ~= nil then
+        pinfo.cols.info:append(string.format(" group %d", group))
     end
     if typ == TYPE_ABORT then
         pinfo.cols.info:append(string.format(" reason=%s speaks=%d", abort_reasons[fbcount] or fbcount, speaks))
