@@ -135,19 +135,21 @@ func switchRun(ctx context.Context, o *SwitchRunOptions) error {
 		if err != nil {
 			return fmt.Errorf("control ring: %w", err)
 		}
-		defer rf.Close()
-		ropts := dataplane.RingApplierOptions{BusyPoll: cfg.ControlPollMode == dataplane.PollBusy}
+		ropts := dataplane.RingApplierOptions{BusyPoll: cfg.ControlPollMode == dataplane.PollBusy, Log: o.Log}
 		if cfg.ControlCPU != nil {
 			ropts.Pin, ropts.CPU = true, *cfg.ControlCPU
 		}
 		ra, err := dataplane.NewRingApplier(sw, rf, ropts)
 		if err != nil {
+			rf.Close()
 			return fmt.Errorf("control ring: %w", err)
 		}
 		sw.OnLinkEvent(ra.OnLinkEvent)
 		mopts = append(mopts, metrics.WithRing(ra.Counters()))
 		applierDone := make(chan struct{})
-		defer func() { stop(); <-applierDone }() // before rf.Close unmaps the file
+		// The applier owns the file (it reopens it after a fault): close
+		// it once Run has returned.
+		defer func() { stop(); <-applierDone; ra.Close() }()
 		go func() {
 			defer close(applierDone)
 			ra.Run(ctx)
