@@ -319,6 +319,9 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("%d ports: at most %d", len(c.Ports), MaxPorts)
 	}
 	seen := map[string]bool{}
+	// Two ports on one interface or device would each take half of its
+	// frames and send on the same queue.
+	ifaces := map[string]string{}
 	for i := range c.Ports {
 		p := &c.Ports[i]
 		if p.Name == "" {
@@ -341,6 +344,16 @@ func (c *Config) Validate() error {
 			}
 		default:
 			return fmt.Errorf("port %s: type %q: want afpacket, dpdk or mem", p.Name, p.Type)
+		}
+		if dev := p.Iface + "\x00" + p.Device; p.Type != "mem" {
+			if other, dup := ifaces[dev]; dup {
+				what := "interface " + p.Iface
+				if p.Type == "dpdk" {
+					what = "device " + p.Device
+				}
+				return fmt.Errorf("port %s: %s is already port %s's: one port per interface", p.Name, what, other)
+			}
+			ifaces[dev] = p.Name
 		}
 		if p.Device != "" && p.Type != "dpdk" {
 			return fmt.Errorf("port %s: device is for type dpdk ports", p.Name)

@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
+	"os"
 	"runtime"
 	"slices"
 	"sync"
@@ -230,13 +231,20 @@ func (a *RingApplier) drop(cause error) {
 	fmt.Fprintf(a.log, "control ring %s dropped: %v; forwarding on generation %d's tables, reopening\n", a.path, cause, a.applied)
 }
 
-// reopen maps the ring file again, of the same size (control still maps
-// the old one), until it succeeds or ctx ends.
+// reopen maps the ring file again until it succeeds or ctx ends: a file
+// emptied by the truncation is reinitialised at the old size (control still
+// maps that), one control has reinitialised is taken as it is.
 func (a *RingApplier) reopen(ctx context.Context) bool {
 	last := ""
 	for {
-		rf, err := ffi.OpenRingFile(a.path, a.slots)
+		slots := a.slots
+		if st, err := os.Stat(a.path); err == nil && st.Size() > 0 {
+			// Control reinitialised it first: take its size.
+			slots = 0
+		}
+		rf, err := ffi.OpenRingFile(a.path, slots)
 		if err == nil {
+			a.slots = rf.Slots()
 			if ferr := ffi.CatchRingFault(func() { err = a.attach(rf) }); ferr != nil {
 				a.drop(ferr)
 				err = ferr

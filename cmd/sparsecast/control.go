@@ -106,7 +106,9 @@ func controlRun(ctx context.Context, o *ControlRunOptions) error {
 		if token, err = control.ReadToken(o.TokenFile); err != nil {
 			return err
 		}
+		warnTokenFileMode(o.Log, o.TokenFile)
 	}
+	warnExposedAddr(o.Log, "--metrics-addr", o.MetricsAddr)
 	srv, err := control.NewServer(topo, control.ServerOptions{
 		Switches: o.Switches, RingDir: o.RingDir, RingSlots: o.RingSlots, Log: o.Log,
 	})

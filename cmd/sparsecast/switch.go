@@ -180,6 +180,7 @@ func switchRun(ctx context.Context, o *SwitchRunOptions) error {
 		}{"fault", r, dataplane.MonotonicNs()})
 	}
 	metricsAt := "off"
+	warnExposedAddr(o.Log, "metrics address", cfg.MetricsAddr)
 	if cfg.MetricsAddr != "" {
 		c := metrics.NewSwitchCollector(cfg.Name, sw.PortNames(), sw.Counters(), mopts...)
 		// The metrics server also takes runtime faults (POST /fault,

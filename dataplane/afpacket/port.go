@@ -102,7 +102,7 @@ func Open(iface string, opts Options) (*Port, error) {
 	}
 	ifi, err := net.InterfaceByName(iface)
 	if err != nil {
-		return nil, fmt.Errorf("afpacket: %w", err)
+		return nil, fmt.Errorf("afpacket: interface %q: %w (set the port's iface to an existing interface)", iface, err)
 	}
 	p := &Port{
 		name:    opts.Name,
