@@ -110,8 +110,19 @@ func switchRun(ctx context.Context, o *SwitchRunOptions) error {
 	if err != nil {
 		return err
 	}
+	// The ring first: one the switch cannot trust (another user's, a
+	// directory others can write) is refused before any port opens.
+	var rf *ffi.RingFile
+	if cfg.ControlRing != "" {
+		if rf, err = ffi.OpenRingFile(cfg.ControlRing, 0); err != nil {
+			return fmt.Errorf("control ring: %w", err)
+		}
+	}
 	ports, err := openPorts(cfg)
 	if err != nil {
+		if rf != nil {
+			rf.Close()
+		}
 		return err
 	}
 	defer func() {
@@ -121,6 +132,9 @@ func switchRun(ctx context.Context, o *SwitchRunOptions) error {
 	}()
 	sw, err := dataplane.NewSwitch(cfg, ports, tables)
 	if err != nil {
+		if rf != nil {
+			rf.Close()
+		}
 		return err
 	}
 	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
@@ -128,13 +142,9 @@ func switchRun(ctx context.Context, o *SwitchRunOptions) error {
 	mopts := []metrics.Option{metrics.WithPortStats(metrics.PortStatsOf(ports)), metrics.WithDeviceStats(metrics.DeviceStatsOf(ports)),
 		metrics.WithFaults(sw.FaultCounters())}
 	controlAt := "off"
-	if cfg.ControlRing != "" {
+	if rf != nil {
 		// The ring applier: control's batches become table snapshots, and
 		// link events go back to control.
-		rf, err := ffi.OpenRingFile(cfg.ControlRing, 0)
-		if err != nil {
-			return fmt.Errorf("control ring: %w", err)
-		}
 		ropts := dataplane.RingApplierOptions{BusyPoll: cfg.ControlPollMode == dataplane.PollBusy, Log: o.Log}
 		if cfg.ControlCPU != nil {
 			ropts.Pin, ropts.CPU = true, *cfg.ControlCPU
