@@ -33,7 +33,7 @@ func TestSwitchRefusesForeignRing(t *testing.T) {
 	open := t.TempDir()
 	os.Chmod(open, 0o1777)
 	for ring, want := range map[string]string{
-		ring:                                  "belongs to uid 65534, not to this process's uid 0",
+		ring:                                   "belongs to uid 65534, not to this process's uid 0",
 		filepath.Join(open, "sparsecast.ring"): "others can write it",
 	} {
 		cfg := filepath.Join(t.TempDir(), "switch.yaml")

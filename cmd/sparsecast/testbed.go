@@ -165,7 +165,7 @@ func runSingleSwitch(ctx context.Context, o *SingleSwitchOptions) error {
 
 // TestbedDownOptions are `testbed down`'s flags.
 type TestbedDownOptions struct {
-	Out     io.Writer
+	Out      io.Writer
 	Prefix   string
 	Verbose  bool
 	KeepLogs bool

@@ -14,8 +14,8 @@ import (
 	"io"
 	"os"
 	"path/filepath"
-	"strings"
 	"sort"
+	"strings"
 	"syscall"
 	"time"
 
