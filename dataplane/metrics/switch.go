@@ -111,6 +111,16 @@ type PortStat struct {
 	// switch could read them (for AF_PACKET, tp_drops of PACKET_STATISTICS,
 	// accumulated by the port since the kernel resets it on every read).
 	KernelDrops uint64
+	// TooBig counts frames the port dropped on receive because they did
+	// not fit its ring's frames or the pool's buffers (the kernel truncated
+	// them); exported in drops_total{reason="too_big"} with the workers'.
+	TooBig uint64
+}
+
+// OversizeCounter is implemented by ports that drop received frames too
+// big for their buffers before a worker sees them.
+type OversizeCounter interface {
+	RxOversize() uint64
 }
 
 // KernelDropCounter is implemented by ports whose kernel counts drops that
@@ -127,7 +137,11 @@ func PortStatsOf(ports []dataplane.Port) func() []PortStat {
 		var stats []PortStat
 		for _, p := range ports {
 			if kd, ok := p.(KernelDropCounter); ok {
-				stats = append(stats, PortStat{Port: p.Name(), KernelDrops: kd.KernelDrops()})
+				st := PortStat{Port: p.Name(), KernelDrops: kd.KernelDrops()}
+				if oc, ok := p.(OversizeCounter); ok {
+					st.TooBig = oc.RxOversize()
+				}
+				stats = append(stats, st)
 			}
 		}
 		return stats
@@ -199,13 +213,15 @@ func (c *switchCollector) Describe(ch chan<- *prometheus.Desc) {
 func (c *switchCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(infoDesc, prometheus.GaugeValue, 1, c.name)
 	c.collectPorts(ch)
+	var tooBig uint64
 	if c.portStats != nil {
 		for _, s := range c.portStats() {
 			ch <- prometheus.MustNewConstMetric(kernelDropsDesc, prometheus.CounterValue, float64(s.KernelDrops), s.Port)
+			tooBig += s.TooBig
 		}
 	}
 	c.collectDevices(ch)
-	c.collectDrops(ch)
+	c.collectDrops(ch, tooBig)
 	c.collectFanout(ch)
 	c.collectWorkers(ch)
 	c.collectRing(ch)
@@ -278,8 +294,11 @@ func (c *switchCollector) collectPorts(ch chan<- prometheus.Metric) {
 	}
 }
 
-func (c *switchCollector) collectDrops(ch chan<- prometheus.Metric) {
+// collectDrops sends drops_total by reason; tooBig is the ports' own
+// oversize receive drops, which no worker saw.
+func (c *switchCollector) collectDrops(ch chan<- prometheus.Metric, tooBig uint64) {
 	var drops [dataplane.NumDropReasons]uint64
+	drops[dataplane.DropTooBig] = tooBig
 	for _, core := range c.cores {
 		for r := range drops {
 			drops[r] += core.Drops[r].Load()
