@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"net/http"
 	"net/http/httptest"
+	"path"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -41,11 +42,14 @@ func FuzzAPI(f *testing.F) {
 		{"GET", "/v1/routes?switch=%s"},
 	}
 	f.Fuzz(func(t *testing.T, route uint8, id, body string) {
-		if len(body) > 1<<16 || strings.ContainsAny(id, "/?#% \t\r\n") {
-			return
+		if len(body) > 1<<16 || strings.ContainsAny(id, "/?#% \t\r\n") || id == "." || id == ".." {
+			return // not one path segment (the mux redirects "." and "..")
 		}
 		r := routes[int(route)%len(routes)]
-		req := httptest.NewRequest(r.method, strings.Replace(r.path, "%s", id, 1), strings.NewReader(body))
+		req, err := http.NewRequest(r.method, strings.Replace(r.path, "%s", id, 1), strings.NewReader(body))
+		if err != nil || path.Clean(req.URL.Path) != req.URL.Path {
+			return // not a URL a client could send, or one the mux redirects
+		}
 		req.Header.Set("Authorization", "Bearer "+testToken)
 		w := httptest.NewRecorder()
 		h.ServeHTTP(w, req)
