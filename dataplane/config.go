@@ -53,7 +53,8 @@ type Config struct {
 	Groups   []GroupEntry `yaml:"groups"`
 	// ControlRing is the path of the control ring file shared with the
 	// control process (docs/control.md), conventionally
-	// /dev/shm/sparsecast-<name>.ring; empty runs without control.
+	// /run/sparsecast/sparsecast-<name>.ring (docs/control.md: a directory of
+	// its user's); empty runs without control.
 	ControlRing string `yaml:"control_ring"`
 	// ControlPollMode is how the ring applier waits for control's batches:
 	// adaptive (default) spins briefly, then sleeps 50 µs at a time, which
@@ -420,7 +421,7 @@ func ValidateControlRing(path string) error {
 	case strings.ContainsRune(path, 0):
 		return fmt.Errorf("%q: contains a NUL byte", path)
 	case !filepath.IsAbs(path):
-		return fmt.Errorf("%q: want an absolute path (e.g. /dev/shm/sparsecast-<name>.ring)", path)
+		return fmt.Errorf("%q: want an absolute path (e.g. /run/sparsecast/sparsecast-<name>.ring)", path)
 	case filepath.Clean(path) != path:
 		return fmt.Errorf("%q: want the clean path %q", path, filepath.Clean(path))
 	}

@@ -1,5 +1,6 @@
-// The control ring file (docs/control.md): one file under /dev/shm, mmapped
-// by the control process and the switch, holding a header and two
+// The control ring file (docs/control.md): one file in a directory of its
+// user's (default /run/sparsecast), mmapped by the control process and the
+// switch, holding a header and two
 // single-producer single-consumer rings of fixed-size records (commands from
 // control, events back). The model is gVisor's sharedmem pipe: free-running
 // indexes in shared memory, a record written before the producer index moves
@@ -386,7 +387,7 @@ func (f *RingFile) ControlBootID() uint64 { return f.load(wordControlID) }
 // SetControlBootID publishes the control process's boot ID.
 func (f *RingFile) SetControlBootID(id uint64) { f.store(wordControlID, id) }
 
-// Close unmaps the file (which stays in /dev/shm for the other side and for
+// Close unmaps the file (which stays in its directory for the other side and for
 // restarts). The RingFile and its rings must not be used afterwards.
 func (f *RingFile) Close() error {
 	if f.mem == nil {
