@@ -4,7 +4,7 @@ GO       ?= go
 BIN      := bin/sparsecast
 FUZZTIME ?= 15s
 
-.PHONY: man build build-dpdk test test-unit test-fuzz test-lab test-trex test-dissector test-sriov test-deploy test-dpdk vet fmt-check demo bench bench-dpdk bench-veth bench-sweep bench-sweep-dpdk install clean
+.PHONY: man build build-dpdk test test-unit test-fuzz fuzz-long test-lab test-trex test-dissector test-sriov test-deploy test-dpdk vet fmt-check demo bench bench-dpdk bench-veth bench-sweep bench-sweep-dpdk install clean
 
 # What `sparsecast version` reports when the toolchain stamps no VCS info
 # (GOFLAGS=-buildvcs=false, a tree without git): the commit, git describe,
@@ -50,13 +50,35 @@ FUZZ_TARGETS := \
 	./dataplane:FuzzSwitch \
 	./dataplane/endpoint:FuzzParseParity \
 	./control:FuzzDecodeMembers \
-	./control:FuzzEtcdDecode
+	./control:FuzzEtcdDecode \
+	./headers:FuzzRingRecord \
+	./dataplane:FuzzConfig \
+	./control:FuzzTopology \
+	./control:FuzzAPI \
+	./dataplane/endpoint:FuzzManifest \
+	./dataplane/endpoint:FuzzSenderFeedback
 
 test-fuzz:
 	@set -e; for t in $(FUZZ_TARGETS); do \
 		pkg=$${t%%:*}; fn=$${t##*:}; \
 		echo "fuzz $$fn ($$pkg) for $(FUZZTIME)"; \
 		$(GO) test -run='^$$' -fuzz="^$$fn$$" -fuzztime=$(FUZZTIME) -fuzzminimizetime=5s $$pkg; \
+	done
+
+# Each fuzzer for FUZZEXECS executions (10 M by default: hours on two cores),
+# then the inputs it found interesting are copied from Go's cache into the
+# package's testdata/fuzz/<Fuzzer>/ corpus, which test-fuzz replays; commit
+# them. `make fuzz-long FUZZ_TARGETS=./control:FuzzAPI` runs one.
+FUZZEXECS ?= 10000000
+fuzz-long:
+	@set -e; cache=$$($(GO) env GOCACHE)/fuzz; mod=$$($(GO) list -m); \
+	for t in $(FUZZ_TARGETS); do \
+		pkg=$${t%%:*}; fn=$${t##*:}; \
+		echo "fuzz $$fn ($$pkg) for $(FUZZEXECS) executions"; \
+		$(GO) test -run='^$$' -fuzz="^$$fn$$" -fuzztime=$(FUZZEXECS)x -fuzzminimizetime=30s $$pkg; \
+		src=$$cache/$$mod/$${pkg#./}/$$fn; dst=$$pkg/testdata/fuzz/$$fn; \
+		if [ -d $$src ]; then mkdir -p $$dst; cp -n $$src/* $$dst/ 2>/dev/null || true; \
+			echo "corpus: $$(ls $$dst | wc -l) inputs in $$dst"; fi; \
 	done
 
 # Lab tests build real namespaces and veth pairs: root only.

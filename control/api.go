@@ -34,6 +34,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/sparsecast/sparsecast/ffi"
 	"github.com/sparsecast/sparsecast/headers"
 )
 
@@ -313,7 +314,8 @@ func ReadToken(path string) (string, error) {
 }
 
 // ListenAPI opens the API listener. A Unix socket gets mode 0600 (its
-// directory is created 0700 if missing); a stale socket file left by a dead
+// directory must exist; the default's, /run/sparsecast, is created 0700 if
+// missing); a stale socket file left by a dead
 // server is replaced, a live one is an error. TCP needs a token.
 func ListenAPI(addr, token string) (net.Listener, error) {
 	network, address, err := ParseAPIAddr(addr)
@@ -326,8 +328,19 @@ func ListenAPI(addr, token string) (net.Listener, error) {
 		}
 		return net.Listen("tcp", address)
 	}
-	if err := os.MkdirAll(filepath.Dir(address), 0o700); err != nil {
-		return nil, err
+	// Only the default's directory is made (0700, like the ring
+	// directory it shares); another one must exist: a typo in --api is an
+	// error, not a new directory.
+	dir := filepath.Dir(address)
+	if dir == ffi.DefaultRingDir {
+		if err := os.Mkdir(dir, 0o700); err != nil && !errors.Is(err, os.ErrExist) {
+			return nil, fmt.Errorf("--api %s: %w", addr, err)
+		}
+	}
+	if st, err := os.Stat(dir); err != nil {
+		return nil, fmt.Errorf("--api %s: directory %s: %w", addr, dir, err)
+	} else if !st.IsDir() {
+		return nil, fmt.Errorf("--api %s: %s is not a directory", addr, dir)
 	}
 	if fi, err := os.Lstat(address); err == nil {
 		if fi.Mode()&os.ModeSocket == 0 {

@@ -83,6 +83,8 @@ var (
 		"REROUTED events from a switch: its dataplane moved entries to their backups.", "switch")
 	rejectedDesc = newControlDesc("rejected_batches_total",
 		"Batches a switch's dataplane rejected (each is followed by a full resync).", "switch")
+	ringFaultsDesc = newControlDesc("ring_faults_total",
+		"Memory faults in a switch's mapped ring file (it shrank under the mapping): the ring was dropped and reopened.", "switch")
 	apiErrorsDesc = newControlDesc("api_errors_total",
 		"API requests refused, by error class: "+strings.Join(apiClasses[:], ", ")+".", "class")
 	storeWritesDesc = newControlDesc("store_writes_total",
@@ -101,7 +103,7 @@ func (s *Server) Collector() prometheus.Collector { return (*serverCollector)(s)
 type serverCollector Server
 
 func (c *serverCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{pushesDesc, appliedDesc, depthDesc, latencyDesc, reroutesDesc, rejectedDesc, apiErrorsDesc, storeWritesDesc, storeConnectedDesc, storeRevisionDesc, storeCaughtUpDesc} {
+	for _, d := range []*prometheus.Desc{pushesDesc, appliedDesc, depthDesc, latencyDesc, reroutesDesc, rejectedDesc, ringFaultsDesc, apiErrorsDesc, storeWritesDesc, storeConnectedDesc, storeRevisionDesc, storeCaughtUpDesc} {
 		ch <- d
 	}
 }
@@ -121,6 +123,7 @@ func (c *serverCollector) Collect(ch chan<- prometheus.Metric) {
 		}
 		ch <- prometheus.MustNewConstMetric(reroutesDesc, prometheus.CounterValue, float64(sw.reroutes), sw.name)
 		ch <- prometheus.MustNewConstMetric(rejectedDesc, prometheus.CounterValue, float64(sw.rejected), sw.name)
+		ch <- prometheus.MustNewConstMetric(ringFaultsDesc, prometheus.CounterValue, float64(sw.faults), sw.name)
 	}
 	ch <- prometheus.MustNewConstHistogram(latencyDesc, s.latency.n, s.latency.sum, s.latency.cumulative())
 	s.mu.Unlock()

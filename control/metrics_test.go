@@ -57,6 +57,10 @@ sparsecast_control_reroute_events_total{switch="spine1"} 0
 # TYPE sparsecast_control_ring_depth gauge
 sparsecast_control_ring_depth{ring="commands",switch="leaf1"} 3
 sparsecast_control_ring_depth{ring="events",switch="leaf1"} 1
+# HELP sparsecast_control_ring_faults_total Memory faults in a switch's mapped ring file (it shrank under the mapping): the ring was dropped and reopened.
+# TYPE sparsecast_control_ring_faults_total counter
+sparsecast_control_ring_faults_total{switch="leaf1"} 0
+sparsecast_control_ring_faults_total{switch="spine1"} 0
 # HELP sparsecast_control_update_latency_seconds From handing a batch to the ring to the dataplane publishing it (CLOCK_MONOTONIC).
 # TYPE sparsecast_control_update_latency_seconds histogram
 sparsecast_control_update_latency_seconds_bucket{le="1e-06"} 0
@@ -79,7 +83,7 @@ sparsecast_control_update_latency_seconds_count 3
 
 func TestMetricsExposition(t *testing.T) {
 	topo := testbed(t, "failover.yaml")
-	s, err := NewServer(topo, ServerOptions{Switches: []string{"spine1", "leaf1"}})
+	s, err := NewServer(topo, ServerOptions{Switches: []string{"spine1", "leaf1"}, RingDir: t.TempDir()})
 	if err != nil {
 		t.Fatal(err)
 	}

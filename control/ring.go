@@ -41,8 +41,10 @@ var _ Ring = (*RingClient)(nil)
 // records per ring (0: the file's, or ffi.DefaultRingSlots for a new file)
 // and writes a fresh control boot ID into its header.
 func OpenRing(path string, slots int) (*RingClient, error) {
-	if _, err := os.Stat(path); err == nil {
+	if st, err := os.Stat(path); err == nil && st.Size() > 0 {
 		// The switch created it first: take its size, whatever ours is.
+		// (An empty file is one being created, or truncated by someone:
+		// it is initialised with ours.)
 		slots = 0
 	}
 	rf, err := ffi.OpenRingFile(path, slots)

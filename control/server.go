@@ -46,7 +46,7 @@ import (
 
 // Defaults of ServerOptions.
 const (
-	DefaultRingDir   = "/dev/shm"
+	DefaultRingDir   = ffi.DefaultRingDir
 	DefaultRingSlots = 4096
 	// MaxGroups bounds the groups the server holds.
 	MaxGroups = 1 << 16
@@ -67,6 +67,19 @@ var pushKindNames = [numPushKinds]string{"full", "routes", "groups"}
 
 func (k PushKind) String() string { return pushKindNames[k] }
 
+// ringPathIn is RingPath for a name that must be a valid name and whose
+// path must stay inside dir.
+func ringPathIn(dir, sw string) (string, error) {
+	if err := checkName(sw); err != nil {
+		return "", fmt.Errorf("switch %q: ring file: %w", sw, err)
+	}
+	p := RingPath(dir, sw)
+	if filepath.Dir(p) != filepath.Clean(dir) {
+		return "", fmt.Errorf("switch %q: ring file %s is not directly in %s", sw, p, dir)
+	}
+	return p, nil
+}
+
 // RingPath is the ring file of a switch in dir.
 func RingPath(dir, sw string) string {
 	return filepath.Join(dir, "sparsecast-"+sw+".ring")
@@ -77,7 +90,9 @@ type ServerOptions struct {
 	// Switches are the served switches (empty: every switch of the
 	// topology).
 	Switches []string
-	// RingDir holds the ring files (default /dev/shm).
+	// RingDir holds the ring files (default /run/sparsecast). It must
+	// exist, be this user's and be writable by no one else (ffi.CheckRingDir);
+	// NewServer checks it when Open is the real one.
 	RingDir string
 	// RingSlots is the slots per ring of a ring file control creates.
 	RingSlots int
@@ -168,6 +183,8 @@ type switchState struct {
 
 	ring      Ring
 	ringErr   string
+	faulted   bool   // a call into ring faulted: step drops it
+	faults    uint64 // faults in the mapped ring, for metrics
 	nextOpen  time.Time
 	openDelay time.Duration
 
@@ -216,6 +233,11 @@ func NewServer(topo *Topology, opts ServerOptions) (*Server, error) {
 		return nil, fmt.Errorf("ring slots %d: want a power of two from 16 to %d", opts.RingSlots, 1<<20)
 	}
 	if opts.Open == nil {
+		// Checked at start: a missing or untrusted directory is an error
+		// now, not a retry forever.
+		if err := ffi.CheckRingDir(opts.RingDir); err != nil {
+			return nil, fmt.Errorf("ring directory: %w", err)
+		}
 		opts.Open = openRingWithDepth
 	}
 	if opts.MinSleep == 0 {
@@ -247,7 +269,11 @@ func NewServer(topo *Topology, opts ServerOptions) (*Server, error) {
 		if s.byName[n] != nil {
 			return nil, fmt.Errorf("switch %q named twice", n)
 		}
-		sw := &switchState{name: n, index: i, path: RingPath(opts.RingDir, n), needFull: true, openDelay: 50 * time.Millisecond}
+		path, err := ringPathIn(opts.RingDir, n)
+		if err != nil {
+			return nil, err
+		}
+		sw := &switchState{name: n, index: i, path: path, needFull: true, openDelay: 50 * time.Millisecond}
 		sw.ports = make([]portState, len(topo.Switches[i].Ports))
 		sw.pending = make([]pendingPush, opts.RingSlots)
 		for p := range sw.ports {
@@ -390,7 +416,11 @@ type ringWithDepth struct {
 	rf *ffi.RingFile
 }
 
-func (r ringWithDepth) Depths() (int, int) { return r.rf.Commands().Depth(), r.rf.Events().Depth() }
+func (r ringWithDepth) Depths() (cmd, ev int) {
+	// A fault reads as empty here; the server's next step drops the ring.
+	_ = ffi.CatchRingFault(func() { cmd, ev = r.rf.Commands().Depth(), r.rf.Events().Depth() })
+	return cmd, ev
+}
 
 func (r ringWithDepth) Close() error {
 	err := r.RingClient.Close()
@@ -483,6 +513,9 @@ func (s *Server) poke() {
 func (s *Server) step(now time.Time) int {
 	n := 0
 	for _, sw := range s.sws {
+		if sw.faulted {
+			s.dropRing(sw, now)
+		}
 		if sw.ring == nil {
 			if now.Before(sw.nextOpen) {
 				continue
@@ -501,17 +534,45 @@ func (s *Server) step(now time.Time) int {
 			sw.ring, sw.ringErr, sw.openDelay = r, "", 50*time.Millisecond
 			sw.bootID, sw.needFull = 0, true
 		}
-		boot, applied := sw.ring.Dataplane()
-		if boot != sw.bootID {
-			s.newDataplane(sw, boot)
-		}
-		sw.applied = max(sw.applied, applied)
-		n += sw.ring.PollEvents(func(e Event) { s.handleEvent(sw, e) })
-		if sw.needFull && sw.bootID != 0 && !now.Before(sw.nextFull) {
-			s.pushFull(sw)
+		s.ringCall(sw, func() {
+			boot, applied := sw.ring.Dataplane()
+			if boot != sw.bootID {
+				s.newDataplane(sw, boot)
+			}
+			sw.applied = max(sw.applied, applied)
+			n += sw.ring.PollEvents(func(e Event) { s.handleEvent(sw, e) })
+			if sw.needFull && sw.bootID != 0 && !now.Before(sw.nextFull) {
+				s.pushFull(sw)
+			}
+		})
+		if sw.faulted {
+			s.dropRing(sw, now)
 		}
 	}
 	return n
+}
+
+// ringCall runs fn, which uses sw's mapped ring, and notes a memory fault
+// in it (the file shrank: truncated by someone) instead of crashing. The
+// ring is dropped by step, outside every call into it, and reopened.
+func (s *Server) ringCall(sw *switchState, fn func()) bool {
+	err := ffi.CatchRingFault(fn)
+	if err != nil && !sw.faulted {
+		sw.faulted = true
+		sw.faults++
+		s.log.Printf("switch %s: ring %s: %v; dropping it, reopening", sw.name, sw.path, err)
+	}
+	return err == nil
+}
+
+// dropRing unmaps a ring that faulted; step reopens it after openDelay.
+func (s *Server) dropRing(sw *switchState, now time.Time) {
+	if sw.ring != nil {
+		sw.ring.Close()
+		sw.ring = nil
+	}
+	sw.faulted = false
+	sw.nextOpen = now.Add(sw.openDelay)
 }
 
 // newDataplane notes a dataplane (re)start: a full resync is due, and the
@@ -669,7 +730,11 @@ func (s *Server) push(sw *switchState, kind PushKind, arrival uint64, send func(
 	gen := sw.gen + 1
 	p := &sw.pending[gen%uint64(len(sw.pending))]
 	*p = pendingPush{gen: gen, kind: kind, arrival: arrival}
-	if err := send(gen); err != nil {
+	var err error
+	if !s.ringCall(sw, func() { err = send(gen) }) {
+		err = ffi.ErrRingFault
+	}
+	if err != nil {
 		*p = pendingPush{}
 		s.log.Printf("switch %s: %s push, generation %d: %v; full resync due", sw.name, kind, gen, err)
 		s.failed(sw)

@@ -4,8 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -527,5 +529,68 @@ func TestServerRealRing(t *testing.T) {
 	}
 	if c, e := dr.Depths(); c != 0 || e != 0 {
 		t.Errorf("depths %d %d", c, e)
+	}
+}
+
+// TestServerRingTruncated: the ring file is truncated under a running
+// server. The fault is counted, the ring dropped and reopened (reinitialised
+// at the server's size), and control goes on serving.
+func TestServerRingTruncated(t *testing.T) {
+	topo := testbed(t, "failover.yaml")
+	dir := t.TempDir()
+	s, err := NewServer(topo, ServerOptions{Switches: []string{"leaf1"}, RingDir: dir, RingSlots: 256, MaxSleep: time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.Run(ctx) }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Error(err)
+		}
+	}()
+	path := filepath.Join(dir, "sparsecast-leaf1.ring")
+	eventually(t, "ring file", func() bool { return s.Status().Switches[0].Connected })
+	if err := os.Truncate(path, 0); err != nil {
+		t.Fatal(err)
+	}
+	faults := func() uint64 {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		return s.byName["leaf1"].faults
+	}
+	eventually(t, "fault counted", func() bool { return faults() == 1 })
+	eventually(t, "ring reopened", func() bool {
+		st, err := os.Stat(path)
+		return s.Status().Switches[0].Connected && err == nil && st.Size() == int64(ffi.RingFileSize(256))
+	})
+	// A group change goes through the reopened ring without a fault.
+	if _, err := s.SetGroup(5, []uint16{1}, 0); err != nil {
+		t.Fatal(err)
+	}
+	if n := faults(); n != 1 {
+		t.Fatalf("%d faults, want 1", n)
+	}
+}
+
+// A ring directory that is missing, or that others can write, is an error
+// at start, not a retry forever; a switch name never leaves the directory.
+func TestNewServerRingDir(t *testing.T) {
+	topo := testbed(t, "failover.yaml")
+	open := t.TempDir()
+	os.Chmod(open, 0o777)
+	for dir, want := range map[string]string{
+		filepath.Join(t.TempDir(), "missing"): "does not exist",
+		open:                                  "others can write it",
+	} {
+		_, err := NewServer(topo, ServerOptions{RingDir: dir})
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("ring dir %s: error %v, want %q", dir, err, want)
+		}
+	}
+	if _, err := ringPathIn(t.TempDir(), "x/../../evil"); err == nil {
+		t.Error("a switch name with a slash gave a ring path")
 	}
 }

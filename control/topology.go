@@ -31,6 +31,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"regexp"
 	"slices"
 	"strings"
 
@@ -285,6 +286,7 @@ func buildTopology(f *topologyFile) (*Topology, error) {
 	}
 
 	hostNames := map[string]bool{}
+	ipOwner, macOwner := map[string]string{}, map[string]string{}
 	explicit := map[uint16]string{}
 	for i, h := range f.Hosts {
 		if err := checkName(h.Name); err != nil {
@@ -323,12 +325,20 @@ func buildTopology(f *topologyFile) (*Topology, error) {
 			if ip == nil {
 				return nil, fmt.Errorf("host %s: ips: %q is not an IP address", h.Name, s)
 			}
+			if other, dup := ipOwner[ip.String()]; dup {
+				return nil, fmt.Errorf("host %s: ip %s is already host %s's", h.Name, ip, other)
+			}
+			ipOwner[ip.String()] = h.Name
 			host.IPs = append(host.IPs, ip)
 		}
 		if h.MAC != "" {
 			if host.MAC, err = net.ParseMAC(h.MAC); err != nil {
 				return nil, fmt.Errorf("host %s: mac: %w", h.Name, err)
 			}
+			if other, dup := macOwner[host.MAC.String()]; dup {
+				return nil, fmt.Errorf("host %s: mac %s is already host %s's", h.Name, host.MAC, other)
+			}
+			macOwner[host.MAC.String()] = h.Name
 		}
 		t.Switches[si].Ports[pi].Host = i
 		t.Hosts = append(t.Hosts, host)
@@ -342,14 +352,25 @@ func buildTopology(f *topologyFile) (*Topology, error) {
 	return t, nil
 }
 
+// namePattern is what a switch, port or host name may be: it names files
+// (ring files, configs, logs) and network namespaces, so letters, digits,
+// '-', '_' and '.', starting with a letter, digit or '_', at most 64 bytes,
+// and never "..".
+var namePattern = regexp.MustCompile(`^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$`)
+
+// CheckName says whether s is a valid name (namePattern).
+func CheckName(s string) error { return checkName(s) }
+
 func checkName(s string) error {
 	switch {
 	case s == "":
 		return errors.New("empty name")
-	case strings.ContainsAny(s, ": \t\n,"):
-		return fmt.Errorf("name %q: no colons, commas or spaces", s)
 	case len(s) > 64:
-		return fmt.Errorf("name %q: longer than 64 bytes", s)
+		return fmt.Errorf("name %.64q...: longer than 64 bytes", s)
+	case !namePattern.MatchString(s):
+		return fmt.Errorf("name %q: want letters, digits, '-', '_' and '.', starting with a letter, digit or '_'", s)
+	case strings.Contains(s, ".."):
+		return fmt.Errorf("name %q: no \"..\"", s)
 	}
 	return nil
 }

@@ -3,7 +3,9 @@
 package dataplane
 
 import (
+	"bytes"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"path/filepath"
@@ -51,7 +53,8 @@ type Config struct {
 	Groups   []GroupEntry `yaml:"groups"`
 	// ControlRing is the path of the control ring file shared with the
 	// control process (docs/control.md), conventionally
-	// /dev/shm/sparsecast-<name>.ring; empty runs without control.
+	// /run/sparsecast/sparsecast-<name>.ring (docs/control.md: a directory of
+	// its user's); empty runs without control.
 	ControlRing string `yaml:"control_ring"`
 	// ControlPollMode is how the ring applier waits for control's batches:
 	// adaptive (default) spins briefly, then sleeps 50 µs at a time, which
@@ -232,14 +235,25 @@ func LoadConfig(path string) (*Config, error) {
 		return nil, err
 	}
 	defer f.Close()
-	dec := yaml.NewDecoder(f)
+	c, err := decodeConfig(f)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return c, nil
+}
+
+// ParseConfig is LoadConfig for a config already in memory.
+func ParseConfig(data []byte) (*Config, error) { return decodeConfig(bytes.NewReader(data)) }
+
+func decodeConfig(r io.Reader) (*Config, error) {
+	dec := yaml.NewDecoder(r)
 	dec.KnownFields(true)
 	var c Config
 	if err := dec.Decode(&c); err != nil {
-		return nil, fmt.Errorf("%s: %w", path, err)
+		return nil, err
 	}
 	if err := c.Validate(); err != nil {
-		return nil, fmt.Errorf("%s: %w", path, err)
+		return nil, err
 	}
 	return &c, nil
 }
@@ -319,6 +333,9 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("%d ports: at most %d", len(c.Ports), MaxPorts)
 	}
 	seen := map[string]bool{}
+	// Two ports on one interface or device would each take half of its
+	// frames and send on the same queue.
+	ifaces := map[string]string{}
 	for i := range c.Ports {
 		p := &c.Ports[i]
 		if p.Name == "" {
@@ -341,6 +358,16 @@ func (c *Config) Validate() error {
 			}
 		default:
 			return fmt.Errorf("port %s: type %q: want afpacket, dpdk or mem", p.Name, p.Type)
+		}
+		if dev := p.Iface + "\x00" + p.Device; p.Type != "mem" {
+			if other, dup := ifaces[dev]; dup {
+				what := "interface " + p.Iface
+				if p.Type == "dpdk" {
+					what = "device " + p.Device
+				}
+				return fmt.Errorf("port %s: %s is already port %s's: one port per interface", p.Name, what, other)
+			}
+			ifaces[dev] = p.Name
 		}
 		if p.Device != "" && p.Type != "dpdk" {
 			return fmt.Errorf("port %s: device is for type dpdk ports", p.Name)
@@ -394,7 +421,7 @@ func ValidateControlRing(path string) error {
 	case strings.ContainsRune(path, 0):
 		return fmt.Errorf("%q: contains a NUL byte", path)
 	case !filepath.IsAbs(path):
-		return fmt.Errorf("%q: want an absolute path (e.g. /dev/shm/sparsecast-<name>.ring)", path)
+		return fmt.Errorf("%q: want an absolute path (e.g. /run/sparsecast/sparsecast-<name>.ring)", path)
 	case filepath.Clean(path) != path:
 		return fmt.Errorf("%q: want the clean path %q", path, filepath.Clean(path))
 	}

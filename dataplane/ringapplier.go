@@ -4,13 +4,17 @@
 // atomic store. In: 64-byte records (headers.Record) from the command ring.
 // Out: a new snapshot per good batch, and HELLO / APPLIED / REJECTED events
 // (plus the LINK / REROUTED events others Emit) on the event ring. A bad
-// batch is refused whole and counted; nothing on the ring can stop it.
+// batch is refused whole and counted; nothing on the ring can stop it. A
+// ring file that faults under the mapping (truncated by someone) is dropped,
+// counted and reopened; the switch forwards on its last tables meanwhile.
 package dataplane
 
 import (
 	"context"
 	"fmt"
+	"io"
 	"math/rand/v2"
+	"os"
 	"runtime"
 	"slices"
 	"sync"
@@ -45,6 +49,12 @@ type RingApplierOptions struct {
 	// Sleep is the first idle sleep (default 50µs, at most 10ms), MaxSleep
 	// the longest (default 1ms, at least Sleep, at most 10ms).
 	Sleep, MaxSleep time.Duration
+	// Log receives a line when the ring is dropped after a fault and when
+	// it is reopened (nil: io.Discard).
+	Log io.Writer
+	// Reopen is how long the applier waits between attempts to reopen a
+	// dropped ring (default 100ms).
+	Reopen time.Duration
 }
 
 // RingCounters are the applier's counters, read by the metrics collector.
@@ -69,6 +79,21 @@ type RingCounters struct {
 	// Go runtime, a hypervisor). A command arriving then waits.
 	Stalls     atomic.Uint64
 	StallNanos atomic.Uint64
+	// BadRecords counts command records that failed their check, each as
+	// it arrives (Rejected counts the batches, at their end, which an
+	// unterminated batch never reaches).
+	BadRecords atomic.Uint64
+	// Resyncs counts the times the command ring's indexes were impossible
+	// (a corrupted file) and the applier skipped to the producer's.
+	Resyncs atomic.Uint64
+	// Faults counts memory faults in the mapped ring file (it shrank under
+	// the mapping): each drops the ring until it is reopened.
+	Faults atomic.Uint64
+	// Reopens counts rings reopened after a fault.
+	Reopens atomic.Uint64
+	// Connected is 1 while the applier has a ring mapped, 0 after a fault
+	// until the reopen.
+	Connected atomic.Uint64
 }
 
 // StallMin is the shortest gap between two polls that a busy-polling
@@ -90,7 +115,14 @@ type RingApplier struct {
 	applied  uint64 // owned by Run; mirrored in the header and Counters
 	counters *RingCounters
 
-	emitMu sync.Mutex
+	// emitMu guards the event ring (emitters on any goroutine) and the
+	// swap of rf, cmd and evq when Run drops and reopens the file.
+	emitMu  sync.Mutex
+	path    string
+	slots   int
+	faulted atomic.Bool // an emitter hit a fault: Run drops the ring
+	resyncs uint64      // cmd.Resyncs() already counted
+	log     io.Writer
 
 	// The batch being assembled (Run's goroutine only).
 	inBatch  bool
@@ -133,6 +165,12 @@ func NewRingApplier(sw *Switch, rf *ffi.RingFile, opts RingApplierOptions) (*Rin
 	if opts.MaxSleep == 0 {
 		opts.MaxSleep = max(time.Millisecond, opts.Sleep)
 	}
+	if opts.Reopen == 0 {
+		opts.Reopen = 100 * time.Millisecond
+	}
+	if opts.Log == nil {
+		opts.Log = io.Discard
+	}
 	if opts.Spin < 0 || opts.Sleep < 0 || opts.Sleep > 10*time.Millisecond || opts.MaxSleep < opts.Sleep || opts.MaxSleep > 10*time.Millisecond {
 		return nil, fmt.Errorf("ring applier: spin %d, sleep %v, max sleep %v: want spin >= 0 and sleep <= max sleep <= 10ms", opts.Spin, opts.Sleep, opts.MaxSleep)
 	}
@@ -146,18 +184,108 @@ func NewRingApplier(sw *Switch, rf *ffi.RingFile, opts RingApplierOptions) (*Rin
 		sw: sw, rf: rf, cmd: rf.Commands(), evq: rf.Events(), opts: opts,
 		nports: sw.NumPorts(), counters: &RingCounters{},
 		staged: map[uint32][]uint16{}, gone: map[uint32]bool{},
+		path: rf.Path(), slots: rf.Slots(), log: opts.Log,
 	}
 	if opts.BusyPoll {
 		a.stallLog = make([]Stall, stallLogLen)
 	}
+	var err error
+	if ferr := ffi.CatchRingFault(func() { err = a.attach(rf) }); ferr != nil {
+		return nil, fmt.Errorf("ring applier: %s: %w", rf.Path(), ferr)
+	}
+	return a, err
+}
+
+// attach takes rf as the applier's ring, as a (re)started dataplane: a new
+// boot ID, the applied generation (0 at start), commands left over dropped
+// (control answers the HELLO with a full resync), HELLO sent. The caller
+// catches ring faults.
+func (a *RingApplier) attach(rf *ffi.RingFile) error {
+	a.emitMu.Lock()
+	a.rf, a.cmd, a.evq = rf, rf.Commands(), rf.Events()
+	a.resyncs = a.cmd.Resyncs()
+	a.emitMu.Unlock()
+	a.bootID = 0
 	for a.bootID == 0 {
 		a.bootID = rand.Uint64()
 	}
-	rf.SetAppliedGeneration(0)
+	rf.SetAppliedGeneration(a.applied)
 	rf.SetDataplaneBootID(a.bootID)
 	a.cmd.Drain()
+	a.counters.Connected.Store(1)
 	a.emit(headers.Hello(a.out[:], a.bootID, 0))
-	return a, nil
+	return nil
+}
+
+// drop unmaps a ring that faulted: the batch in progress is abandoned
+// (rejected in the counters; control resyncs after the reopen anyway), the
+// tables stay as published.
+func (a *RingApplier) drop(cause error) {
+	a.counters.Faults.Add(1)
+	a.counters.Connected.Store(0)
+	if a.inBatch {
+		// No event ring to report it on: counted, then forgotten.
+		a.counters.Rejected[headers.RejectOrder].Add(1)
+		a.badCode = 0
+		a.finish()
+	}
+	a.emitMu.Lock()
+	rf := a.rf
+	a.rf, a.cmd, a.evq = nil, nil, nil
+	a.emitMu.Unlock()
+	a.faulted.Store(false)
+	if rf != nil {
+		rf.Close()
+	}
+	fmt.Fprintf(a.log, "control ring %s dropped: %v; forwarding on generation %d's tables, reopening\n", a.path, cause, a.applied)
+}
+
+// reopen maps the ring file again until it succeeds or ctx ends: a file
+// emptied by the truncation is reinitialised at the old size (control still
+// maps that), one control has reinitialised is taken as it is.
+func (a *RingApplier) reopen(ctx context.Context) bool {
+	last := ""
+	for {
+		slots := a.slots
+		if st, err := os.Stat(a.path); err == nil && st.Size() > 0 {
+			// Control reinitialised it first: take its size.
+			slots = 0
+		}
+		rf, err := ffi.OpenRingFile(a.path, slots)
+		if err == nil {
+			a.slots = rf.Slots()
+			if ferr := ffi.CatchRingFault(func() { err = a.attach(rf) }); ferr != nil {
+				a.drop(ferr)
+				err = ferr
+			} else {
+				a.counters.Reopens.Add(1)
+				fmt.Fprintf(a.log, "control ring %s reopened (boot %016x)\n", a.path, a.bootID)
+				return true
+			}
+		}
+		if msg := err.Error(); msg != last {
+			fmt.Fprintf(a.log, "control ring %s: reopening: %v (retrying every %v)\n", a.path, err, a.opts.Reopen)
+			last = msg
+		}
+		select {
+		case <-ctx.Done():
+			return false
+		case <-time.After(a.opts.Reopen):
+		}
+	}
+}
+
+// Close unmaps the ring file (which stays for control). Call it after Run
+// has returned.
+func (a *RingApplier) Close() error {
+	a.emitMu.Lock()
+	defer a.emitMu.Unlock()
+	if a.rf == nil {
+		return nil
+	}
+	err := a.rf.Close()
+	a.rf, a.cmd, a.evq = nil, nil, nil
+	return err
 }
 
 // BootID is the boot ID this applier wrote into the header.
@@ -166,7 +294,9 @@ func (a *RingApplier) BootID() uint64 { return a.bootID }
 // Counters returns the applier's counters.
 func (a *RingApplier) Counters() *RingCounters { return a.counters }
 
-// Run polls the command ring until ctx ends.
+// Run polls the command ring until ctx ends. A memory fault in the mapped
+// file drops the ring and reopens it (see drop); nothing on or in the file
+// stops Run.
 func (a *RingApplier) Run(ctx context.Context) error {
 	if a.opts.Pin {
 		// Affinity belongs to a thread, so the goroutine must keep its
@@ -181,6 +311,26 @@ func (a *RingApplier) Run(ctx context.Context) error {
 			return fmt.Errorf("ring applier: pinning to CPU %d: %w", a.opts.CPU, err)
 		}
 	}
+	for {
+		if a.cmd == nil && !a.reopen(ctx) {
+			return nil
+		}
+		var err error
+		fault := ffi.CatchRingFault(func() { err = a.poll(ctx) })
+		if fault == nil && err != errRingFaulted {
+			return err
+		}
+		if fault == nil {
+			fault = err
+		}
+		a.drop(fault)
+	}
+}
+
+// poll is Run's loop over one mapping of the ring: it returns nil when ctx
+// ends, errRingFaulted when an emitter found the mapping faulted, and
+// panics (caught by Run) when it faults itself.
+func (a *RingApplier) poll(ctx context.Context) error {
 	done := ctx.Done()
 	idle := 0
 	sleep := a.opts.Sleep
@@ -208,6 +358,13 @@ func (a *RingApplier) Run(ctx context.Context) error {
 		case <-done:
 			return nil
 		default:
+		}
+		if r := a.cmd.Resyncs(); r != a.resyncs {
+			a.counters.Resyncs.Add(r - a.resyncs)
+			a.resyncs = r
+		}
+		if a.faulted.Load() {
+			return errRingFaulted
 		}
 		if a.opts.BusyPoll {
 			continue
@@ -262,14 +419,37 @@ func (a *RingApplier) StallLog(from, to int64) []Stall {
 	return out
 }
 
+// errRingFaulted stands for a fault an emitter caught on another goroutine.
+var errRingFaulted = ffi.ErrRingFault
+
 // Poll handles every waiting command on the calling goroutine and returns
 // how many it took: for tests and benchmarks that drive the applier
-// themselves instead of calling Run (never both at once).
+// themselves instead of calling Run (never both at once). A fault drops
+// the ring, and the next Poll tries once to reopen it.
 func (a *RingApplier) Poll() int {
+	if a.cmd == nil {
+		rf, err := ffi.OpenRingFile(a.path, a.slots)
+		if err != nil {
+			return 0
+		}
+		if ferr := ffi.CatchRingFault(func() { a.attach(rf) }); ferr != nil {
+			a.drop(ferr)
+			return 0
+		}
+		a.counters.Reopens.Add(1)
+	}
 	n := 0
-	for a.cmd.TryPop(a.rec[:]) {
-		a.handle(headers.Record(a.rec[:]))
-		n++
+	if fault := ffi.CatchRingFault(func() {
+		for a.cmd.TryPop(a.rec[:]) {
+			a.handle(headers.Record(a.rec[:]))
+			n++
+		}
+		if r := a.cmd.Resyncs(); r != a.resyncs {
+			a.counters.Resyncs.Add(r - a.resyncs)
+			a.resyncs = r
+		}
+	}); fault != nil {
+		a.drop(fault)
 	}
 	return n
 }
@@ -280,6 +460,9 @@ func (a *RingApplier) handle(r headers.Record) {
 	k := r.Kind()
 	if code == 0 && !k.IsCommand() {
 		code = headers.RejectKind
+	}
+	if code != 0 {
+		a.counters.BadRecords.Add(1)
 	}
 	if !a.inBatch {
 		switch {
@@ -534,12 +717,32 @@ func (a *RingApplier) commit() {
 
 func (a *RingApplier) emit(r headers.Record) bool {
 	a.emitMu.Lock()
-	ok := a.evq.TryPush(r)
+	ok := false
+	if a.evq != nil && !a.faulted.Load() {
+		if ffi.CatchRingFault(func() { ok = a.evq.TryPush(r) }) != nil {
+			// Run, which owns the mapping, drops it at its next poll.
+			a.faulted.Store(true)
+		}
+	}
 	a.emitMu.Unlock()
 	if !ok {
 		a.counters.EventsDropped.Add(1)
 	}
 	return ok
+}
+
+// appliedGeneration reads the header's applied generation for an event;
+// 0 while the ring is dropped.
+func (a *RingApplier) appliedGeneration() uint64 {
+	a.emitMu.Lock()
+	defer a.emitMu.Unlock()
+	var g uint64
+	if a.rf != nil && !a.faulted.Load() {
+		if ffi.CatchRingFault(func() { g = a.rf.AppliedGeneration() }) != nil {
+			a.faulted.Store(true)
+		}
+	}
+	return g
 }
 
 // Emit sends an event record (built with headers.Link, headers.Rerouted,
@@ -558,14 +761,14 @@ func (a *RingApplier) Emit(ev headers.Record) bool {
 // LinkDown), its probe loss and when it was detected (CLOCK_MONOTONIC ns).
 func (a *RingApplier) EmitLink(port, state uint8, lossPPM uint32, detectNanos uint64) bool {
 	var b [headers.RingRecordLen]byte
-	return a.Emit(headers.Link(b[:], a.rf.AppliedGeneration(), port, state, lossPPM, detectNanos))
+	return a.Emit(headers.Link(b[:], a.appliedGeneration(), port, state, lossPPM, detectNanos))
 }
 
 // EmitRerouted reports a fast reroute: moved entries switched to their
 // backup because port went down, published at swapNanos (CLOCK_MONOTONIC).
 func (a *RingApplier) EmitRerouted(port uint8, moved uint32, swapNanos uint64) bool {
 	var b [headers.RingRecordLen]byte
-	return a.Emit(headers.Rerouted(b[:], a.rf.AppliedGeneration(), port, moved, swapNanos))
+	return a.Emit(headers.Rerouted(b[:], a.appliedGeneration(), port, moved, swapNanos))
 }
 
 // OnLinkEvent forwards a link event to control: LINK, then REROUTED when

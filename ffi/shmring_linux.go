@@ -1,5 +1,6 @@
-// The control ring file (docs/control.md): one file under /dev/shm, mmapped
-// by the control process and the switch, holding a header and two
+// The control ring file (docs/control.md): one file in a directory of its
+// user's (default /run/sparsecast), mmapped by the control process and the
+// switch, holding a header and two
 // single-producer single-consumer rings of fixed-size records (commands from
 // control, events back). The model is gVisor's sharedmem pipe: free-running
 // indexes in shared memory, a record written before the producer index moves
@@ -12,6 +13,10 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
+	"runtime"
+	"runtime/debug"
 	"sync/atomic"
 	"time"
 	"unsafe"
@@ -99,39 +104,54 @@ func u64(b []byte, off int) (*uint64, error) {
 	return (*uint64)(p), nil
 }
 
+// DefaultRingDir is where ring files go unless told otherwise: a directory
+// of the running user's alone (0700), created by whichever side starts first.
+const DefaultRingDir = "/run/sparsecast"
+
 // OpenRingFile opens the ring file at path, creating and initialising it
 // (mode 0600) when it does not exist. slots is the number of records per
 // ring, a power of two in [MinRingSlots, MaxRingSlots]; 0 takes the existing
 // file's (or DefaultRingSlots for a new file). An existing file must be a
 // ring file of this layout and, unless slots is 0, of this many slots;
 // otherwise the error says what differs and the file is left alone.
+//
+// The file is trusted only as far as its directory is (docs/control.md,
+// "Who may touch a ring"): the directory must exist (DefaultRingDir is
+// created 0700 if missing), belong to this process's user and be writable
+// by no one else, and an existing file must be a regular file with one
+// link, this user's, mode 0600. Anything else is refused with an error that
+// names what is wrong; the file is never adopted or changed.
 func OpenRingFile(path string, slots int) (*RingFile, error) {
 	if slots != 0 && (slots < MinRingSlots || slots > MaxRingSlots || slots&(slots-1) != 0) {
 		return nil, fmt.Errorf("ring file %s: %d slots: want a power of two in %d-%d", path, slots, MinRingSlots, MaxRingSlots)
+	}
+	if err := CheckRingDir(filepath.Dir(path)); err != nil {
+		return nil, fmt.Errorf("ring file %s: %w", path, err)
 	}
 	created := true
 	fd, err := unix.Open(path, unix.O_RDWR|unix.O_CREAT|unix.O_EXCL|unix.O_CLOEXEC|unix.O_NOFOLLOW, 0o600)
 	if errors.Is(err, unix.EEXIST) {
 		created = false
-		fd, err = unix.Open(path, unix.O_RDWR|unix.O_CLOEXEC|unix.O_NOFOLLOW, 0)
+		fd, err = unix.Open(path, unix.O_RDWR|unix.O_CLOEXEC|unix.O_NOFOLLOW|unix.O_NONBLOCK, 0)
 	}
 	if err != nil {
+		if errors.Is(err, unix.ELOOP) {
+			return nil, fmt.Errorf("ring file %s: is a symbolic link: refusing it", path)
+		}
 		return nil, fmt.Errorf("ring file %s: open: %w", path, err)
 	}
 	// The mapping outlives the descriptor.
 	defer unix.Close(fd)
-	if err := unix.Fchmod(fd, 0o600); err != nil {
-		return nil, fmt.Errorf("ring file %s: fchmod: %w", path, err)
+	if created {
+		// The umask may have taken bits off; the file is ours and new.
+		if err := unix.Fchmod(fd, 0o600); err != nil {
+			return nil, fmt.Errorf("ring file %s: fchmod: %w", path, err)
+		}
+	} else if err := checkRingFileOwner(fd); err != nil {
+		return nil, fmt.Errorf("ring file %s: %w (remove it if it is stale)", path, err)
 	}
 	init := created
 	if !created {
-		var st unix.Stat_t
-		if err := unix.Fstat(fd, &st); err != nil {
-			return nil, fmt.Errorf("ring file %s: fstat: %w", path, err)
-		}
-		if st.Mode&unix.S_IFMT != unix.S_IFREG {
-			return nil, fmt.Errorf("ring file %s: not a regular file", path)
-		}
 		hdr, size, err := waitHeader(fd)
 		if err != nil {
 			return nil, fmt.Errorf("ring file %s: %w", path, err)
@@ -185,6 +205,75 @@ func OpenRingFile(path string, slots int) (*RingFile, error) {
 		atomic.StoreUint64(f.words[0], magicWord)
 	}
 	return f, nil
+}
+
+// CheckRingDir checks that dir may hold ring files: an existing directory
+// (DefaultRingDir is created, 0700, when missing) that is this process's
+// user's and that no one else can write, so no one else can put a file or a
+// link there or swap the ring file out. Its ancestors must be root's or
+// this user's and, when others can write them, sticky (like /tmp), so no
+// one else can rename the directory away either.
+func CheckRingDir(dir string) error {
+	dir = filepath.Clean(dir)
+	if dir == DefaultRingDir {
+		if err := os.Mkdir(dir, 0o700); err != nil && !errors.Is(err, os.ErrExist) {
+			return fmt.Errorf("directory %s: %w", dir, err)
+		}
+	}
+	euid := uint32(os.Geteuid())
+	var st unix.Stat_t
+	if err := unix.Lstat(dir, &st); err != nil {
+		if errors.Is(err, unix.ENOENT) {
+			return fmt.Errorf("directory %s does not exist (create it, mode 0700, owned by the user running control and the switch)", dir)
+		}
+		return fmt.Errorf("directory %s: %w", dir, err)
+	}
+	switch {
+	case st.Mode&unix.S_IFMT == unix.S_IFLNK:
+		return fmt.Errorf("directory %s is a symbolic link: give the real directory", dir)
+	case st.Mode&unix.S_IFMT != unix.S_IFDIR:
+		return fmt.Errorf("%s is not a directory", dir)
+	case st.Uid != euid:
+		return fmt.Errorf("directory %s belongs to uid %d, not to this process's uid %d: ring files go in a directory of their own user's (e.g. %s, mode 0700)", dir, st.Uid, euid, DefaultRingDir)
+	case st.Mode&0o022 != 0:
+		return fmt.Errorf("directory %s is mode %04o: others can write it, so they could plant or swap a ring file (chmod 0700 it, or use %s)", dir, st.Mode&0o7777, DefaultRingDir)
+	}
+	for d := filepath.Dir(dir); ; d = filepath.Dir(d) {
+		if err := unix.Stat(d, &st); err != nil {
+			return fmt.Errorf("directory %s: %w", d, err)
+		}
+		if st.Uid != 0 && st.Uid != euid {
+			return fmt.Errorf("directory %s (above %s) belongs to uid %d: that user could move the ring directory", d, dir, st.Uid)
+		}
+		if st.Mode&0o022 != 0 && st.Mode&unix.S_ISVTX == 0 {
+			return fmt.Errorf("directory %s (above %s) is mode %04o: others could move the ring directory", d, dir, st.Mode&0o7777)
+		}
+		if d == "/" || d == "." {
+			return nil
+		}
+	}
+}
+
+// checkRingFileOwner refuses an existing ring file that someone else could
+// still write or swap: it must be a regular file with one link, this
+// process's user's, mode 0600.
+func checkRingFileOwner(fd int) error {
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		return fmt.Errorf("fstat: %w", err)
+	}
+	euid := uint32(os.Geteuid())
+	switch {
+	case st.Mode&unix.S_IFMT != unix.S_IFREG:
+		return errors.New("not a regular file")
+	case st.Uid != euid:
+		return fmt.Errorf("belongs to uid %d, not to this process's uid %d: refusing a ring another user created", st.Uid, euid)
+	case st.Mode&0o7777 != 0o600:
+		return fmt.Errorf("mode %04o, want 0600: refusing a ring others may map", st.Mode&0o7777)
+	case st.Nlink != 1:
+		return fmt.Errorf("%d hard links, want 1", st.Nlink)
+	}
+	return nil
 }
 
 // waitHeader reads the header of an existing file, waiting up to openWait
@@ -298,7 +387,7 @@ func (f *RingFile) ControlBootID() uint64 { return f.load(wordControlID) }
 // SetControlBootID publishes the control process's boot ID.
 func (f *RingFile) SetControlBootID(id uint64) { f.store(wordControlID, id) }
 
-// Close unmaps the file (which stays in /dev/shm for the other side and for
+// Close unmaps the file (which stays in its directory for the other side and for
 // restarts). The RingFile and its rings must not be used afterwards.
 func (f *RingFile) Close() error {
 	if f.mem == nil {
@@ -410,3 +499,32 @@ func (q *SPSC) Drain() int {
 // Resyncs counts the times TryPop found impossible indexes and skipped to
 // the producer's.
 func (q *SPSC) Resyncs() uint64 { return q.resyncs.Load() }
+
+// ErrRingFault is the error CatchRingFault returns for a memory fault inside
+// a mapped ring file: the file shrank (truncated by someone) under the
+// mapping. The mapping must be dropped; the file may be reopened.
+var ErrRingFault = errors.New("memory fault in the mapped ring file (it shrank under the mapping)")
+
+// CatchRingFault runs fn, which reads or writes a mapped ring file, and
+// turns a memory fault inside it (SIGBUS on a truncated file) into
+// ErrRingFault instead of a crash of the whole process
+// (debug.SetPanicOnFault, for this goroutine, while fn runs). Any other
+// panic goes on. fn must leave nothing half-done that matters if it is cut
+// short; callers drop the ring on ErrRingFault.
+func CatchRingFault(fn func()) (err error) {
+	old := debug.SetPanicOnFault(true)
+	defer func() {
+		debug.SetPanicOnFault(old)
+		if r := recover(); r != nil {
+			if re, ok := r.(runtime.Error); ok {
+				if _, addr := re.(interface{ Addr() uintptr }); addr {
+					err = fmt.Errorf("%w: %v", ErrRingFault, re)
+					return
+				}
+			}
+			panic(r)
+		}
+	}()
+	fn()
+	return nil
+}

@@ -2,6 +2,7 @@ package ffi
 
 import (
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -9,20 +10,26 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
-// shmPath returns a ring file path in /dev/shm (falling back to the test's
-// temp dir where /dev/shm does not exist) removed when the test ends.
+// shmPath returns a ring file path in a fresh directory of this user's
+// under /dev/shm (falling back to the test's temp dir where /dev/shm does not
+// exist), removed when the test ends. /dev/shm itself is writable by all,
+// so OpenRingFile refuses it.
 func shmPath(t testing.TB) string {
 	t.Helper()
-	dir := "/dev/shm"
-	if st, err := os.Stat(dir); err != nil || !st.IsDir() {
-		dir = t.TempDir()
+	dir := t.TempDir()
+	if st, err := os.Stat("/dev/shm"); err == nil && st.IsDir() {
+		d, err := os.MkdirTemp("/dev/shm", "sparsecast-test-")
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { os.RemoveAll(d) })
+		dir = d
 	}
-	p := filepath.Join(dir, fmt.Sprintf("sparsecast-test-%d-%s.ring", os.Getpid(), strings.ReplaceAll(t.Name(), "/", "_")))
-	os.Remove(p)
-	t.Cleanup(func() { os.Remove(p) })
-	return p
+	return filepath.Join(dir, fmt.Sprintf("sparsecast-test-%d-%s.ring", os.Getpid(), strings.ReplaceAll(t.Name(), "/", "_")))
 }
 
 // fillRec writes record number i: its index, then bytes derived from it, so
@@ -156,7 +163,7 @@ func patch(t *testing.T, p string, off int64, b []byte) {
 // A file created but never initialised (its creator died) is taken over.
 func TestRingFileAbandoned(t *testing.T) {
 	p := shmPath(t)
-	if err := os.WriteFile(p, nil, 0o644); err != nil {
+	if err := os.WriteFile(p, nil, 0o600); err != nil {
 		t.Fatal(err)
 	}
 	f, err := OpenRingFile(p, 4)
@@ -168,6 +175,132 @@ func TestRingFileAbandoned(t *testing.T) {
 	if !f.Created() || st.Mode().Perm() != 0o600 {
 		t.Fatalf("created %v, mode %v", f.Created(), st.Mode().Perm())
 	}
+}
+
+// A ring file or directory that someone else could write is refused, with an
+// error naming what is wrong, and left as it was.
+func TestRingFileUntrusted(t *testing.T) {
+	good := func(t *testing.T) string {
+		p := shmPath(t)
+		f, err := OpenRingFile(p, 4)
+		if err != nil {
+			t.Fatal(err)
+		}
+		f.Close()
+		return p
+	}
+	cases := []struct {
+		name, want string
+		setup      func(t *testing.T) string
+		root       bool
+	}{
+		{"other user", "belongs to uid 65534", func(t *testing.T) string {
+			p := good(t)
+			if err := os.Chown(p, 65534, 65534); err != nil {
+				t.Fatal(err)
+			}
+			return p
+		}, true},
+		{"mode", "mode 0666, want 0600", func(t *testing.T) string {
+			p := good(t)
+			os.Chmod(p, 0o666)
+			return p
+		}, false},
+		{"symlink", "symbolic link", func(t *testing.T) string {
+			p := good(t)
+			l := p + ".link"
+			if err := os.Symlink(p, l); err != nil {
+				t.Fatal(err)
+			}
+			return l
+		}, false},
+		{"hard link", "2 hard links", func(t *testing.T) string {
+			p := good(t)
+			l := p + ".link"
+			if err := os.Link(p, l); err != nil {
+				t.Fatal(err)
+			}
+			return l
+		}, false},
+		{"fifo", "not a regular file", func(t *testing.T) string {
+			p := shmPath(t)
+			if err := unix.Mkfifo(p, 0o600); err != nil {
+				t.Fatal(err)
+			}
+			return p
+		}, false},
+		{"dir writable by others", "others can write it", func(t *testing.T) string {
+			p := shmPath(t)
+			os.Chmod(filepath.Dir(p), 0o777)
+			return p
+		}, false},
+		{"dir of another user", "belongs to uid 65534", func(t *testing.T) string {
+			p := shmPath(t)
+			if err := os.Chown(filepath.Dir(p), 65534, 65534); err != nil {
+				t.Fatal(err)
+			}
+			return p
+		}, true},
+		{"world-writable dir", "others can write it", func(t *testing.T) string {
+			return filepath.Join(os.TempDir(), fmt.Sprintf("sparsecast-never-%d.ring", os.Getpid()))
+		}, false},
+		{"missing dir", "does not exist", func(t *testing.T) string {
+			return filepath.Join(t.TempDir(), "missing", "x.ring")
+		}, false},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			if tc.root && os.Geteuid() != 0 {
+				t.Skip("needs root (chown)")
+			}
+			p := tc.setup(t)
+			before, _ := os.Lstat(p)
+			f, err := OpenRingFile(p, 0)
+			if err == nil {
+				f.Close()
+				t.Fatalf("opened %s", p)
+			}
+			if !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("error %q, want it to say %q", err, tc.want)
+			}
+			if after, _ := os.Lstat(p); before != nil && (after == nil || after.Mode() != before.Mode() || after.Size() != before.Size()) {
+				t.Fatal("the refused file was changed")
+			}
+		})
+	}
+}
+
+// A fault inside a mapped ring (the file truncated under it) is an error, not
+// a crash, and the file can be reopened.
+func TestRingFileTruncatedUnderMapping(t *testing.T) {
+	p := shmPath(t)
+	f, err := OpenRingFile(p, 4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if err := os.Truncate(p, 0); err != nil {
+		t.Fatal(err)
+	}
+	var rec [RingRecordSize]byte
+	err = CatchRingFault(func() { f.Commands().TryPop(rec[:]) })
+	if !errors.Is(err, ErrRingFault) {
+		t.Fatalf("TryPop on a truncated ring: %v, want ErrRingFault", err)
+	}
+	// Other panics are not swallowed.
+	func() {
+		defer func() {
+			if recover() == nil {
+				t.Error("a plain panic was swallowed")
+			}
+		}()
+		CatchRingFault(func() { panic("not a fault") })
+	}()
+	g, err := OpenRingFile(p, 0)
+	if err != nil {
+		t.Fatalf("reopening: %v", err)
+	}
+	g.Close()
 }
 
 func TestSPSCFullEmptyWrap(t *testing.T) {

@@ -140,7 +140,9 @@ func controlRun(ctx context.Context, o *ControlRunOptions) error {
 		if token, err = control.ReadToken(o.TokenFile); err != nil {
 			return err
 		}
+		warnTokenFileMode(o.Log, o.TokenFile)
 	}
+	warnExposedAddr(o.Log, "--metrics-addr", o.MetricsAddr)
 	store, err := openControlStore(o)
 	if err != nil {
 		return err

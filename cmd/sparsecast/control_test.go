@@ -237,3 +237,76 @@ func TestBenchControlJSON(t *testing.T) {
 		t.Errorf("applied %v", m["applied"])
 	}
 }
+
+// TestControlRunBadInput: a switch name that would leave the ring
+// directory, a missing ring directory, a missing API socket directory: each
+// fails at start with an error saying what, and nothing is created.
+func TestControlRunBadInput(t *testing.T) {
+	dir := t.TempDir()
+	evil := filepath.Join(dir, "evil.yaml")
+	os.WriteFile(evil, []byte(`
+switches:
+  - {name: "x/../../evil", role: leaf}
+  - {name: s1, role: spine}
+links:
+  - {a: s1:p1, b: "x/../../evil:up"}
+hosts:
+  - {name: h1, attach: "x/../../evil:h1"}
+`), 0o600)
+	rings := filepath.Join(dir, "rings")
+	os.Mkdir(rings, 0o700)
+	good := testbedPath(t, "failover.yaml")
+	sock := "unix:" + filepath.Join(dir, "a.sock")
+	for _, tc := range []struct {
+		name, topo, ringDir, api, want string
+	}{
+		{"name escapes", evil, rings, sock, "want letters, digits"},
+		{"missing ring dir", good, filepath.Join(dir, "nonexistent"), sock, "does not exist"},
+		{"missing api dir", good, rings, "unix:" + filepath.Join(dir, "missing", "a.sock"), "no such file or directory"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var log bytes.Buffer
+			err := controlRun(context.Background(), &ControlRunOptions{Log: &log, Topology: tc.topo, RingDir: tc.ringDir, RingSlots: 256, API: tc.api, StateDir: t.TempDir()})
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("error %v, want %q", err, tc.want)
+			}
+			var made []string
+			filepath.WalkDir(dir, func(p string, d os.DirEntry, err error) error {
+				if p != dir && p != evil && p != rings {
+					made = append(made, p)
+				}
+				return nil
+			})
+			if len(made) > 0 {
+				t.Fatalf("created %v", made)
+			}
+		})
+	}
+}
+
+func TestStartWarnings(t *testing.T) {
+	var b bytes.Buffer
+	for _, a := range []string{"127.0.0.1:9100", "[::1]:9100", "localhost:9100", ""} {
+		warnExposedAddr(&b, "x", a)
+	}
+	if b.Len() != 0 {
+		t.Fatalf("loopback warned: %s", b.String())
+	}
+	for _, a := range []string{"0.0.0.0:9100", ":9100", "10.1.2.3:9100"} {
+		b.Reset()
+		if warnExposedAddr(&b, "x", a); !strings.Contains(b.String(), "not loopback only") {
+			t.Errorf("%s: no warning", a)
+		}
+	}
+	tok := filepath.Join(t.TempDir(), "tok")
+	os.WriteFile(tok, []byte("0123456789abcdef0123"), 0o644)
+	b.Reset()
+	if warnTokenFileMode(&b, tok); !strings.Contains(b.String(), "other users can read") {
+		t.Error("a 0644 token file gave no warning")
+	}
+	os.Chmod(tok, 0o600)
+	b.Reset()
+	if warnTokenFileMode(&b, tok); b.Len() != 0 {
+		t.Errorf("a 0600 token file warned: %s", b.String())
+	}
+}

@@ -110,8 +110,19 @@ func switchRun(ctx context.Context, o *SwitchRunOptions) error {
 	if err != nil {
 		return err
 	}
+	// The ring first: one the switch cannot trust (another user's, a
+	// directory others can write) is refused before any port opens.
+	var rf *ffi.RingFile
+	if cfg.ControlRing != "" {
+		if rf, err = ffi.OpenRingFile(cfg.ControlRing, 0); err != nil {
+			return fmt.Errorf("control ring: %w", err)
+		}
+	}
 	ports, err := openPorts(cfg)
 	if err != nil {
+		if rf != nil {
+			rf.Close()
+		}
 		return err
 	}
 	defer func() {
@@ -121,6 +132,9 @@ func switchRun(ctx context.Context, o *SwitchRunOptions) error {
 	}()
 	sw, err := dataplane.NewSwitch(cfg, ports, tables)
 	if err != nil {
+		if rf != nil {
+			rf.Close()
+		}
 		return err
 	}
 	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
@@ -128,26 +142,24 @@ func switchRun(ctx context.Context, o *SwitchRunOptions) error {
 	mopts := []metrics.Option{metrics.WithPortStats(metrics.PortStatsOf(ports)), metrics.WithDeviceStats(metrics.DeviceStatsOf(ports)),
 		metrics.WithFaults(sw.FaultCounters())}
 	controlAt := "off"
-	if cfg.ControlRing != "" {
+	if rf != nil {
 		// The ring applier: control's batches become table snapshots, and
 		// link events go back to control.
-		rf, err := ffi.OpenRingFile(cfg.ControlRing, 0)
-		if err != nil {
-			return fmt.Errorf("control ring: %w", err)
-		}
-		defer rf.Close()
-		ropts := dataplane.RingApplierOptions{BusyPoll: cfg.ControlPollMode == dataplane.PollBusy}
+		ropts := dataplane.RingApplierOptions{BusyPoll: cfg.ControlPollMode == dataplane.PollBusy, Log: o.Log}
 		if cfg.ControlCPU != nil {
 			ropts.Pin, ropts.CPU = true, *cfg.ControlCPU
 		}
 		ra, err := dataplane.NewRingApplier(sw, rf, ropts)
 		if err != nil {
+			rf.Close()
 			return fmt.Errorf("control ring: %w", err)
 		}
 		sw.OnLinkEvent(ra.OnLinkEvent)
 		mopts = append(mopts, metrics.WithRing(ra.Counters()))
 		applierDone := make(chan struct{})
-		defer func() { stop(); <-applierDone }() // before rf.Close unmaps the file
+		// The applier owns the file (it reopens it after a fault): close
+		// it once Run has returned.
+		defer func() { stop(); <-applierDone; ra.Close() }()
 		go func() {
 			defer close(applierDone)
 			ra.Run(ctx)
@@ -178,6 +190,7 @@ func switchRun(ctx context.Context, o *SwitchRunOptions) error {
 		}{"fault", r, dataplane.MonotonicNs()})
 	}
 	metricsAt := "off"
+	warnExposedAddr(o.Log, "metrics address", cfg.MetricsAddr)
 	if cfg.MetricsAddr != "" {
 		c := metrics.NewSwitchCollector(cfg.Name, sw.PortNames(), sw.Counters(), mopts...)
 		// The metrics server also takes runtime faults (POST /fault,

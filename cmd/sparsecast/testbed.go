@@ -163,9 +163,10 @@ func runSingleSwitch(ctx context.Context, o *SingleSwitchOptions) error {
 
 // TestbedDownOptions are `testbed down`'s flags.
 type TestbedDownOptions struct {
-	Out     io.Writer
-	Prefix  string
-	Verbose bool
+	Out      io.Writer
+	Prefix   string
+	Verbose  bool
+	KeepLogs bool
 }
 
 // NewCmdTestbedDown builds `testbed down`.
@@ -176,8 +177,10 @@ func NewCmdTestbedDown(runF func(*TestbedDownOptions) error) *cobra.Command {
 		Short: "Stop a testbed: its processes, namespaces and state",
 		Long: `Stop the switches and control process of the testbed brought up with
 --prefix, kill every process inside the network namespaces named with the
-prefix and delete those namespaces (with their veths). Safe to run twice and
-after a crashed run.`,
+prefix and delete those namespaces (with their veths), the state file and
+the testbed's directory /run/sparsecast/testbed-<prefix>lab (configs, rings
+and logs, in RAM); --keep-logs keeps the *.log files there. Safe to run
+twice and after a crashed run.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			opts.Out = cmd.OutOrStdout()
@@ -192,6 +195,7 @@ after a crashed run.`,
 	}
 	cmd.Flags().StringVar(&opts.Prefix, "prefix", lab.DefaultPrefix, "prefix of the namespace names to remove")
 	cmd.Flags().BoolVarP(&opts.Verbose, "verbose", "v", false, "print the commands run")
+	cmd.Flags().BoolVar(&opts.KeepLogs, "keep-logs", false, "keep the testbed directory's *.log files (everything else goes)")
 	return cmd
 }
 
@@ -210,9 +214,12 @@ func runTestbedDown(ctx context.Context, o *TestbedDownOptions) error {
 	if o.Verbose {
 		log = o.Out
 	}
-	if err := lab.Down(ctx, o.Prefix, log); err != nil {
+	if err := lab.DownKeeping(ctx, o.Prefix, log, o.KeepLogs); err != nil {
 		return err
 	}
 	fmt.Fprintf(o.Out, "removed %d namespaces with prefix %q\n", len(before), o.Prefix)
+	if o.KeepLogs {
+		fmt.Fprintf(o.Out, "logs kept in %s\n", lab.LabDir(o.Prefix))
+	}
 	return nil
 }

@@ -102,7 +102,7 @@ func Open(iface string, opts Options) (*Port, error) {
 	}
 	ifi, err := net.InterfaceByName(iface)
 	if err != nil {
-		return nil, fmt.Errorf("afpacket: %w", err)
+		return nil, fmt.Errorf("afpacket: interface %q: %w (set the port's iface to an existing interface)", iface, err)
 	}
 	p := &Port{
 		name:    opts.Name,
@@ -298,3 +298,7 @@ var _ dataplane.Port = (*Port)(nil)
 // KernelDrops is the running total of frames the kernel dropped because the
 // ring was full (metrics.KernelDropCounter).
 func (p *Port) KernelDrops() uint64 { return p.Stats().KernelDrops }
+
+// RxOversize is the frames RxBurst dropped as too big (Stats().Oversize),
+// for the switch's drops_total{reason="too_big"}.
+func (p *Port) RxOversize() uint64 { return p.oversize.Load() }

@@ -18,6 +18,11 @@
 //	sparsecast_switch_ring_events_dropped_total                 counter, events the full event ring refused
 //	sparsecast_switch_ring_applier_stalls_total                 counter, gaps over 2 µs in a busy applier's polling
 //	sparsecast_switch_ring_applier_stall_seconds_total          counter, their total length
+//	sparsecast_switch_ring_bad_records_total                    counter, command records that failed their check
+//	sparsecast_switch_ring_resyncs_total                        counter, impossible ring indexes skipped over
+//	sparsecast_switch_ring_faults_total                         counter, faults in the mapped ring file (dropped, reopened)
+//	sparsecast_switch_ring_reopens_total                        counter, rings reopened after a fault
+//	sparsecast_switch_ring_connected                            gauge, 1 while the ring is mapped
 //	sparsecast_switch_port_device_*_total{port}                 counters of a port's device (DPDK), device.go
 //	sparsecast_switch_fault_requests_total{result}              counter, runtime fault requests applied or rejected, fault.go
 //
@@ -87,6 +92,16 @@ var (
 		"Events to the control process dropped because the event ring was full.")
 	ringStallsDesc = newDesc("ring_applier_stalls_total",
 		"Gaps of over 2 µs between two polls of the command ring by a busy-polling applier (control_poll_mode: busy): its CPU was busy elsewhere, and a command arriving then waited.")
+	ringBadRecordsDesc = newDesc("ring_bad_records_total",
+		"Control ring command records that failed their check, counted as they arrive (even inside a batch that never ends).")
+	ringResyncsDesc = newDesc("ring_resyncs_total",
+		"Times the command ring's indexes were impossible (a corrupted ring file) and the applier skipped to the producer's.")
+	ringFaultsDesc = newDesc("ring_faults_total",
+		"Memory faults in the mapped control ring file (it shrank under the mapping): the ring was dropped and reopened, forwarding went on.")
+	ringReopensDesc = newDesc("ring_reopens_total",
+		"Control rings reopened after a fault.")
+	ringConnectedDesc = newDesc("ring_connected",
+		"1 while the control ring is mapped, 0 from a fault until its reopen.")
 	ringStallSecondsDesc = newDesc("ring_applier_stall_seconds_total",
 		"Total length of the busy-polling applier's stalls.")
 )
@@ -109,6 +124,16 @@ type PortStat struct {
 	// switch could read them (for AF_PACKET, tp_drops of PACKET_STATISTICS,
 	// accumulated by the port since the kernel resets it on every read).
 	KernelDrops uint64
+	// TooBig counts frames the port dropped on receive because they did
+	// not fit its ring's frames or the pool's buffers (the kernel truncated
+	// them); exported in drops_total{reason="too_big"} with the workers'.
+	TooBig uint64
+}
+
+// OversizeCounter is implemented by ports that drop received frames too
+// big for their buffers before a worker sees them.
+type OversizeCounter interface {
+	RxOversize() uint64
 }
 
 // KernelDropCounter is implemented by ports whose kernel counts drops that
@@ -125,7 +150,11 @@ func PortStatsOf(ports []dataplane.Port) func() []PortStat {
 		var stats []PortStat
 		for _, p := range ports {
 			if kd, ok := p.(KernelDropCounter); ok {
-				stats = append(stats, PortStat{Port: p.Name(), KernelDrops: kd.KernelDrops()})
+				st := PortStat{Port: p.Name(), KernelDrops: kd.KernelDrops()}
+				if oc, ok := p.(OversizeCounter); ok {
+					st.TooBig = oc.RxOversize()
+				}
+				stats = append(stats, st)
 			}
 		}
 		return stats
@@ -183,6 +212,7 @@ func (c *switchCollector) Describe(ch chan<- *prometheus.Desc) {
 		infoDesc, rxPacketsDesc, rxBytesDesc, txPacketsDesc, txBytesDesc,
 		kernelDropsDesc, dropsDesc, fanoutDesc, pollsDesc, sleepsDesc,
 		ringAppliedDesc, ringRejectedDesc, ringGenerationDesc, ringDroppedDesc, ringStallsDesc, ringStallSecondsDesc,
+		ringBadRecordsDesc, ringResyncsDesc, ringFaultsDesc, ringReopensDesc, ringConnectedDesc,
 		feedbackDesc, evictedDesc, expiredDesc, restartedDesc, faultRequestsDesc,
 	} {
 		ch <- d
@@ -196,13 +226,15 @@ func (c *switchCollector) Describe(ch chan<- *prometheus.Desc) {
 func (c *switchCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(infoDesc, prometheus.GaugeValue, 1, c.name)
 	c.collectPorts(ch)
+	var tooBig uint64
 	if c.portStats != nil {
 		for _, s := range c.portStats() {
 			ch <- prometheus.MustNewConstMetric(kernelDropsDesc, prometheus.CounterValue, float64(s.KernelDrops), s.Port)
+			tooBig += s.TooBig
 		}
 	}
 	c.collectDevices(ch)
-	c.collectDrops(ch)
+	c.collectDrops(ch, tooBig)
 	c.collectFanout(ch)
 	c.collectWorkers(ch)
 	c.collectRing(ch)
@@ -248,6 +280,11 @@ func (c *switchCollector) collectRing(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(ringDroppedDesc, prometheus.CounterValue, float64(r.EventsDropped.Load()))
 	ch <- prometheus.MustNewConstMetric(ringStallsDesc, prometheus.CounterValue, float64(r.Stalls.Load()))
 	ch <- prometheus.MustNewConstMetric(ringStallSecondsDesc, prometheus.CounterValue, float64(r.StallNanos.Load())/1e9)
+	ch <- prometheus.MustNewConstMetric(ringBadRecordsDesc, prometheus.CounterValue, float64(r.BadRecords.Load()))
+	ch <- prometheus.MustNewConstMetric(ringResyncsDesc, prometheus.CounterValue, float64(r.Resyncs.Load()))
+	ch <- prometheus.MustNewConstMetric(ringFaultsDesc, prometheus.CounterValue, float64(r.Faults.Load()))
+	ch <- prometheus.MustNewConstMetric(ringReopensDesc, prometheus.CounterValue, float64(r.Reopens.Load()))
+	ch <- prometheus.MustNewConstMetric(ringConnectedDesc, prometheus.GaugeValue, float64(r.Connected.Load()))
 }
 
 func (c *switchCollector) collectPorts(ch chan<- prometheus.Metric) {
@@ -270,8 +307,11 @@ func (c *switchCollector) collectPorts(ch chan<- prometheus.Metric) {
 	}
 }
 
-func (c *switchCollector) collectDrops(ch chan<- prometheus.Metric) {
+// collectDrops sends drops_total by reason; tooBig is the ports' own
+// oversize receive drops, which no worker saw.
+func (c *switchCollector) collectDrops(ch chan<- prometheus.Metric, tooBig uint64) {
 	var drops [dataplane.NumDropReasons]uint64
+	drops[dataplane.DropTooBig] = tooBig
 	for _, core := range c.cores {
 		for r := range drops {
 			drops[r] += core.Drops[r].Load()

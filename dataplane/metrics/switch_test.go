@@ -71,7 +71,7 @@ func testCores() []*dataplane.CoreCounters {
 }
 
 func testPortStats() []PortStat {
-	return []PortStat{{Port: "eth0", KernelDrops: 12}, {Port: "eth1"}}
+	return []PortStat{{Port: "eth0", KernelDrops: 12}, {Port: "eth1", TooBig: 5}}
 }
 
 func compareGolden(t *testing.T, c prometheus.Collector) error {
@@ -159,6 +159,14 @@ type kdPort struct {
 func (p kdPort) Name() string        { return p.name }
 func (p kdPort) KernelDrops() uint64 { return p.drops }
 
+// osPort also counts oversize receive drops.
+type osPort struct {
+	kdPort
+	oversize uint64
+}
+
+func (p osPort) RxOversize() uint64 { return p.oversize }
+
 type plainPort struct {
 	dataplane.Port
 	name string
@@ -167,9 +175,9 @@ type plainPort struct {
 func (p plainPort) Name() string { return p.name }
 
 func TestPortStatsOf(t *testing.T) {
-	ports := []dataplane.Port{kdPort{name: "a", drops: 3}, plainPort{name: "b"}, kdPort{name: "c"}}
+	ports := []dataplane.Port{kdPort{name: "a", drops: 3}, plainPort{name: "b"}, kdPort{name: "c"}, osPort{kdPort{name: "d"}, 7}}
 	got := PortStatsOf(ports)()
-	want := []PortStat{{Port: "a", KernelDrops: 3}, {Port: "c"}}
+	want := []PortStat{{Port: "a", KernelDrops: 3}, {Port: "c"}, {Port: "d", TooBig: 7}}
 	if len(got) != len(want) {
 		t.Fatalf("PortStatsOf = %v, want %v", got, want)
 	}

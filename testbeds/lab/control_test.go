@@ -164,3 +164,46 @@ func tail(s string, n int) string {
 	}
 	return strings.Join(lines, "\n")
 }
+
+// A ring file truncated under a running switch (issue 14: a SIGBUS that
+// killed it) costs no packet: the switch drops the ring, counts the fault,
+// forwards on its last tables, reopens the ring and is resynced by control.
+func TestRingTruncatedUnderLoad(t *testing.T) {
+	f := startControlFabric(t, labPrefix+"rt-")
+	ring := filepath.Join(f.Dir, "sparsecast-leaf1.ring")
+	before, err := f.AppliedGeneration("leaf1")
+	if err != nil || before == 0 {
+		t.Fatalf("leaf1 applied generation %d: %v", before, err)
+	}
+	res, err := f.Stream(context.Background(), StreamOptions{
+		Sender: "tx", Receivers: receiverHosts(f), Rate: 2000, Duration: 3 * time.Second,
+		At: time.Second, Do: func() error { return os.Truncate(ring, 0) },
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for id, r := range res.Receivers {
+		if r.Received == 0 || r.Lost != 0 {
+			t.Errorf("receiver %d: received %d, lost %d of %d", id, r.Received, r.Lost, res.Sent)
+		}
+	}
+	ctx := context.Background()
+	if n, err := f.SwitchCounter(ctx, "leaf1", "sparsecast_switch_ring_faults_total"); err != nil || n != 1 {
+		t.Errorf("leaf1 ring faults %d (%v), want 1", n, err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		reopens, _ := f.SwitchCounter(ctx, "leaf1", "sparsecast_switch_ring_reopens_total")
+		connected, _ := f.SwitchCounter(ctx, "leaf1", "sparsecast_switch_ring_connected")
+		if reopens == 1 && connected == 1 {
+			if gen, err := f.AppliedGeneration("leaf1"); err == nil && gen > before {
+				break
+			}
+		}
+		if time.Now().After(deadline) {
+			log, _ := os.ReadFile(f.ControlLog)
+			t.Fatalf("leaf1 not reopened and resynced (reopens %d, connected %d); control log:\n%s", reopens, connected, tail(string(log), 20))
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}

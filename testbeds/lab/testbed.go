@@ -15,6 +15,7 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strings"
 	"syscall"
 	"time"
 
@@ -85,7 +86,7 @@ func Up(ctx context.Context, o UpOptions) (*TestbedState, error) {
 		return nil, err
 	}
 	if o.Dir == "" {
-		o.Dir = filepath.Join(StateDir, "testbed-"+o.Prefix+"lab")
+		o.Dir = LabDir(o.Prefix)
 	}
 	if err := os.RemoveAll(o.Dir); err != nil {
 		return nil, err
@@ -184,9 +185,20 @@ func (st *TestbedState) Attach() (*Fabric, error) {
 	}, nil
 }
 
-// Down stops a testbed's processes and removes its namespaces. It works
-// without a state file too (after a crash), and twice in a row.
+// LabDir is a testbed's default directory (configs, rings, logs): RAM
+// under /run, so Down removes it.
+func LabDir(prefix string) string { return filepath.Join(StateDir, "testbed-"+prefix+"lab") }
+
+// Down stops a testbed's processes and removes its namespaces, its state
+// file and its directory. It works without a state file too (after a
+// crash), and twice in a row.
 func Down(ctx context.Context, prefix string, log io.Writer) error {
+	return DownKeeping(ctx, prefix, log, false)
+}
+
+// DownKeeping is Down; with keepLogs the testbed directory keeps its *.log
+// files (everything else in it goes: configs, rings, sockets).
+func DownKeeping(ctx context.Context, prefix string, log io.Writer, keepLogs bool) error {
 	if prefix == "" {
 		prefix = DefaultPrefix
 	}
@@ -216,6 +228,40 @@ func Down(ctx context.Context, prefix string, log io.Writer) error {
 	}
 	if err := os.Remove(statePath(prefix)); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return err
+	}
+	// The default directory only: a directory given to Up (UpOptions.Dir)
+	// is the caller's.
+	dir := LabDir(prefix)
+	if !keepLogs {
+		return os.RemoveAll(dir)
+	}
+	return removeAllBut(dir, func(name string) bool { return strings.HasSuffix(name, ".log") })
+}
+
+// removeAllBut removes everything under dir but the regular files whose
+// names keep accepts (and the directories holding them).
+func removeAllBut(dir string, keep func(name string) bool) error {
+	entries, err := os.ReadDir(dir)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	for _, e := range entries {
+		p := filepath.Join(dir, e.Name())
+		switch {
+		case e.IsDir():
+			if err := removeAllBut(p, keep); err != nil {
+				return err
+			}
+			os.Remove(p) // fails, and stays, if it kept a log
+		case e.Type().IsRegular() && keep(e.Name()):
+		default:
+			if err := os.Remove(p); err != nil {
+				return err
+			}
+		}
 	}
 	return nil
 }

@@ -6,8 +6,11 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
+	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 )
@@ -61,4 +64,61 @@ func TestCheckpointTwice(t *testing.T) {
 	if sessions[0] == 0 || sessions[0] == sessions[1] {
 		t.Errorf("sessions %v: want two fresh ones", sessions)
 	}
+}
+
+// TestTestbedDownLeavesNothing: `testbed down` removes the testbed's
+// directory under /run/sparsecast (configs, rings, sockets, logs) with its
+// state file; --keep-logs keeps only the *.log files.
+func TestTestbedDownLeavesNothing(t *testing.T) {
+	bin := buildBinary(t)
+	prefix := labPrefix + "dn-"
+	topo := filepath.Join(moduleRoot(t), "testbeds", "failover.yaml")
+	run := func(args ...string) string {
+		t.Helper()
+		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+		defer cancel()
+		out, err := exec.CommandContext(ctx, bin, args...).CombinedOutput()
+		if err != nil {
+			t.Fatalf("%v: %v\n%s", args, err, out)
+		}
+		return string(out)
+	}
+	t.Cleanup(func() { exec.Command(bin, "testbed", "down", "--prefix", prefix).Run() })
+	dir := LabDir(prefix)
+	up := func() {
+		run("testbed", "up", "--topology", topo, "--prefix", prefix)
+		rings, _ := filepath.Glob(filepath.Join(dir, "*.ring"))
+		if len(rings) == 0 {
+			t.Fatalf("no ring files in %s after up", dir)
+		}
+	}
+	up()
+	out := run("testbed", "down", "--prefix", prefix, "--keep-logs")
+	if !strings.Contains(out, "logs kept in "+dir) {
+		t.Errorf("down --keep-logs said %q", out)
+	}
+	var left []string
+	filepath.WalkDir(dir, func(p string, d os.DirEntry, err error) error {
+		if err == nil && !d.IsDir() {
+			left = append(left, p)
+		}
+		return nil
+	})
+	if len(left) == 0 {
+		t.Error("--keep-logs kept no log")
+	}
+	for _, p := range left {
+		if !strings.HasSuffix(p, ".log") {
+			t.Errorf("--keep-logs left %s", p)
+		}
+	}
+	up()
+	run("testbed", "down", "--prefix", prefix)
+	if _, err := os.Stat(dir); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("%s after down: %v", dir, err)
+	}
+	if _, err := os.Stat(statePath(prefix)); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("state file after down: %v", err)
+	}
+	run("testbed", "down", "--prefix", prefix) // twice is fine
 }
