@@ -72,7 +72,7 @@ const (
 // ResolveTRexDir finds the directory with t-rex-64 in dir or dir/scripts.
 func ResolveTRexDir(dir string) (string, error) {
 	if dir == "" {
-		return "", errors.New("no TRex directory: pass --trex-dir DIR (a TRex install, or a source tree built as testbeds/trex/README.md "The TRex lab" says)")
+		return "", errors.New("no TRex directory: pass --trex-dir DIR (a TRex install, or a source tree built as testbeds/trex/README.md's TRex lab section says)")
 	}
 	for _, d := range []string{dir, filepath.Join(dir, "scripts")} {
 		if st, err := os.Stat(filepath.Join(d, "t-rex-64")); err == nil && !st.IsDir() {
