@@ -293,8 +293,21 @@ def console_start_profiles(line):
     latency = {}
     for port_id, streams in out.items():
         for s in streams:
-            if isinstance(s.flow_stats, STLFlowLatencyStats):
-                if s.flow_stats.pg_id in latency:
-                    raise TRexError("latency pg_id %d is used on port %d and port %d" % (s.flow_stats.pg_id, latency[s.flow_stats.pg_id], port_id))
-                latency[s.flow_stats.pg_id] = port_id
+            pg = latency_pg_id(s)
+            if pg is not None:
+                if pg in latency:
+                    raise TRexError("latency pg_id %d is used on port %d and port %d" % (pg, latency[pg], port_id))
+                latency[pg] = port_id
     return out
+
+
+def latency_pg_id(s):
+    """A stream's latency pg_id or None: this fake's STLStream, or TRex's
+    (whose flow stats are its JSON fields)."""
+    fs = getattr(s, "flow_stats", None)
+    if isinstance(fs, STLFlowLatencyStats):
+        return fs.pg_id
+    f = getattr(s, "fields", {}).get("flow_stats") or {}
+    if f.get("enabled") and f.get("rule_type") == "latency":
+        return f["stream_id"]
+    return None
