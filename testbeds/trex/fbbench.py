@@ -218,7 +218,11 @@ def main(argv=None):
     smh_stl = ndr.load_profile_module()
     a.tunable_argv = smh_stl.normalize_tunables(a.tunables or ["receivers=9,sessions=4,pps=10000"])
     c = api.STLClient(server=a.server)
-    c.connect()
+    try:
+        c.connect()
+    except Exception as e:  # TRexError: no server there
+        print("fbbench: TRex server %s: %s (is `t-rex-64 -i` running there?)" % (a.server, str(e).strip()), file=sys.stderr)
+        return 1
     results = []
     try:
         c.acquire(ports=sorted(set([a.data_port, a.fb_port])), force=True)

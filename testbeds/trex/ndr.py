@@ -341,7 +341,10 @@ def console_run(c, a):
         c.clear_stats()
         c.release(ports=[a.tx_port, a.rx_port])
         before = scrape(a.switch_metrics) if a.switch_metrics else None
-        r = subprocess.run(["./trex-console", "-s", a.server, "-f", "--batch", a.console], cwd=root)
+        # After the batch the console turns interactive: "quit" ends it
+        # (the traffic goes on: it disconnects with stop_traffic=False).
+        r = subprocess.run(["./trex-console", "-s", a.server, "-f", "--batch", a.console], cwd=root,
+                           input=b"quit\n", timeout=120)
         if r.returncode != 0:
             print("ndr: trex-console --batch %s exited with %d" % (a.console, r.returncode), file=sys.stderr)
             return 1
@@ -465,7 +468,11 @@ def main(argv=None):
         return 0
 
     c = api.STLClient(server=a.server)
-    c.connect()
+    try:
+        c.connect()
+    except Exception as e:  # TRexError: no server there
+        print("ndr: TRex server %s: %s (is `t-rex-64 -i` running there?)" % (a.server, str(e).strip()), file=sys.stderr)
+        return 1
     if a.console:
         return console_run(c, a)
     lo, hi, best, trial = a.rate_lo, a.rate_hi, None, 0
