@@ -59,10 +59,12 @@ def run(api, c, a, data_streams, data_port, fb_streams, fb_port):
     ports = sorted(set([a.data_port, a.fb_port]))
     c.reset(ports=ports)
     c.add_streams(data_streams, ports=[data_port])
-    c.add_streams(fb_streams, ports=[fb_port])
+    active = [data_port]
+    if fb_streams:
+        c.add_streams(fb_streams, ports=[fb_port])
+        active = sorted(set([data_port, fb_port]))
     c.clear_stats()
     before = ndr.scrape(a.switch_metrics)
-    active = sorted(set([data_port, fb_port]))
     # mult 1: every stream at the pps its profile gives it (the reply
     # streams' rate follows from the DATA's: pps/ack_every).
     c.start(ports=active, mult="1", duration=a.duration)
