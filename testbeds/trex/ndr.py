@@ -349,7 +349,7 @@ def console_run(c, a):
             print("ndr: trex-console --batch %s exited with %d" % (a.console, r.returncode), file=sys.stderr)
             return 1
         time.sleep(a.console_wait)
-        st = c.get_stats()
+        st = c.get_stats(ports=[a.tx_port, a.rx_port])  # the console holds them: name them
         sw = switch_delta(before, scrape(a.switch_metrics), a.switch_in, a.switch_out) if a.switch_metrics else None
     finally:
         c.disconnect()
