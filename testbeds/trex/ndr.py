@@ -455,7 +455,9 @@ def main(argv=None):
     print("  streams on port %d: %d data + %d latency (pg_ids %s), frame %d B + FCS, SMH %d B, %s"
           % (a.tx_port, ndata, nlat, ",".join(str(p) for p in a.latency_pg_ids) or "-", a.frame_len,
              streams[0]["header_len"], "encoding " + {0: "list", 1: "blocks", 2: "group"}[streams[0]["enc"]]))
-    if a.rate:
+    if a.console:
+        print("  trex-console --batch %s, then %g s for the traffic to end" % (a.console, a.console_wait))
+    elif a.rate:
         print("  one trial at %d pps, %d s (+%g s drain), %d copies per packet" % (a.rate, a.duration, a.drain, a.copies))
     else:
         print("  search %d-%d pps, precision %g, allowed loss %g, %d s per trial (+%g s drain), %d copies per packet"
@@ -463,7 +465,8 @@ def main(argv=None):
         print("  trial 1: %d pps; pass -> search [rate, hi], fail -> [lo, rate]; at most %d trials"
               % ((a.rate_lo + a.rate_hi) / 2, worst_case_trials(a.rate_lo, a.rate_hi, a.precision)))
     print("  switch counters: %s" % (a.switch_metrics or "none (loss is end to end; --switch-metrics URL tells sides apart)"))
-    print("  csv %s (%s)" % (a.csv, ",".join(CSV_FIELDS)))
+    if not a.console:
+        print("  csv %s (%s)" % (a.csv, ",".join(CSV_FIELDS)))
     if a.dry_run:
         return 0
 
