@@ -4,7 +4,7 @@ GO       ?= go
 BIN      := bin/sparsecast
 FUZZTIME ?= 15s
 
-.PHONY: man build build-dpdk test test-unit test-fuzz fuzz-long test-lab test-trex test-dissector test-sriov test-deploy test-dpdk vet fmt-check demo bench bench-dpdk bench-veth bench-sweep bench-sweep-dpdk install clean
+.PHONY: man build build-dpdk test test-unit test-fuzz fuzz-long test-lab test-trex test-dissector test-sriov test-deploy test-dpdk vet fmt-check demo bench bench-dpdk bench-veth bench-sweep bench-sweep-dpdk install clean trex-lab
 
 # What `sparsecast version` reports when the toolchain stamps no VCS info
 # (GOFLAGS=-buildvcs=false, a tree without git): the commit, git describe,
@@ -167,3 +167,13 @@ bench-veth: build
 
 clean:
 	rm -rf bin
+
+# The TRex lab (testbeds/trex/README.md): a real TRex server against the
+# switch in namespaces, README's console line, an API run, the NDR search
+# and the feedback benchmark, then everything torn down (root, TREX=DIR: a
+# TRex directory; testbeds/trex/README.md says how to build one). Not part of `make test`.
+TREX_LAB_PREFIX ?= sctrex-
+trex-lab: build
+	@if [ "$$(id -u)" != 0 ]; then echo "trex-lab: skipped: needs root (network namespaces, TRex's DPDK)"; exit 0; fi; \
+	if [ -z "$(TREX)" ]; then echo "trex-lab: skipped: no TRex directory: make trex-lab TREX=/path/to/trex (t-rex-64 in it or its scripts/)"; exit 0; fi; \
+	$(BIN) testbed trex --trex-dir "$(TREX)" --prefix $(TREX_LAB_PREFIX)

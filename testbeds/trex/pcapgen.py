@@ -38,6 +38,8 @@ def main(argv=None):
     ap.add_argument("--per-stream", type=int, default=0,
                     help="packets per stream (default: 2*rx_variants+1, at least 3)")
     ap.add_argument("--port-id", type=int, default=0, help="TRex port the streams are for")
+    ap.add_argument("--direction", type=int, choices=[0, 1], default=None,
+                    help="TRex's direction (default: port-id %% 2, as the console passes it)")
     ap.add_argument("-t", "--tunables", action="append", default=[],
                     help="profile tunables, key=value[,key=value...] (repeatable)")
     ap.add_argument("kv", nargs="*", help="more tunables as key=value")
@@ -47,7 +49,7 @@ def main(argv=None):
         per = a.per_stream or max(3, 2 * opts.rx_variants + 1)
         if per < 1 or per > 100000:
             raise smh_stl.ProfileError("--per-stream %d: want 1-100000" % per)
-        sessions = smh_stl.build_sessions(opts, a.port_id)
+        sessions = smh_stl.build_sessions(opts, a.port_id, a.direction)
     except smh_stl.ProfileError as e:
         print("pcapgen: %s" % e, file=sys.stderr)
         return 2
@@ -88,7 +90,8 @@ def main(argv=None):
                     hop=opts.hop,
                     enc=smh.ENCODINGS[si["enc"]],
                     setcount=setcount,
-                    src=opts.source,
+                    src=si["source"],
+                    role=si["role"],
                     sess=si["session"],
                     seq=exp["seq"],
                     receivers=exp["receivers"] if si["enc"] != smh.ENC_GROUP else [],

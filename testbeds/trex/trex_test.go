@@ -60,7 +60,7 @@ var scenarios = []scenario{
 	{"blocks-clustered", "receivers=70,domain=1024,encoding=blocks,layout=clustered,rx_variants=3,sessions=2,size=256"},
 	{"auto-clustered", "receivers=9,domain=4096,layout=clustered,rx_variants=2,hop=8"},
 	{"group", "encoding=group,receivers=12,domain=64,rx_variants=3,sessions=2,group_base=42"},
-	{"large-list", "receivers=200,domain=65536,encoding=list,size=64,vary_seq=1"},
+	{"large-list", "receivers=200,domain=65535,encoding=list,size=64,vary_seq=1"},
 	{"ack-exceptions", "type=ack,receivers=3,domain=512,sessions=2"},
 	{"ack-plain", "type=ack,receivers=0"},
 	{"nack", "type=nack,receivers=2,rx_variants=2"},
@@ -283,7 +283,7 @@ func TestProfileRejects(t *testing.T) {
 		{"receivers=9,domain=256,rx_variants=300", "raise domain or lower rx_variants"},
 		{"type=ack,encoding=group", "encoding=group is for DATA only"},
 		{"receivers=0", "DATA needs receivers >= 1"},
-		{"domain=70000", "domain=70000: want 1-65536"},
+		{"domain=70000", "domain=70000: want 1-65535"},
 		{"encoding=bitmap", "invalid choice: 'bitmap'"},
 		{"src_mac=nope", "src_mac='nope'"},
 		{"bogus=1", "unrecognized arguments: --bogus=1"},
@@ -360,11 +360,23 @@ func TestDUTConfigLoads(t *testing.T) {
 	if len(c.Ports) != 2 || c.UDPPort != headers.DefaultUDPPort {
 		t.Fatalf("dut-switch.yaml: %d ports, udp_port %d; want 2 and %d", len(c.Ports), c.UDPPort, headers.DefaultUDPPort)
 	}
-	// Every receiver ID of the profile's largest domain goes to the port
-	// cabled to TRex port 1.
-	ids, err := headers.ParseIDSet(c.Routes[0].Receivers)
-	if err != nil || len(ids) != 65536 || c.Routes[0].Port != c.Ports[1].Name {
-		t.Fatalf("dut-switch.yaml routes[0] = %+v (%d IDs, %v): want 0-65535 to %s", c.Routes[0], len(ids), err, c.Ports[1].Name)
+	// Every receiver ID the profile can draw (domain up to 65280) goes to
+	// the port cabled to TRex port 1, the Source IDs above (the profile's
+	// source and latency_source defaults) to the one cabled to TRex port 0,
+	// where feedback must go.
+	tables, err := dataplane.TablesFromConfig(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range []uint16{0, 255, 65279} {
+		if p := tables.Routes.Lookup(id); int(p) != 1 {
+			t.Errorf("receiver %d routed to port %d, want p1", id, p)
+		}
+	}
+	for _, id := range []uint16{65280, 65534, 65535} {
+		if p := tables.Routes.Lookup(id); int(p) != 0 {
+			t.Errorf("source %d routed to port %d, want p0", id, p)
+		}
 	}
 }
 
@@ -775,4 +787,57 @@ func joinIDs(ids []uint16) string {
 		s[i] = strconv.Itoa(int(id))
 	}
 	return strings.Join(s, ",")
+}
+
+// TestProfileLoader loads smh_stl.py through TRex's loader calling
+// convention on ports 0-3 for every tunable set (loader_test.py says what
+// it checks). Here that is testdata/faketrex, a copy of TRex's loader; with
+// TREX_DIR set (a TRex install, or a source tree's scripts/) it also runs
+// against TRex's own client library.
+func TestProfileLoader(t *testing.T) {
+	needScapy(t)
+	runs := [][]string{{"loader_test.py"}}
+	if dir := os.Getenv("TREX_DIR"); dir != "" {
+		runs = append(runs, []string{"loader_test.py", "--trex-dir", dir})
+	}
+	for _, args := range runs {
+		out, err := exec.Command(python, args...).CombinedOutput()
+		if err != nil {
+			t.Fatalf("%s: %v\n%s", strings.Join(args, " "), err, out)
+		}
+		if !strings.Contains(string(out), "all ok") || strings.Contains(string(out), "FAIL") {
+			t.Fatalf("%s:\n%s", strings.Join(args, " "), out)
+		}
+		t.Logf("%s: %d checks ok", strings.Join(args, " "), strings.Count(string(out), "\nok "))
+	}
+}
+
+// TestNDRClassify: ndr.py puts a failed trial's loss on the side the
+// switch's counters say lost it.
+func TestNDRClassify(t *testing.T) {
+	needScapy(t)
+	code := `
+import ndr
+def sw(rx, tx, drops=None, kernel=None):
+    return dict(rx_in=rx, tx_out=tx, drops=drops or {}, kernel=kernel or {})
+cases = [
+    ((1000, 1000, 1, sw(1000, 1000)), "none"),
+    ((1000, 980, 1, sw(1000, 1000)), "generator"),
+    ((1000, 980, 1, sw(1000, 980, {"queue_full": 20})), "switch"),
+    ((1000, 990, 1, sw(1000, 990)), "switch"),
+    ((1000, 990, 1, sw(1000, 1000, None, {"p0": 3})), "switch"),
+    ((1000, 950, 1, sw(950, 950)), "wire"),
+    ((1000, 1800, 2, sw(1000, 2000)), "generator"),
+    ((1000, 990, 1, None), "end-to-end"),
+]
+for args, want in cases:
+    got = ndr.classify(*args)[3]
+    print("ok" if got == want else "FAIL %r: %s, want %s" % (args, got, want))
+m = ndr.parse_metrics('sparsecast_switch_port_receive_packets_total{port="p0",worker="0"} 5\nsparsecast_switch_port_receive_packets_total{port="p0",worker="1"} 7\n# HELP x\nsparsecast_switch_drops_total{reason="queue_full"} 3\n')
+print("ok" if ndr.metric_sum(m, "sparsecast_switch_port_receive_packets_total", port="p0") == 12 else "FAIL sum")
+`
+	out, err := exec.Command(python, "-c", code).CombinedOutput()
+	if err != nil || strings.Contains(string(out), "FAIL") || strings.Count(string(out), "ok") != 9 {
+		t.Fatalf("%v\n%s", err, out)
+	}
 }
