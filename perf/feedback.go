@@ -322,8 +322,11 @@ func buildFabric(o FeedbackOptions, leaves int) ([]*dataplane.Switch, []*memHost
 	newCfg := func(name string, id uint16) *dataplane.Config {
 		sid := id
 		agg := aggregate
+		// Dozens of switches and hundreds of hosts share the machine's
+		// cores: a worker blocks as soon as a round finds nothing.
+		var spin time.Duration
 		return &dataplane.Config{
-			Name: name, PollMode: dataplane.PollAdaptive, Workers: 1, Buffers: 2048,
+			Name: name, PollMode: dataplane.PollAdaptive, SpinBeforeBlock: &spin, Workers: 1, Buffers: 2048,
 			SwitchID: &sid, Feedback: dataplane.FeedbackConfig{Aggregate: &agg},
 		}
 	}

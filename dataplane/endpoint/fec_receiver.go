@@ -33,8 +33,9 @@ import (
 )
 
 // fecTries is how many block NACKs a block gets before its losses are
-// NACKed by name.
-const fecTries = 3
+// NACKed by name. (The sender drops block NACKs that parity on its way
+// answers, so under a slow, jittery path a few tries go unanswered.)
+const fecTries = 5
 
 // rfec is a stream's decoder scratch.
 type rfec struct {
@@ -166,6 +167,20 @@ func (r *ReliableReceiver) blockScan(s *rstream, b uint32, now int64) (int, int6
 	return blockAsk, next
 }
 
+// holdBlockNACK restarts the NACK back-off of the block at b's missing
+// packets on hearing parity of it (NORM's rule, RFC 5740 5.3): the rest of
+// that round may be on its way, and a NACK sent before it had time to
+// arrive is one the sender's holdoff takes for stale. Their tries are
+// kept, so the back-off still grows.
+func (r *ReliableReceiver) holdBlockNACK(s *rstream, b uint32) {
+	due := r.now + r.nackRepeat(s)
+	for q := b; q != b+uint32(s.fecK); q++ {
+		if sl := &s.slots[q&s.mask]; sl.seq == q && wanted(sl.state) && !s.delivered(q) && sl.due < due {
+			sl.due = due
+		}
+	}
+}
+
 // sendBlockNACK asks for count repair symbols of the block at b.
 func (r *ReliableReceiver) sendBlockNACK(s *rstream, b uint32, count uint16) {
 	n := putFeedback(r.out, headers.TypeNACK, s.rep.Source, s.rep.Session, s.rep.Epoch, r.cfg.ID, b, count, r.cfg.HopLimit)
@@ -221,13 +236,10 @@ func (r *ReliableReceiver) handleParity(h headers.SMH) {
 		for q := lo; q != end+1; q++ {
 			if !s.delivered(q) {
 				r.want(s, q, q+1)
-				if sl := &s.slots[q&s.mask]; sl.seq == q && sl.state == slotWant && sl.nacks == 0 {
-					// More parity of this round may be on its way.
-					sl.due = r.now + int64(r.cfg.NackRepeat)
-				}
 			}
 		}
 	}
+	r.holdBlockNACK(s, b)
 	var store *rslot
 	missing, par := 0, 0
 	for q := b; q != end+1; q++ {
