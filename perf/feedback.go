@@ -307,9 +307,12 @@ func BenchFeedback(ctx context.Context, o FeedbackOptions) (*FeedbackResult, err
 	return res, nil
 }
 
-// buildFabric makes the switches and hosts: leaf l's hosts get IDs
-// l*64 + 0..HostsPerLeaf-1 (one 64-ID block per leaf, so sets encode as
-// block bitmaps); host 0 of leaf 0 is the sender. A leaf routes remote
+// buildFabric makes the switches and hosts: hosts get consecutive IDs, leaf
+// by leaf (leaf l's are l*HostsPerLeaf + 0..HostsPerLeaf-1), as a
+// deployment numbers its racks: a set of every receiver is then a few
+// 64-ID block bitmaps (17 at 1024 receivers, 170 bytes), where one block
+// per leaf (129 blocks, 1290 bytes at 1024) left a 1500-byte packet about
+// 170 bytes of data. Host 0 of leaf 0 is the sender. A leaf routes remote
 // receivers through spine (ID mod spines), the other spines as backups; a
 // spine routes each receiver to its leaf.
 func buildFabric(o FeedbackOptions, leaves int) ([]*dataplane.Switch, []*memHost, error) {
@@ -348,7 +351,7 @@ func buildFabric(o FeedbackOptions, leaves int) ([]*dataplane.Switch, []*memHost
 			lb.ports = append(lb.ports, b)
 		}
 		for h := 0; h < o.HostsPerLeaf && len(hosts) < total; h++ {
-			id := uint16(l*64 + h)
+			id := uint16(l*o.HostsPerLeaf + h)
 			name := fmt.Sprintf("leaf%d-h%d", l, h)
 			swEnd, hostEnd := dataplane.NewMemPair(name, fmt.Sprintf("host%d", id), depth, slot)
 			ip := netip.AddrFrom4([4]byte{10, 80, byte(l), byte(10 + h)})
@@ -382,7 +385,7 @@ func buildFabric(o FeedbackOptions, leaves int) ([]*dataplane.Switch, []*memHost
 	for _, sp := range spines {
 		if err := build(sp, func(rt *dataplane.RouteTable) {
 			for _, h := range hosts {
-				rt.Set(h.id, uint8(h.id/64))
+				rt.Set(h.id, uint8(int(h.id)/o.HostsPerLeaf))
 			}
 		}); err != nil {
 			return nil, nil, err
@@ -391,8 +394,8 @@ func buildFabric(o FeedbackOptions, leaves int) ([]*dataplane.Switch, []*memHost
 	for l, lb := range leafs {
 		if err := build(lb, func(rt *dataplane.RouteTable) {
 			for _, h := range hosts {
-				if int(h.id/64) == l {
-					rt.Set(h.id, uint8(o.Spines+int(h.id%64)))
+				if int(h.id)/o.HostsPerLeaf == l {
+					rt.Set(h.id, uint8(o.Spines+int(h.id)%o.HostsPerLeaf))
 					continue
 				}
 				p := uint8(int(h.id) % o.Spines)
