@@ -586,7 +586,7 @@ func (t *MemTransport) Recv(b []byte, deadline time.Time) (int, error) {
 				return 0, t.rxErr
 			}
 			if err != nil && t.inN == 0 {
-				if t.port.Closed() {
+				if t.port.Closed() || errors.Is(err, os.ErrClosed) {
 					return 0, dataplane.ErrPortClosed
 				}
 				return 0, ErrTimeout
@@ -657,8 +657,9 @@ func (t *MemTransport) Stats() TransportStats { return t.st }
 
 // Close closes the port.
 func (t *MemTransport) Close() error {
+	err := t.port.Close() // first: a Recv the Close below wakes sees it closed
 	if t.wake != nil {
 		t.wake.Close()
 	}
-	return t.port.Close()
+	return err
 }
