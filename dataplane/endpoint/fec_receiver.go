@@ -11,8 +11,8 @@ package endpoint
 //     one block NACK (NACK with P, Sequence the block's first packet,
 //     Count the symbols still needed: missing packets less parity held)
 //     goes up, repeated with the usual back-off. A block still open is
-//     waited for, unless the stream paused (no new packet for four NACK
-//     back-offs, or the highest packet had F): then its losses are NACKed
+//     waited for, unless the stream paused (no new packet for the NACK
+//     back-off, or the highest packet had F): then its losses are NACKed
 //     by name. A
 //     block asked for fecTries times, or one whose delivered packets left
 //     the window, falls back to NACKs by name too.
@@ -144,12 +144,13 @@ func (r *ReliableReceiver) blockScan(s *rstream, b uint32, now int64) (int, int6
 	switch {
 	case missing == 0 || missing <= par || !decodable || tries >= fecTries:
 		return blockPlain, next
-	case !closed && (s.highFinal || now-s.highAt >= r.pauseAfter(s)):
+	case !closed && (s.highFinal || now-s.highAt >= r.nackRepeat(s)):
 		// The stream paused inside the block (repairs of older blocks
-		// may still come: what counts is new packets).
+		// may still come: what counts is new packets; and a sender
+		// waiting for repairs pauses for about their delay).
 		return blockPlain, next
 	case !closed:
-		return blockWait, s.highAt + r.pauseAfter(s)
+		return blockWait, s.highAt + r.nackRepeat(s)
 	case !due:
 		return blockAsk, next
 	case tries == 0 && !r.holdFirstNACK(s, b, now):
@@ -468,18 +469,6 @@ func (s *rstream) sampleRepair(at, now int64) {
 	} else {
 		s.repairDelay = (7*s.repairDelay + d) / 8
 	}
-}
-
-// pauseAfter is how long without a new packet an open block waits before
-// its losses are NACKed by name: four NACK back-offs. A sender whose window
-// waits for repairs of older blocks stops mid-block for about a repair
-// delay, again and again on a slow path, and asking by name each time costs
-// a repair per lost packet where the block's parity would have cost one
-// per the worst receiver's losses; the end of a message is known without
-// waiting (F), so only a stream that stopped for good, its F lost, waits
-// for this.
-func (r *ReliableReceiver) pauseAfter(s *rstream) int64 {
-	return 4 * r.nackRepeat(s)
 }
 
 // nackRepeat is the first NACK back-off of a stream: NackRepeat, or 1.5

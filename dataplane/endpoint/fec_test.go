@@ -304,54 +304,6 @@ func TestParityRestartsBlockNACKBackoff(t *testing.T) {
 	}
 }
 
-// TestOpenBlockWaitsOutPause: losses in a block still open are not NACKed
-// by name while the sender merely paused (its window waiting on repairs of
-// older blocks: a NACK back-off or two without a new packet), only after
-// four back-offs without one.
-func TestOpenBlockWaitsOutPause(t *testing.T) {
-	sp := &pipeTransport{}
-	s, err := NewReliableSender(sp, SessionConfig{SourceID: 7, SessionID: 3, Epoch: testEpoch, Receivers: []uint16{1},
-		CC: CCConfig{InitialRate: 1e6, MaxRate: 1e6, Fixed: true}, FECBlock: 4, FECParity: 4, FirstSeq: 100,
-		MinRTO: time.Minute, MaxRTO: time.Minute, GiveUp: time.Hour})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := s.SendMessage(context.Background(), nil, make([]byte, 8*s.MaxAppData(1))); err != nil {
-		t.Fatal(err)
-	}
-	rp := &pipeTransport{}
-	r, err := NewReliableReceiver(rp, SessionReceiverConfig{ID: 1, Deliver: func(Delivery) {}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	r.clock()
-	for _, d := range sp.sent {
-		if q := headers.SMH(d).Sequence(); q <= 105 && q != 104 {
-			r.handle(d) // 104 lost, and the stream stops at 105, mid-block
-		}
-	}
-	byName := func() bool {
-		for _, d := range rp.sent {
-			if h := headers.SMH(d); h.Type() == headers.TypeNACK && h.Flags()&headers.FlagParity == 0 && h.Sequence() == 104 {
-				return true
-			}
-		}
-		return false
-	}
-	rep := int64(r.cfg.NackRepeat)
-	t0 := r.now
-	for _, at := range []int64{t0, t0 + rep, t0 + 2*rep, t0 + 3*rep} {
-		r.timers(at)
-		if byName() {
-			t.Fatalf("104 NACKed by name %v into a pause", time.Duration(at-t0))
-		}
-	}
-	r.timers(t0 + 4*rep)
-	if !byName() {
-		t.Fatal("104 not NACKed by name after four back-offs without a packet")
-	}
-}
-
 // FuzzParseParity feeds arbitrary payloads to the parity payload decoder
 // and the shard decoder: they never panic, and what they accept is in
 // range.
