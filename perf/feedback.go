@@ -370,6 +370,11 @@ func buildFabric(o FeedbackOptions, leaves int) ([]*dataplane.Switch, []*memHost
 	}
 	var sws []*dataplane.Switch
 	build := func(b *swBuild, routes func(rt *dataplane.RouteTable)) error {
+		// A switch holds a buffer per copy queued behind a slow port, and
+		// an empty pool stops it receiving on every port: buffers scale
+		// with ports, as a bigger switch has more (2048 up to 64 ports,
+		// so the 64- and 256-receiver fabrics are as before).
+		b.cfg.Buffers = max(b.cfg.Buffers, 32*len(b.cfg.Ports))
 		if err := b.cfg.Validate(); err != nil {
 			return fmt.Errorf("%s: %w", b.cfg.Name, err)
 		}
