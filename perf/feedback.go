@@ -113,10 +113,13 @@ type FeedbackResult struct {
 	RetransmitCopies uint64 `json:"retransmit_copies"`
 	// Retransmissions by cause: NACKed packets, RTO (tail loss), parity
 	// packets (block NACKs); requests merged into a pending repair.
-	NACKRetransmits uint64  `json:"nack_retransmissions"`
-	RTORetransmits  uint64  `json:"rto_retransmissions"`
-	ParityRepairs   uint64  `json:"parity_repairs"`
-	BlockNACKs      uint64  `json:"block_nacks_at_sender"`
+	NACKRetransmits uint64 `json:"nack_retransmissions"`
+	RTORetransmits  uint64 `json:"rto_retransmissions"`
+	ParityRepairs   uint64 `json:"parity_repairs"`
+	BlockNACKs      uint64 `json:"block_nacks_at_sender"`
+	// StaleBlockNACKs: block NACKs the sender dropped as answered by
+	// parity sent within its holdoff (docs/feedback.md).
+	StaleBlockNACKs uint64  `json:"stale_block_nacks"`
 	MergedRequests  uint64  `json:"merged_requests"`
 	SRTTms          float64 `json:"srtt_ms"`
 	FeedbackPkts    uint64  `json:"feedback_pkts_at_sender"`
@@ -144,6 +147,7 @@ func (res *FeedbackResult) fromSender(rep *endpoint.SenderReport, datagrams, fee
 	res.Retransmissions, res.RetransmitCopies = rep.Retransmissions, rep.RetransmitCopies
 	res.NACKRetransmits, res.RTORetransmits, res.ParityRepairs = rep.NACKRetransmits, rep.RTORetransmits, rep.ParityRepairs
 	res.BlockNACKs, res.MergedRequests, res.SRTTms = rep.BlockNACKs, rep.MergedRequests, float64(rep.SRTT)/1e6
+	res.StaleBlockNACKs = rep.StaleBlockNACKs
 	res.FeedbackPkts, res.ACKs, res.AggregatedACKs, res.AmbiguousACKs = feedback, rep.ACKs, rep.AggregatedACKs, rep.AmbiguousACKs
 	res.NACKs, res.CNPs, res.RateDecreases, res.FinalRatePPS = rep.NACKs, rep.CNPs, rep.RateDecreases, rep.FinalRatePPS
 	if datagrams > 0 {
