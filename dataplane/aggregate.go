@@ -131,8 +131,11 @@ func (r *recvState) behind(u *upstream) bool { return r.up == u.port && r.hops =
 type nackEntry struct {
 	start, count uint32
 	at           int64
-	reporters    [nackReporters]nackReporter
-	n            int
+	// sampled: the delay from at (when it last went up) to its first
+	// repair passing down was taken into the stream's repairDelay.
+	sampled   bool
+	reporters [nackReporters]nackReporter
+	n         int
 	// block: a block NACK's entry (SMH P): start is the block's first
 	// sequence number, count the parity symbols asked for that have not
 	// passed down yet.
@@ -162,12 +165,18 @@ type streamState struct {
 	// ups is the aggregate state per upstream port: receivers whose DATA
 	// came in on different ports (one spine or another) are acknowledged
 	// back through their own port, the reverse of their data path.
-	ups    [maxUpstreams]upstream
-	recv   []recvState // len = receivers tracked, cap = ReceiversPerStream
-	slots  []int16     // open addressing over recv, by receiver ID
-	nacks  []nackEntry // len = cfg.NackRanges
-	cnpAt  int64
-	cnpSev uint16
+	ups   [maxUpstreams]upstream
+	recv  []recvState // len = receivers tracked, cap = ReceiversPerStream
+	slots []int16     // open addressing over recv, by receiver ID
+	nacks []nackEntry // len = cfg.NackRanges
+	// repairDelay is the smoothed delay from a NACK going up to its first
+	// repair coming down (0: none seen). A NACK within a range asked for is
+	// suppressed for 1.5 times that, at least nack_window: on a loaded or
+	// long path (round trips of 100 ms and more) a 5 ms window let every
+	// later receiver's NACK go up while the repair was on its way.
+	repairDelay int64
+	cnpAt       int64
+	cnpSev      uint16
 	// template holds the outer headers (Ethernet to UDP) of the last DATA
 	// packet, from which the switch builds the feedback it generates.
 	template    [ethHdrLen + vlanTagLen + ipv6HdrLen + udpHdrLen]byte
@@ -405,9 +414,9 @@ func (a *aggregator) recordData(frame []byte, m *parsed, f *headers.Fields, ids 
 	}
 	if repair {
 		if f.Flags&headers.FlagParity != 0 {
-			s.parityPassed(f.Sequence)
+			s.parityPassed(f.Sequence, a.now)
 		} else {
-			s.repaired(f.Sequence)
+			s.repaired(f.Sequence, a.now)
 		}
 	}
 	if n := m.smh; n <= len(s.template) {
@@ -799,24 +808,24 @@ func (a *aggregator) onNACK(s *streamState, h headers.SMH, reporters []uint16) f
 			// coming down; a NACK asking for no more symbols than are
 			// still to come is suppressed.
 			e.remember(reporters, start, count)
-			if count <= e.count && a.now-e.at < int64(a.cfg.NackWindow) {
+			if count <= e.count && a.now-e.at < a.nackWindow(s) {
 				inc(&a.counts[headers.TypeNACK][FbSuppressed], 1)
 				return fbConsume
 			}
-			e.count, e.at = max(e.count, count), a.now
+			e.count, e.at, e.sampled = max(e.count, count), a.now, false
 			return fbForward
 		}
 		if !block && !e.block && !seqLess(start, e.start) && !seqLess(e.start+e.count, start+count) {
 			// Within a range already asked for: remember who asked, so
 			// the repair coming down reaches them too.
 			e.remember(reporters, start, count)
-			if a.now-e.at < int64(a.cfg.NackWindow) {
+			if a.now-e.at < a.nackWindow(s) {
 				inc(&a.counts[headers.TypeNACK][FbSuppressed], 1)
 				return fbConsume
 			}
 			// No repair within the window: the NACK or its repair was
 			// lost upstream; ask again.
-			e.at = a.now
+			e.at, e.sampled = a.now, false
 			return fbForward
 		}
 		if e.at < s.nacks[oldest].at {
@@ -832,6 +841,27 @@ func (a *aggregator) onNACK(s *streamState, h headers.SMH, reporters []uint16) f
 	}
 	s.nacks[free] = nackEntry{start: start, count: count, at: a.now, block: block}
 	return fbForward
+}
+
+// nackWindow is how long a NACK within a range asked for is suppressed:
+// nack_window, or 1.5 times the stream's repair delay if that is longer.
+func (a *aggregator) nackWindow(s *streamState) int64 {
+	return max(int64(a.cfg.NackWindow), s.repairDelay*3/2)
+}
+
+// sampleRepair takes the delay of the entry's first repair passing down
+// now into the stream's repairDelay (a moving average, 1/8 new).
+func (s *streamState) sampleRepair(e *nackEntry, now int64) {
+	if e.sampled || now <= e.at {
+		return
+	}
+	e.sampled = true
+	d := now - e.at
+	if s.repairDelay == 0 {
+		s.repairDelay = d
+	} else {
+		s.repairDelay = (7*s.repairDelay + d) / 8
+	}
 }
 
 // remember adds the reporters of a suppressed NACK (their range start,
@@ -857,12 +887,13 @@ func (e *nackEntry) has(id uint16) bool {
 // repaired retires sequence number q from the ranges asked for: its repair
 // is going down (with the remembered reporters added), so a NACK for q from
 // now on means that repair was lost below, and goes up again.
-func (s *streamState) repaired(q uint32) {
+func (s *streamState) repaired(q uint32, now int64) {
 	for i := range s.nacks {
 		e := &s.nacks[i]
 		if e.count == 0 || e.block || seqLess(q, e.start) || !seqLess(q, e.start+e.count) {
 			continue
 		}
+		s.sampleRepair(e, now)
 		switch q {
 		case e.start:
 			e.start++
@@ -881,10 +912,11 @@ func (s *streamState) repaired(q uint32) {
 // parityPassed counts a parity repair of the block at b going down: once as
 // many as were asked for have passed, a block NACK for it goes up again
 // (those were lost below, or the reporter needs more).
-func (s *streamState) parityPassed(b uint32) {
+func (s *streamState) parityPassed(b uint32, now int64) {
 	for i := range s.nacks {
 		e := &s.nacks[i]
 		if e.block && e.count > 0 && e.start == b {
+			s.sampleRepair(e, now)
 			if e.count--; e.count == 0 {
 				e.n = 0
 			}

@@ -748,3 +748,50 @@ func TestBlockNACKSuppressionAndParityWidening(t *testing.T) {
 	f.send(t, 2, blockNACK(t, 32, 2, 1))
 	up(1, "block 32 after its parity went down")
 }
+
+// The suppression window of a range asked for follows the stream's repair
+// delay (from a NACK going up to its first repair passing down): 1.5 times
+// it, at least nack_window. On a path whose repairs take 20 ms, a second
+// block NACK 10 ms after the first is suppressed, not sent up again.
+func TestNACKWindowFollowsRepairDelay(t *testing.T) {
+	f := newAggFabric(t, true)
+	for seq := uint32(0); seq < 96; seq++ {
+		f.send(t, 0, data(t, seq, 0, 1, 2, 3, 4))
+	}
+	drain(f)
+	st := f.w.agg.stream(0<<16|1, false)
+	if st == nil {
+		t.Fatal("no stream state")
+	}
+	f.w.agg.cfg.NackWindow = 5 * time.Millisecond // the default (the fixture's is 1 s)
+	f.send(t, 1, blockNACK(t, 0, 1, 1))
+	if n := len(upstreamFrames(t, f)); n != 1 {
+		t.Fatalf("%d block NACKs up", n)
+	}
+	time.Sleep(20 * time.Millisecond)
+	f.send(t, 0, data(t, 0, headers.FlagRetransmit|headers.FlagParity, 1))
+	drain(f)
+	if st.repairDelay < int64(20*time.Millisecond) {
+		t.Fatalf("repair delay %v after a 20 ms repair", time.Duration(st.repairDelay))
+	}
+	// Without a repair delay, a duplicate after nack_window goes up.
+	st.repairDelay = 0
+	f.send(t, 1, blockNACK(t, 32, 1, 2))
+	time.Sleep(10 * time.Millisecond)
+	f.send(t, 2, blockNACK(t, 32, 2, 2))
+	if n := len(upstreamFrames(t, f)); n != 2 {
+		t.Fatalf("no repair delay: %d block NACKs up, want 2", n)
+	}
+	// With one (set long, so machine load cannot outlast it), it is
+	// suppressed.
+	st.repairDelay = int64(10 * time.Second)
+	f.send(t, 1, blockNACK(t, 64, 1, 2))
+	time.Sleep(10 * time.Millisecond)
+	f.send(t, 2, blockNACK(t, 64, 2, 2))
+	f.send(t, 3, fb(t, headers.TypeNACK, 70, 3, 1, 3))
+	time.Sleep(10 * time.Millisecond)
+	f.send(t, 4, fb(t, headers.TypeNACK, 70, 4, 1, 4))
+	if n := len(upstreamFrames(t, f)); n != 2 {
+		t.Fatalf("repairs take 10 s: %d NACKs up, want 2 (one block, one by name)", n)
+	}
+}

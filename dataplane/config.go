@@ -32,15 +32,21 @@ const (
 
 // Config is a switch's configuration file.
 type Config struct {
-	Name        string   `yaml:"name"`
-	UDPPort     uint16   `yaml:"udp_port"`
-	PollMode    PollMode `yaml:"poll_mode"`
-	Workers     int      `yaml:"workers"`
-	CPUs        []int    `yaml:"cpus"`
-	Buffers     int      `yaml:"buffers"`
-	BufferSize  int      `yaml:"buffer_size"`
-	QueueDepth  int      `yaml:"queue_depth"`
-	MetricsAddr string   `yaml:"metrics_addr"`
+	Name     string   `yaml:"name"`
+	UDPPort  uint16   `yaml:"udp_port"`
+	PollMode PollMode `yaml:"poll_mode"`
+	// SpinBeforeBlock is how long an adaptive worker keeps polling idle
+	// ports before it blocks in poll(2) (default 50µs, 0-10ms). 0 blocks
+	// after one empty round: what a fabric of dozens of switches in one
+	// process on two cores wants (the in-memory bench fabrics), where
+	// spinning only takes the cores the other switches need.
+	SpinBeforeBlock *time.Duration `yaml:"spin_before_block"`
+	Workers         int            `yaml:"workers"`
+	CPUs            []int          `yaml:"cpus"`
+	Buffers         int            `yaml:"buffers"`
+	BufferSize      int            `yaml:"buffer_size"`
+	QueueDepth      int            `yaml:"queue_depth"`
+	MetricsAddr     string         `yaml:"metrics_addr"`
 	// Probes between neighbouring switches (ports with probe: true).
 	Probe ProbeConfig `yaml:"probe"`
 	// Feedback aggregation (docs/feedback.md).
@@ -258,6 +264,15 @@ func decodeConfig(r io.Reader) (*Config, error) {
 	return &c, nil
 }
 
+// spinBeforeBlock is SpinBeforeBlock or its default (a config that was not
+// validated).
+func (c *Config) spinBeforeBlock() time.Duration {
+	if c.SpinBeforeBlock == nil {
+		return defaultSpinBeforeBlock
+	}
+	return *c.SpinBeforeBlock
+}
+
 // defaultPollMode fills an empty poll mode with adaptive (the lab's, many
 // processes to a core) and checks a given one.
 func defaultPollMode(m *PollMode, field string) error {
@@ -282,6 +297,13 @@ func (c *Config) Validate() error {
 	}
 	if err := defaultPollMode(&c.ControlPollMode, "control_poll_mode"); err != nil {
 		return err
+	}
+	if c.SpinBeforeBlock == nil {
+		d := defaultSpinBeforeBlock
+		c.SpinBeforeBlock = &d
+	}
+	if d := *c.SpinBeforeBlock; d < 0 || d > 10*time.Millisecond {
+		return fmt.Errorf("spin_before_block %v: want 0-10ms", d)
 	}
 	if cpu := c.ControlCPU; cpu != nil {
 		if c.ControlPollMode != PollBusy {

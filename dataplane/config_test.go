@@ -1,6 +1,8 @@
 package dataplane
 
 import (
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -51,6 +53,47 @@ func TestFeedbackIdleTimeoutConfig(t *testing.T) {
 		}
 		if err == nil && cfg.Feedback.IdleTimeout != c.want {
 			t.Errorf("idle_timeout %v became %v, want %v", c.in, cfg.Feedback.IdleTimeout, c.want)
+		}
+	}
+}
+
+// TestSpinBeforeBlockConfig: spin_before_block defaults to 50µs, takes
+// 0-10ms from YAML (0: block after one empty round), and reaches the
+// workers.
+func TestSpinBeforeBlockConfig(t *testing.T) {
+	for _, c := range []struct {
+		yaml string
+		want time.Duration
+		err  string
+	}{
+		{"", defaultSpinBeforeBlock, ""},
+		{"spin_before_block: 0s\n", 0, ""},
+		{"spin_before_block: 200us\n", 200 * time.Microsecond, ""},
+		{"spin_before_block: -1ms\n", 0, "spin_before_block"},
+		{"spin_before_block: 11ms\n", 0, "spin_before_block"},
+	} {
+		path := filepath.Join(t.TempDir(), "sw.yaml")
+		if err := os.WriteFile(path, []byte("name: s\n"+c.yaml+"ports:\n  - {name: p0, type: mem}\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		cfg, err := LoadConfig(path)
+		if c.err == "" && err != nil || c.err != "" && (err == nil || !strings.Contains(err.Error(), c.err)) {
+			t.Errorf("%q: err %v, want %q", c.yaml, err, c.err)
+			continue
+		}
+		if err != nil {
+			continue
+		}
+		if got := cfg.spinBeforeBlock(); got != c.want {
+			t.Errorf("%q: spin %v, want %v", c.yaml, got, c.want)
+		}
+		a, _ := NewMemPair("a", "b", 8, 2048)
+		sw, err := NewSwitch(cfg, []Port{a}, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if sw.workers[0].spin != c.want {
+			t.Errorf("%q: worker spins %v, want %v", c.yaml, sw.workers[0].spin, c.want)
 		}
 	}
 }

@@ -80,7 +80,7 @@ func NewSwitch(cfg *Config, ports []Port, t *Tables) (*Switch, error) {
 			cpu = wi % runtime.NumCPU()
 		}
 		w := &Worker{
-			id: wi, cpu: cpu, mode: cfg.PollMode, udpPort: cfg.UDPPort,
+			id: wi, cpu: cpu, mode: cfg.PollMode, spin: cfg.spinBeforeBlock(), udpPort: cfg.UDPPort,
 			pool:     NewPool(cfg.Buffers, cfg.BufferSize),
 			egress:   egress,
 			counters: NewCoreCounters(len(ports)),

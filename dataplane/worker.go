@@ -18,9 +18,9 @@ import (
 )
 
 const (
-	// spinBeforeBlock is how long an adaptive worker keeps polling an idle
-	// port set before it blocks.
-	spinBeforeBlock = 50 * time.Microsecond
+	// defaultSpinBeforeBlock is how long an adaptive worker keeps polling
+	// an idle port set before it blocks (config spin_before_block).
+	defaultSpinBeforeBlock = 50 * time.Microsecond
 	// blockTimeout bounds one block in poll(2), so stop requests and queued
 	// transmissions are served even without traffic.
 	blockTimeout = 10 // milliseconds
@@ -33,6 +33,7 @@ type Worker struct {
 	id       int
 	cpu      int // -1: not pinned
 	mode     PollMode
+	spin     time.Duration // adaptive: idle polling before blocking
 	udpPort  uint16
 	pool     *Pool
 	rx       []rxPort
@@ -107,7 +108,7 @@ func (w *Worker) Run() error {
 			idle, idleSince = true, now
 			continue
 		}
-		if now.Sub(idleSince) < spinBeforeBlock {
+		if now.Sub(idleSince) < w.spin {
 			continue
 		}
 		w.block(left > 0)

@@ -118,10 +118,13 @@ type FeedbackResult struct {
 	RetransmitCopies uint64 `json:"retransmit_copies"`
 	// Retransmissions by cause: NACKed packets, RTO (tail loss), parity
 	// packets (block NACKs); requests merged into a pending repair.
-	NACKRetransmits uint64  `json:"nack_retransmissions"`
-	RTORetransmits  uint64  `json:"rto_retransmissions"`
-	ParityRepairs   uint64  `json:"parity_repairs"`
-	BlockNACKs      uint64  `json:"block_nacks_at_sender"`
+	NACKRetransmits uint64 `json:"nack_retransmissions"`
+	RTORetransmits  uint64 `json:"rto_retransmissions"`
+	ParityRepairs   uint64 `json:"parity_repairs"`
+	BlockNACKs      uint64 `json:"block_nacks_at_sender"`
+	// StaleBlockNACKs: block NACKs the sender dropped as answered by
+	// parity sent within its holdoff (docs/feedback.md).
+	StaleBlockNACKs uint64  `json:"stale_block_nacks"`
 	MergedRequests  uint64  `json:"merged_requests"`
 	SRTTms          float64 `json:"srtt_ms"`
 	FeedbackPkts    uint64  `json:"feedback_pkts_at_sender"`
@@ -149,6 +152,7 @@ func (res *FeedbackResult) fromSender(rep *endpoint.SenderReport, datagrams, fee
 	res.Retransmissions, res.RetransmitCopies = rep.Retransmissions, rep.RetransmitCopies
 	res.NACKRetransmits, res.RTORetransmits, res.ParityRepairs = rep.NACKRetransmits, rep.RTORetransmits, rep.ParityRepairs
 	res.BlockNACKs, res.MergedRequests, res.SRTTms = rep.BlockNACKs, rep.MergedRequests, float64(rep.SRTT)/1e6
+	res.StaleBlockNACKs = rep.StaleBlockNACKs
 	res.FeedbackPkts, res.ACKs, res.AggregatedACKs, res.AmbiguousACKs = feedback, rep.ACKs, rep.AggregatedACKs, rep.AmbiguousACKs
 	res.NACKs, res.CNPs, res.RateDecreases, res.FinalRatePPS = rep.NACKs, rep.CNPs, rep.RateDecreases, rep.FinalRatePPS
 	if datagrams > 0 {
@@ -312,9 +316,12 @@ func BenchFeedback(ctx context.Context, o FeedbackOptions) (*FeedbackResult, err
 	return res, nil
 }
 
-// buildFabric makes the switches and hosts: leaf l's hosts get IDs
-// l*64 + 0..HostsPerLeaf-1 (one 64-ID block per leaf, so sets encode as
-// block bitmaps); host 0 of leaf 0 is the sender. A leaf routes remote
+// buildFabric makes the switches and hosts: hosts get consecutive IDs, leaf
+// by leaf (leaf l's are l*HostsPerLeaf + 0..HostsPerLeaf-1), as a
+// deployment numbers its racks: a set of every receiver is then a few
+// 64-ID block bitmaps (17 at 1024 receivers, 170 bytes), where one block
+// per leaf (129 blocks, 1290 bytes at 1024) left a 1500-byte packet about
+// 170 bytes of data. Host 0 of leaf 0 is the sender. A leaf routes remote
 // receivers through spine (ID mod spines), the other spines as backups; a
 // spine routes each receiver to its leaf.
 func buildFabric(o FeedbackOptions, leaves int) ([]*dataplane.Switch, []*memHost, error) {
@@ -327,8 +334,11 @@ func buildFabric(o FeedbackOptions, leaves int) ([]*dataplane.Switch, []*memHost
 	newCfg := func(name string, id uint16) *dataplane.Config {
 		sid := id
 		agg := aggregate
+		// Dozens of switches and hundreds of hosts share the machine's
+		// cores: a worker blocks as soon as a round finds nothing.
+		var spin time.Duration
 		return &dataplane.Config{
-			Name: name, PollMode: dataplane.PollAdaptive, Workers: 1, Buffers: 2048,
+			Name: name, PollMode: dataplane.PollAdaptive, SpinBeforeBlock: &spin, Workers: 1, Buffers: 2048,
 			SwitchID: &sid, Feedback: dataplane.FeedbackConfig{Aggregate: &agg},
 		}
 	}
@@ -350,7 +360,7 @@ func buildFabric(o FeedbackOptions, leaves int) ([]*dataplane.Switch, []*memHost
 			lb.ports = append(lb.ports, b)
 		}
 		for h := 0; h < o.HostsPerLeaf && len(hosts) < total; h++ {
-			id := uint16(l*64 + h)
+			id := uint16(l*o.HostsPerLeaf + h)
 			name := fmt.Sprintf("leaf%d-h%d", l, h)
 			swEnd, hostEnd := dataplane.NewMemPair(name, fmt.Sprintf("host%d", id), depth, slot)
 			ip := netip.AddrFrom4([4]byte{10, 80, byte(l), byte(10 + h)})
@@ -369,6 +379,11 @@ func buildFabric(o FeedbackOptions, leaves int) ([]*dataplane.Switch, []*memHost
 	}
 	var sws []*dataplane.Switch
 	build := func(b *swBuild, routes func(rt *dataplane.RouteTable)) error {
+		// A switch holds a buffer per copy queued behind a slow port, and
+		// an empty pool stops it receiving on every port: buffers scale
+		// with ports, as a bigger switch has more (2048 up to 64 ports,
+		// so the 64- and 256-receiver fabrics are as before).
+		b.cfg.Buffers = max(b.cfg.Buffers, 32*len(b.cfg.Ports))
 		if err := b.cfg.Validate(); err != nil {
 			return fmt.Errorf("%s: %w", b.cfg.Name, err)
 		}
@@ -384,7 +399,7 @@ func buildFabric(o FeedbackOptions, leaves int) ([]*dataplane.Switch, []*memHost
 	for _, sp := range spines {
 		if err := build(sp, func(rt *dataplane.RouteTable) {
 			for _, h := range hosts {
-				rt.Set(h.id, uint8(h.id/64))
+				rt.Set(h.id, uint8(int(h.id)/o.HostsPerLeaf))
 			}
 		}); err != nil {
 			return nil, nil, err
@@ -393,8 +408,8 @@ func buildFabric(o FeedbackOptions, leaves int) ([]*dataplane.Switch, []*memHost
 	for l, lb := range leafs {
 		if err := build(lb, func(rt *dataplane.RouteTable) {
 			for _, h := range hosts {
-				if int(h.id/64) == l {
-					rt.Set(h.id, uint8(o.Spines+int(h.id%64)))
+				if int(h.id)/o.HostsPerLeaf == l {
+					rt.Set(h.id, uint8(o.Spines+int(h.id)%o.HostsPerLeaf))
 					continue
 				}
 				p := uint8(int(h.id) % o.Spines)

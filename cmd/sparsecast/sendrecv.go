@@ -14,6 +14,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"runtime/pprof"
 	"slices"
 	"strings"
 	"syscall"
@@ -1085,6 +1086,9 @@ type BenchFeedbackOptions struct {
 	// FECBlock and RepairWindow tune the sender (in-memory fabric only).
 	FECBlock     int
 	RepairWindow time.Duration
+	// CPUProfile, if set, is a file the run's CPU profile (pprof) is
+	// written to: where the simulation's time goes.
+	CPUProfile string
 }
 
 // NewCmdBenchFeedback builds `bench feedback`; runF replaces the run
@@ -1156,6 +1160,7 @@ size this 2-core class of machine runs in about a minute).`,
 	f.IntVar(&o.Window, "window", perf.FeedbackVethWindow, "--veth: the sender's and receivers' --window (send's own default is 8192)")
 	f.IntVar(&o.FECBlock, "fec-block", 0, "packets per parity block at the sender (0: default 32; -1: no parity repairs; in-memory fabric only)")
 	f.DurationVar(&o.RepairWindow, "repair-window", 0, "bound of the sender's repair hold (0: default 20ms; negative: no merging; in-memory fabric only)")
+	f.StringVar(&o.CPUProfile, "cpuprofile", "", "write a CPU profile (pprof) of the run to this file")
 	return cmd
 }
 
@@ -1170,6 +1175,17 @@ func benchFeedbackRun(ctx context.Context, o *BenchFeedbackOptions) error {
 	}
 	var r *perf.FeedbackResult
 	var err error
+	if o.CPUProfile != "" {
+		pf, err := os.Create(o.CPUProfile)
+		if err != nil {
+			return fmt.Errorf("--cpuprofile: %w", err)
+		}
+		defer pf.Close()
+		if err := pprof.StartCPUProfile(pf); err != nil {
+			return fmt.Errorf("--cpuprofile: %w", err)
+		}
+		defer pprof.StopCPUProfile()
+	}
 	if o.Veth {
 		r, err = perf.BenchFeedbackVeth(ctx, po, o.Binary, func(format string, args ...any) {
 			if !o.JSON {

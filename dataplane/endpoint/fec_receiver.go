@@ -33,8 +33,9 @@ import (
 )
 
 // fecTries is how many block NACKs a block gets before its losses are
-// NACKed by name.
-const fecTries = 3
+// NACKed by name. (The sender drops block NACKs that parity on its way
+// answers, so under a slow, jittery path a few tries go unanswered.)
+const fecTries = 5
 
 // rfec is a stream's decoder scratch.
 type rfec struct {
@@ -152,6 +153,11 @@ func (r *ReliableReceiver) blockScan(s *rstream, b uint32, now int64) (int, int6
 		return blockWait, s.highAt + r.nackRepeat(s)
 	case !due:
 		return blockAsk, next
+	case tries == 0 && !r.holdFirstNACK(s, b, now):
+		// Its first block NACK waits a random back-off: parity that
+		// another receiver's NACK brings reaches every receiver missing
+		// the block, so most of them never need to ask.
+		return blockAsk, r.blockDue(s, b)
 	}
 	r.sendBlockNACK(s, b, uint16(missing-par))
 	next = int64(1<<63 - 1)
@@ -164,6 +170,56 @@ func (r *ReliableReceiver) blockScan(s *rstream, b uint32, now int64) (int, int6
 		}
 	}
 	return blockAsk, next
+}
+
+// holdFirstNACK draws the random back-off of the block at b's first block
+// NACK, uniform over one NACK back-off (NORM's NACK suppression, RFC 5740
+// 5.3, with the sender's parity to every receiver missing the block as the
+// repair others hear). It returns true when it was drawn before and has
+// run out: the NACK is due now.
+func (r *ReliableReceiver) holdFirstNACK(s *rstream, b uint32, now int64) bool {
+	k := uint32(s.fecK)
+	for q := b; q != b+k; q++ {
+		if sl := &s.slots[q&s.mask]; sl.seq == q && wanted(sl.state) && sl.held {
+			return true
+		}
+	}
+	r.rng ^= r.rng << 13
+	r.rng ^= r.rng >> 7
+	r.rng ^= r.rng << 17
+	due := now + int64(r.rng%uint64(r.nackRepeat(s)))
+	for q := b; q != b+k; q++ {
+		if sl := &s.slots[q&s.mask]; sl.seq == q && wanted(sl.state) && !s.delivered(q) {
+			sl.held = true
+			sl.due = max(sl.due, due)
+		}
+	}
+	return false
+}
+
+// blockDue is when the next of the block at b's missing packets is due.
+func (r *ReliableReceiver) blockDue(s *rstream, b uint32) int64 {
+	next := int64(1<<63 - 1)
+	for q := b; q != b+uint32(s.fecK); q++ {
+		if sl := &s.slots[q&s.mask]; sl.seq == q && wanted(sl.state) && !s.delivered(q) {
+			next = min(next, sl.due)
+		}
+	}
+	return next
+}
+
+// holdBlockNACK restarts the NACK back-off of the block at b's missing
+// packets on hearing parity of it (NORM's rule, RFC 5740 5.3): the rest of
+// that round may be on its way, and a NACK sent before it had time to
+// arrive is one the sender's holdoff takes for stale. Their tries are
+// kept, so the back-off still grows.
+func (r *ReliableReceiver) holdBlockNACK(s *rstream, b uint32) {
+	due := r.now + r.nackRepeat(s)
+	for q := b; q != b+uint32(s.fecK); q++ {
+		if sl := &s.slots[q&s.mask]; sl.seq == q && wanted(sl.state) && !s.delivered(q) && sl.due < due {
+			sl.due = due
+		}
+	}
 }
 
 // sendBlockNACK asks for count repair symbols of the block at b.
@@ -221,13 +277,10 @@ func (r *ReliableReceiver) handleParity(h headers.SMH) {
 		for q := lo; q != end+1; q++ {
 			if !s.delivered(q) {
 				r.want(s, q, q+1)
-				if sl := &s.slots[q&s.mask]; sl.seq == q && sl.state == slotWant && sl.nacks == 0 {
-					// More parity of this round may be on its way.
-					sl.due = r.now + int64(r.cfg.NackRepeat)
-				}
 			}
 		}
 	}
+	r.holdBlockNACK(s, b)
 	var store *rslot
 	missing, par := 0, 0
 	for q := b; q != end+1; q++ {

@@ -126,7 +126,15 @@ func TestReceiverRecoversFromParity(t *testing.T) {
 			r.handle(d)
 		}
 	}
-	r.timers(r.clock())
+	t0 := r.clock()
+	r.timers(t0)
+	for _, d := range rp.sent {
+		if h := headers.SMH(d); h.Type() == headers.TypeNACK && h.Flags()&headers.FlagParity != 0 {
+			t.Fatalf("block NACK(%d) before its random back-off", h.Sequence())
+		}
+	}
+	// The first block NACK goes within one NACK back-off.
+	r.timers(t0 + int64(r.cfg.NackRepeat))
 	var asked bool
 	for _, d := range rp.sent {
 		h := headers.SMH(d)
@@ -176,6 +184,123 @@ func TestReceiverRecoversFromParity(t *testing.T) {
 	r.handle(par[0])
 	if len(seqs) != 12 || r.Report().Streams[0].ParityUseless != 1 {
 		t.Errorf("late parity: %d deliveries, %d useless", len(seqs), r.Report().Streams[0].ParityUseless)
+	}
+}
+
+// TestBlockNACKHoldoff: parity goes to every receiver missing the block,
+// not only the one that asked; a block NACK heard within the holdoff after
+// parity went out asks only for what exceeds it (NORM's holdoff): one
+// asking no more is stale and costs nothing, one asking more gets the
+// difference; after the holdoff a NACK is answered in full again.
+func TestBlockNACKHoldoff(t *testing.T) {
+	sp := &pipeTransport{}
+	s, err := NewReliableSender(sp, SessionConfig{SourceID: 7, SessionID: 3, Epoch: testEpoch, Receivers: []uint16{1, 2, 3},
+		CC: CCConfig{InitialRate: 1e6, MaxRate: 1e6, Fixed: true}, FECBlock: 4, FECParity: 8, FirstSeq: 100,
+		MinRTO: time.Minute, MaxRTO: time.Minute, GiveUp: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.SendMessage(context.Background(), nil, make([]byte, 8*s.MaxAppData(3))); err != nil {
+		t.Fatal(err)
+	}
+	s.srtt, s.hasRTT = int64(time.Hour), true // the holdoff outlasts the test
+	parity := func(in ...[]byte) []headers.SMH {
+		sp.sent = nil
+		sp.in = append(sp.in, in...)
+		s.poll()
+		s.flushRepairs(s.now + int64(time.Hour))
+		return repairsSent(sp)
+	}
+	par := parity(nack(100, 2, headers.FlagParity, 1))
+	if len(par) != 2 {
+		t.Fatalf("%d parity for a NACK of 2", len(par))
+	}
+	if ids := par[0].AppendReceivers(nil); !slices.Equal(ids, []uint16{1, 2, 3}) {
+		t.Errorf("parity to %v, want every receiver that has not acknowledged the block [1 2 3]", ids)
+	}
+	if par := parity(nack(100, 2, headers.FlagParity, 2)); len(par) != 0 || s.rep.StaleBlockNACKs != 1 {
+		t.Fatalf("a NACK of 2 within the holdoff: %d parity, %d stale; want 0, 1", len(par), s.rep.StaleBlockNACKs)
+	}
+	if par := parity(nack(100, 3, headers.FlagParity, 3)); len(par) != 1 {
+		t.Fatalf("a NACK of 3 within the holdoff of 2 sent: %d parity, want 1", len(par))
+	}
+	// A receiver that acknowledged the block gets no more of its parity.
+	sp.in = append(sp.in, ack(104, 1, 3, nil))
+	s.block(100).sentAt -= 2 * int64(time.Hour) // the holdoff ran out
+	par = parity(nack(100, 2, headers.FlagParity, 1))
+	if len(par) != 2 {
+		t.Fatalf("a NACK of 2 after the holdoff: %d parity, want 2", len(par))
+	}
+	if ids := par[0].AppendReceivers(nil); !slices.Equal(ids, []uint16{1, 2}) {
+		t.Errorf("parity to %v, want [1 2]", ids)
+	}
+	if s.rep.ParityRepairs != 5 {
+		t.Errorf("%d parity repairs, want 5", s.rep.ParityRepairs)
+	}
+}
+
+// TestParityRestartsBlockNACKBackoff: a receiver that hears parity of a
+// block it still cannot rebuild waits a full NACK back-off from then
+// before asking again (the rest of the round may be on its way), rather
+// than asking at the back-off of its last NACK.
+func TestParityRestartsBlockNACKBackoff(t *testing.T) {
+	sp := &pipeTransport{}
+	s, err := NewReliableSender(sp, SessionConfig{SourceID: 7, SessionID: 3, Epoch: testEpoch, Receivers: []uint16{1},
+		CC: CCConfig{InitialRate: 1e6, MaxRate: 1e6, Fixed: true}, FECBlock: 4, FECParity: 4, FirstSeq: 100,
+		MinRTO: time.Minute, MaxRTO: time.Minute, GiveUp: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.SendMessage(context.Background(), nil, make([]byte, 8*s.MaxAppData(1))); err != nil {
+		t.Fatal(err)
+	}
+	orig := sp.sent
+	rp := &pipeTransport{}
+	r, err := NewReliableReceiver(rp, SessionReceiverConfig{ID: 1, Deliver: func(Delivery) {}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.clock()
+	for _, d := range orig {
+		if q := headers.SMH(d).Sequence(); q != 101 && q != 102 {
+			r.handle(d)
+		}
+	}
+	blockNACKs := func() int {
+		n := 0
+		for _, d := range rp.sent {
+			if h := headers.SMH(d); h.Type() == headers.TypeNACK && h.Flags()&headers.FlagParity != 0 {
+				n++
+			}
+		}
+		return n
+	}
+	rep := int64(r.cfg.NackRepeat)
+	t0 := r.now
+	r.timers(t0)       // the block ended: its first NACK's random back-off starts
+	r.timers(t0 + rep) // and has run out
+	if blockNACKs() != 1 {
+		t.Fatalf("%d block NACKs, want 1", blockNACKs())
+	}
+	sent := t0 + rep
+	sp.sent = nil
+	sp.in = append(sp.in, nack(100, 2, headers.FlagParity, 1))
+	s.poll()
+	s.flushRepairs(s.now + int64(time.Hour))
+	par := repairsSent(sp)
+	if len(par) != 2 {
+		t.Fatalf("%d parity", len(par))
+	}
+	// One of the two symbols arrives 0.9 back-offs after the NACK.
+	r.now = sent + rep*9/10
+	r.handle(par[0])
+	r.timers(sent + rep*3/2)
+	if blockNACKs() != 1 {
+		t.Fatalf("a block NACK %v after parity arrived, within its back-off", time.Duration(rep*6/10))
+	}
+	r.timers(sent + rep*2)
+	if blockNACKs() != 2 {
+		t.Fatalf("%d block NACKs a back-off after the parity, want 2", blockNACKs())
 	}
 }
 

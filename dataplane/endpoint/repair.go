@@ -10,11 +10,21 @@ package endpoint
 //  2. A block NACK (NACK with P: Sequence a block's first packet, Count the
 //     repair symbols wanted) marks the block wanted by its receivers, with
 //     the largest count asked, and queues the block's parity the same way.
+//     For a holdoff (one smoothed round trip) after parity of the block
+//     went out, a block NACK is taken to predate it (NORM's repair
+//     holdoff, RFC 5740 5.3): it asks only for what exceeds the symbols
+//     sent meanwhile, and one asking no more is stale, counted and dropped.
+//     (A receiver that has heard parity of the block waits a NACK back-off
+//     before asking again, so its next NACK arrives after the holdoff.)
 //  3. When a repair is due (timers), the packet goes once to the union of
 //     the receivers that asked, minus those that acknowledged it since;
-//     a block's next parity symbols (fec.go) go to its askers that have not
-//     acknowledged the whole block. Parity is computed when a block is
-//     first asked for, from the block's packets still in the window.
+//     a block's next parity symbols (fec.go) go to every receiver of the
+//     stream that has not acknowledged the whole block, asked or not: one
+//     symbol repairs any one loss of the block anywhere (NORM multicasts
+//     its repairs to the group), so receivers whose NACK is still on its
+//     way, or not yet due, need nothing more. Parity is computed when a
+//     block is first asked for, from the block's packets still in the
+//     window.
 //
 // The hold is half the smoothed round trip, within [100 µs, RepairWindow]:
 // long enough for the NACKs one loss causes at different leaves to meet,
@@ -42,9 +52,15 @@ type fblock struct {
 	pending bool
 	want    int // repair symbols asked for (the largest count merged)
 	next    int // the next parity index to send
-	have    int // parity symbols computed so far
-	ask     []uint64
-	parity  []byte // P buffers of pbLen bytes: header room, payload header, shard
+	// sentAt is when parity of the block last went out, inflight how many
+	// symbols went out since the holdoff last ran out: a block NACK
+	// arriving within the holdoff of sentAt is answered by them up to
+	// inflight symbols.
+	sentAt   int64
+	inflight int
+	have     int // parity symbols computed so far
+	ask      []uint64
+	parity   []byte // P buffers of pbLen bytes: header room, payload header, shard
 }
 
 const minRepairHold = int64(100 * time.Microsecond)
@@ -165,18 +181,29 @@ func (s *ReliableSender) block(b uint32) *fblock {
 	return &s.fblocks[n%uint32(len(s.fblocks))]
 }
 
+// parityHoldoff is how long after parity of a block went out a block NACK
+// for it is taken to have been sent before that parity arrived: one
+// smoothed round trip (parity down, the NACK up), at least the repair hold.
+func (s *ReliableSender) parityHoldoff() int64 {
+	if !s.hasRTT {
+		return 2 * s.repairHold()
+	}
+	return max(s.srtt, s.repairHold())
+}
+
 // onBlockNACK merges a block NACK for the block at b asking for count
-// symbols on behalf of ids (nil: every receiver).
-func (s *ReliableSender) onBlockNACK(b, count uint32, ids []uint16) {
+// symbols on behalf of ids (nil: every receiver). It returns false for a
+// NACK that asks for nothing new (bad, late or stale).
+func (s *ReliableSender) onBlockNACK(b, count uint32, ids []uint16) bool {
 	k := uint32(s.fecK)
 	if k == 0 || (b-s.cfg.FirstSeq)%k != 0 || !seqLess(b+k-1, s.next) || count == 0 {
 		// No FEC here, not a block start, or a block not sent in full:
 		// receivers ask for parity only of blocks they saw end.
 		s.rep.BadFeedback++
-		return
+		return false
 	}
 	if seqLess(b+k-1, s.head) {
-		return // acknowledged by everyone since
+		return false // acknowledged by everyone since
 	}
 	s.rep.BlockNACKs++
 	fb := s.block(b)
@@ -187,7 +214,17 @@ func (s *ReliableSender) onBlockNACK(b, count uint32, ids []uint16) {
 			fb.pending = false
 		}
 		fb.start, fb.valid, fb.want, fb.next, fb.have = b, true, 0, 0, 0
+		fb.sentAt, fb.inflight = 0, 0
 		clear(fb.ask)
+	}
+	need := int(min(count, k))
+	if fb.inflight > 0 {
+		if s.now-fb.sentAt >= s.parityHoldoff() {
+			fb.inflight = 0 // what was sent has had time to arrive
+		} else if need -= fb.inflight; need <= 0 {
+			s.rep.StaleBlockNACKs++
+			return false
+		}
 	}
 	added := false
 	j := 0
@@ -211,19 +248,21 @@ func (s *ReliableSender) onBlockNACK(b, count uint32, ids []uint16) {
 		added = true
 	}
 	if !added {
-		return
+		return false
 	}
-	fb.want = max(fb.want, int(min(count, k)))
+	fb.want = max(fb.want, need)
 	if fb.pending {
 		s.rep.MergedRequests++
-		return
+		return true
 	}
 	fb.pending = true
 	s.enqueueRepair(b, true)
+	return true
 }
 
 // sendParity sends the block's next parity symbols, as many as the largest
-// request merged, to the receivers that asked and still miss some of it.
+// request merged, if one who asked still misses some of it: to every
+// receiver of the stream that has not acknowledged the whole block.
 func (s *ReliableSender) sendParity(b uint32) {
 	fb := s.block(b)
 	if !fb.valid || fb.start != b || !fb.pending {
@@ -231,22 +270,31 @@ func (s *ReliableSender) sendParity(b uint32) {
 	}
 	fb.pending = false
 	k := uint32(s.fecK)
-	s.targets = s.targets[:0]
+	asked := false
 	for w, m := range fb.ask {
-		for ; m != 0; m &= m - 1 {
-			id := s.fixed[w<<6+bits.TrailingZeros64(m)]
-			r := &s.rcv[s.idx[id]]
-			if !r.failed && !(r.hasAck && seqLess(b+k-1, r.ack)) {
-				s.targets = append(s.targets, id)
-			}
+		for ; m != 0 && !asked; m &= m - 1 {
+			r := &s.rcv[s.idx[s.fixed[w<<6+bits.TrailingZeros64(m)]]]
+			asked = !r.failed && !(r.hasAck && seqLess(b+k-1, r.ack))
 		}
 	}
 	clear(fb.ask)
 	want := fb.want
 	fb.want = 0
-	if len(s.targets) == 0 {
+	if !asked {
 		return
 	}
+	s.targets = s.targets[:0]
+	for _, id := range s.fixed {
+		r := &s.rcv[s.idx[id]]
+		if !r.failed && !(r.hasAck && seqLess(b+k-1, r.ack)) {
+			s.targets = append(s.targets, id)
+		}
+	}
+	if fb.inflight > 0 && s.now-fb.sentAt >= s.parityHoldoff() {
+		fb.inflight = 0
+	}
+	fb.sentAt = s.now
+	fb.inflight += want
 	for i := 0; i < want; i++ {
 		idx := fb.next % s.fecP
 		if idx >= fb.have && !s.encode(fb, idx+1) {

@@ -171,6 +171,9 @@ type rslot struct {
 	// kept: data holds this sequence number's app data (n bytes, F in
 	// final), also once delivered, for rebuilding its block from parity.
 	kept bool
+	// held: its block's first block NACK waits a random back-off
+	// (fec_receiver.go), drawn already.
+	held bool
 	pidx uint8 // slotParity: the shard's parity index
 	at   int64 // when it was last NACKed (0: never)
 	n    int
@@ -252,6 +255,7 @@ type ReliableReceiver struct {
 	firstPkt int64
 	lastPkt  int64
 	overflow uint64
+	rng      uint64 // xorshift state of the NACK back-offs
 }
 
 // NewReliableReceiver checks cfg.
@@ -304,6 +308,8 @@ func NewReliableReceiver(tr Transport, cfg SessionReceiverConfig) (*ReliableRece
 		streams: make(map[uint64]*rstream),
 	}
 	r.rep.ID = cfg.ID
+	// Receivers must draw different back-offs: seeded by ID and clock.
+	r.rng = uint64(cfg.ID)*0x9E3779B97F4A7C15 ^ uint64(r.epoch.UnixNano()) | 1
 	return r, nil
 }
 

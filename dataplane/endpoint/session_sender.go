@@ -216,9 +216,12 @@ type SenderReport struct {
 	// ParityRepairs counts the parity packets among the retransmissions;
 	// BlockNACKs the block NACKs heard; MergedRequests the NACKs (packet
 	// or block) that joined a repair already pending; ParityUnavailable
-	// block repairs not sent because a packet of the block left the window.
+	// block repairs not sent because a packet of the block left the window;
+	// StaleBlockNACKs block NACKs that parity already on its way answered
+	// (sent within the holdoff, repair.go), so they cost nothing.
 	ParityRepairs     uint64               `json:"parity_repairs"`
 	BlockNACKs        uint64               `json:"block_nacks"`
+	StaleBlockNACKs   uint64               `json:"stale_block_nacks"`
 	MergedRequests    uint64               `json:"merged_requests"`
 	ParityUnavailable uint64               `json:"parity_unavailable"`
 	RetransmitCopies  uint64               `json:"retransmit_copies"`
@@ -1097,15 +1100,19 @@ func (s *ReliableSender) onNACK(h headers.SMH) {
 		s.rep.BadFeedback++
 		return
 	}
-	s.roundLost += uint64(count) * uint64(h.SpeaksFor())
 	only := s.ids
 	if len(only) == 0 {
 		only = nil
 	}
 	if h.Flags()&headers.FlagParity != 0 {
-		s.onBlockNACK(start, count, only)
+		// A stale block NACK (answered by parity on its way) repeats a
+		// loss already counted: it is no congestion signal.
+		if s.onBlockNACK(start, count, only) {
+			s.roundLost += uint64(count) * uint64(h.SpeaksFor())
+		}
 		return
 	}
+	s.roundLost += uint64(count) * uint64(h.SpeaksFor())
 	// A receiver that asks by name for a packet below what it was credited
 	// with does not have it: the credit came from an aggregate that spoke
 	// wrongly for it. Its own word wins, and the packet, if still kept, is

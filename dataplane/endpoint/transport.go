@@ -398,7 +398,15 @@ type MemTransport struct {
 	in      [dataplane.BurstSize]*dataplane.Packet
 	inN     int
 	inI     int
+	rxErr   error
 	st      TransportStats
+	// wake is a duplicate of the port's eventfd in Go's poller: an idle
+	// Recv sleeps on it until the switch sends or the deadline passes,
+	// as a host blocks in recvmsg, rather than polling (hundreds of
+	// polling receivers were most of an in-memory fabric's time).
+	wake   *os.File
+	wakeRC syscall.RawConn
+	rxFn   func(uintptr) bool // t.rxWoken, bound once: no allocation per wait
 }
 
 // NewMemTransport makes a transport over port, the host's end of a MemPort
@@ -443,7 +451,29 @@ func NewMemTransport(port *dataplane.MemPort, cfg MemConfig) (*MemTransport, err
 	} else {
 		t.udpOff = 14 + 20
 	}
+	if fd := port.WaitFd(); fd >= 0 {
+		// A duplicate, so that closing (or collecting) the file never
+		// closes the port's descriptor under the switch that signals it.
+		if d, err := unix.Dup(fd); err == nil {
+			t.wake = os.NewFile(uintptr(d), port.Name()+"-wake")
+			if rc, err := t.wake.SyscallConn(); err == nil {
+				t.wakeRC = rc
+				t.rxFn = t.rxWoken
+			} else {
+				t.wake.Close()
+				t.wake = nil
+			}
+		}
+	}
 	return t, nil
+}
+
+// rxWoken is the poller's callback: take a burst; false sleeps until the
+// eventfd is signaled again.
+func (t *MemTransport) rxWoken(uintptr) bool {
+	t.inN, t.rxErr = t.port.RxBurst(t.pool, t.in[:])
+	t.inI = 0
+	return t.inN > 0 || t.rxErr != nil
 }
 
 // localPeerMAC is the MAC of a MemPort's peer, found through the transmit
@@ -544,8 +574,23 @@ func (t *MemTransport) Recv(b []byte, deadline time.Time) (int, error) {
 			return 0, ErrTimeout
 		}
 		switch {
-		case spins < 64:
+		case spins < 4 || (spins < 64 && t.wakeRC == nil):
 			runtime.Gosched()
+		case t.wakeRC != nil:
+			// Sleep in the poller until a frame comes (RxBurst reads
+			// the eventfd only when it finds nothing, then looks
+			// again, so a wake-up is never slept through).
+			_ = t.wake.SetReadDeadline(deadline)
+			err := t.wakeRC.Read(t.rxFn)
+			if t.rxErr != nil {
+				return 0, t.rxErr
+			}
+			if err != nil && t.inN == 0 {
+				if t.port.Closed() || errors.Is(err, os.ErrClosed) {
+					return 0, dataplane.ErrPortClosed
+				}
+				return 0, ErrTimeout
+			}
 		default:
 			// Go's timer granularity makes this about a millisecond on a
 			// loaded machine; a host is not a busy-polling switch.
@@ -611,4 +656,10 @@ func (t *MemTransport) unwrap(fr, b []byte) (int, bool) {
 func (t *MemTransport) Stats() TransportStats { return t.st }
 
 // Close closes the port.
-func (t *MemTransport) Close() error { return t.port.Close() }
+func (t *MemTransport) Close() error {
+	err := t.port.Close() // first: a Recv the Close below wakes sees it closed
+	if t.wake != nil {
+		t.wake.Close()
+	}
+	return err
+}
