@@ -48,8 +48,9 @@ import (
 const (
 	DefaultRingDir   = ffi.DefaultRingDir
 	DefaultRingSlots = 4096
-	// MaxGroups bounds the groups the server holds.
-	MaxGroups = 1 << 16
+	// MaxGroups bounds the groups the server holds (group IDs are 32 bits;
+	// the bound keeps a full resync and the state file's load bounded).
+	MaxGroups = 1 << 18
 )
 
 // PushKind names a kind of batch in metrics and status.

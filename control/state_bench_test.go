@@ -11,9 +11,9 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
-// restartGroups is the group count of the restart benchmarks: the most a
-// server holds.
-const restartGroups = MaxGroups
+// restartGroups is the group count of the restart benchmarks (issue 22
+// asks for 100,000).
+const restartGroups = 100_000
 
 func benchMembers(i int) []uint16 {
 	m := []uint16{uint16(1 + i%4), uint16(1 + (i/4)%4), uint16(1 + (i/16)%4)} // failover.yaml's receivers 1-4
