@@ -46,8 +46,9 @@ type FeedbackOptions struct {
 	FECBlock     int
 	RepairWindow time.Duration
 	// Prefix names the veth lab's namespaces (BenchFeedbackVeth only;
-	// default FeedbackVethPrefix), so that runs do not collide; Window is
-	// the veth lab sender's and receivers' --window (0: theirs).
+	// default FeedbackVethPrefix), so that runs do not collide. Window is
+	// the sender's and receivers' window in packets (0: the in-memory
+	// endpoints' default, 1024; the veth lab's FeedbackVethWindow).
 	Prefix string
 	Window int
 }
@@ -233,7 +234,7 @@ func BenchFeedback(ctx context.Context, o FeedbackOptions) (*FeedbackResult, err
 	for i, h := range hosts[1:] {
 		rcvIDs = append(rcvIDs, h.id)
 		sinks[i] = &endpoint.FileSink{}
-		r, err := endpoint.NewReliableReceiver(h.tr, endpoint.SessionReceiverConfig{ID: h.id, Sink: sinks[i]})
+		r, err := endpoint.NewReliableReceiver(h.tr, endpoint.SessionReceiverConfig{ID: h.id, Sink: sinks[i], Window: o.Window})
 		if err != nil {
 			return nil, err
 		}
@@ -252,7 +253,7 @@ func BenchFeedback(ctx context.Context, o FeedbackOptions) (*FeedbackResult, err
 
 	s, err := endpoint.NewReliableSender(sender.tr, endpoint.SessionConfig{
 		SourceID: sender.id, SessionID: 1, Receivers: rcvIDs, GiveUp: o.Timeout,
-		FECBlock: o.FECBlock, RepairWindow: o.RepairWindow,
+		FECBlock: o.FECBlock, RepairWindow: o.RepairWindow, Window: o.Window,
 	})
 	if err != nil {
 		return nil, err

@@ -1082,7 +1082,7 @@ type BenchFeedbackOptions struct {
 	Veth   bool
 	Binary string
 	Prefix string
-	Window int // the veth lab endpoints' --window
+	Window int // the sender's and receivers' window (packets)
 	// FECBlock and RepairWindow tune the sender (in-memory fabric only).
 	FECBlock     int
 	RepairWindow time.Duration
@@ -1132,11 +1132,11 @@ size this 2-core class of machine runs in about a minute).`,
 				if err := lab.CheckPrefix(o.Prefix); err != nil {
 					return fmt.Errorf("--prefix: %w", err)
 				}
-				if err := checkWindow(o.Window); err != nil {
-					return err
-				}
-			} else if cmd.Flags().Changed("prefix") || cmd.Flags().Changed("window") {
-				return fmt.Errorf("--prefix and --window apply to the veth lab: they need --veth")
+			} else if cmd.Flags().Changed("prefix") {
+				return fmt.Errorf("--prefix applies to the veth lab: it needs --veth")
+			}
+			if err := checkWindow(o.Window); err != nil {
+				return err
 			}
 			if runF != nil {
 				return runF(o)
@@ -1157,7 +1157,7 @@ size this 2-core class of machine runs in about a minute).`,
 	f.BoolVar(&o.Veth, "veth", false, "run the fabric as the veth lab (root): a process and a namespace per switch and host")
 	f.StringVar(&o.Binary, "binary", "", "sparsecast binary for the lab processes with --veth (default: this one)")
 	f.StringVar(&o.Prefix, "prefix", perf.FeedbackVethPrefix, "namespace prefix of the --veth lab (two runs at once need two prefixes)")
-	f.IntVar(&o.Window, "window", perf.FeedbackVethWindow, "--veth: the sender's and receivers' --window (send's own default is 8192)")
+	f.IntVar(&o.Window, "window", perf.FeedbackVethWindow, "the sender's and receivers' window in packets (send's own default is 8192)")
 	f.IntVar(&o.FECBlock, "fec-block", 0, "packets per parity block at the sender (0: default 32; -1: no parity repairs; in-memory fabric only)")
 	f.DurationVar(&o.RepairWindow, "repair-window", 0, "bound of the sender's repair hold (0: default 20ms; negative: no merging; in-memory fabric only)")
 	f.StringVar(&o.CPUProfile, "cpuprofile", "", "write a CPU profile (pprof) of the run to this file")
