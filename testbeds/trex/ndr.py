@@ -371,10 +371,11 @@ def verdict(rows, have_switch):
     lowest = min(failed, key=lambda r: r["rate_pps"])
     sides = sorted(set(r["limit"] for r in failed))
     clean = [r["rate_pps"] for r in rows if r["limit"] in ("none", "generator", "wire") and r["sw_drops"] == 0
-             and r["lost_in_switch"] == 0]
+             and r["lost_in_switch"] == 0 and not r["sw_kernel_drops"]]
     msg = "limited by the %s: the lowest failed trial (%d pps) lost %s" % (
         lowest["limit"], lowest["rate_pps"],
-        {"switch": "%s packets in the switch (drops %s)" % (lowest["lost_in_switch"], lowest["sw_drops"]),
+        {"switch": "%s packets in the switch (drops %s, its ports' receive rings %s)" % (
+            lowest["lost_in_switch"], lowest["sw_drops"], lowest["sw_kernel_drops"]),
          "generator": "%s packets after the switch sent them (TRex port rx, ierrors %s)" % (
              lowest["lost_after_switch"], lowest["rx_ierrors"]),
          "wire": "%s packets between TRex's tx and the switch" % lowest["lost_before_switch"]}.get(lowest["limit"], "?"))
