@@ -57,6 +57,11 @@ type recvState struct {
 	seen     bool
 	hasAck   bool
 	excepted bool // left out of the last aggregate sent (an exception)
+	// told is the highest sequence an aggregate sent upstream named it
+	// at (valid with hasTold): an exception's own progress goes up in a
+	// laggard report only when it moved past that (see aggregate).
+	told    uint32
+	hasTold bool
 	// aborted: an ABORT named it (it cannot store the stream); it no
 	// longer holds aggregates back and they no longer name it.
 	aborted bool
@@ -104,6 +109,8 @@ type upstream struct {
 	ack     uint32 // the aggregate last sent
 	at      int64  // when (0: never)
 	speaks  int    // how many receivers it spoke for
+	// lagAt is when the last laggard report went up (see aggregate).
+	lagAt int64
 }
 
 // upstreamFor returns the aggregate state for an upstream port and hop
@@ -540,6 +547,10 @@ type ackOut struct {
 	up     *upstream // its upstream state; it goes out of up.port
 	seq    uint32
 	stream *streamState
+	// lag: also a laggard report at lagSeq, naming the exceptions at or
+	// above it (laggards).
+	lag    bool
+	lagSeq uint32
 }
 
 // onFeedback folds one feedback packet into the stream's state. ids is the
@@ -671,6 +682,13 @@ func (r *recvState) raise(x uint32, now int64) {
 // heard from.)
 func (a *aggregator) aggregate(s *streamState, u *upstream) ackOut {
 	out := ackOut{stream: s, up: u}
+	out.send, out.seq = a.aggregateMain(s, u)
+	out.lag, out.lagSeq = a.laggardReport(s, u)
+	return out
+}
+
+// aggregateMain decides the aggregate proper: whether one goes up, at what.
+func (a *aggregator) aggregateMain(s *streamState, u *upstream) (bool, uint32) {
 	done := u.highest + 1
 	first := true
 	var x uint32
@@ -686,7 +704,8 @@ func (a *aggregator) aggregate(s *streamState, u *upstream) ackOut {
 		if r.excepted {
 			if seqLess(eff, u.ack) {
 				// Reported behind already: it stays an exception until it
-				// catches up, and never pulls the aggregate back.
+				// catches up, and never pulls the aggregate back (its own
+				// progress goes up in laggard reports).
 				continue
 			}
 			r.excepted = false
@@ -696,7 +715,7 @@ func (a *aggregator) aggregate(s *streamState, u *upstream) ackOut {
 		}
 	}
 	if first || seqLess(x, u.ack) {
-		return out
+		return false, 0
 	}
 	speaks := 0
 	for i := range s.recv {
@@ -709,7 +728,7 @@ func (a *aggregator) aggregate(s *streamState, u *upstream) ackOut {
 		// point came from receivers that never reported): an aggregate
 		// would name no receiver, which SMH cannot carry. Say nothing
 		// until one reports.
-		return out
+		return false, 0
 	}
 	if x == u.ack && (u.at == 0 || speaks <= u.speaks) {
 		// No progress. Receivers repeat their ACKs when the source
@@ -718,17 +737,77 @@ func (a *aggregator) aggregate(s *streamState, u *upstream) ackOut {
 		// or a lost aggregate would stall the stream for good. (A laggard
 		// catching up is progress: the aggregate speaks for more.)
 		if a.now-u.at < int64(a.cfg.NackWindow) || u.at == 0 {
-			return out
+			return false, 0
 		}
 	}
 	for i := range s.recv {
-		if r := &s.recv[i]; r.behind(u) && (r.silent() || seqLess(r.effective(done, s.sparse), x)) {
+		r := &s.recv[i]
+		if !r.behind(u) {
+			continue
+		}
+		if r.silent() || seqLess(r.effective(done, s.sparse), x) {
 			r.excepted = true
+		} else if r.speaksAt(x, done, s.sparse) {
+			r.tell(x)
 		}
 	}
 	u.ack, u.at, u.speaks = x, a.now, speaks
-	out.send, out.seq = true, x
-	return out
+	return true, x
+}
+
+// laggardReport decides whether the exceptions' own progress goes up: an
+// exception stays out of the aggregate until it catches up with it, and
+// without this the source would never hear how far it got, however many
+// ACKs it sent (a receiver late once for ack_timeout was credited nothing
+// more until it overtook a moving aggregate, which under steady load it
+// never did, and the source retransmitted to it without end). The report is
+// at the lowest of the exceptions that moved since they were last named, it
+// names every exception at or above that, and it goes up at most once per
+// quarter of ack_timeout per upstream port, so a slow receiver costs the
+// source a few reports per ack_timeout however often it ACKs.
+func (a *aggregator) laggardReport(s *streamState, u *upstream) (bool, uint32) {
+	if u.lagAt != 0 && a.now-u.lagAt < int64(a.cfg.AckTimeout)/4 {
+		return false, 0
+	}
+	done := u.highest + 1
+	first := true
+	var y uint32
+	for i := range s.recv {
+		r := &s.recv[i]
+		if !r.isLaggard(u) {
+			continue
+		}
+		eff := r.effective(done, s.sparse)
+		if r.hasTold && !seqLess(r.told, eff) {
+			continue // nothing new to say for it
+		}
+		if first || seqLess(eff, y) {
+			y, first = eff, false
+		}
+	}
+	if first {
+		return false, 0
+	}
+	for i := range s.recv {
+		if r := &s.recv[i]; r.isLaggard(u) && !seqLess(r.effective(done, s.sparse), y) {
+			r.tell(y)
+		}
+	}
+	u.lagAt = a.now
+	return true, y
+}
+
+// isLaggard: an exception behind u a laggard report can speak for (it has
+// acknowledged something here, and is behind the aggregate).
+func (r *recvState) isLaggard(u *upstream) bool {
+	return r.behind(u) && r.excepted && r.hasAck && !r.aborted
+}
+
+// tell records that an aggregate upstream named r at x.
+func (r *recvState) tell(x uint32) {
+	if !r.hasTold || seqLess(r.told, x) {
+		r.told, r.hasTold = x, true
+	}
 }
 
 // effective is what a receiver has: its ACK, or nothing from its first
@@ -774,6 +853,20 @@ func (s *streamState) speakers(x uint32, u *upstream, dst []uint16) []uint16 {
 	n := len(dst)
 	for i := range s.recv {
 		if r := &s.recv[i]; r.behind(u) && r.speaksAt(x, done, s.sparse) {
+			dst = append(dst, r.id)
+		}
+	}
+	sortIDs(dst[n:])
+	return dst
+}
+
+// laggards appends, in ID order, the exceptions behind upstream u that a
+// laggard report at y speaks for.
+func (s *streamState) laggards(y uint32, u *upstream, dst []uint16) []uint16 {
+	done := u.highest + 1
+	n := len(dst)
+	for i := range s.recv {
+		if r := &s.recv[i]; r.isLaggard(u) && !seqLess(r.effective(done, s.sparse), y) {
 			dst = append(dst, r.id)
 		}
 	}

@@ -795,3 +795,61 @@ func TestNACKWindowFollowsRepairDelay(t *testing.T) {
 		t.Fatalf("repairs take 10 s: %d NACKs up, want 2 (one block, one by name)", n)
 	}
 }
+
+// TestLaggardProgressReachesSource: a receiver that was late once (silent
+// for ack_timeout) becomes an exception of the aggregate. Its own later
+// ACKs must still reach the source, below the aggregate: before laggard
+// reports it was named again only once it overtook the aggregate, which a
+// slow receiver under steady load never does (on the 64-receiver veth lab
+// receivers were credited 0-1 packets after hundreds of ACKs).
+func TestLaggardProgressReachesSource(t *testing.T) {
+	f := newAggFabricTimeout(t, true, 20*time.Millisecond)
+	for seq := uint32(0); seq < 20; seq++ {
+		f.send(t, 0, data(t, seq, 0, 1, 2))
+	}
+	drain(f)
+	f.send(t, 1, fb(t, headers.TypeACK, 10, 1, 0))
+	f.send(t, 2, fb(t, headers.TypeACK, 5, 2, 0))
+	if up := upstreamFrames(t, f); len(up) != 1 || up[0].Sequence() != 5 {
+		t.Fatalf("first aggregate: %d frames, want one at 5", len(up))
+	}
+	time.Sleep(30 * time.Millisecond) // 2 is now a laggard
+	f.send(t, 1, fb(t, headers.TypeACK, 10, 1, 0))
+	up := upstreamFrames(t, f)
+	if len(up) != 1 || up[0].Sequence() != 10 || !slices.Equal(up[0].AppendReceivers(nil), []uint16{1}) {
+		t.Fatalf("aggregate past the laggard: %d frames %v", len(up), up)
+	}
+	f.send(t, 2, fb(t, headers.TypeACK, 8, 2, 0))
+	up = upstreamFrames(t, f)
+	var named8 bool
+	for _, h := range up {
+		if h.Type() == headers.TypeACK && h.Sequence() == 8 && slices.Equal(h.AppendReceivers(nil), []uint16{2}) {
+			named8 = true
+		}
+		if h.Sequence() > 8 && slices.Contains(h.AppendReceivers(nil), 2) {
+			t.Fatalf("receiver 2 credited with %d, it acknowledged 8", h.Sequence())
+		}
+	}
+	if !named8 {
+		t.Fatalf("receiver 2's ACK of 8 never reached the source: %d frames up", len(up))
+	}
+	// The same progress is not reported twice; new progress is, once the
+	// report interval (ack_timeout/4) has passed.
+	f.send(t, 2, fb(t, headers.TypeACK, 8, 2, 0))
+	time.Sleep(10 * time.Millisecond)
+	f.send(t, 2, fb(t, headers.TypeACK, 8, 2, 0))
+	if up := upstreamFrames(t, f); len(up) != 0 {
+		t.Fatalf("no progress, yet %d frames up (seq %d)", len(up), up[0].Sequence())
+	}
+	f.send(t, 2, fb(t, headers.TypeACK, 9, 2, 0))
+	if up := upstreamFrames(t, f); len(up) != 1 || up[0].Sequence() != 9 {
+		t.Fatalf("progress to 9: %d frames up", len(up))
+	}
+	// Caught up: back in the aggregate proper.
+	f.send(t, 1, fb(t, headers.TypeACK, 20, 1, 0))
+	f.send(t, 2, fb(t, headers.TypeACK, 20, 2, 0))
+	up = upstreamFrames(t, f)
+	if len(up) == 0 || up[len(up)-1].Sequence() != 20 || !slices.Equal(up[len(up)-1].AppendReceivers(nil), []uint16{1, 2}) {
+		t.Fatalf("after catching up: %v", up)
+	}
+}

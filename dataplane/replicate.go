@@ -382,6 +382,16 @@ func (w *Worker) emitLast(pk *Packet, m *parsed, port uint8, f headers.Fields, i
 	w.enqueue(port, pk)
 }
 
+// sendAggregate sends an aggregated ACK at seq naming set up a's port.
+func (w *Worker) sendAggregate(h headers.SMH, a *ackOut, seq uint32, set []uint16) {
+	w.buildFeedback(a.stream, headers.Fields{
+		Type: headers.TypeACK, Flags: headers.FlagAggregated, HopLimit: headers.DefaultHopLimit,
+		SourceID: h.SourceID(), SessionID: h.SessionID(), Sequence: seq, Epoch: a.stream.epoch,
+		SpeaksFor: uint16(min(len(set), 0xFFFF)), ReporterID: w.agg.switchID,
+	}, set, a.up.port)
+	inc(&w.agg.counts[headers.TypeACK][FbUp], 1)
+}
+
 // forwardFeedback sends ACK, NACK, CNP and ABORT one hop towards their
 // source, through the aggregate stage when it is on.
 func (w *Worker) forwardFeedback(pk *Packet, m *parsed, t *Tables) {
@@ -405,16 +415,12 @@ func (w *Worker) forwardFeedback(pk *Packet, m *parsed, t *Tables) {
 		// An ACK's aggregates replace it; an ABORT's go up besides it.
 		for i := range acks {
 			a := &acks[i]
-			if !a.send {
-				continue
+			if a.send {
+				w.sendAggregate(h, a, a.seq, a.stream.speakers(a.seq, a.up, w.fbIDs[:0]))
 			}
-			set := a.stream.speakers(a.seq, a.up, w.fbIDs[:0])
-			w.buildFeedback(a.stream, headers.Fields{
-				Type: headers.TypeACK, Flags: headers.FlagAggregated, HopLimit: headers.DefaultHopLimit,
-				SourceID: h.SourceID(), SessionID: h.SessionID(), Sequence: a.seq, Epoch: a.stream.epoch,
-				SpeaksFor: uint16(min(len(set), 0xFFFF)), ReporterID: w.agg.switchID,
-			}, set, a.up.port)
-			inc(&w.agg.counts[headers.TypeACK][FbUp], 1)
+			if a.lag {
+				w.sendAggregate(h, a, a.lagSeq, a.stream.laggards(a.lagSeq, a.up, w.fbIDs[:0]))
+			}
 		}
 		if v == fbConsume {
 			pk.Free()

@@ -139,6 +139,12 @@ type FeedbackResult struct {
 	// The receivers' counts, summed.
 	ReceiverACKs  uint64 `json:"receiver_acks_sent"`
 	ReceiverNACKs uint64 `json:"receiver_nacks_sent"`
+	// ReceiverBlockNACKs: of those, block NACKs (parity asked for).
+	ReceiverBlockNACKs uint64 `json:"receiver_block_nacks_sent"`
+	// ReceiverNamedLosses: packets NACKed by name instead of by block,
+	// by reason (no block yet, stream paused in the block, undecodable,
+	// block tries used up, only parity-held slots missing).
+	ReceiverNamedLosses [5]uint64 `json:"receiver_named_losses_by_reason"`
 	// The switches' counts, summed.
 	FaultDrops     uint64   `json:"fault_drops"`
 	QueueFullDrops uint64   `json:"queue_full_drops"`
@@ -292,6 +298,10 @@ func BenchFeedback(ctx context.Context, o FeedbackOptions) (*FeedbackResult, err
 			for _, st := range reps[i].Streams {
 				res.ReceiverACKs += st.ACKs
 				res.ReceiverNACKs += st.NACKs
+				res.ReceiverBlockNACKs += st.BlockNACKs
+				for k, n := range st.NamedLosses {
+					res.ReceiverNamedLosses[k] += n
+				}
 			}
 		}
 	}

@@ -149,6 +149,10 @@ func BenchFeedbackVeth(ctx context.Context, o FeedbackOptions, bin string, log f
 	for _, r := range tr.Receivers {
 		res.ReceiverACKs += r.ACKs
 		res.ReceiverNACKs += r.NACKs
+		res.ReceiverBlockNACKs += r.BlockNACKs
+		for k, n := range r.NamedLosses {
+			res.ReceiverNamedLosses[k] += n
+		}
 		if !r.OK {
 			res.FailedReceiver = append(res.FailedReceiver, r.ID)
 			if len(res.FailedReceiver) <= 3 {

@@ -748,34 +748,41 @@ func printRecv(w io.Writer, asJSON bool, rep *endpoint.Report) error {
 
 // TransferSummary is the JSON summary of a reliable transfer (file or MoE).
 type TransferSummary struct {
-	Mode             string                        `json:"mode"`
-	Via              string                        `json:"via"`
-	SourceID         int                           `json:"source_id"`
-	Session          int                           `json:"session"`
-	File             string                        `json:"file,omitempty"`
-	Bytes            int64                         `json:"bytes"`
-	SHA256           string                        `json:"sha256,omitempty"`
-	Tokens           int                           `json:"tokens,omitempty"`
-	TokensPerSec     float64                       `json:"tokens_per_s,omitempty"`
-	ElapsedNS        int64                         `json:"elapsed_ns"`
-	GoodputMbps      float64                       `json:"goodput_mbps"`
-	Packets          uint64                        `json:"packets"`
-	Retransmissions  uint64                        `json:"retransmissions"`
-	RetransmitCopies uint64                        `json:"retransmit_copies"`
-	FeedbackPackets  uint64                        `json:"feedback_packets"`
-	ACKs             uint64                        `json:"acks"`
-	AggregatedACKs   uint64                        `json:"aggregated_acks"`
-	AmbiguousACKs    uint64                        `json:"ambiguous_acks"`
-	NACKs            uint64                        `json:"nacks"`
-	CNPs             uint64                        `json:"cnps"`
-	ABORTs           uint64                        `json:"aborts"`
-	RateDecreases    uint64                        `json:"rate_decreases"`
-	FinalRatePPS     float64                       `json:"final_rate_pps"`
-	SRTTNS           int64                         `json:"srtt_ns"`
-	Backpressure     uint64                        `json:"backpressure"`
-	Complete         bool                          `json:"complete"`
-	Failed           []uint16                      `json:"failed_receivers"`
-	Receivers        []endpoint.ReceiverCompletion `json:"receivers"`
+	Mode             string  `json:"mode"`
+	Via              string  `json:"via"`
+	SourceID         int     `json:"source_id"`
+	Session          int     `json:"session"`
+	File             string  `json:"file,omitempty"`
+	Bytes            int64   `json:"bytes"`
+	SHA256           string  `json:"sha256,omitempty"`
+	Tokens           int     `json:"tokens,omitempty"`
+	TokensPerSec     float64 `json:"tokens_per_s,omitempty"`
+	ElapsedNS        int64   `json:"elapsed_ns"`
+	GoodputMbps      float64 `json:"goodput_mbps"`
+	Packets          uint64  `json:"packets"`
+	Retransmissions  uint64  `json:"retransmissions"`
+	RetransmitCopies uint64  `json:"retransmit_copies"`
+	// How the repairs were made (endpoint.SenderReport's names).
+	NACKRetransmits uint64                        `json:"nack_retransmissions"`
+	RTORetransmits  uint64                        `json:"rto_retransmissions"`
+	ParityRepairs   uint64                        `json:"parity_repairs"`
+	BlockNACKs      uint64                        `json:"block_nacks"`
+	StaleBlockNACKs uint64                        `json:"stale_block_nacks"`
+	MergedRequests  uint64                        `json:"merged_requests"`
+	FeedbackPackets uint64                        `json:"feedback_packets"`
+	ACKs            uint64                        `json:"acks"`
+	AggregatedACKs  uint64                        `json:"aggregated_acks"`
+	AmbiguousACKs   uint64                        `json:"ambiguous_acks"`
+	NACKs           uint64                        `json:"nacks"`
+	CNPs            uint64                        `json:"cnps"`
+	ABORTs          uint64                        `json:"aborts"`
+	RateDecreases   uint64                        `json:"rate_decreases"`
+	FinalRatePPS    float64                       `json:"final_rate_pps"`
+	SRTTNS          int64                         `json:"srtt_ns"`
+	Backpressure    uint64                        `json:"backpressure"`
+	Complete        bool                          `json:"complete"`
+	Failed          []uint16                      `json:"failed_receivers"`
+	Receivers       []endpoint.ReceiverCompletion `json:"receivers"`
 }
 
 // defaultReliableWindow is the window of `send` and `recv` in reliable
@@ -885,6 +892,8 @@ func (p *progressBar) finish() {
 func fillTransfer(sum *TransferSummary, rep *endpoint.SenderReport, tr endpoint.Transport) {
 	sum.ElapsedNS = int64(rep.Elapsed)
 	sum.Packets, sum.Retransmissions, sum.RetransmitCopies = rep.Packets, rep.Retransmissions, rep.RetransmitCopies
+	sum.NACKRetransmits, sum.RTORetransmits, sum.ParityRepairs = rep.NACKRetransmits, rep.RTORetransmits, rep.ParityRepairs
+	sum.BlockNACKs, sum.StaleBlockNACKs, sum.MergedRequests = rep.BlockNACKs, rep.StaleBlockNACKs, rep.MergedRequests
 	sum.FeedbackPackets = tr.Stats().RecvFeedback
 	sum.ACKs, sum.AggregatedACKs, sum.AmbiguousACKs = rep.ACKs, rep.AggregatedACKs, rep.AmbiguousACKs
 	sum.NACKs, sum.CNPs, sum.RateDecreases, sum.FinalRatePPS = rep.NACKs, rep.CNPs, rep.RateDecreases, rep.FinalRatePPS

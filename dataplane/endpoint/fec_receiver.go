@@ -29,13 +29,24 @@ package endpoint
 // packet.
 
 import (
+	"time"
+
 	"github.com/sparsecast/sparsecast/headers"
 )
 
 // fecTries is how many block NACKs a block gets before its losses are
-// NACKed by name. (The sender drops block NACKs that parity on its way
-// answers, so under a slow, jittery path a few tries go unanswered.)
-const fecTries = 5
+// NACKed by name, and fecGiveUp how long at least after the first: both
+// must have passed. (The sender drops block NACKs that parity on its way
+// answers, so under a slow, jittery path a few tries go unanswered; and
+// before a receiver has seen its first repair it cannot know the round
+// trip: on the 64-receiver veth lab, round trips of 0.3-1.8 s, five tries
+// 10-160 ms apart ran out before any parity could come, and most losses
+// went by name, one repair per packet instead of one parity symbol per
+// block for every receiver.)
+const (
+	fecTries  = 5
+	fecGiveUp = int64(2 * time.Second)
+)
 
 // rfec is a stream's decoder scratch.
 type rfec struct {
@@ -112,14 +123,25 @@ const (
 	blockWait         // still open: wait for its end
 )
 
+// Why a block's losses are NACKed by name (blockPlain), indexes of
+// StreamReport.NamedLosses.
+const (
+	plainNoBlock = iota
+	plainPaused
+	plainUndecodable
+	plainTries
+	plainParityHeld
+)
+
 // blockScan decides how the losses of the block at b are asked for, sends
-// its block NACK if one is due, and returns the mode and when the block
-// needs looking at again.
-func (r *ReliableReceiver) blockScan(s *rstream, b uint32, now int64) (int, int64) {
+// its block NACK if one is due, and returns the mode, when the block needs
+// looking at again and, for blockPlain, why.
+func (r *ReliableReceiver) blockScan(s *rstream, b uint32, now int64) (int, int64, int) {
 	k := uint32(s.fecK)
 	closed := !seqLess(s.highest, b+k-1)
 	missing, par, tries := 0, 0, uint8(0)
-	due, decodable := false, true
+	due, decodable, named := false, true, false
+	asked := int64(0)
 	next := int64(1<<63 - 1)
 	for q := b; q != b+k; q++ {
 		sl := &s.slots[q&s.mask]
@@ -136,28 +158,36 @@ func (r *ReliableReceiver) blockScan(s *rstream, b uint32, now int64) (int, int6
 			}
 			due = due || sl.due <= now
 			tries = max(tries, sl.nacks)
+			named = named || sl.named
+			if sl.asked != 0 && (asked == 0 || sl.asked < asked) {
+				asked = sl.asked
+			}
 			next = min(next, sl.due)
 		case closed:
 			missing++ // not marked yet (beyond the scan): missing all the same
 		}
 	}
 	switch {
-	case missing == 0 || missing <= par || !decodable || tries >= fecTries:
-		return blockPlain, next
+	case missing == 0 || missing <= par:
+		return blockPlain, next, plainParityHeld
+	case !decodable:
+		return blockPlain, next, plainUndecodable
+	case named || (tries >= fecTries && asked != 0 && now-asked >= max(fecGiveUp, 8*r.nackRepeat(s))):
+		return blockPlain, next, plainTries
 	case !closed && (s.highFinal || now-s.highAt >= r.nackRepeat(s)):
 		// The stream paused inside the block (repairs of older blocks
 		// may still come: what counts is new packets; and a sender
 		// waiting for repairs pauses for about their delay).
-		return blockPlain, next
+		return blockPlain, next, plainPaused
 	case !closed:
-		return blockWait, s.highAt + r.nackRepeat(s)
+		return blockWait, s.highAt + r.nackRepeat(s), 0
 	case !due:
-		return blockAsk, next
+		return blockAsk, next, 0
 	case tries == 0 && !r.holdFirstNACK(s, b, now):
 		// Its first block NACK waits a random back-off: parity that
 		// another receiver's NACK brings reaches every receiver missing
 		// the block, so most of them never need to ask.
-		return blockAsk, r.blockDue(s, b)
+		return blockAsk, r.blockDue(s, b), 0
 	}
 	r.sendBlockNACK(s, b, uint16(missing-par))
 	next = int64(1<<63 - 1)
@@ -166,10 +196,13 @@ func (r *ReliableReceiver) blockScan(s *rstream, b uint32, now int64) (int, int6
 			sl.nacks = min(tries+1, 5)
 			sl.due = now + r.nackRepeat(s)<<(sl.nacks-1)
 			sl.at = now
+			if sl.asked == 0 {
+				sl.asked = now
+			}
 			next = min(next, sl.due)
 		}
 	}
-	return blockAsk, next
+	return blockAsk, next, 0
 }
 
 // holdFirstNACK draws the random back-off of the block at b's first block
@@ -437,7 +470,7 @@ func (r *ReliableReceiver) tryDecode(s *rstream, b uint32) {
 func (r *ReliableReceiver) dropParity(s *rstream, b uint32) {
 	for q := b; q != b+uint32(s.fecK); q++ {
 		if sl := &s.slots[q&s.mask]; sl.seq == q && sl.state == slotParity {
-			sl.state, sl.nacks = slotWant, fecTries
+			sl.state, sl.nacks, sl.named = slotWant, fecTries, true
 		}
 	}
 }

@@ -128,6 +128,13 @@ type SessionStreamReport struct {
 	Recovered      uint64 `json:"recovered_by_parity"`
 	ParityUseless  uint64 `json:"parity_useless"`
 	BlockNACKs     uint64 `json:"block_nacks_sent"`
+	// NamedLosses counts packets NACKed by name in a parity stream (not
+	// as a block), by why the block was not asked for as a count:
+	// [0] no parity block yet (or outside the blocks), [1] the stream
+	// paused inside the block, [2] the block cannot be decoded (its data
+	// left the window), [3] the block's NACK tries ran out, [4] only
+	// parity-held slots are missing.
+	NamedLosses [5]uint64 `json:"named_losses_by_reason"`
 	// Last is the last delivered sequence number (meaningful when
 	// Delivered > 0).
 	Last uint32 `json:"last_seq"`
@@ -174,11 +181,17 @@ type rslot struct {
 	// held: its block's first block NACK waits a random back-off
 	// (fec_receiver.go), drawn already.
 	held bool
-	pidx uint8 // slotParity: the shard's parity index
-	at   int64 // when it was last NACKed (0: never)
-	n    int
-	due  int64
-	data []byte
+	// named: ask for it by name, not in its block's NACK (the parity
+	// held for its block was dropped).
+	named bool
+	pidx  uint8 // slotParity: the shard's parity index
+	at    int64 // when it was last NACKed (0: never)
+	// asked is when its block was first asked for in a block NACK (0:
+	// not yet): the block gives up on parity only a while after that.
+	asked int64
+	n     int
+	due   int64
+	data  []byte
 }
 
 type rstream struct {
@@ -727,13 +740,15 @@ func (r *ReliableReceiver) nackScan(s *rstream, now int64) {
 	}
 	next := int64(1<<63 - 1)
 	var runStart, runLen uint32
-	sent := 0
+	sent, why := 0, plainNoBlock
 	for q := lo; !seqLess(s.highest, q); q++ {
 		if s.fecK > 0 && (q == lo || (q-s.base)%uint32(s.fecK) == 0) {
 			// A parity block's losses are asked for as a count of repair
 			// symbols once the block has ended (fec_receiver.go).
 			b := s.blockOf(q)
-			if mode, nx := r.blockScan(s, b, now); mode != blockPlain {
+			mode, nx, pw := r.blockScan(s, b, now)
+			why = pw
+			if mode != blockPlain {
 				if runLen > 0 {
 					r.sendFeedback(s, headers.TypeNACK, runStart, uint16(runLen))
 					runLen = 0
@@ -751,6 +766,9 @@ func (r *ReliableReceiver) nackScan(s *rstream, now int64) {
 				runStart = q
 			}
 			runLen++
+			if s.fecK > 0 {
+				s.rep.NamedLosses[why]++
+			}
 			sl.nacks = min(sl.nacks+1, 5)
 			sl.due = now + r.nackRepeat(s)<<(sl.nacks-1)
 			sl.at = now

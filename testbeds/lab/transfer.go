@@ -121,10 +121,15 @@ type TransferReceiver struct {
 	// ACKs and NACKs it sent and the app bytes delivered to it (the
 	// manifest's too), from its report, and why it stopped ("canceled": by the scenario, once the
 	// sender had exited).
-	ACKs     uint64 `json:"acks_sent"`
-	NACKs    uint64 `json:"nacks_sent"`
-	Received uint64 `json:"bytes_received"`
-	Stopped  string `json:"recv_stopped,omitempty"`
+	ACKs  uint64 `json:"acks_sent"`
+	NACKs uint64 `json:"nacks_sent"`
+	// BlockNACKs of those NACKs asked for parity of a block (SMH P).
+	BlockNACKs uint64 `json:"block_nacks_sent"`
+	// NamedLosses: packets it NACKed by name, by reason (the report's
+	// named_losses_by_reason).
+	NamedLosses [5]uint64 `json:"named_losses_by_reason"`
+	Received    uint64    `json:"bytes_received"`
+	Stopped     string    `json:"recv_stopped,omitempty"`
 	// SenderView is the sender's verdict on it (complete, failed: given
 	// up, incomplete: stopped first) and Acked of Packets what it
 	// acknowledged of the packets addressed to it.
@@ -610,7 +615,8 @@ func TransferOn(ctx context.Context, f *Fabric, o TransferOptions) (res *Transfe
 			rr.Stopped = rep.Report.StopReason
 			for _, st := range rep.Report.Streams {
 				if st.Source == sender.ID && st.Session == session {
-					rr.ACKs, rr.NACKs, rr.Received = st.ACKs, st.NACKs, st.Bytes
+					rr.ACKs, rr.NACKs, rr.BlockNACKs, rr.Received = st.ACKs, st.NACKs, st.BlockNACKs, st.Bytes
+					rr.NamedLosses = st.NamedLosses
 				}
 			}
 			for _, fr := range rep.Files {
