@@ -683,7 +683,7 @@ func (r *recvState) raise(x uint32, now int64) {
 func (a *aggregator) aggregate(s *streamState, u *upstream) ackOut {
 	out := ackOut{stream: s, up: u}
 	out.send, out.seq = a.aggregateMain(s, u)
-	out.lag, out.lagSeq = a.laggardReport(s, u)
+	out.lag, out.lagSeq = a.laggardReport(s, u, out.send)
 	return out
 }
 
@@ -730,15 +730,25 @@ func (a *aggregator) aggregateMain(s *streamState, u *upstream) (bool, uint32) {
 		// until one reports.
 		return false, 0
 	}
-	if x == u.ack && (u.at == 0 || speaks <= u.speaks) {
+	switch {
+	case x != u.ack:
+	case u.at == 0 || speaks <= u.speaks:
 		// No progress. Receivers repeat their ACKs when the source
 		// retransmits, and it retransmits when it did not hear the
-		// aggregate: so say it again, at most once per repeat interval,
-		// or a lost aggregate would stall the stream for good. (A laggard
-		// catching up is progress: the aggregate speaks for more.)
-		if a.now-u.at < int64(a.cfg.NackWindow) || u.at == 0 {
+		// aggregate: so say it again, at most once per ack_timeout (the
+		// source's RTO is longer), or a lost aggregate would stall the
+		// stream for good. (Once per nack_window sent 38,000 repeats at
+		// a 1,024-receiver fan-out: receivers waiting for a repair ACK
+		// the same number every few milliseconds.)
+		if u.at == 0 || a.now-u.at < max(int64(a.cfg.NackWindow), int64(a.cfg.AckTimeout)) {
 			return false, 0
 		}
+	case x != done && a.now-u.at < int64(a.cfg.AckTimeout)/4:
+		// An exception caught up: progress, but it rides with the next
+		// aggregate unless a quarter of ack_timeout has passed, or the
+		// aggregate is at the end of what came in here (then nothing
+		// more may come to carry it).
+		return false, 0
 	}
 	for i := range s.recv {
 		r := &s.recv[i]
@@ -761,16 +771,23 @@ func (a *aggregator) aggregateMain(s *streamState, u *upstream) (bool, uint32) {
 // ACKs it sent (a receiver late once for ack_timeout was credited nothing
 // more until it overtook a moving aggregate, which under steady load it
 // never did, and the source retransmitted to it without end). The report is
-// at the lowest of the exceptions that moved since they were last named, it
-// names every exception at or above that, and it goes up at most once per
-// quarter of ack_timeout per upstream port, so a slow receiver costs the
-// source a few reports per ack_timeout however often it ACKs.
-func (a *aggregator) laggardReport(s *streamState, u *upstream) (bool, uint32) {
-	if u.lagAt != 0 && a.now-u.lagAt < int64(a.cfg.AckTimeout)/4 {
+// at the lowest of the exceptions that moved since they were last named, and
+// it names every exception at or above that. It rides with an aggregate
+// (withMain: one goes up now) whenever an exception moved at all; alone it
+// goes up at most once per ack_timeout per upstream port, and only once an
+// exception moved by lagStep packets: so a slow receiver costs the source at
+// most one report per aggregate or per ack_timeout, however often it ACKs
+// (at a 1,024-receiver fan-out, reports every 5 ms on every switch
+// multiplied the ACKs reaching the source by 14).
+func (a *aggregator) laggardReport(s *streamState, u *upstream, withMain bool) (bool, uint32) {
+	switch {
+	case u.lagAt == 0:
+	case withMain && a.now-u.lagAt < int64(a.cfg.AckTimeout)/4,
+		!withMain && a.now-u.lagAt < int64(a.cfg.AckTimeout):
 		return false, 0
 	}
 	done := u.highest + 1
-	first := true
+	first, step := true, withMain
 	var y uint32
 	for i := range s.recv {
 		r := &s.recv[i]
@@ -781,11 +798,12 @@ func (a *aggregator) laggardReport(s *streamState, u *upstream) (bool, uint32) {
 		if r.hasTold && !seqLess(r.told, eff) {
 			continue // nothing new to say for it
 		}
+		step = step || !r.hasTold || eff-r.told >= lagStep
 		if first || seqLess(eff, y) {
 			y, first = eff, false
 		}
 	}
-	if first {
+	if first || !step {
 		return false, 0
 	}
 	for i := range s.recv {
@@ -796,6 +814,10 @@ func (a *aggregator) laggardReport(s *streamState, u *upstream) (bool, uint32) {
 	u.lagAt = a.now
 	return true, y
 }
+
+// lagStep is how far an exception must move before a laggard report goes up
+// on its own for it (a receiver ACKs every 32 packets delivered).
+const lagStep = 32
 
 // isLaggard: an exception behind u a laggard report can speak for (it has
 // acknowledged something here, and is behind the aggregate).

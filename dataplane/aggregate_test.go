@@ -804,52 +804,61 @@ func TestNACKWindowFollowsRepairDelay(t *testing.T) {
 // receivers were credited 0-1 packets after hundreds of ACKs).
 func TestLaggardProgressReachesSource(t *testing.T) {
 	f := newAggFabricTimeout(t, true, 20*time.Millisecond)
-	for seq := uint32(0); seq < 20; seq++ {
+	for seq := uint32(0); seq < 100; seq++ {
 		f.send(t, 0, data(t, seq, 0, 1, 2))
 	}
 	drain(f)
+	named := func(up []headers.SMH, seq uint32, ids ...uint16) bool {
+		for _, h := range up {
+			if h.Type() == headers.TypeACK && h.Sequence() == seq && slices.Equal(h.AppendReceivers(nil), ids) {
+				return true
+			}
+		}
+		return false
+	}
 	f.send(t, 1, fb(t, headers.TypeACK, 10, 1, 0))
 	f.send(t, 2, fb(t, headers.TypeACK, 5, 2, 0))
-	if up := upstreamFrames(t, f); len(up) != 1 || up[0].Sequence() != 5 {
+	if up := upstreamFrames(t, f); len(up) != 1 || !named(up, 5, 1, 2) {
 		t.Fatalf("first aggregate: %d frames, want one at 5", len(up))
 	}
 	time.Sleep(30 * time.Millisecond) // 2 is now a laggard
 	f.send(t, 1, fb(t, headers.TypeACK, 10, 1, 0))
-	up := upstreamFrames(t, f)
-	if len(up) != 1 || up[0].Sequence() != 10 || !slices.Equal(up[0].AppendReceivers(nil), []uint16{1}) {
+	if up := upstreamFrames(t, f); len(up) != 1 || !named(up, 10, 1) {
 		t.Fatalf("aggregate past the laggard: %d frames %v", len(up), up)
 	}
-	f.send(t, 2, fb(t, headers.TypeACK, 8, 2, 0))
-	up = upstreamFrames(t, f)
-	var named8 bool
-	for _, h := range up {
-		if h.Type() == headers.TypeACK && h.Sequence() == 8 && slices.Equal(h.AppendReceivers(nil), []uint16{2}) {
-			named8 = true
-		}
-		if h.Sequence() > 8 && slices.Contains(h.AppendReceivers(nil), 2) {
-			t.Fatalf("receiver 2 credited with %d, it acknowledged 8", h.Sequence())
-		}
-	}
-	if !named8 {
-		t.Fatalf("receiver 2's ACK of 8 never reached the source: %d frames up", len(up))
-	}
-	// The same progress is not reported twice; new progress is, once the
-	// report interval (ack_timeout/4) has passed.
-	f.send(t, 2, fb(t, headers.TypeACK, 8, 2, 0))
-	time.Sleep(10 * time.Millisecond)
+	// A small step alone waits for the next aggregate, and rides with it.
 	f.send(t, 2, fb(t, headers.TypeACK, 8, 2, 0))
 	if up := upstreamFrames(t, f); len(up) != 0 {
-		t.Fatalf("no progress, yet %d frames up (seq %d)", len(up), up[0].Sequence())
+		t.Fatalf("a 3-packet step of a laggard went up alone: %d frames", len(up))
 	}
-	f.send(t, 2, fb(t, headers.TypeACK, 9, 2, 0))
-	if up := upstreamFrames(t, f); len(up) != 1 || up[0].Sequence() != 9 {
-		t.Fatalf("progress to 9: %d frames up", len(up))
+	f.send(t, 1, fb(t, headers.TypeACK, 12, 1, 0))
+	up := upstreamFrames(t, f)
+	if len(up) != 2 || !named(up, 12, 1) || !named(up, 8, 2) {
+		t.Fatalf("aggregate at 12 with receiver 2's 8: %d frames", len(up))
+	}
+	// A step of lagStep goes up alone, once ack_timeout has passed since
+	// the last report; the same progress is not reported twice.
+	f.send(t, 1, fb(t, headers.TypeACK, 60, 1, 0))
+	if up := upstreamFrames(t, f); len(up) != 1 || !named(up, 60, 1) {
+		t.Fatalf("aggregate at 60: %d frames", len(up))
+	}
+	time.Sleep(25 * time.Millisecond)
+	f.send(t, 2, fb(t, headers.TypeACK, 45, 2, 0))
+	f.send(t, 2, fb(t, headers.TypeACK, 45, 2, 0))
+	up = upstreamFrames(t, f)
+	if len(up) != 1 || !named(up, 45, 2) {
+		t.Fatalf("laggard's step to 45: %d frames", len(up))
+	}
+	for _, h := range up {
+		if h.Sequence() > 45 && slices.Contains(h.AppendReceivers(nil), 2) {
+			t.Fatalf("receiver 2 credited with %d, it acknowledged 45", h.Sequence())
+		}
 	}
 	// Caught up: back in the aggregate proper.
-	f.send(t, 1, fb(t, headers.TypeACK, 20, 1, 0))
-	f.send(t, 2, fb(t, headers.TypeACK, 20, 2, 0))
+	f.send(t, 1, fb(t, headers.TypeACK, 100, 1, 0))
+	f.send(t, 2, fb(t, headers.TypeACK, 100, 2, 0))
 	up = upstreamFrames(t, f)
-	if len(up) == 0 || up[len(up)-1].Sequence() != 20 || !slices.Equal(up[len(up)-1].AppendReceivers(nil), []uint16{1, 2}) {
+	if len(up) == 0 || !named(up[len(up)-1:], 100, 1, 2) {
 		t.Fatalf("after catching up: %v", up)
 	}
 }
