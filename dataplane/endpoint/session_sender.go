@@ -595,11 +595,29 @@ func (s *ReliableSender) checkSet(set []uint16) ([]uint16, error) {
 	return set, nil
 }
 
+// windowOpen says whether the window lets s.next out. With parity, a block
+// is started only when the window has room for all of it, so that a sender
+// the window stops always stops at a block's end: a receiver that saw a
+// stream stop inside a block NACKs that block's losses by name (it cannot
+// tell a pause from an end), and a window-limited sender on the 64-receiver
+// veth lab left a block open at every pause, 7,000 losses asked for by
+// name in a run against 1,300 otherwise.
+func (s *ReliableSender) windowOpen() bool {
+	if s.fecK > 0 {
+		k := uint32(s.fecK)
+		if (s.next-s.cfg.FirstSeq)%k != 0 {
+			return true // inside a block: its start made room for it
+		}
+		return s.next-s.head+k <= s.limit
+	}
+	return s.next-s.head < s.limit
+}
+
 // reserve runs the event loop until the window has a free slot and the rate
 // limiter lets a packet out, and returns the slot for s.next.
 func (s *ReliableSender) reserve(ctx context.Context) (*sslot, error) {
 	for {
-		if s.sincePoll >= 16 || s.tokens < 1 || s.next-s.head >= s.limit {
+		if s.sincePoll >= 16 || s.tokens < 1 || !s.windowOpen() {
 			if err := ctx.Err(); err != nil {
 				return nil, err
 			}
@@ -609,7 +627,7 @@ func (s *ReliableSender) reserve(ctx context.Context) (*sslot, error) {
 				return nil, ErrGaveUp
 			}
 		}
-		if s.next-s.head < s.limit && s.tokens >= 1 {
+		if s.windowOpen() && s.tokens >= 1 {
 			s.sincePoll++
 			sl := &s.slots[s.next&s.mask]
 			return sl, nil

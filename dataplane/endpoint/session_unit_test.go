@@ -336,3 +336,33 @@ func TestReceiverStreamPerEpoch(t *testing.T) {
 		t.Fatalf("after retireAfter: old window freed %v, new one kept %v", a.slots == nil, b.slots != nil)
 	}
 }
+
+// TestWindowStopsAtBlockEnds: with parity, a sender the window stops has
+// sent whole blocks only (a stream stopping inside a block makes receivers
+// NACK its losses by name); without parity it fills the window.
+func TestWindowStopsAtBlockEnds(t *testing.T) {
+	for _, c := range []struct {
+		fec, want int
+	}{
+		// Window 64, block 16: limit 48 in flight, a block starts only
+		// with 16 free: 48 packets, three whole blocks.
+		{16, 48},
+		// Block 12: limit 52; blocks start at 0, 12, 24, 36 (36+12 <= 52),
+		// not at 48: 48 packets, where the window alone let 52 out.
+		{12, 48},
+		{-1, 64},
+	} {
+		p := &pipeTransport{}
+		s, err := NewReliableSender(p, SessionConfig{SourceID: 7, SessionID: 3, Epoch: testEpoch, Receivers: []uint16{1},
+			CC: CCConfig{InitialRate: 1e6, MaxRate: 1e6}, Window: 64, FECBlock: c.fec, GiveUp: time.Minute})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+		_ = s.SendMessage(ctx, nil, make([]byte, 100*1442)) // no ACK comes: it stops at the window
+		cancel()
+		if got := int(s.next); got != c.want {
+			t.Errorf("FECBlock %d: %d packets out before the window stopped it, want %d", c.fec, got, c.want)
+		}
+	}
+}
