@@ -35,8 +35,9 @@ import (
 )
 
 // fecTries is how many block NACKs a block gets before its losses are
-// NACKed by name, and fecGiveUp how long at least after the first: both
-// must have passed. (The sender drops block NACKs that parity on its way
+// NACKed by name, and fecGiveUp how long at least after the first, or after
+// the last parity of the block that came (the sender answers): both must
+// have passed. (The sender drops block NACKs that parity on its way
 // answers, so under a slow, jittery path a few tries go unanswered; and
 // before a receiver has seen its first repair it cannot know the round
 // trip: on the 64-receiver veth lab, round trips of 0.3-1.8 s, five tries
@@ -44,8 +45,11 @@ import (
 // went by name, one repair per packet instead of one parity symbol per
 // block for every receiver.)
 const (
-	fecTries  = 5
-	fecGiveUp = int64(2 * time.Second)
+	// pauseBackoffs: NACK back-offs without a new packet that make a
+	// stream paused inside a block.
+	pauseBackoffs = 4
+	fecTries      = 5
+	fecGiveUp     = int64(2 * time.Second)
 )
 
 // rfec is a stream's decoder scratch.
@@ -174,13 +178,15 @@ func (r *ReliableReceiver) blockScan(s *rstream, b uint32, now int64) (int, int6
 		return blockPlain, next, plainUndecodable
 	case named || (tries >= fecTries && asked != 0 && now-asked >= max(fecGiveUp, 8*r.nackRepeat(s))):
 		return blockPlain, next, plainTries
-	case !closed && (s.highFinal || now-s.highAt >= r.nackRepeat(s)):
+	case !closed && (s.highFinal || now-s.highAt >= pauseBackoffs*r.nackRepeat(s)):
 		// The stream paused inside the block (repairs of older blocks
-		// may still come: what counts is new packets; and a sender
-		// waiting for repairs pauses for about their delay).
+		// may still come: what counts is new packets). A sender the
+		// window stops stops at a block's end, so this is a sender
+		// with nothing to send yet; a gap of one back-off is mostly a
+		// process that was not scheduled on a loaded host.
 		return blockPlain, next, plainPaused
 	case !closed:
-		return blockWait, s.highAt + r.nackRepeat(s), 0
+		return blockWait, s.highAt + pauseBackoffs*r.nackRepeat(s), 0
 	case !due:
 		return blockAsk, next, 0
 	case tries == 0 && !r.holdFirstNACK(s, b, now):
@@ -245,12 +251,16 @@ func (r *ReliableReceiver) blockDue(s *rstream, b uint32) int64 {
 // packets on hearing parity of it (NORM's rule, RFC 5740 5.3): the rest of
 // that round may be on its way, and a NACK sent before it had time to
 // arrive is one the sender's holdoff takes for stale. Their tries are
-// kept, so the back-off still grows.
+// kept, so the back-off still grows; but the sender answers this block's
+// NACKs, so its give-up on parity (fecGiveUp) counts from now.
 func (r *ReliableReceiver) holdBlockNACK(s *rstream, b uint32) {
 	due := r.now + r.nackRepeat(s)
 	for q := b; q != b+uint32(s.fecK); q++ {
-		if sl := &s.slots[q&s.mask]; sl.seq == q && wanted(sl.state) && !s.delivered(q) && sl.due < due {
-			sl.due = due
+		if sl := &s.slots[q&s.mask]; sl.seq == q && wanted(sl.state) && !s.delivered(q) {
+			sl.due = max(sl.due, due)
+			if sl.asked != 0 {
+				sl.asked = r.now
+			}
 		}
 	}
 }
