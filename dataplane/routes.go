@@ -44,11 +44,11 @@ type routeSpan struct {
 // routeSet is one source of route spans: a config's flow-form routes: list or
 // its routes_file.
 type routeSet struct {
-	src      string   // the file, for messages ("" for a config parsed from memory)
-	names    []string // port names as written, indexed by the spans' port and backup
+	src      string        // the file, for messages ("" for a config parsed from memory)
+	names    []string      // port names as written, indexed by the spans' port and backup
 	spans    [][]routeSpan // in chunks: growing never copies
-	entries  int  // route entries (lines) read
-	resolved bool // port and backup are port indexes
+	entries  int           // route entries (lines) read
+	resolved bool          // port and backup are port indexes
 }
 
 // where names a span's source for a message: "routes[3] (line 9)" in a YAML
