@@ -326,7 +326,11 @@ func splitFlowRoutes(data []byte) (rest []byte, set *routeSet, routesLine int, o
 			i++
 		}
 		if !bytes.HasPrefix(l[i:], []byte("- {")) {
-			// The section ends at the next top-level key (or document end).
+			// The section ends at the next top-level key or at the
+			// document's end.
+			if bytes.HasPrefix(l, []byte("---")) || bytes.HasPrefix(l, []byte("...")) {
+				break
+			}
 			if i > 0 || l[0] == '\t' || l[0] == '-' {
 				return nil, nil, 0, false
 			}
