@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"gopkg.in/yaml.v3"
@@ -87,6 +88,11 @@ type Config struct {
 	// no PCI; see dpdkport.DefaultEAL).
 	EAL []string `yaml:"eal_args"`
 }
+
+// ReloadCounters count the reloads of a running switch's routes and groups
+// from its config (SIGHUP): applied, or rejected because the file did not
+// load or build tables (the switch keeps its tables and logs the error).
+type ReloadCounters struct{ Applied, Rejected atomic.Uint64 }
 
 // GroupEntry is a group a sender may address with SMH's group encoding; the
 // first switch expands it into its members.
