@@ -252,6 +252,20 @@ type RouteEntry struct {
 	Backup    string `yaml:"backup"`
 }
 
+// MarshalYAML writes a route entry as a one-line flow mapping, `{receivers:
+// "1-4", port: p0, backup: p1}`: the form LoadConfig reads without yaml.v3
+// (dataplane/routes.go), so a config a program writes with yaml.Marshal
+// loads fast however many entries it has.
+func (r RouteEntry) MarshalYAML() (any, error) {
+	type entry RouteEntry // without this method
+	var n yaml.Node
+	if err := n.Encode(entry(r)); err != nil {
+		return nil, err
+	}
+	n.Style = yaml.FlowStyle
+	return &n, nil
+}
+
 // LoadConfig reads and validates a YAML config file; unknown keys are errors.
 // A relative routes_file is read from the config's directory.
 func LoadConfig(path string) (*Config, error) {

@@ -1,11 +1,14 @@
 package dataplane
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"reflect"
 	"strings"
 	"testing"
+
+	"gopkg.in/yaml.v3"
 )
 
 const routesPorts = "name: r\nports:\n  - {name: p0, type: mem}\n  - {name: p1, type: mem}\n  - {name: p2, type: mem}\n"
@@ -188,5 +191,39 @@ func TestRoutesFileErrors(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), tc.want) || !strings.Contains(err.Error(), "routes_file") {
 			t.Errorf("routes_file %s: error %v, want %q", tc.file, err, tc.want)
 		}
+	}
+}
+
+// TestMarshalledRoutesLoadFast: a config written with yaml.Marshal (what the
+// lab's fabric writer does) has its routes read by the flow-routes parser,
+// with the tables of the config it was written from.
+func TestMarshalledRoutesLoadFast(t *testing.T) {
+	c, err := ParseConfig([]byte(routesPorts))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 500 {
+		e := RouteEntry{Receivers: fmt.Sprintf("%d-%d,%d", 3*i, 3*i+1, 3*i+2), Port: fmt.Sprintf("p%d", i%3)}
+		if i%4 != 0 {
+			e.Backup = fmt.Sprintf("p%d", (i+1)%3)
+		}
+		c.Routes = append(c.Routes, e)
+	}
+	want, err := TablesFromConfig(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := yaml.Marshal(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fast, err := sameAsYAMLv3(t, out)
+	if err != nil || !fast {
+		t.Fatalf("marshalled config: flow routes parser %v, error %v\n%.300s", fast, err, out)
+	}
+	back, _ := ParseConfig(out)
+	got, _ := TablesFromConfig(back)
+	if !got.Routes.Equal(want.Routes) || back.RouteEntries() != 500 {
+		t.Fatalf("marshalled config's tables differ (%d entries)", back.RouteEntries())
 	}
 }
