@@ -55,11 +55,13 @@ type Config struct {
 	// ID of the feedback it aggregates or generates (default 0xFFFF).
 	SwitchID *uint16      `yaml:"switch_id"`
 	Ports    []PortConfig `yaml:"ports"`
-	// Routes are the route entries yaml.v3 decoded (a routes: list in block
-	// form) or that a program set. LoadConfig reads a list in the one-line
-	// flow form, "- {receivers: ..., port: ..., backup: ...}", and the
-	// routes_file compactly instead (dataplane/routes.go): those are not in
-	// Routes, and TablesFromConfig is the way to see every route.
+	// Routes are the route entries a program set, or that yaml.v3 decoded
+	// from a routes: list LoadConfig's line parser does not read. LoadConfig
+	// keeps a plain list (one-line flow mappings, or block mappings of one
+	// key a line: what README shows and yaml.Marshal writes) and the
+	// routes_file compactly instead (dataplane/routes.go): those entries
+	// are not in Routes. RouteEntries counts all, TablesFromConfig applies
+	// all.
 	Routes []RouteEntry `yaml:"routes"`
 	// RoutesFile names a file of route entries, one "RECEIVERS PORT
 	// [BACKUP]" per line (relative to the config's directory): for route
@@ -67,8 +69,8 @@ type Config struct {
 	// constant memory. Its entries come after the routes: list's.
 	RoutesFile string       `yaml:"routes_file"`
 	Groups     []GroupEntry `yaml:"groups"`
-	// routeSets are the routes read compactly: the flow-form routes: list,
-	// then the routes file.
+	// routeSets are the routes read compactly: the routes: list, then the
+	// routes file.
 	routeSets []*routeSet
 	// ControlRing is the path of the control ring file shared with the
 	// control process (docs/control.md), conventionally
@@ -253,9 +255,8 @@ type RouteEntry struct {
 }
 
 // MarshalYAML writes a route entry as a one-line flow mapping, `{receivers:
-// "1-4", port: p0, backup: p1}`: the form LoadConfig reads without yaml.v3
-// (dataplane/routes.go), so a config a program writes with yaml.Marshal
-// loads fast however many entries it has.
+// "1-4", port: p0, backup: p1}`: one line per entry, the form README shows,
+// which LoadConfig reads without yaml.v3 (dataplane/routes.go).
 func (r RouteEntry) MarshalYAML() (any, error) {
 	type entry RouteEntry // without this method
 	var n yaml.Node
@@ -284,7 +285,7 @@ func LoadConfig(path string) (*Config, error) {
 // routes_file is read from the current directory).
 func ParseConfig(data []byte) (*Config, error) { return decodeConfig(data, "", true) }
 
-// decodeConfig decodes and validates a config. With flowRoutes, a flow-form
+// decodeConfig decodes and validates a config. With flowRoutes, a plain
 // routes: list is read by its own line parser and the rest of the document
 // by yaml.v3 (dataplane/routes.go); at any doubt, or without flowRoutes (the
 // baseline that tests and benchmarks compare with), yaml.v3 reads it all.

@@ -8,11 +8,14 @@
 //
 //  1. routes_file: a file of one-line records, "RECEIVERS PORT [BACKUP]",
 //     read line by line (parseRoutesFile), errors as file:line.
-//  2. A routes: list in the one-line flow form ("- {receivers: "1-4", port:
-//     p0, backup: p1}", the form README documents and generators write) is
-//     cut out of the YAML before yaml.v3 sees it and read by the same kind of
-//     line parser (splitFlowRoutes); any line it is not sure of sends the
-//     whole document down the yaml.v3 path, which decodes it as before.
+//  2. A top-level routes: list whose entries are flow mappings on one line
+//     ("- {receivers: "1-4", port: p0, backup: p1}", the form README shows
+//     and yaml.Marshal of RouteEntry writes) or block mappings of one key a
+//     line, with plain or simply quoted values, is cut out of the YAML
+//     before yaml.v3 sees it and read by a line parser (splitFlowRoutes).
+//     Any line it is not sure yaml.v3 would read the same way sends the
+//     whole document down the yaml.v3 path, which decodes it as before;
+//     FuzzFlowRoutes holds the two readings to the same result.
 //
 // Both give a routeSet: spans of receiver IDs with a port and a backup, 16
 // bytes each, named by their line, that Validate resolves to port indexes and
@@ -41,8 +44,8 @@ type routeSpan struct {
 	line         int32
 }
 
-// routeSet is one source of route spans: a config's flow-form routes: list or
-// its routes_file.
+// routeSet is one source of route spans: a config's routes: list or its
+// routes_file.
 type routeSet struct {
 	src      string        // the file, for messages ("" for a config parsed from memory)
 	names    []string      // port names as written, indexed by the spans' port and backup
@@ -281,8 +284,9 @@ func loadRoutesFile(path string) (*routeSet, error) {
 	return parseRoutesFile(f, path)
 }
 
-// splitFlowRoutes finds a top-level "routes:" whose items are all one-line
-// flow mappings of receivers, port and backup, and reads them. It returns the
+// splitFlowRoutes finds a top-level "routes:" whose items are all mappings
+// of receivers, port and backup, each a flow mapping on one line or a block
+// mapping of one key a line, and reads them. It returns the
 // document with those lines blanked (line numbers kept, for yaml.v3's
 // messages) and the routes, or ok false when it is not sure the document is
 // that shape: the caller then gives yaml.v3 the whole document. It never
@@ -312,8 +316,19 @@ func splitFlowRoutes(data []byte) (rest []byte, set *routeSet, routesLine int, o
 	}
 	s := &routeSet{}
 	idx := map[string]uint8{}
+	// Items at one indent, each a flow mapping on its line or a block
+	// mapping whose first key follows the "- " and whose other keys are
+	// on the lines below, 2 further in.
 	indent := -1
+	var f routeFields
+	pending, pendingLine := false, 0
+	flush := func() bool {
+		ok := !pending || s.finish(idx, &f, pendingLine)
+		pending = false
+		return ok
+	}
 	off, ln := start, line+1
+lines:
 	for ; off < len(data); ln++ {
 		end := lineEnd(data, off)
 		l := data[off:end]
@@ -325,25 +340,40 @@ func splitFlowRoutes(data []byte) (rest []byte, set *routeSet, routesLine int, o
 		for i < len(l) && l[i] == ' ' {
 			i++
 		}
-		if !bytes.HasPrefix(l[i:], []byte("- {")) {
-			// The section ends at the next top-level key or at the
-			// document's end.
-			if bytes.HasPrefix(l, []byte("---")) || bytes.HasPrefix(l, []byte("...")) {
-				break
-			}
-			if i > 0 || l[0] == '\t' || l[0] == '-' {
+		item := bytes.HasPrefix(l[i:], []byte("- "))
+		switch {
+		case pending && !item && i == indent+2:
+			if !f.blockKey(l[i:]) {
 				return nil, nil, 0, false
 			}
-			break
-		}
-		if indent >= 0 && i != indent {
-			return nil, nil, 0, false
-		}
-		indent = i
-		if !s.flowEntry(idx, l[i+2:], ln) {
-			return nil, nil, 0, false
+		case !item:
+			// The section ends at the next top-level key or at the
+			// document's end.
+			if !bytes.HasPrefix(l, []byte("---")) && !bytes.HasPrefix(l, []byte("...")) && (i > 0 || l[0] == '\t' || l[0] == '-') {
+				return nil, nil, 0, false
+			}
+			break lines
+		default:
+			if indent >= 0 && i != indent || !flush() {
+				return nil, nil, 0, false
+			}
+			indent = i
+			if v := l[i+2:]; len(v) > 0 && v[0] == '{' {
+				f = routeFields{}
+				if !f.flowEntry(v) || !s.finish(idx, &f, ln) {
+					return nil, nil, 0, false
+				}
+			} else {
+				f, pending, pendingLine = routeFields{}, true, ln
+				if !f.blockKey(v) {
+					return nil, nil, 0, false
+				}
+			}
 		}
 		off = next(data, end)
+	}
+	if !flush() {
+		return nil, nil, 0, false
 	}
 	// The blanked document: everything but the section, whose lines stay
 	// as empty ones.
@@ -356,75 +386,104 @@ func splitFlowRoutes(data []byte) (rest []byte, set *routeSet, routesLine int, o
 	return rest, s, line, true
 }
 
-// flowEntry reads `{receivers: "1-4,7", port: p0, backup: p1}` (keys in any
-// order, backup optional) and an optional trailing comment, as the spans of
-// routes entry s.entries.
-func (s *routeSet) flowEntry(idx map[string]uint8, l []byte, line int) bool {
+// routeFields are one entry's values, as written.
+type routeFields struct {
+	v    [3][]byte // receivers, port, backup
+	have [3]bool
+}
+
+// set records a key's value; false for an unknown or repeated key, which is
+// yaml.v3's to report.
+func (f *routeFields) set(key, v []byte) bool {
+	k := -1
+	switch string(key) {
+	case "receivers":
+		k = 0
+	case "port":
+		k = 1
+	case "backup":
+		k = 2
+	}
+	if k < 0 || f.have[k] {
+		return false
+	}
+	f.v[k], f.have[k] = v, true
+	return true
+}
+
+// key reads a lower-case key and its ": ".
+func routeKey(l []byte) (key, rest []byte, ok bool) {
+	j := 0
+	for j < len(l) && l[j] >= 'a' && l[j] <= 'z' {
+		j++
+	}
+	if j == 0 || len(l) < j+2 || l[j] != ':' || l[j+1] != ' ' {
+		return nil, nil, false
+	}
+	return l[:j], trimSpaces(l[j+2:]), true
+}
+
+// flowEntry reads `{receivers: "1-4,7", port: p0, backup: p1}` (keys in
+// any order) and an optional trailing comment.
+func (f *routeFields) flowEntry(l []byte) bool {
 	l = l[1:] // '{'
-	var recv, port, backup []byte
-	var have [3]bool
 	for {
-		l = trimSpaces(l)
-		j := 0
-		for j < len(l) && (l[j] >= 'a' && l[j] <= 'z') {
-			j++
-		}
-		key := l[:j]
-		l = trimSpaces(l[j:])
-		if len(l) < 2 || l[0] != ':' || l[1] != ' ' {
-			return false
-		}
-		v, r, ok := flowScalar(trimSpaces(l[1:]))
+		key, r, ok := routeKey(trimSpaces(l))
 		if !ok {
 			return false
 		}
-		k := -1
-		switch string(key) {
-		case "receivers":
-			k, recv = 0, v
-		case "port":
-			k, port = 1, v
-		case "backup":
-			k, backup = 2, v
+		v, r, ok := scalar(r, false)
+		if !ok || !f.set(key, v) {
+			return false
 		}
-		if k < 0 || have[k] {
-			return false // an unknown or repeated key: yaml.v3's error
-		}
-		have[k] = true
 		l = trimSpaces(r)
 		if len(l) > 0 && l[0] == ',' {
 			l = l[1:]
 			continue
 		}
-		if len(l) == 0 || l[0] != '}' || !blankOrComment(l[1:]) {
-			return false
-		}
-		break
+		return len(l) > 0 && l[0] == '}' && blankOrComment(l[1:])
 	}
-	if !have[0] || !have[1] {
+}
+
+// blockKey reads one `key: value` line of a block mapping, with an optional
+// trailing comment.
+func (f *routeFields) blockKey(l []byte) bool {
+	key, r, ok := routeKey(l)
+	if !ok {
 		return false
 	}
-	p, err := s.name(idx, port)
+	v, r, ok := scalar(r, true)
+	return ok && blankOrComment(r) && f.set(key, v)
+}
+
+// finish adds an entry's spans: receivers and port are required (else
+// yaml.v3 reports the entry), an empty backup is none.
+func (s *routeSet) finish(idx map[string]uint8, f *routeFields, line int) bool {
+	if !f.have[0] || !f.have[1] {
+		return false
+	}
+	p, err := s.name(idx, f.v[1])
 	if err != nil {
 		return false
 	}
 	b := uint8(NoPort)
-	if len(backup) > 0 {
-		if b, err = s.name(idx, backup); err != nil {
+	if len(f.v[2]) > 0 {
+		if b, err = s.name(idx, f.v[2]); err != nil {
 			return false
 		}
 	}
-	if s.addReceivers(recv, p, b, s.entries, line) != nil {
+	if s.addReceivers(f.v[0], p, b, s.entries, line) != nil {
 		return false
 	}
 	s.entries++
 	return true
 }
 
-// flowScalar reads a scalar whose value yaml.v3 would give as written: a
+// scalar reads a scalar whose value yaml.v3 would give as written: a
 // double-quoted string without escapes, a single-quoted one without quotes
-// inside, or a plain word of letters, digits and _ . / - that is not null.
-func flowScalar(l []byte) (v, rest []byte, ok bool) {
+// inside, or a plain word of letters, digits and _ . / - (and, in block
+// context, commas) that is not null.
+func scalar(l []byte, block bool) (v, rest []byte, ok bool) {
 	if len(l) == 0 {
 		return nil, nil, false
 	}
@@ -442,7 +501,7 @@ func flowScalar(l []byte) (v, rest []byte, ok bool) {
 		return nil, nil, false
 	}
 	i := 0
-	for i < len(l) && plainChar(l[i], i == 0) {
+	for i < len(l) && (plainChar(l[i], i == 0) || block && i > 0 && l[i] == ',') {
 		i++
 	}
 	switch w := string(l[:i]); w {
