@@ -12,25 +12,31 @@ import (
 )
 
 // A large config's shapes: the same route entries as a YAML list in the
-// one-line flow form (read by the flow-routes parser), the same list through
-// yaml.v3 alone (what every list took before: the baseline), and a routes
-// file beside a small YAML config.
+// one-line flow form and in block form (both read by the routes: line
+// parser), the flow-form list through yaml.v3 alone (what every list took
+// before: the baseline), and a routes file beside a small YAML config.
 const (
-	largeYAML     = "yaml_flow"
-	largeYAMLv3   = "yaml_v3"
-	largeRoutesFn = "routes_file"
+	largeYAML      = "yaml_flow"
+	largeYAMLBlock = "yaml_block"
+	largeYAMLv3    = "yaml_v3"
+	largeRoutesFn  = "routes_file"
 )
 
 // largeConfig is a switch config of about size bytes: 64 ports and as many
 // route entries as fit, each a receiver range (the shape of a big fabric's
 // generated config, issue 14: 50 MB, 1.7 M routes).
 func largeConfig(size int) []byte {
+	return largeList(size, "  - {receivers: \"%d\", port: p%d, backup: p%d}\n")
+}
+
+// largeList is largeConfig with each entry in format.
+func largeList(size int, format string) []byte {
 	var b bytes.Buffer
 	largeHeader(&b)
 	b.WriteString("routes:\n")
 	for i := 0; b.Len() < size; i++ {
 		id := 1 + i%65000
-		fmt.Fprintf(&b, "  - {receivers: \"%d\", port: p%d, backup: p%d}\n", id, id%64, (id+1)%64)
+		fmt.Fprintf(&b, format, id, id%64, (id+1)%64)
 	}
 	return b.Bytes()
 }
@@ -60,7 +66,10 @@ func largeRoutesFile(size int) (config, routes []byte) {
 func writeLarge(tb testing.TB, dir, shape string, size int) string {
 	path := filepath.Join(dir, shape+".yaml")
 	data := largeConfig(size)
-	if shape == largeRoutesFn {
+	switch shape {
+	case largeYAMLBlock:
+		data = largeList(size, "  - receivers: \"%d\"\n    port: p%d\n    backup: p%d\n")
+	case largeRoutesFn:
 		var routes []byte
 		data, routes = largeRoutesFile(size)
 		if err := os.WriteFile(filepath.Join(dir, "routes.txt"), routes, 0o644); err != nil {
@@ -116,7 +125,7 @@ func TestLargeConfigLinear(t *testing.T) {
 		t.Skip("short")
 	}
 	dir := t.TempDir()
-	for _, shape := range []string{largeYAML, largeRoutesFn, largeYAMLv3} {
+	for _, shape := range []string{largeYAML, largeYAMLBlock, largeRoutesFn, largeYAMLv3} {
 		t.Run(shape, func(t *testing.T) {
 			_, ms, ns := loadLarge(t, writeLarge(t, dir, shape, 1<<20), shape)
 			path := writeLarge(t, dir, shape, 4<<20)
@@ -165,7 +174,7 @@ func BenchmarkLargeConfig(b *testing.B) {
 	baseline := func() {
 		once.Do(func() { baseT, baseA, baseEntries = loadLarge(b, baselineFile, largeYAMLv3) })
 	}
-	for _, shape := range []string{largeYAML, largeRoutesFn} {
+	for _, shape := range []string{largeYAML, largeYAMLBlock, largeRoutesFn} {
 		b.Run(shape, func(b *testing.B) {
 			path := writeLarge(b, dir, shape, size)
 			st, err := os.Stat(path)
@@ -191,7 +200,7 @@ func BenchmarkLargeConfig(b *testing.B) {
 			b.ReportMetric(float64(baseA)/(float64(alloc)/float64(n)), "x_less_alloc")
 			b.ReportMetric(baseT.Seconds(), "yaml_v3_s")
 			b.ReportMetric(float64(baseA)/(1<<20), "yaml_v3_alloc_MB")
-			if shape != largeRoutesFn && entries != baseEntries {
+			if shape == largeYAML && entries != baseEntries {
 				b.Fatalf("%d entries, the baseline %d", entries, baseEntries)
 			}
 		})
