@@ -248,6 +248,10 @@ func TestInstall(t *testing.T) {
 	if !strings.HasPrefix(sw["ExecStart"][0], prefix+"/bin/sparsecast switch run --config /etc/sparsecast/%i.yaml") {
 		t.Errorf("switch ExecStart = %q", sw["ExecStart"])
 	}
+	// A reload checks the config before it signals the switch.
+	if r := sw["ExecReload"]; len(r) != 2 || r[0] != prefix+"/bin/sparsecast switch check --config /etc/sparsecast/%i.yaml" || !strings.Contains(r[1], "kill -HUP") {
+		t.Errorf("switch ExecReload = %q, want switch check, then kill -HUP", r)
+	}
 	caps := []string{"CAP_NET_RAW", "CAP_NET_ADMIN", "CAP_SYS_NICE", "CAP_IPC_LOCK"}
 	for _, key := range []string{"AmbientCapabilities", "CapabilityBoundingSet"} {
 		got := strings.Fields(strings.Join(sw[key], " "))
