@@ -295,7 +295,6 @@ func decodeConfig(data []byte, path string, flowRoutes bool) (*Config, error) {
 		if err := strictDecode(rest, &c); err != nil {
 			return nil, err
 		}
-		set.src = path
 		c.routeSets = append(c.routeSets, set)
 	} else if err := strictDecode(data, &c); err != nil {
 		return nil, err

@@ -47,20 +47,17 @@ type routeSpan struct {
 // routeSet is one source of route spans: a config's routes: list or its
 // routes_file.
 type routeSet struct {
-	src      string        // the file, for messages ("" for a config parsed from memory)
+	src      string        // a routes file's path, for messages
 	names    []string      // port names as written, indexed by the spans' port and backup
 	spans    [][]routeSpan // in chunks: growing never copies
 	entries  int           // route entries (lines) read
 	resolved bool          // port and backup are port indexes
 }
 
-// where names a span's source for a message: "routes[3] (line 9)" in a YAML
-// list, "routes.txt:9" in a routes file.
+// where names a span's source for a message: "routes[3] (line 9)" in the
+// config's list, "routes.txt:9" in a routes file.
 func (s *routeSet) where(sp *routeSpan) string {
-	switch {
-	case sp.entry >= 0 && s.src != "":
-		return fmt.Sprintf("routes[%d] (%s:%d)", sp.entry, s.src, sp.line)
-	case sp.entry >= 0:
+	if sp.entry >= 0 { // LoadConfig's message names the file
 		return fmt.Sprintf("routes[%d] (line %d)", sp.entry, sp.line)
 	}
 	return fmt.Sprintf("%s:%d", s.src, sp.line)
