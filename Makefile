@@ -53,6 +53,8 @@ FUZZ_TARGETS := \
 	./control:FuzzEtcdDecode \
 	./headers:FuzzRingRecord \
 	./dataplane:FuzzConfig \
+	./dataplane:FuzzFlowRoutes \
+	./dataplane:FuzzRoutesFile \
 	./control:FuzzTopology \
 	./control:FuzzAPI \
 	./dataplane/endpoint:FuzzManifest \

@@ -5,12 +5,12 @@ package dataplane
 import (
 	"bytes"
 	"fmt"
-	"io"
 	"net"
 	"os"
 	"path/filepath"
 	"runtime"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"gopkg.in/yaml.v3"
@@ -55,8 +55,23 @@ type Config struct {
 	// ID of the feedback it aggregates or generates (default 0xFFFF).
 	SwitchID *uint16      `yaml:"switch_id"`
 	Ports    []PortConfig `yaml:"ports"`
-	Routes   []RouteEntry `yaml:"routes"`
-	Groups   []GroupEntry `yaml:"groups"`
+	// Routes are the route entries a program set, or that yaml.v3 decoded
+	// from a routes: list LoadConfig's line parser does not read. LoadConfig
+	// keeps a plain list (one-line flow mappings, or block mappings of one
+	// key a line: what README shows and yaml.Marshal writes) and the
+	// routes_file compactly instead (dataplane/routes.go): those entries
+	// are not in Routes. RouteEntries counts all, TablesFromConfig applies
+	// all.
+	Routes []RouteEntry `yaml:"routes"`
+	// RoutesFile names a file of route entries, one "RECEIVERS PORT
+	// [BACKUP]" per line (relative to the config's directory): for route
+	// sets of millions of entries, which it reads at tens of MB/s in
+	// constant memory. Its entries come after the routes: list's.
+	RoutesFile string       `yaml:"routes_file"`
+	Groups     []GroupEntry `yaml:"groups"`
+	// routeSets are the routes read compactly: the routes: list, then the
+	// routes file.
+	routeSets []*routeSet
 	// ControlRing is the path of the control ring file shared with the
 	// control process (docs/control.md), conventionally
 	// /run/sparsecast/sparsecast-<name>.ring (docs/control.md: a directory of
@@ -75,6 +90,11 @@ type Config struct {
 	// no PCI; see dpdkport.DefaultEAL).
 	EAL []string `yaml:"eal_args"`
 }
+
+// ReloadCounters count the reloads of a running switch's routes and groups
+// from its config (SIGHUP): applied, or rejected because the file did not
+// load or build tables (the switch keeps its tables and logs the error).
+type ReloadCounters struct{ Applied, Rejected atomic.Uint64 }
 
 // GroupEntry is a group a sender may address with SMH's group encoding; the
 // first switch expands it into its members.
@@ -234,34 +254,82 @@ type RouteEntry struct {
 	Backup    string `yaml:"backup"`
 }
 
+// MarshalYAML writes a route entry as a one-line flow mapping, `{receivers:
+// "1-4", port: p0, backup: p1}`: one line per entry, the form README shows,
+// which LoadConfig reads without yaml.v3 (dataplane/routes.go).
+func (r RouteEntry) MarshalYAML() (any, error) {
+	type entry RouteEntry // without this method
+	var n yaml.Node
+	if err := n.Encode(entry(r)); err != nil {
+		return nil, err
+	}
+	n.Style = yaml.FlowStyle
+	return &n, nil
+}
+
 // LoadConfig reads and validates a YAML config file; unknown keys are errors.
+// A relative routes_file is read from the config's directory.
 func LoadConfig(path string) (*Config, error) {
-	f, err := os.Open(path)
+	data, err := os.ReadFile(path)
 	if err != nil {
 		return nil, err
 	}
-	defer f.Close()
-	c, err := decodeConfig(f)
+	c, err := decodeConfig(data, path, true)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
 	return c, nil
 }
 
-// ParseConfig is LoadConfig for a config already in memory.
-func ParseConfig(data []byte) (*Config, error) { return decodeConfig(bytes.NewReader(data)) }
+// ParseConfig is LoadConfig for a config already in memory (a relative
+// routes_file is read from the current directory).
+func ParseConfig(data []byte) (*Config, error) { return decodeConfig(data, "", true) }
 
-func decodeConfig(r io.Reader) (*Config, error) {
-	dec := yaml.NewDecoder(r)
-	dec.KnownFields(true)
+// decodeConfig decodes and validates a config. With flowRoutes, a plain
+// routes: list is read by its own line parser and the rest of the document
+// by yaml.v3 (dataplane/routes.go); at any doubt, or without flowRoutes (the
+// baseline that tests and benchmarks compare with), yaml.v3 reads it all.
+func decodeConfig(data []byte, path string, flowRoutes bool) (*Config, error) {
 	var c Config
-	if err := dec.Decode(&c); err != nil {
+	if rest, set, line, ok := splitFlowRoutes(data); flowRoutes && ok && routesKeyIsTopLevel(rest, line) {
+		if err := strictDecode(rest, &c); err != nil {
+			return nil, err
+		}
+		c.routeSets = append(c.routeSets, set)
+	} else if err := strictDecode(data, &c); err != nil {
 		return nil, err
+	}
+	if c.RoutesFile != "" {
+		p := c.RoutesFile
+		if !filepath.IsAbs(p) && path != "" {
+			p = filepath.Join(filepath.Dir(path), p)
+		}
+		set, err := loadRoutesFile(p)
+		if err != nil {
+			return nil, err
+		}
+		c.routeSets = append(c.routeSets, set)
 	}
 	if err := c.Validate(); err != nil {
 		return nil, err
 	}
 	return &c, nil
+}
+
+// strictDecode decodes the first YAML document; unknown keys are errors.
+func strictDecode(data []byte, c *Config) error {
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	dec.KnownFields(true)
+	return dec.Decode(c)
+}
+
+// RouteEntries counts the route entries: Routes' and those read compactly.
+func (c *Config) RouteEntries() int {
+	n := len(c.Routes)
+	for _, s := range c.routeSets {
+		n += s.entries
+	}
+	return n
 }
 
 // spinBeforeBlock is SpinBeforeBlock or its default (a config that was not
@@ -421,6 +489,11 @@ func (c *Config) Validate() error {
 		}
 		if _, err := headers.ParseIDSet(r.Receivers); err != nil {
 			return fmt.Errorf("routes[%d]: %w", i, err)
+		}
+	}
+	for _, s := range c.routeSets {
+		if err := s.resolve(c.Ports); err != nil {
+			return err
 		}
 	}
 	for i, g := range c.Groups {

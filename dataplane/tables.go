@@ -135,21 +135,49 @@ func (t *RouteTable) Resolve(down *PortSet) int {
 // TablesFromConfig builds the first snapshot from a validated config.
 func TablesFromConfig(c *Config) (*Tables, error) {
 	rt := NewRouteTable()
+	// Exact names, as Validate checked them (PortIndex ignores case).
+	index := make(map[string]uint8, len(c.Ports))
+	for i := len(c.Ports) - 1; i >= 0; i-- {
+		index[c.Ports[i].Name] = uint8(i)
+	}
 	for i, r := range c.Routes {
 		ids, err := headers.ParseIDSet(r.Receivers)
 		if err != nil {
 			return nil, fmt.Errorf("routes[%d]: %w", i, err)
 		}
-		p := c.PortIndex(r.Port)
-		b := NoPort
+		p, ok := index[r.Port]
+		if !ok {
+			return nil, fmt.Errorf("routes[%d]: unknown port %q", i, r.Port)
+		}
+		b := uint8(NoPort)
 		if r.Backup != "" {
-			b = c.PortIndex(r.Backup)
+			if b, ok = index[r.Backup]; !ok {
+				return nil, fmt.Errorf("routes[%d]: unknown backup port %q", i, r.Backup)
+			}
 		}
 		for _, id := range ids {
-			if q := rt.Lookup(id); q != NoPort && int(q) != p {
+			if q := rt.Lookup(id); q != NoPort && q != p {
 				return nil, fmt.Errorf("routes[%d]: receiver %d already routed to port %s", i, id, c.Ports[q].Name)
 			}
-			rt.SetWithBackup(id, uint8(p), uint8(b))
+			rt.SetWithBackup(id, p, b)
+		}
+	}
+	// The routes read compactly (dataplane/routes.go), in their order.
+	for _, s := range c.routeSets {
+		if !s.resolved {
+			return nil, fmt.Errorf("routes: config not validated")
+		}
+		err := s.each(func(sp *routeSpan) error {
+			for id := int(sp.lo); id <= int(sp.hi); id++ {
+				if q := rt.Lookup(uint16(id)); q != NoPort && q != sp.port {
+					return fmt.Errorf("%s: receiver %d already routed to port %s", s.where(sp), id, c.Ports[q].Name)
+				}
+				rt.SetWithBackup(uint16(id), sp.port, sp.backup)
+			}
+			return nil
+		})
+		if err != nil {
+			return nil, err
 		}
 	}
 	groups := make(map[uint32][]uint16, len(c.Groups))

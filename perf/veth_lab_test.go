@@ -202,8 +202,8 @@ func TestVethFrameAndConfig(t *testing.T) {
 		if err != nil {
 			t.Fatalf("cpu %d: %v", cpu, err)
 		}
-		if len(cfg.Ports) != 9 || len(cfg.Routes) != 8 {
-			t.Errorf("cpu %d: %d ports, %d routes", cpu, len(cfg.Ports), len(cfg.Routes))
+		if len(cfg.Ports) != 9 || cfg.RouteEntries() != 8 {
+			t.Errorf("cpu %d: %d ports, %d routes", cpu, len(cfg.Ports), cfg.RouteEntries())
 		}
 		for _, p := range cfg.Ports {
 			if p.RxRing != ring {

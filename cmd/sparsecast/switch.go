@@ -27,7 +27,7 @@ func newSwitchCmd() *cobra.Command {
 		Use:   "switch",
 		Short: "Run the sparsecast switch (dataplane)",
 	}
-	cmd.AddCommand(newSwitchRunCmd(nil), newSwitchFaultCmd(nil))
+	cmd.AddCommand(newSwitchRunCmd(nil), newSwitchFaultCmd(nil), newSwitchCheckCmd(nil))
 	return cmd
 }
 
@@ -139,8 +139,9 @@ func switchRun(ctx context.Context, o *SwitchRunOptions) error {
 	}
 	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	var reloads dataplane.ReloadCounters
 	mopts := []metrics.Option{metrics.WithPortStats(metrics.PortStatsOf(ports)), metrics.WithDeviceStats(metrics.DeviceStatsOf(ports)),
-		metrics.WithFaults(sw.FaultCounters())}
+		metrics.WithFaults(sw.FaultCounters()), metrics.WithReloads(&reloads)}
 	controlAt := "off"
 	if rf != nil {
 		// The ring applier: control's batches become table snapshots, and
@@ -201,7 +202,7 @@ func switchRun(ctx context.Context, o *SwitchRunOptions) error {
 		}
 		metricsAt = "http://" + addr.String() + "/metrics"
 	}
-	go reloadOnHUP(ctx, o, sw)
+	go reloadOnHUP(ctx, o, sw, &reloads)
 	go func() {
 		if err := sw.WatchCarrier(ctx); err != nil {
 			fmt.Fprintf(o.Log, "carrier watcher stopped: %v\n", err)
@@ -216,8 +217,9 @@ func switchRun(ctx context.Context, o *SwitchRunOptions) error {
 }
 
 // reloadOnHUP publishes new routes and groups from the config file on
-// SIGHUP. Port changes need a restart; a bad file keeps the old tables.
-func reloadOnHUP(ctx context.Context, o *SwitchRunOptions, sw *dataplane.Switch) {
+// SIGHUP. Port changes need a restart; a bad file keeps the old tables and
+// is counted (sparsecast_switch_config_reloads_total{result="rejected"}).
+func reloadOnHUP(ctx context.Context, o *SwitchRunOptions, sw *dataplane.Switch, rc *dataplane.ReloadCounters) {
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
@@ -227,27 +229,35 @@ func reloadOnHUP(ctx context.Context, o *SwitchRunOptions, sw *dataplane.Switch)
 			return
 		case <-hup:
 		}
-		cfg, err := dataplane.LoadConfig(o.ConfigPath)
-		if err == nil && !slices.Equal(portNames(cfg), sw.PortNames()) {
-			err = fmt.Errorf("ports changed from %v to %v: restart the switch for that", sw.PortNames(), portNames(cfg))
-		}
-		if err == nil {
-			var t *dataplane.Tables
-			if t, err = dataplane.TablesFromConfig(cfg); err == nil {
-				// Through the writer mutex, like the ring applier and fast
-				// reroute, and resolved against the links that are down.
-				_ = sw.UpdateTables(func(old *dataplane.Tables) (*dataplane.Tables, error) {
-					t.Generation = old.Generation + 1
-					down := sw.DownPorts()
-					t.Routes.Resolve(&down)
-					return t, nil
-				})
-				fmt.Fprintf(o.Log, "reloaded: generation %d, %d routes, %d groups\n", t.Generation, t.Routes.Len(), t.Groups.Len())
-				continue
-			}
-		}
-		fmt.Fprintf(o.Log, "reload failed, keeping the current tables: %v\n", err)
+		reload(o, sw, rc)
 	}
+}
+
+// reload is one reload: the config's tables published, or the error logged
+// and the current tables kept; counted either way.
+func reload(o *SwitchRunOptions, sw *dataplane.Switch, rc *dataplane.ReloadCounters) {
+	cfg, err := dataplane.LoadConfig(o.ConfigPath)
+	if err == nil && !slices.Equal(portNames(cfg), sw.PortNames()) {
+		err = fmt.Errorf("ports changed from %v to %v: restart the switch for that", sw.PortNames(), portNames(cfg))
+	}
+	if err == nil {
+		var t *dataplane.Tables
+		if t, err = dataplane.TablesFromConfig(cfg); err == nil {
+			// Through the writer mutex, like the ring applier and fast
+			// reroute, and resolved against the links that are down.
+			_ = sw.UpdateTables(func(old *dataplane.Tables) (*dataplane.Tables, error) {
+				t.Generation = old.Generation + 1
+				down := sw.DownPorts()
+				t.Routes.Resolve(&down)
+				return t, nil
+			})
+			rc.Applied.Add(1)
+			fmt.Fprintf(o.Log, "reloaded: generation %d, %d routes, %d groups\n", t.Generation, t.Routes.Len(), t.Groups.Len())
+			return
+		}
+	}
+	rc.Rejected.Add(1)
+	fmt.Fprintf(o.Log, "reload failed, keeping the current tables: %v\n", err)
 }
 
 func portNames(cfg *dataplane.Config) []string {

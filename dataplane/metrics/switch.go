@@ -25,6 +25,7 @@
 //	sparsecast_switch_ring_connected                            gauge, 1 while the ring is mapped
 //	sparsecast_switch_port_device_*_total{port}                 counters of a port's device (DPDK), device.go
 //	sparsecast_switch_fault_requests_total{result}              counter, runtime fault requests applied or rejected, fault.go
+//	sparsecast_switch_config_reloads_total{result}              counter, SIGHUP reloads applied or rejected, reload.go
 //
 // The ring series are exported when WithRing gives the applier's counters
 // (a switch with a control ring), every rejection reason even at 0.
@@ -179,6 +180,7 @@ type switchCollector struct {
 	deviceStats func() []DeviceStat
 	ring        *dataplane.RingCounters
 	faults      *dataplane.FaultCounters
+	reloads     *dataplane.ReloadCounters
 }
 
 // WithRing exports the control ring applier's counters (RingApplier.Counters).
@@ -213,7 +215,7 @@ func (c *switchCollector) Describe(ch chan<- *prometheus.Desc) {
 		kernelDropsDesc, dropsDesc, fanoutDesc, pollsDesc, sleepsDesc,
 		ringAppliedDesc, ringRejectedDesc, ringGenerationDesc, ringDroppedDesc, ringStallsDesc, ringStallSecondsDesc,
 		ringBadRecordsDesc, ringResyncsDesc, ringFaultsDesc, ringReopensDesc, ringConnectedDesc,
-		feedbackDesc, evictedDesc, expiredDesc, restartedDesc, faultRequestsDesc,
+		feedbackDesc, evictedDesc, expiredDesc, restartedDesc, faultRequestsDesc, configReloadsDesc,
 	} {
 		ch <- d
 	}
@@ -240,6 +242,7 @@ func (c *switchCollector) Collect(ch chan<- prometheus.Metric) {
 	c.collectRing(ch)
 	c.collectFeedback(ch)
 	c.collectFaults(ch)
+	c.collectReloads(ch)
 }
 
 // collectFeedback exports the aggregate stage's counters by SMH feedback

@@ -278,6 +278,6 @@ func assertHelpListsLabelValues(t *testing.T, c prometheus.Collector, free ...st
 
 func TestSwitchCollectorHelpListsLabelValues(t *testing.T) {
 	c := NewSwitchCollector("sw1", testPorts, testCores(), WithPortStats(testPortStats),
-		WithRing(&dataplane.RingCounters{}), WithFaults(&dataplane.FaultCounters{}))
+		WithRing(&dataplane.RingCounters{}), WithFaults(&dataplane.FaultCounters{}), WithReloads(&dataplane.ReloadCounters{}))
 	assertHelpListsLabelValues(t, c, "port", "worker", "name")
 }

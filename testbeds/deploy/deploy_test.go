@@ -24,7 +24,6 @@ import (
 	"github.com/sparsecast/sparsecast/control"
 	"github.com/sparsecast/sparsecast/dataplane"
 	"github.com/sparsecast/sparsecast/dataplane/metrics"
-	"github.com/sparsecast/sparsecast/headers"
 )
 
 func TestSampleConfigLoads(t *testing.T) {
@@ -43,19 +42,23 @@ func TestSampleConfigLoads(t *testing.T) {
 			t.Errorf("port %d: name %q iface %q, want %s", i, p.Name, p.Iface, want)
 		}
 	}
-	// Every receiver ID has exactly one route.
-	owner := make(map[uint16]string)
-	for _, r := range c.Routes {
-		ids, err := headers.ParseIDSet(r.Receivers)
-		if err != nil {
-			t.Fatal(err)
+	// The tables build (no receiver routed to two ports), with the 28
+	// host routes (host i on port swp<i+1>) and the uplinks' ranges.
+	tables, err := dataplane.TablesFromConfig(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rt := tables.Routes
+	if n := rt.Len(); n != 28+65536-64 {
+		t.Errorf("%d receivers routed, want %d", n, 28+65536-64)
+	}
+	for id := range 28 {
+		if p := rt.Lookup(uint16(id)); int(p) != id {
+			t.Errorf("receiver %d on port index %d, want %d (swp%d)", id, p, id, id+1)
 		}
-		for _, id := range ids {
-			if prev, dup := owner[id]; dup {
-				t.Errorf("receiver %d routed to %s and %s", id, prev, r.Port)
-			}
-			owner[id] = r.Port
-		}
+	}
+	if p, b := rt.Lookup(64), rt.Backup(64); c.Ports[p].Name != "swp29" || c.Ports[b].Name != "swp30" {
+		t.Errorf("receiver 64: port %d backup %d, want swp29 and swp30", p, b)
 	}
 	if c.Feedback.Aggregating() != true || c.ControlRing == "" || c.SwitchID == nil {
 		t.Errorf("sample should show feedback, control_ring and switch_id: %+v", c)
@@ -244,6 +247,10 @@ func TestInstall(t *testing.T) {
 	ctl := readUnit(t, units+"/sparsecast-control@.service")
 	if !strings.HasPrefix(sw["ExecStart"][0], prefix+"/bin/sparsecast switch run --config /etc/sparsecast/%i.yaml") {
 		t.Errorf("switch ExecStart = %q", sw["ExecStart"])
+	}
+	// A reload checks the config before it signals the switch.
+	if r := sw["ExecReload"]; len(r) != 2 || r[0] != prefix+"/bin/sparsecast switch check --config /etc/sparsecast/%i.yaml" || !strings.Contains(r[1], "kill -HUP") {
+		t.Errorf("switch ExecReload = %q, want switch check, then kill -HUP", r)
 	}
 	caps := []string{"CAP_NET_RAW", "CAP_NET_ADMIN", "CAP_SYS_NICE", "CAP_IPC_LOCK"}
 	for _, key := range []string{"AmbientCapabilities", "CapabilityBoundingSet"} {

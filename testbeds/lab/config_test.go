@@ -8,7 +8,6 @@ import (
 
 	"github.com/sparsecast/sparsecast/dataplane"
 	"github.com/sparsecast/sparsecast/dataplane/endpoint"
-	"github.com/sparsecast/sparsecast/headers"
 )
 
 func TestSwitchConfigLoads(t *testing.T) {
@@ -21,7 +20,7 @@ func TestSwitchConfigLoads(t *testing.T) {
 		if err != nil {
 			t.Fatalf("v6=%v: %v", v6, err)
 		}
-		if len(c.Ports) != 5 || len(c.Routes) != 4 || c.PollMode != dataplane.PollAdaptive || c.UDPPort != 9471 {
+		if len(c.Ports) != 5 || c.RouteEntries() != 4 || c.PollMode != dataplane.PollAdaptive || c.UDPPort != 9471 {
 			t.Fatalf("config %+v", c)
 		}
 		for i, p := range c.Ports {
@@ -31,10 +30,16 @@ func TestSwitchConfigLoads(t *testing.T) {
 			}
 		}
 		// Receiver i goes to port p<i>; nobody routes to the sender's port.
-		for i, r := range c.Routes {
-			ids, err := headers.ParseIDSet(r.Receivers)
-			if err != nil || len(ids) != 1 || int(ids[0]) != i+1 || c.PortIndex(r.Port) != i+1 {
-				t.Errorf("route %d: %+v", i, r)
+		tables, err := dataplane.TablesFromConfig(c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n := tables.Routes.Len(); n != 4 {
+			t.Errorf("%d receivers routed, want 4", n)
+		}
+		for id := 1; id <= 4; id++ {
+			if p := tables.Routes.Lookup(uint16(id)); int(p) != id {
+				t.Errorf("receiver %d on port %d, want p%d", id, p, id)
 			}
 		}
 	}
