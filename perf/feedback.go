@@ -38,7 +38,10 @@ type FeedbackOptions struct {
 	Spines, HostsPerLeaf int
 	// Seed seeds the file contents and the loss patterns (default 1).
 	Seed uint64
-	// Timeout bounds the transfer (default 45 s).
+	// Timeout bounds the transfer (default 45 s per 256 receivers, at
+	// least 45 s: the in-memory fabric runs every endpoint and switch in
+	// one process, so its work grows with the receivers; 1,024 on two
+	// cores take 80-150 s).
 	Timeout time.Duration
 	// FECBlock and RepairWindow set the sender's SessionConfig fields of
 	// those names (0: their defaults; -1: no parity, no repair merging:
@@ -51,6 +54,12 @@ type FeedbackOptions struct {
 	// endpoints' default, 1024; the veth lab's FeedbackVethWindow).
 	Prefix string
 	Window int
+}
+
+// DefaultFeedbackTimeout is the default bound of a feedback benchmark's
+// transfer to n receivers: 45 s per 256 receivers, at least 45 s.
+func DefaultFeedbackTimeout(n int) time.Duration {
+	return 45 * time.Second * time.Duration(max(1, (n+255)/256))
 }
 
 // defaults fills the zero fields and checks the rest.
@@ -71,7 +80,7 @@ func (o *FeedbackOptions) defaults() error {
 		o.Seed = 1
 	}
 	if o.Timeout == 0 {
-		o.Timeout = 45 * time.Second
+		o.Timeout = DefaultFeedbackTimeout(o.Receivers)
 	}
 	switch {
 	case o.Receivers < 1 || o.Receivers > 4096:

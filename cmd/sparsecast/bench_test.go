@@ -58,7 +58,7 @@ func TestBenchFeedbackFlags(t *testing.T) {
 	if !got.Veth || got.Receivers != 16 || got.Aggregate || got.Binary != "/opt/sc" || !got.JSON || got.Loss != 0.05 {
 		t.Fatalf("parsed %+v", got)
 	}
-	for _, bad := range [][]string{{"--veth", "--receivers", "300"}, {"--receivers", "0"}, {"--loss", "1"}, {"--timeout", "0s"}, {"extra"}} {
+	for _, bad := range [][]string{{"--veth", "--receivers", "300"}, {"--receivers", "0"}, {"--loss", "1"}, {"--timeout", "-1s"}, {"extra"}} {
 		cmd := NewCmdBenchFeedback(func(*BenchFeedbackOptions) error { return nil })
 		cmd.SetArgs(bad)
 		cmd.SetOut(&bytes.Buffer{})

@@ -1129,8 +1129,8 @@ size this 2-core class of machine runs in about a minute).`,
 				return fmt.Errorf("--loss %v: want 0 <= loss < 1", o.Loss)
 			case o.Size < 0 || o.Size > 1<<30:
 				return fmt.Errorf("--size %d: want 0-1 GiB", o.Size)
-			case o.Timeout <= 0:
-				return fmt.Errorf("--timeout %v: want > 0", o.Timeout)
+			case o.Timeout < 0:
+				return fmt.Errorf("--timeout %v: want > 0 (0: the default)", o.Timeout)
 			case o.Veth && o.Receivers > perf.FeedbackVethMaxReceivers:
 				return fmt.Errorf("--receivers %d: --veth runs at most %d", o.Receivers, perf.FeedbackVethMaxReceivers)
 			}
@@ -1161,7 +1161,7 @@ size this 2-core class of machine runs in about a minute).`,
 	f.IntVar(&o.Spines, "spines", 2, "spine switches")
 	f.IntVar(&o.PerLeaf, "hosts-per-leaf", 8, "hosts per leaf switch")
 	f.Uint64Var(&o.Seed, "seed", 1, "seed of the file contents and loss patterns")
-	f.DurationVar(&o.Timeout, "timeout", 45*time.Second, "give up on the transfer after this long")
+	f.DurationVar(&o.Timeout, "timeout", 0, "give up on the transfer after this long (0: 45s per 256 receivers, at least 45s)")
 	f.BoolVar(&o.JSON, "json", false, "print JSON")
 	f.BoolVar(&o.Veth, "veth", false, "run the fabric as the veth lab (root): a process and a namespace per switch and host")
 	f.StringVar(&o.Binary, "binary", "", "sparsecast binary for the lab processes with --veth (default: this one)")
