@@ -834,6 +834,10 @@ func startFileReceiver(ctx context.Context, f *Fabric, bin string, h *FabricHost
 	return p, nil
 }
 
+// recvLinger is how long a lab receiver goes on answering after its last
+// file (launchFileReceiver).
+const recvLinger = 20 * time.Second
+
 // launchFileReceiver starts startFileReceiver's receiver without waiting
 // for it to listen (a caller starting several waits for them together).
 // A window above 0 is its --window.
@@ -843,9 +847,15 @@ func launchFileReceiver(f *Fabric, bin string, h *FabricHost, dir string, files 
 		return nil, err
 	}
 	defer errLog.Close() // the process has its own descriptor
+	// The linger is long: a receiver that has stored its file keeps
+	// answering the sender's retransmissions until the scenario stops it
+	// (once the sender exits), for a lost final ACK is repaired only by
+	// the next one, an RTO later. With 2 s, at the 64-receiver veth lab's
+	// 2.4 s round trips, a receiver that had stored everything exited
+	// before its final ACK got through, and the sender gave it up.
 	args := []string{bin, "recv",
 		"--id", strconv.Itoa(int(h.ID)), "--listen", f.ListenAddr(h.Name), "--via", f.GatewayAddr(h.Name),
-		"--out", dir, "--files", strconv.Itoa(files), "--linger", "2s", "--duration", wait.String(), "--json"}
+		"--out", dir, "--files", strconv.Itoa(files), "--linger", recvLinger.String(), "--duration", wait.String(), "--json"}
 	if window > 0 {
 		args = append(args, "--window", strconv.Itoa(window))
 	}
