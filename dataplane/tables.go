@@ -1,7 +1,7 @@
-// Forwarding tables: immutable snapshots. Writers (config load, and later the
-// control ring) build a new Tables and publish it with one atomic pointer
-// store; workers load the pointer once per burst and never lock (STYLE.md:
-// gVisor's multicast route table takes a lock per lookup; this one doesn't).
+// Forwarding tables: immutable snapshots. Writers (config load and the control
+// ring's applier, ringapplier.go) build a new Tables and publish it with one
+// atomic pointer store; workers load the pointer once per burst and never lock
+// (gVisor's multicast route table takes a lock per lookup; this one doesn't).
 package dataplane
 
 import (

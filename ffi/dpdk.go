@@ -1,7 +1,7 @@
 //go:build dpdk
 
 // DPDK through cgo, over the distribution's DPDK (22.11 on Debian 12; see
-// /work/shared/NFF-GO.md for why not nff-go). The C side is dpdk.c; this
+// README's DPDK section for why not nff-go). The C side is dpdk.c; this
 // file gives Go typed handles on its structures. What crosses into C, and how
 // often:
 //

@@ -1,5 +1,6 @@
 // Package headers holds sparsecast's wire formats: the Sparse Multicast Header
-// (SMH, specified in docs/smh.md) and, later, the control ring records. The
+// (SMH, specified in docs/smh.md) and the control ring records (ring.go), the
+// one format control/ and dataplane/ share. The
 // fast path reads and writes them through typed []byte views with named
 // offsets (the model is gVisor's header.UDP); tools use the gopacket layer in
 // layer.go. Both codecs follow one spec and are fuzzed against each other.
