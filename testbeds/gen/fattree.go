@@ -61,10 +61,12 @@ func FatTreeKForHosts(hosts int) (int, error) {
 }
 
 // Names of a fat-tree's switches and hosts, as FatTree writes them.
-func CoreName(c int) string         { return "core" + strconv.Itoa(c) }
-func AggName(pod, a int) string     { return "p" + strconv.Itoa(pod) + "-agg" + strconv.Itoa(a) }
-func EdgeName(pod, e int) string    { return "p" + strconv.Itoa(pod) + "-edge" + strconv.Itoa(e) }
-func HostName(pod, e, h int) string { return "p" + strconv.Itoa(pod) + "e" + strconv.Itoa(e) + "h" + strconv.Itoa(h) }
+func CoreName(c int) string      { return "core" + strconv.Itoa(c) }
+func AggName(pod, a int) string  { return "p" + strconv.Itoa(pod) + "-agg" + strconv.Itoa(a) }
+func EdgeName(pod, e int) string { return "p" + strconv.Itoa(pod) + "-edge" + strconv.Itoa(e) }
+func HostName(pod, e, h int) string {
+	return "p" + strconv.Itoa(pod) + "e" + strconv.Itoa(e) + "h" + strconv.Itoa(h)
+}
 
 // FatTree writes the k-ary 3-tier fat-tree as a topology file, laid out as
 // testbeds/fattree.yaml (k=4) is:
