@@ -839,3 +839,74 @@ func (u *updater) leadsTo(z, y int32, r int) (primary, backup bool) {
 	}
 	return primary, backup
 }
+
+// Routes is the fabric's computed routes, kept for updating when a link
+// goes down or comes back (SetLink). It is used by one goroutine at a time.
+type Routes struct{ f *fabricRoutes }
+
+// RouteDelta is one switch's changed entries after a SetLink.
+type RouteDelta struct {
+	Switch int     // index in the topology's switches
+	Routes []Route // ascending by receiver
+}
+
+// ComputeRoutes computes every switch's routes with the links in down
+// removed.
+func ComputeRoutes(topo *Topology, down []LinkID) (*Routes, error) {
+	f, err := computeFabric(topo, down)
+	if err != nil {
+		return nil, err
+	}
+	return &Routes{f: f}, nil
+}
+
+// Tables returns switch si's route table (no groups).
+func (r *Routes) Tables(si int) *SwitchTables { return r.f.tables(si) }
+
+// Down returns the links that are down, ascending.
+func (r *Routes) Down() []LinkID {
+	var l []LinkID
+	for i, d := range r.f.isDown {
+		if d {
+			l = append(l, LinkID(i))
+		}
+	}
+	return l
+}
+
+// SetLink takes link l down (down true) or back up and updates the routes
+// incrementally (see the package comment's Cost); it returns the changed
+// entries, per switch in switch order. Setting a link to the state it is
+// in changes nothing.
+func (r *Routes) SetLink(l LinkID, down bool) ([]RouteDelta, error) {
+	ch, err := r.f.setLink(l, down)
+	if err != nil {
+		return nil, err
+	}
+	f := r.f
+	var out []RouteDelta
+	for i, c := range ch {
+		if i == 0 || ch[i-1].sw != c.sw {
+			out = append(out, RouteDelta{Switch: int(c.sw)})
+		}
+		d := &out[len(out)-1]
+		d.Routes = append(d.Routes, Route{Receiver: f.t.Hosts[f.t.receivers[c.rank]].ID, Primary: f.primary[c.rank][c.sw], Backup: f.backup[c.rank][c.sw]})
+	}
+	return out, nil
+}
+
+// StateBytes is the memory the routes and the per-leaf state take: a
+// primary and a backup byte per switch and receiver, and per leaf with
+// receivers its distances, candidate ports and walk order.
+func (r *Routes) StateBytes() int64 {
+	f := r.f
+	n := int64(len(f.t.Switches))
+	b := 2 * n * int64(len(f.t.receivers))
+	for _, ls := range f.leaves {
+		b += int64(len(ls.grp)) + 2*n /* cuts */ + 4*n /* stride */ + 4*int64(len(ls.order)) + n /* walker */ + 2*n
+		if &ls.distD[0] != &ls.distI[0] {
+			b += 2 * n
+		}
+	}
+	return b
+}
