@@ -555,7 +555,7 @@ func (f *fabricRoutes) setLink(l LinkID, down bool) ([]routeChange, error) {
 		if redo[i] {
 			out[i] = f.redoLeaf(ls, a, b)
 		} else {
-			out[i] = f.updateLeaf(ls, a, b)
+			out[i] = f.updateLeaf(ls, a, b, uint8(lk.APort), uint8(lk.BPort), down)
 		}
 	})
 	var all []routeChange
@@ -610,14 +610,16 @@ func (f *fabricRoutes) distChanges(ls *leafState, a, b int, down bool) bool {
 // neighbours' distances and its own links, and so does the backup of a
 // switch that is no walker (ls.walker) but for its primary. So only the
 // switches whose distance changed, their neighbours, a and b (near) get
-// their primaries chosen again, and the near switches and every walker
-// their backups, farthest first.
+// their primaries and backups chosen again; then, as in updateLeaf, the
+// walkers that may have read a changed route or distance (a walk reads the
+// distance of every switch it enters, so those count as changed
+// primaries), farthest first.
 func (f *fabricRoutes) redoLeaf(ls *leafState, a, b int) []routeChange {
 	n := len(f.t.Switches)
 	oldDist := ls.distD
 	f.setDownDist(ls)
 	near := make([]bool, n)
-	var nearList []int
+	var nearList, moved []int
 	add := func(s int) {
 		if !near[s] {
 			near[s] = true
@@ -628,42 +630,40 @@ func (f *fabricRoutes) redoLeaf(ls *leafState, a, b int) []routeChange {
 	add(b)
 	for s := range n {
 		if oldDist[s] != ls.distD[s] {
+			moved = append(moved, s)
 			add(s)
 			for j := f.portOff[s]; j < f.portOff[s+1]; j++ {
 				add(int(f.adjPeer[j]))
 			}
 		}
 	}
-	var ch []routeChange
-	seen := make([]int32, n) // seen[s] == rank+1: change noted
-	note := func(s, r int) {
-		if seen[s] != int32(r)+1 {
-			seen[s] = int32(r) + 1
-			ch = append(ch, routeChange{int32(s), int32(r)})
-		}
-	}
+	u := updater{f: f, ls: ls, oldDist: oldDist, mark: make([]uint32, n), markP: make([]uint32, n), queued: make([]uint32, n)}
 	for _, r := range ls.ranks {
+		u.changed = u.changed[:0]
+		u.repoch++
 		for _, s := range nearList {
-			if p := f.primaryFor(ls, s, r); p != f.primary[r][s] {
-				f.primary[r][s] = p
-				note(s, r)
-			}
-			if ls.distD[s] <= 0 && f.backup[r][s] != NoPort {
+			op, ob := f.primary[r][s], f.backup[r][s]
+			f.primary[r][s] = f.primaryFor(ls, s, r)
+			if ls.distD[s] <= 0 {
 				f.backup[r][s] = NoPort
-				note(s, r)
+			}
+			if f.primary[r][s] != op || f.backup[r][s] != ob {
+				u.changed = append(u.changed, oldRoute{int32(s), op, ob})
+			}
+			u.queue(int32(s))
+		}
+		for _, s := range moved {
+			u.readers(s, r, true)
+		}
+		for i := range u.changed {
+			if c := u.changed[i]; f.primary[r][c.sw] != c.primary {
+				u.readers(int(c.sw), r, true)
 			}
 		}
-		for _, s := range ls.order {
-			if !near[s] && !ls.walker[s] {
-				continue
-			}
-			if nb := f.backupFor(ls, int(s), r); nb != f.backup[r][s] {
-				f.backup[r][s] = nb
-				note(int(s), r)
-			}
-		}
+		u.chooseAgain(r, -1, -1)
+		u.emit(r)
 	}
-	return ch
+	return u.ch
 }
 
 // updateLeaf updates, after the link between a and b changed, a leaf whose
@@ -675,9 +675,15 @@ func (f *fabricRoutes) redoLeaf(ls *leafState, a, b int) []routeChange {
 // walkers next to a changed switch, or next to a switch whose routes lead
 // (through others) into one, are chosen again, farthest first, each one
 // that changes adding its own such walkers.
-func (f *fabricRoutes) updateLeaf(ls *leafState, a, b int) []routeChange {
+//
+// For a link going down this starts cheaper: a's routes change only if its
+// primary was the link's port or a fallback (not its intact choice) or its
+// backup was the port, since a reads only switches farther than both ends;
+// the same for b, unless a changed and b is nearer.
+func (f *fabricRoutes) updateLeaf(ls *leafState, a, b int, portA, portB uint8, down bool) []routeChange {
 	if ls.distD[a] < ls.distD[b] {
 		a, b = b, a // a is the farther end
+		portA, portB = portB, portA
 	}
 	if ls.distD[a] < 0 {
 		return nil // both ends cut off from this leaf
@@ -685,16 +691,28 @@ func (f *fabricRoutes) updateLeaf(ls *leafState, a, b int) []routeChange {
 	ls.walker[a], ls.walker[b] = f.isWalker(ls, a), f.isWalker(ls, b)
 	u := updater{f: f, ls: ls, mark: make([]uint32, len(f.t.Switches)), markP: make([]uint32, len(f.t.Switches)), queued: make([]uint32, len(f.t.Switches))}
 	for _, r := range ls.ranks {
-		u.rank(r, a, b)
+		u.rank(r, a, b, portA, portB, down)
 	}
 	return u.ch
+}
+
+// intactChoice is s's primary for receiver rank on the intact fabric.
+func (f *fabricRoutes) intactChoice(ls *leafState, s, rank int) uint8 {
+	lo := f.portOff[s]
+	ci := ls.grp[lo : lo+int32(ls.cut1[s])]
+	if len(ci) == 0 || s == ls.sw {
+		return NoPort
+	}
+	return f.linkPorts[s][ci[(rank/int(ls.stride[s]))%len(ci)]]
 }
 
 // updater is updateLeaf's working state for one leaf.
 type updater struct {
 	f  *fabricRoutes
 	ls *leafState
-	ch []routeChange
+	// oldDist are the leaf's distances before the change, if they changed.
+	oldDist []int16
+	ch      []routeChange
 	// mark[s] == epoch: s seen by the current search; markP[s] == epoch:
 	// seen as one whose primary leads into the changed switch.
 	mark, markP []uint32
@@ -716,15 +734,30 @@ type oldRoute struct {
 	primary, backup uint8
 }
 
-func (u *updater) rank(r, a, b int) {
+func (u *updater) rank(r, a, b int, portA, portB uint8, down bool) {
 	f, ls := u.f, u.ls
 	u.changed = u.changed[:0]
 	pa, ba, pb, bb := f.primary[r][a], f.backup[r][a], f.primary[r][b], f.backup[r][b]
-	f.primary[r][a] = f.primaryFor(ls, a, r)
-	f.primary[r][b] = f.primaryFor(ls, b, r)
-	f.backup[r][a] = f.backupFor(ls, a, r)
-	if ls.distD[b] > 0 {
-		f.backup[r][b] = f.backupFor(ls, b, r)
+	if down {
+		redoA := a != ls.sw && (pa == portA || pa != f.intactChoice(ls, a, r) || ba == portA)
+		if redoA {
+			f.primary[r][a] = f.primaryFor(ls, a, r)
+			f.backup[r][a] = f.backupFor(ls, a, r)
+		}
+		changedA := f.primary[r][a] != pa || f.backup[r][a] != ba
+		if b != ls.sw && (pb == portB || pb != f.intactChoice(ls, b, r) || bb == portB || (changedA && ls.distD[b] < ls.distD[a])) {
+			f.primary[r][b] = f.primaryFor(ls, b, r)
+			if ls.distD[b] > 0 {
+				f.backup[r][b] = f.backupFor(ls, b, r)
+			}
+		}
+	} else {
+		f.primary[r][a] = f.primaryFor(ls, a, r)
+		f.primary[r][b] = f.primaryFor(ls, b, r)
+		f.backup[r][a] = f.backupFor(ls, a, r)
+		if ls.distD[b] > 0 {
+			f.backup[r][b] = f.backupFor(ls, b, r)
+		}
 	}
 	if f.primary[r][a] != pa || f.backup[r][a] != ba {
 		u.changed = append(u.changed, oldRoute{int32(a), pa, ba})
@@ -740,9 +773,33 @@ func (u *updater) rank(r, a, b int) {
 		c := u.changed[i]
 		u.readers(int(c.sw), r, f.primary[r][c.sw] != c.primary)
 	}
-	// Farthest first: a walker is nearer the leaf than what it read, so
-	// the ones that a change adds are always nearer than the one that
-	// changed, and nothing chosen later changes a walker done earlier.
+	u.chooseAgain(r, a, b)
+	u.emit(r)
+}
+
+// queue adds s to the switches to choose a backup for again.
+func (u *updater) queue(s int32) {
+	if u.queued[s] == u.repoch {
+		return
+	}
+	u.queued[s] = u.repoch
+	d := u.ls.distD[s]
+	if d <= 0 {
+		return
+	}
+	for int(d) >= len(u.work) {
+		u.work = append(u.work, nil)
+	}
+	u.work[d] = append(u.work[d], s)
+}
+
+// chooseAgain chooses the queued switches' backups for receiver r again,
+// farthest first (skipping a and b, done already): a walker is nearer the
+// leaf than what it read, so the ones that a change adds are always nearer
+// than the one that changed, and nothing chosen later changes a walker
+// done earlier.
+func (u *updater) chooseAgain(r, a, b int) {
+	f, ls := u.f, u.ls
 	for d := len(u.work) - 1; d > 0; d-- {
 		for i := 0; i < len(u.work[d]); i++ {
 			s := u.work[d][i]
@@ -752,14 +809,26 @@ func (u *updater) rank(r, a, b int) {
 			old := f.backup[r][s]
 			if nb := f.backupFor(ls, int(s), r); nb != old {
 				f.backup[r][s] = nb
-				u.changed = append(u.changed, oldRoute{s, f.primary[r][s], old})
+				found := false
+				for _, c := range u.changed {
+					found = found || c.sw == s
+				}
+				if !found {
+					u.changed = append(u.changed, oldRoute{s, f.primary[r][s], old})
+				}
 				u.readers(int(s), r, false)
 			}
 		}
 		u.work[d] = u.work[d][:0]
 	}
+}
+
+// emit notes the receiver's changed entries.
+func (u *updater) emit(r int) {
 	for _, c := range u.changed {
-		u.ch = append(u.ch, routeChange{c.sw, int32(r)})
+		if u.f.primary[r][c.sw] != c.primary || u.f.backup[r][c.sw] != c.backup {
+			u.ch = append(u.ch, routeChange{c.sw, int32(r)})
+		}
 	}
 }
 
@@ -794,12 +863,8 @@ func (u *updater) readers(x, r int, primaryChanged bool) {
 			if dz <= 0 {
 				continue
 			}
-			if ls.walker[z] && dz < dy && u.queued[z] != u.repoch {
-				u.queued[z] = u.repoch
-				for int(dz) >= len(u.work) {
-					u.work = append(u.work, nil)
-				}
-				u.work[dz] = append(u.work[dz], z)
+			if ls.walker[z] && (dz < dy || (u.oldDist != nil && u.oldDist[z] < u.oldDist[y])) {
+				u.queue(z)
 			}
 			if u.markP[z] == u.epoch {
 				continue
@@ -909,4 +974,36 @@ func (r *Routes) StateBytes() int64 {
 		}
 	}
 	return b
+}
+
+// EachTables calls fn with every switch's route table in switch order,
+// building them a block of switches at a time (one pass over the
+// receivers' routes per block, not one per switch). fn must not keep the
+// tables: their Routes are reused.
+func (r *Routes) EachTables(fn func(si int, t *SwitchTables) error) error {
+	const block = 64
+	f := r.f
+	t := f.t
+	nsw, nr := len(t.Switches), len(t.receivers)
+	bufs := make([][]Route, min(block, nsw))
+	for i := range bufs {
+		bufs[i] = make([]Route, nr)
+	}
+	for lo := 0; lo < nsw; lo += block {
+		hi := min(lo+block, nsw)
+		for rank, h := range t.receivers {
+			id := t.Hosts[h].ID
+			prim, back := f.primary[rank][lo:hi], f.backup[rank][lo:hi]
+			for i := range prim {
+				bufs[i][rank] = Route{Receiver: id, Primary: prim[i], Backup: back[i]}
+			}
+		}
+		for si := lo; si < hi; si++ {
+			st := &SwitchTables{Switch: t.Switches[si].Name, Ports: portNames(&t.Switches[si]), Routes: bufs[si-lo], Groups: map[uint32][]uint16{}}
+			if err := fn(si, st); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
 }
