@@ -99,6 +99,8 @@ type fabricRoutes struct {
 	adjPeer, adjLink []int32
 	adjPeerPort      []uint8
 	portBase, adjOf  []int32
+	// updaters are setLink's scratch states, one per worker.
+	updaters sync.Pool
 }
 
 // leafState is what the computation keeps per receiver leaf.
@@ -637,10 +639,11 @@ func (f *fabricRoutes) redoLeaf(ls *leafState, a, b int) []routeChange {
 			}
 		}
 	}
-	u := updater{f: f, ls: ls, oldDist: oldDist, mark: make([]uint32, n), markP: make([]uint32, n), queued: make([]uint32, n)}
+	u := f.getUpdater(ls, oldDist)
+	defer f.putUpdater(u)
 	for _, r := range ls.ranks {
 		u.changed = u.changed[:0]
-		u.repoch++
+		u.nextRank()
 		for _, s := range nearList {
 			op, ob := f.primary[r][s], f.backup[r][s]
 			f.primary[r][s] = f.primaryFor(ls, s, r)
@@ -648,7 +651,7 @@ func (f *fabricRoutes) redoLeaf(ls *leafState, a, b int) []routeChange {
 				f.backup[r][s] = NoPort
 			}
 			if f.primary[r][s] != op || f.backup[r][s] != ob {
-				u.changed = append(u.changed, oldRoute{int32(s), op, ob})
+				u.note(int32(s), op, ob)
 			}
 			u.queue(int32(s))
 		}
@@ -689,7 +692,8 @@ func (f *fabricRoutes) updateLeaf(ls *leafState, a, b int, portA, portB uint8, d
 		return nil // both ends cut off from this leaf
 	}
 	ls.walker[a], ls.walker[b] = f.isWalker(ls, a), f.isWalker(ls, b)
-	u := updater{f: f, ls: ls, mark: make([]uint32, len(f.t.Switches)), markP: make([]uint32, len(f.t.Switches)), queued: make([]uint32, len(f.t.Switches))}
+	u := f.getUpdater(ls, nil)
+	defer f.putUpdater(u)
 	for _, r := range ls.ranks {
 		u.rank(r, a, b, portA, portB, down)
 	}
@@ -704,6 +708,24 @@ func (f *fabricRoutes) intactChoice(ls *leafState, s, rank int) uint8 {
 		return NoPort
 	}
 	return f.linkPorts[s][ci[(rank/int(ls.stride[s]))%len(ci)]]
+}
+
+// getUpdater returns an updater for leaf ls, its per-switch arrays reused
+// from an earlier leaf (their stamps stay valid: epochs only grow).
+func (f *fabricRoutes) getUpdater(ls *leafState, oldDist []int16) *updater {
+	u, _ := f.updaters.Get().(*updater)
+	if u == nil {
+		n := len(f.t.Switches)
+		u = &updater{f: f, mark: make([]uint32, n), markP: make([]uint32, n), queued: make([]uint32, n),
+			chStamp: make([]uint32, n), chIdx: make([]int32, n)}
+	}
+	u.ls, u.oldDist, u.ch = ls, oldDist, nil
+	return u
+}
+
+func (f *fabricRoutes) putUpdater(u *updater) {
+	u.ls, u.oldDist, u.ch = nil, nil, nil
+	f.updaters.Put(u)
 }
 
 // updater is updateLeaf's working state for one leaf.
@@ -725,8 +747,12 @@ type updater struct {
 	work   [][]int32
 	queued []uint32
 	repoch uint32
-	anc    []int32
-	ancP   []bool
+	// chStamp[s] == repoch: s is in changed, at chIdx[s].
+	chStamp []uint32
+	chIdx   []int32
+	pbuf    [2]uint8
+	anc     []int32
+	ancP    []bool
 }
 
 type oldRoute struct {
@@ -737,6 +763,7 @@ type oldRoute struct {
 func (u *updater) rank(r, a, b int, portA, portB uint8, down bool) {
 	f, ls := u.f, u.ls
 	u.changed = u.changed[:0]
+	u.nextRank()
 	pa, ba, pb, bb := f.primary[r][a], f.backup[r][a], f.primary[r][b], f.backup[r][b]
 	if down {
 		redoA := a != ls.sw && (pa == portA || pa != f.intactChoice(ls, a, r) || ba == portA)
@@ -760,21 +787,39 @@ func (u *updater) rank(r, a, b int, portA, portB uint8, down bool) {
 		}
 	}
 	if f.primary[r][a] != pa || f.backup[r][a] != ba {
-		u.changed = append(u.changed, oldRoute{int32(a), pa, ba})
+		u.note(int32(a), pa, ba)
 	}
 	if f.primary[r][b] != pb || f.backup[r][b] != bb {
-		u.changed = append(u.changed, oldRoute{int32(b), pb, bb})
+		u.note(int32(b), pb, bb)
 	}
 	if len(u.changed) == 0 {
 		return
 	}
-	u.repoch++
 	for i := range u.changed {
 		c := u.changed[i]
 		u.readers(int(c.sw), r, f.primary[r][c.sw] != c.primary)
 	}
 	u.chooseAgain(r, a, b)
 	u.emit(r)
+}
+
+// nextRank starts the next receiver: new stamps for queued and chStamp.
+func (u *updater) nextRank() {
+	u.repoch++
+	if u.repoch == 0 {
+		clear(u.queued)
+		clear(u.chStamp)
+		u.repoch = 1
+	}
+}
+
+// note records s's routes before this update, the first time it changes.
+func (u *updater) note(s int32, primary, backup uint8) {
+	if u.chStamp[s] == u.repoch {
+		return
+	}
+	u.chStamp[s], u.chIdx[s] = u.repoch, int32(len(u.changed))
+	u.changed = append(u.changed, oldRoute{s, primary, backup})
 }
 
 // queue adds s to the switches to choose a backup for again.
@@ -809,13 +854,7 @@ func (u *updater) chooseAgain(r, a, b int) {
 			old := f.backup[r][s]
 			if nb := f.backupFor(ls, int(s), r); nb != old {
 				f.backup[r][s] = nb
-				found := false
-				for _, c := range u.changed {
-					found = found || c.sw == s
-				}
-				if !found {
-					u.changed = append(u.changed, oldRoute{s, f.primary[r][s], old})
-				}
+				u.note(s, f.primary[r][s], old)
 				u.readers(int(s), r, false)
 			}
 		}
@@ -833,13 +872,14 @@ func (u *updater) emit(r int) {
 }
 
 // readers adds to u.work every walker that may have read x's routes for
-// receiver r. A walk reads a switch's backup only when it enters it going
-// away from the leaf (from the walker itself, or by a backup at a U-turn),
-// and a switch's primary also when it descends into it. So the switches
-// whose routes may lead a walk into x are x, the switches whose backup
-// (before or after this update) is a port to one of those, and if x's
-// primary changed, the ones whose primary is a port to x or to one of
-// those; a walker next to any of them and nearer the leaf may have read x.
+// receiver r. A walk reads a switch's backup only at a U-turn, entering it
+// from the peer of its primary (the walker itself, or a switch whose
+// backup led there: a U-turn there too), and its primary whenever it
+// enters it. So if x's primary changed (or its distance), every walker
+// next to x and nearer the leaf may have read it, and so may every walker
+// that reaches x through a switch whose primary or backup leads to x; if
+// only x's backup changed, only the primary's peer (before or after),
+// directly or through a chain of such U-turns.
 func (u *updater) readers(x, r int, primaryChanged bool) {
 	f, ls := u.f, u.ls
 	u.epoch++
@@ -854,24 +894,42 @@ func (u *updater) readers(x, r int, primaryChanged bool) {
 	if primaryChanged {
 		u.markP[x] = u.epoch
 	}
+	reader := func(z, y int32) {
+		dz := ls.distD[z]
+		if dz > 0 && ls.walker[z] && (dz < ls.distD[y] || (u.oldDist != nil && u.oldDist[z] < u.oldDist[y])) {
+			u.queue(z)
+		}
+	}
 	for i := 0; i < len(u.anc); i++ {
 		y, yp := u.anc[i], u.ancP[i]
-		dy := ls.distD[y]
+		if !yp {
+			// Entered from the primary's peer only.
+			for _, p := range u.primaries(y, r) {
+				z := f.peerOf(y, p)
+				if z < 0 || ls.distD[z] <= 0 {
+					continue
+				}
+				reader(z, y)
+				if _, viaB := u.leadsTo(z, y, r); viaB && u.mark[z] != u.epoch {
+					u.mark[z] = u.epoch
+					u.anc = append(u.anc, z)
+					u.ancP = append(u.ancP, false)
+				}
+			}
+			continue
+		}
 		for j := f.portOff[y]; j < f.portOff[y+1]; j++ {
 			z := f.adjPeer[j]
-			dz := ls.distD[z]
-			if dz <= 0 {
+			if ls.distD[z] <= 0 {
 				continue
 			}
-			if ls.walker[z] && (dz < dy || (u.oldDist != nil && u.oldDist[z] < u.oldDist[y])) {
-				u.queue(z)
-			}
+			reader(z, y)
 			if u.markP[z] == u.epoch {
 				continue
 			}
 			viaP, viaB := u.leadsTo(z, y, r)
 			switch {
-			case yp && viaP:
+			case viaP:
 				u.markP[z], u.mark[z] = u.epoch, u.epoch
 				u.anc = append(u.anc, z)
 				u.ancP = append(u.ancP, true)
@@ -882,6 +940,32 @@ func (u *updater) readers(x, r int, primaryChanged bool) {
 			}
 		}
 	}
+}
+
+// primaries returns y's primary for receiver r, and the one before this
+// update if it differs.
+func (u *updater) primaries(y int32, r int) []uint8 {
+	p := u.f.primary[r][y]
+	u.pbuf[0] = p
+	if u.chStamp[y] == u.repoch {
+		if op := u.changed[u.chIdx[y]].primary; op != p {
+			u.pbuf[1] = op
+			return u.pbuf[:2]
+		}
+	}
+	return u.pbuf[:1]
+}
+
+// peerOf is the switch on port p of switch s, or -1.
+func (f *fabricRoutes) peerOf(s int32, p uint8) int32 {
+	if p == NoPort {
+		return -1
+	}
+	a := f.adjOf[f.portBase[s]+int32(p)]
+	if a < 0 {
+		return -1
+	}
+	return f.adjPeer[a]
 }
 
 // leadsTo reports whether z's primary, and its backup, for receiver r, now
@@ -896,11 +980,10 @@ func (u *updater) leadsTo(z, y int32, r int) (primary, backup bool) {
 		return a >= 0 && f.adjPeer[a] == y
 	}
 	primary, backup = to(f.primary[r][z]), to(f.backup[r][z])
-	for _, c := range u.changed {
-		if c.sw == z {
-			primary = primary || to(c.primary)
-			backup = backup || to(c.backup)
-		}
+	if u.chStamp[z] == u.repoch {
+		c := u.changed[u.chIdx[z]]
+		primary = primary || to(c.primary)
+		backup = backup || to(c.backup)
 	}
 	return primary, backup
 }

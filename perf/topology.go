@@ -142,7 +142,7 @@ func openBenchRing(ctx context.Context, dir string, ports int) (*benchRing, erro
 	if err != nil {
 		return nil, err
 	}
-	applier, err := dataplane.NewRingApplier(b.Switch, rf, dataplane.RingApplierOptions{BusyPoll: true})
+	applier, err := dataplane.NewRingApplier(b.Switch, rf, dataplane.RingApplierOptions{Sleep: 20 * time.Microsecond, MaxSleep: time.Millisecond})
 	if err != nil {
 		rf.Close()
 		return nil, err
