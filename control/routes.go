@@ -335,6 +335,14 @@ func (f *fabricRoutes) initLeaf(ls *leafState) {
 
 // setDownDist computes ls.distD and ls.order for the current down set.
 func (f *fabricRoutes) setDownDist(ls *leafState) {
+	f.setDownDistOnly(ls)
+	for s := range ls.distD {
+		ls.walker[s] = f.isWalker(ls, s)
+	}
+}
+
+// setDownDistOnly is setDownDist but for the walkers (allocated, not set).
+func (f *fabricRoutes) setDownDistOnly(ls *leafState) {
 	ls.distD = ls.distI
 	if len(f.down) > 0 {
 		d := f.bfs16(ls.sw, f.isDown)
@@ -352,9 +360,6 @@ func (f *fabricRoutes) setDownDist(ls *leafState) {
 	slices.SortStableFunc(ls.order, func(a, b int32) int { return int(dist[b]) - int(dist[a]) })
 	if ls.walker == nil {
 		ls.walker = make([]bool, len(dist))
-	}
-	for s := range dist {
-		ls.walker[s] = f.isWalker(ls, s)
 	}
 }
 
@@ -619,7 +624,7 @@ func (f *fabricRoutes) distChanges(ls *leafState, a, b int, down bool) bool {
 func (f *fabricRoutes) redoLeaf(ls *leafState, a, b int) []routeChange {
 	n := len(f.t.Switches)
 	oldDist := ls.distD
-	f.setDownDist(ls)
+	f.setDownDistOnly(ls)
 	near := make([]bool, n)
 	var nearList, moved []int
 	add := func(s int) {
@@ -638,6 +643,11 @@ func (f *fabricRoutes) redoLeaf(ls *leafState, a, b int) []routeChange {
 				add(int(f.adjPeer[j]))
 			}
 		}
+	}
+	// Only a near switch's walker status can change: it depends on the
+	// switch's links and its own and its neighbours' distances.
+	for _, s := range nearList {
+		ls.walker[s] = f.isWalker(ls, s)
 	}
 	u := f.getUpdater(ls, oldDist)
 	defer f.putUpdater(u)
