@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -163,7 +164,7 @@ func kb(b int) string {
 }
 
 func printTopologyMarkdown(w io.Writer, rs []*perf.TopologyResult) {
-	fmt.Fprintln(w, "| fabric | hosts | switches | routes + backups (CPU) | state | leaf table: ring / dataplane | core table: ring | full resync, all switches | link failure: recompute + push, p50 / max | entries changed, max |")
+	fmt.Fprintln(w, "| fabric | hosts | switches | routes + backups: wall (CPU) | control memory: routes (heap) | a leaf's table: ring / dataplane | a core's table: ring | full resync, all switches, one ring | link failure, recompute + push: p50 / max (recompute CPU p50 / max) | entries changed, max (on switches) |")
 	fmt.Fprintln(w, "|---|---|---|---|---|---|---|---|---|---|")
 	for _, r := range rs {
 		var leaf, core perf.RoleTables
@@ -175,17 +176,22 @@ func printTopologyMarkdown(w io.Writer, rs []*perf.TopologyResult) {
 				core = t
 			}
 		}
-		maxCh := 0
+		maxCh, maxSw := 0, 0
+		var cpus []float64
 		for _, f := range r.Failures {
-			maxCh = max(maxCh, f.ChangedEntries)
+			if f.ChangedEntries > maxCh {
+				maxCh, maxSw = f.ChangedEntries, f.ChangedSwitches
+			}
+			cpus = append(cpus, f.RecomputeCPUMs)
 		}
+		slices.Sort(cpus)
 		ex := ""
 		if r.ResyncExtrapolated {
-			ex = "*"
+			ex = fmt.Sprintf(" (from %d)", r.ResyncSwitches)
 		}
-		fmt.Fprintf(w, "| %s | %d | %d | %.2f s (%.2f s) | %.0f MB | %s / %s | %s | %.2f s%s | %.2f / %.2f ms | %d |\n",
-			r.Topology, r.Hosts, r.Switches, r.ComputeSeconds, r.ComputeCPUSeconds, r.StateMB,
+		fmt.Fprintf(w, "| %s | %d | %d | %.2f s (%.2f s) | %.0f MB (%.0f MB) | %s / %s | %s | %.1f s%s | %.1f / %.1f ms (%.1f / %.1f ms) | %d (%d) |\n",
+			r.Topology, r.Hosts, r.Switches, r.ComputeSeconds, r.ComputeCPUSeconds, r.StateMB, r.HeapMB,
 			kb(leaf.RingBytes[1]), kb(leaf.DataplaneBytes), kb(core.RingBytes[1]), r.ResyncSeconds, ex,
-			r.FailureControlP50Ms, r.FailureControlMaxMs, maxCh)
+			r.FailureControlP50Ms, r.FailureControlMaxMs, cpus[(len(cpus)-1)/2], cpus[len(cpus)-1], maxCh, maxSw)
 	}
 }
