@@ -1141,13 +1141,17 @@ type RoutesView struct {
 func (s *Server) Routes(name string) (*RoutesView, error) {
 	s.mu.Lock()
 	sw := s.byName[name]
+	si := s.topo.SwitchIndex(name)
 	var routes []Route
-	if sw != nil {
+	switch {
+	case sw != nil:
 		routes = sw.routes
+	case si >= 0 && s.routes != nil:
+		// Not served: from the whole fabric's routes, kept up to date.
+		routes = s.routes.Tables(si).Routes
 	}
 	down := s.downList()
 	s.mu.Unlock()
-	si := s.topo.SwitchIndex(name)
 	if si < 0 {
 		return nil, reqErr("unknown_switch", "no switch %q in the topology", name)
 	}
