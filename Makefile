@@ -4,7 +4,7 @@ GO       ?= go
 BIN      := bin/sparsecast
 FUZZTIME ?= 15s
 
-.PHONY: man build build-dpdk test test-unit test-fuzz fuzz-long test-lab test-trex test-dissector test-sriov test-deploy test-dpdk vet fmt-check demo bench bench-dpdk bench-veth bench-sweep bench-sweep-dpdk install clean trex-lab
+.PHONY: man build build-dpdk test test-unit test-fuzz fuzz-long test-lab test-trex test-dissector test-sriov test-deploy test-dpdk vet fmt-check demo bench bench-dpdk bench-veth bench-sweep bench-cluster bench-sweep-dpdk install clean trex-lab
 
 # What `sparsecast version` reports when the toolchain stamps no VCS info
 # (GOFLAGS=-buildvcs=false, a tree without git): the commit, git describe,
@@ -179,3 +179,10 @@ trex-lab: build
 	@if [ "$$(id -u)" != 0 ]; then echo "trex-lab: skipped: needs root (network namespaces, TRex's DPDK)"; exit 0; fi; \
 	if [ -z "$(TREX)" ]; then echo "trex-lab: skipped: no TRex directory: make trex-lab TREX=/path/to/trex (t-rex-64 in it or its scripts/)"; exit 0; fi; \
 	$(BIN) testbed trex --trex-dir "$(TREX)" --prefix $(TREX_LAB_PREFIX)
+
+# Control at cluster scale: README's table for fat-trees of 1,024, 8,192 and
+# 65,536 hosts (route computation, tables, full resync through a ring, link
+# failures). The full resync goes through 256 switches per role and is
+# extrapolated to the rest (marked * in the table).
+bench-cluster: build
+	$(BIN) bench topology --fattree 1024,8192,65536 --resync-switches 256 --markdown

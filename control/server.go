@@ -159,6 +159,7 @@ type Server struct {
 	byName map[string]*switchState
 	groups map[uint32][]uint16
 	down   map[LinkID]bool
+	routes *Routes // the whole fabric's, updated link by link
 	// shared is Store when other control processes share it (etcd);
 	// remote holds the port states they reported for the switches not
 	// served here, by switch name and port index.
@@ -684,37 +685,81 @@ func (s *Server) linksChanged() {
 	if maps.Equal(down, s.down) {
 		return
 	}
-	s.down = down
-	old := make([][]Route, len(s.sws))
+	// One link at a time through the incremental update; the changed
+	// entries of the served switches go out as delta batches.
+	changed := make([][]Route, len(s.sws))
+	byIndex := make(map[int]int, len(s.sws))
 	for i, sw := range s.sws {
-		old[i] = sw.routes
+		byIndex[sw.index] = i
 	}
-	if err := s.recompute(); err != nil {
-		s.log.Printf("recomputing routes: %v", err)
+	var lerr error
+	apply := func(l LinkID, isDown bool) {
+		deltas, err := s.routes.SetLink(l, isDown)
+		if err != nil {
+			lerr = errors.Join(lerr, err)
+			return
+		}
+		for _, d := range deltas {
+			if i, ok := byIndex[d.Switch]; ok {
+				changed[i] = append(changed[i], d.Routes...)
+			}
+		}
+	}
+	for _, l := range slices.Sorted(maps.Keys(s.down)) {
+		if !down[l] {
+			apply(l, false)
+		}
+	}
+	for _, l := range slices.Sorted(maps.Keys(down)) {
+		if !s.down[l] {
+			apply(l, true)
+		}
+	}
+	s.down = down
+	if lerr != nil {
+		s.log.Printf("updating routes: %v; recomputing", lerr)
+		if err := s.recompute(); err != nil {
+			s.log.Printf("recomputing routes: %v", err)
+		}
+		for _, sw := range s.sws {
+			sw.needFull = true
+		}
 		return
 	}
 	for i, sw := range s.sws {
-		var changed []Route
-		for j, r := range sw.routes {
-			if j >= len(old[i]) || old[i][j] != r {
-				changed = append(changed, r)
-			}
-		}
-		if len(changed) == 0 || sw.needFull || sw.ring == nil || sw.bootID == 0 {
+		if len(changed[i]) == 0 {
 			continue
 		}
-		s.push(sw, PushRoutesKind, 0, func(gen uint64) error { return sw.ring.PushRoutes(gen, changed) })
+		// Copy on write: Routes hands sw.routes out after unlocking.
+		routes := slices.Clone(sw.routes)
+		last := map[uint16]Route{}
+		for _, r := range changed[i] {
+			last[r.Receiver] = r
+		}
+		delta := make([]Route, 0, len(last))
+		for j, r := range routes {
+			if n, ok := last[r.Receiver]; ok {
+				routes[j] = n
+				delta = append(delta, n)
+			}
+		}
+		sw.routes = routes
+		if sw.needFull || sw.ring == nil || sw.bootID == 0 {
+			continue
+		}
+		s.push(sw, PushRoutesKind, 0, func(gen uint64) error { return sw.ring.PushRoutes(gen, delta) })
 	}
 }
 
 // recompute sets every served switch's routes from the down set.
 func (s *Server) recompute() error {
-	f, err := computeFabric(s.topo, s.downList())
+	r, err := ComputeRoutes(s.topo, s.downList())
 	if err != nil {
 		return err
 	}
+	s.routes = r
 	for _, sw := range s.sws {
-		sw.routes = f.tables(sw.index).Routes
+		sw.routes = r.Tables(sw.index).Routes
 	}
 	return nil
 }
@@ -1096,13 +1141,17 @@ type RoutesView struct {
 func (s *Server) Routes(name string) (*RoutesView, error) {
 	s.mu.Lock()
 	sw := s.byName[name]
+	si := s.topo.SwitchIndex(name)
 	var routes []Route
-	if sw != nil {
+	switch {
+	case sw != nil:
 		routes = sw.routes
+	case si >= 0 && s.routes != nil:
+		// Not served: from the whole fabric's routes, kept up to date.
+		routes = s.routes.Tables(si).Routes
 	}
 	down := s.downList()
 	s.mu.Unlock()
-	si := s.topo.SwitchIndex(name)
 	if si < 0 {
 		return nil, reqErr("unknown_switch", "no switch %q in the topology", name)
 	}

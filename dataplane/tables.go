@@ -199,3 +199,10 @@ func TablesFromConfig(c *Config) (*Tables, error) {
 func (t *RouteTable) Equal(o *RouteTable) bool {
 	return t.port == o.port && t.ent.primary == o.ent.primary && t.ent.backup == o.ent.backup && t.ent.has == o.ent.has
 }
+
+// Bytes is the memory of the table with entries of its own: the active
+// ports, primaries, backups and the bitmap of receivers with a route. It is
+// the same for every table (dense arrays over all 65,536 receiver IDs).
+func (t *RouteTable) Bytes() int {
+	return len(t.port) + len(t.ent.primary) + len(t.ent.backup) + 8*len(t.ent.has)
+}

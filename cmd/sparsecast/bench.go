@@ -17,7 +17,7 @@ func newBenchCmd() *cobra.Command {
 		Use:   "bench",
 		Short: "Measure the switch: replication rate, and more as the project grows",
 	}
-	cmd.AddCommand(newBenchReplicateCmd(nil), newBenchFailoverCmd(nil), NewCmdBenchControl(nil), newBenchControlDataplaneCmd(), NewCmdBenchDPDK(nil), NewCmdBenchFeedback(nil), NewCmdBenchSweep(nil), NewCmdBenchVeth(nil), NewCmdBenchTransfer(nil))
+	cmd.AddCommand(newBenchReplicateCmd(nil), newBenchFailoverCmd(nil), NewCmdBenchControl(nil), newBenchControlDataplaneCmd(), NewCmdBenchDPDK(nil), NewCmdBenchFeedback(nil), NewCmdBenchSweep(nil), NewCmdBenchVeth(nil), NewCmdBenchTransfer(nil), NewCmdBenchTopology(nil))
 	return cmd
 }
 

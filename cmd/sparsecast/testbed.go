@@ -28,7 +28,7 @@ Every namespace of a lab is named with a prefix (sc- by default), and
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error { return cmd.Help() },
 	}
-	cmd.AddCommand(NewCmdTestbedUp(nil), NewCmdTestbedStatus(nil), newTestbedRunCmd(), NewCmdTestbedDown(nil), NewCmdTestbedTRex(nil))
+	cmd.AddCommand(NewCmdTestbedUp(nil), NewCmdTestbedStatus(nil), newTestbedRunCmd(), NewCmdTestbedDown(nil), NewCmdTestbedTRex(nil), newTestbedGenCmd())
 	return cmd
 }
 
