@@ -151,6 +151,9 @@ type LossReport struct {
 	SenderLatePackets uint64 `json:"sender_late_packets"`
 	SenderMaxLagNs    int64  `json:"sender_max_lag_ns"`
 	SenderSkippedNs   int64  `json:"sender_skipped_ns"`
+	// CountersMissing says why the drop counters could not be read (then
+	// they explain nothing).
+	CountersMissing string `json:"counters_missing,omitempty"`
 }
 
 // AttributeLosses sorts every receiver's losses into stall, reroute and
@@ -271,6 +274,9 @@ func (r *LossReport) Summary() string {
 			time.Duration(r.SenderSkippedNs).Round(time.Microsecond))
 	} else {
 		b.WriteString("; the sender kept its schedule")
+	}
+	if r.CountersMissing != "" {
+		fmt.Fprintf(&b, "; no drop counters: %s", r.CountersMissing)
 	}
 	return b.String()
 }
