@@ -85,9 +85,9 @@ type FailoverResult struct {
 	// of a starved process (drops the kernel and the switches counted, and
 	// losses shared by every receiver near a run the sender sent late),
 	// and unexplained; a correct reroute leaves none unexplained.
-	Losses *LossReport `json:"losses"`
-	ElapsedS            float64                `json:"elapsed_s"`
-	Dir                 string                 `json:"dir"`
+	Losses   *LossReport `json:"losses"`
+	ElapsedS float64     `json:"elapsed_s"`
+	Dir      string      `json:"dir"`
 	// Stream is the raw stream result, for plots.
 	Stream *StreamResult `json:"-"`
 	FailAt time.Duration `json:"-"`
