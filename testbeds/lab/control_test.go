@@ -4,9 +4,12 @@ package lab
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -227,4 +230,65 @@ func TestRingTruncatedUnderLoad(t *testing.T) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+}
+
+// A sender stopped for 2 s mid-stream, longer than the receivers' idle
+// timeout (the CI failure of issue 14: every receiver lost the same 3,700
+// packets), costs every receiver the rest of the stream: the receivers exit
+// and what follows reaches hosts where no one listens. Those losses are the
+// stall's: counted (UDP NoPorts at each host, the sender's skipped
+// schedule), reported, and no failure.
+func TestStreamStallIsReported(t *testing.T) {
+	f := startControlFabric(t, labPrefix+"cs-")
+	res, err := f.Stream(context.Background(), StreamOptions{
+		Sender: "tx", Receivers: receiverHosts(f), Rate: 2000, Duration: 4 * time.Second,
+		At: time.Second, Do: func() error { return pauseNamespace(f.Hosts["tx"].NS, 2*time.Second) },
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rep, err := f.StreamLosses(res, LossOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("%d packets to each receiver; %s", res.Sent, rep.Summary())
+	for _, e := range rep.Failures() {
+		t.Error(e)
+	}
+	if rep.StallLost == 0 || rep.StallBy.NoPort == 0 || time.Duration(rep.SenderSkippedNs) < 1500*time.Millisecond {
+		t.Errorf("stall lost %d (%s), sender skipped %v: want the tail lost at every host, the schedule skipped by about 2 s",
+			rep.StallLost, rep.StallBy, time.Duration(rep.SenderSkippedNs))
+	}
+}
+
+// pauseNamespace stops every process in network namespace ns (SIGSTOP) for
+// d, then lets them go on (SIGCONT): a starved process, made on purpose.
+func pauseNamespace(ns string, d time.Duration) error {
+	out, err := Run(context.Background(), "ip", "netns", "pids", ns)
+	if err != nil {
+		return err
+	}
+	var pids []int
+	for _, f := range strings.Fields(string(out)) {
+		pid, err := strconv.Atoi(f)
+		if err != nil {
+			return fmt.Errorf("ip netns pids %s: %q", ns, f)
+		}
+		pids = append(pids, pid)
+	}
+	if len(pids) == 0 {
+		return fmt.Errorf("no process in %s to pause", ns)
+	}
+	for _, pid := range pids {
+		if err := syscall.Kill(pid, syscall.SIGSTOP); err != nil {
+			return err
+		}
+	}
+	time.Sleep(d)
+	for _, pid := range pids {
+		if err := syscall.Kill(pid, syscall.SIGCONT); err != nil {
+			return err
+		}
+	}
+	return nil
 }

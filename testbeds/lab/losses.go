@@ -266,8 +266,14 @@ func (r *LossReport) Failures() []string {
 // Summary is a line for people: every loss by cause, and the sender's lag.
 func (r *LossReport) Summary() string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "losses: %d to the reroute (bound %d per affected receiver), %d unexplained, %d to stalls (%s)",
-		r.RerouteLost, r.RerouteBound, r.Unexplained, r.StallLost, r.StallBy)
+	b.WriteString("losses: ")
+	for _, rl := range r.Receivers {
+		if rl.Affected {
+			fmt.Fprintf(&b, "%d to the reroute (bound %d per affected receiver), ", r.RerouteLost, r.RerouteBound)
+			break
+		}
+	}
+	fmt.Fprintf(&b, "%d unexplained, %d to stalls (%s)", r.Unexplained, r.StallLost, r.StallBy)
 	if r.SenderLatePackets > 0 {
 		fmt.Fprintf(&b, "; the sender sent %d packets more than %v late (at most %v, %v of its schedule given up)",
 			r.SenderLatePackets, endpoint.LagThreshold, time.Duration(r.SenderMaxLagNs).Round(time.Microsecond),

@@ -123,4 +123,9 @@ func TestLossSummary(t *testing.T) {
 	if got := rep.Summary(); got != want {
 		t.Errorf("summary\n%s\nwant\n%s", got, want)
 	}
+	// Without a failure there is no reroute to speak of.
+	rep = AttributeLosses(LossInput{FirstSeq: 0, LastSeq: 9, Sent: 10, Receivers: []LossReceiver{{ID: 2, Received: got(10)}}})
+	if got, want := rep.Summary(), "losses: 0 unexplained, 0 to stalls (none); the sender kept its schedule"; got != want {
+		t.Errorf("summary %q, want %q", got, want)
+	}
 }
