@@ -21,6 +21,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -64,6 +65,24 @@ func (d *DropCounters) Sub(before *DropCounters) *DropCounters {
 	sub(out.TxDropped, d.TxDropped, before.TxDropped)
 	sub(out.RcvbufErrors, d.RcvbufErrors, before.RcvbufErrors)
 	sub(out.NoPorts, d.NoPorts, before.NoPorts)
+	return out
+}
+
+// NonZero lists the counters that are not zero, "kind where=n", sorted:
+// where a stall dropped packets.
+func (d *DropCounters) NonZero() []string {
+	var out []string
+	for _, m := range []struct {
+		kind string
+		m    map[string]uint64
+	}{{"ring", d.Ring}, {"switch_queue", d.SwitchQueue}, {"tx_dropped", d.TxDropped}, {"rcvbuf_errors", d.RcvbufErrors}, {"no_ports", d.NoPorts}} {
+		for k, v := range m.m {
+			if v > 0 {
+				out = append(out, fmt.Sprintf("%s %s=%d", m.kind, k, v))
+			}
+		}
+	}
+	sort.Strings(out)
 	return out
 }
 

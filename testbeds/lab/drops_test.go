@@ -2,6 +2,7 @@ package lab
 
 import (
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/sparsecast/sparsecast/control"
@@ -41,6 +42,10 @@ func TestDropCountersSub(t *testing.T) {
 	d := a.Sub(b)
 	if d.Ring["leaf1:p1"] != 6 || d.NoPorts["r1"] != 3 {
 		t.Errorf("%+v", d)
+	}
+	d.TxDropped["tx:eth0"], d.TxDropped["tx:lo"] = 2, 0
+	if got, want := strings.Join(d.NonZero(), ", "), "no_ports r1=3, ring leaf1:p1=6, tx_dropped tx:eth0=2"; got != want {
+		t.Errorf("non-zero %q, want %q", got, want)
 	}
 }
 

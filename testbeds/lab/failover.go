@@ -586,6 +586,9 @@ func (f *Fabric) StreamLosses(res *StreamResult, o LossOptions) (*LossReport, er
 	if res.DropsErr != nil {
 		rep.CountersMissing = res.DropsErr.Error()
 	}
+	if res.Drops != nil {
+		rep.Counted = res.Drops.NonZero()
+	}
 	return rep, nil
 }
 

@@ -154,6 +154,9 @@ type LossReport struct {
 	// CountersMissing says why the drop counters could not be read (then
 	// they explain nothing).
 	CountersMissing string `json:"counters_missing,omitempty"`
+	// Counted lists the drop counters that moved during the stream
+	// ("ring leaf1:h0=3"; DropCounters.NonZero).
+	Counted []string `json:"counted,omitempty"`
 }
 
 // AttributeLosses sorts every receiver's losses into stall, reroute and
@@ -280,6 +283,9 @@ func (r *LossReport) Summary() string {
 			time.Duration(r.SenderSkippedNs).Round(time.Microsecond))
 	} else {
 		b.WriteString("; the sender kept its schedule")
+	}
+	if len(r.Counted) > 0 {
+		fmt.Fprintf(&b, "; counted drops: %s", strings.Join(r.Counted, ", "))
 	}
 	if r.CountersMissing != "" {
 		fmt.Fprintf(&b, "; no drop counters: %s", r.CountersMissing)
