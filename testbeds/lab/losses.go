@@ -163,7 +163,8 @@ type LossReport struct {
 // unexplained ones. At each receiver, losses up to the drop counts on its
 // path are the stall's (socket, no port, veth, ring, switch queue, in that
 // order); of the rest, those every receiver shared within a late run of the
-// sender are the stall's too (with two receivers or more: one receiver's
+// sender, less what the least of the receivers' counts may already have
+// explained of them, are the stall's too (with two receivers or more: one receiver's
 // losses alone say nothing about a shared cause). What remains is the
 // reroute's at an affected receiver, unexplained at any other.
 func AttributeLosses(in LossInput) *LossReport {
@@ -198,6 +199,16 @@ func AttributeLosses(in LossInput) *LossReport {
 			}
 		}
 	}
+	// The shared losses may be the very packets a counter on the shared
+	// part of the paths (the sender's veth, the first switch's ring)
+	// counted: those explain them once, not twice. Every receiver's count
+	// includes the shared part's, so the least count bounds it.
+	var sharedCounted uint64
+	for i, r := range in.Receivers {
+		if c := r.Counted.Total() - r.Counted.SenderLag; i == 0 || c < sharedCounted {
+			sharedCounted = c
+		}
+	}
 	for i, r := range in.Receivers {
 		rl := ReceiverLoss{ID: r.ID, Affected: r.Affected, Lost: uint64(len(missing[i])), Counted: r.Counted}
 		left := rl.Lost
@@ -217,7 +228,7 @@ func AttributeLosses(in LossInput) *LossReport {
 				inShared++
 			}
 		}
-		rl.Stall.SenderLag = take(inShared)
+		rl.Stall.SenderLag = take(inShared - min(inShared, sharedCounted))
 		if r.Affected {
 			rl.Reroute = min(left, in.RerouteBound)
 			left -= rl.Reroute

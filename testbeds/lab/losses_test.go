@@ -74,6 +74,14 @@ func TestAttributeLosses(t *testing.T) {
 			in.Lag = []endpoint.LagEpisode{{FirstSeq: 9990, LastSeq: 10010, MaxLagNs: int64(5 * time.Millisecond)}}
 			return in
 		}(), 10, 0, 40, nil},
+		// The shared losses are the sender's veth drops: counted once,
+		// so the affected receiver's other losses are the reroute's.
+		{"shared and counted", func() LossInput {
+			in := input(n, LossReceiver{ID: 1, Affected: true, Received: got(n, [2]uint32{10000, 10030}), Counted: LossCounts{Veth: 20}},
+				LossReceiver{ID: 2, Received: got(n, [2]uint32{10000, 10020}), Counted: LossCounts{Veth: 20}})
+			in.Lag = []endpoint.LagEpisode{{FirstSeq: 9990, LastSeq: 10010, MaxLagNs: int64(5 * time.Millisecond)}}
+			return in
+		}(), 10, 0, 40, nil},
 		{"unaffected loses alone, sender on time", input(n, LossReceiver{ID: 1, Affected: true, Received: got(n, [2]uint32{10000, 10030})},
 			LossReceiver{ID: 2, Received: got(n, [2]uint32{10000, 10020})}), 30, 20, 0, []string{"receiver 2: lost 20 packets no stall explains (of 20 lost; stall none)"}},
 		// A reroute that never reaches one affected receiver.
