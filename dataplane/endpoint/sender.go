@@ -69,7 +69,7 @@ type SendStats struct {
 	// after their place in the schedule, MaxLagNs is the most any did,
 	// SkippedNs the schedule given up after stalls longer than maxLag (the
 	// stream paused that long), and Lag the runs of late packets by
-	// sequence number (the first maxLagEpisodes; LagOmitted counts the
+	// sequence number (LagEpisode) (the first maxLagEpisodes; LagOmitted counts the
 	// late packets of later runs). A receiver's losses in those runs may be the stall's, not
 	// the network's: lab tests tell them apart (testbeds/lab/losses.go).
 	LatePackets uint64       `json:"late_packets"`
@@ -79,8 +79,8 @@ type SendStats struct {
 	LagOmitted  uint64       `json:"lag_omitted,omitempty"`
 }
 
-// LagEpisode is a run of consecutive packets a paced Run sent more than
-// LagThreshold late.
+// LagEpisode is a run of packets a paced Run sent more than LagThreshold
+// late, with fewer than lagJoin packets on time between any two.
 type LagEpisode struct {
 	FirstSeq uint32 `json:"first_seq"`
 	LastSeq  uint32 `json:"last_seq"`
@@ -92,8 +92,12 @@ type LagEpisode struct {
 // pacing's own jitter (a nanosleep overshooting by tens of µs) stays under it.
 const LagThreshold = 2 * time.Millisecond
 
-// maxLagEpisodes bounds SendStats.Lag.
-const maxLagEpisodes = 32
+// maxLagEpisodes bounds SendStats.Lag; late packets at most lagJoin apart
+// are one episode (a starved sender is late in bursts, on time between).
+const (
+	maxLagEpisodes = 128
+	lagJoin        = 64
+)
 
 // noteLag records that packet seq left lag after its place in the schedule.
 // It allocates only when a new episode starts, at most maxLagEpisodes times.
@@ -103,7 +107,7 @@ func (s *SendStats) noteLag(seq uint32, lag time.Duration) {
 	}
 	s.LatePackets++
 	s.MaxLagNs = max(s.MaxLagNs, int64(lag))
-	if n := len(s.Lag); n > 0 && s.Lag[n-1].LastSeq+1 == seq {
+	if n := len(s.Lag); n > 0 && seq-s.Lag[n-1].LastSeq <= lagJoin {
 		e := &s.Lag[n-1]
 		e.LastSeq, e.MaxLagNs = seq, max(e.MaxLagNs, int64(lag))
 		return

@@ -12,13 +12,15 @@ func TestNoteLag(t *testing.T) {
 	for seq, lag := range []time.Duration{0, 3 * ms, 5 * ms, ms, 0, 4 * ms, LagThreshold} {
 		st.noteLag(uint32(100+seq), lag)
 	}
-	want := []LagEpisode{{101, 102, int64(5 * ms)}, {105, 105, int64(4 * ms)}}
-	if st.LatePackets != 3 || st.MaxLagNs != int64(5*ms) || len(st.Lag) != 2 || st.Lag[0] != want[0] || st.Lag[1] != want[1] {
-		t.Errorf("late %d, max %d, episodes %+v; want 3, %d, %+v", st.LatePackets, st.MaxLagNs, st.Lag, int64(5*ms), want)
+	// Late packets up to lagJoin apart are one run.
+	st.noteLag(105+lagJoin+1, 4*ms)
+	want := []LagEpisode{{101, 105, int64(5 * ms)}, {105 + lagJoin + 1, 105 + lagJoin + 1, int64(4 * ms)}}
+	if st.LatePackets != 4 || st.MaxLagNs != int64(5*ms) || len(st.Lag) != 2 || st.Lag[0] != want[0] || st.Lag[1] != want[1] {
+		t.Errorf("late %d, max %d, episodes %+v; want 4, %d, %+v", st.LatePackets, st.MaxLagNs, st.Lag, int64(5*ms), want)
 	}
 	// Episodes past the bound are counted, not kept.
 	for i := 0; i < 2*maxLagEpisodes; i++ {
-		st.noteLag(uint32(1000+2*i), 3*ms)
+		st.noteLag(uint32(1000+(lagJoin+1)*i), 3*ms)
 	}
 	if len(st.Lag) != maxLagEpisodes || st.LagOmitted != maxLagEpisodes+2 {
 		t.Errorf("%d episodes kept, %d omitted; want %d, %d", len(st.Lag), st.LagOmitted, maxLagEpisodes, maxLagEpisodes+2)

@@ -40,11 +40,15 @@ type DropCounters struct {
 	// RcvbufErrors and NoPorts by host.
 	RcvbufErrors map[string]uint64 `json:"rcvbuf_errors"`
 	NoPorts      map[string]uint64 `json:"no_ports"`
+	// Decisions are the switches' other drops_total reasons by "switch
+	// reason" (no_route, tx_error, ...): drops the code decided, listed in
+	// a report and never a stall's explanation.
+	Decisions map[string]uint64 `json:"decisions"`
 }
 
 func newDropCounters() *DropCounters {
 	return &DropCounters{Ring: map[string]uint64{}, SwitchQueue: map[string]uint64{}, TxDropped: map[string]uint64{},
-		RcvbufErrors: map[string]uint64{}, NoPorts: map[string]uint64{}}
+		RcvbufErrors: map[string]uint64{}, NoPorts: map[string]uint64{}, Decisions: map[string]uint64{}}
 }
 
 // Sub returns d less before, counter by counter (a counter that went back,
@@ -65,6 +69,7 @@ func (d *DropCounters) Sub(before *DropCounters) *DropCounters {
 	sub(out.TxDropped, d.TxDropped, before.TxDropped)
 	sub(out.RcvbufErrors, d.RcvbufErrors, before.RcvbufErrors)
 	sub(out.NoPorts, d.NoPorts, before.NoPorts)
+	sub(out.Decisions, d.Decisions, before.Decisions)
 	return out
 }
 
@@ -75,7 +80,7 @@ func (d *DropCounters) NonZero() []string {
 	for _, m := range []struct {
 		kind string
 		m    map[string]uint64
-	}{{"ring", d.Ring}, {"switch_queue", d.SwitchQueue}, {"tx_dropped", d.TxDropped}, {"rcvbuf_errors", d.RcvbufErrors}, {"no_ports", d.NoPorts}} {
+	}{{"ring", d.Ring}, {"switch_queue", d.SwitchQueue}, {"tx_dropped", d.TxDropped}, {"rcvbuf_errors", d.RcvbufErrors}, {"no_ports", d.NoPorts}, {"drops", d.Decisions}} {
 		for k, v := range m.m {
 			if v > 0 {
 				out = append(out, fmt.Sprintf("%s %s=%d", m.kind, k, v))
@@ -112,13 +117,16 @@ func (f *Fabric) ReadDropCounters(ctx context.Context) (*DropCounters, error) {
 			if err != nil {
 				return fmt.Errorf("%s metrics: %w", sw, err)
 			}
-			ring, queue := parseDropMetrics(out)
+			ring, queue, decisions := parseDropMetrics(out)
 			mu.Lock()
 			defer mu.Unlock()
 			for port, n := range ring {
 				d.Ring[sw+":"+port] = n
 			}
 			d.SwitchQueue[sw] = queue
+			for reason, n := range decisions {
+				d.Decisions[sw+" "+reason] = n
+			}
 			return nil
 		})
 		do(func() error { return f.readTxDropped(ctx, ns, sw, d, &mu) })
@@ -168,10 +176,10 @@ func (f *Fabric) readTxDropped(ctx context.Context, ns, owner string, d *DropCou
 	return nil
 }
 
-// parseDropMetrics reads a switch's exposition: kernel drops by port, and
-// queue_full plus no_buffer drops.
-func parseDropMetrics(out []byte) (ring map[string]uint64, queue uint64) {
-	ring = map[string]uint64{}
+// parseDropMetrics reads a switch's exposition: kernel drops by port,
+// queue_full plus no_buffer drops, and the other drops by reason.
+func parseDropMetrics(out []byte) (ring map[string]uint64, queue uint64, decisions map[string]uint64) {
+	ring, decisions = map[string]uint64{}, map[string]uint64{}
 	sc := bufio.NewScanner(bytes.NewReader(out))
 	sc.Buffer(make([]byte, 1<<20), 1<<20)
 	for sc.Scan() {
@@ -187,11 +195,16 @@ func parseDropMetrics(out []byte) (ring map[string]uint64, queue uint64) {
 		if port, ok := strings.CutPrefix(series, `sparsecast_switch_port_kernel_drops_total{port="`); ok {
 			ring[strings.TrimSuffix(port, `"}`)] = uint64(v)
 		}
-		if series == `sparsecast_switch_drops_total{reason="queue_full"}` || series == `sparsecast_switch_drops_total{reason="no_buffer"}` {
-			queue += uint64(v)
+		if reason, ok := strings.CutPrefix(series, `sparsecast_switch_drops_total{reason="`); ok {
+			switch reason = strings.TrimSuffix(reason, `"}`); reason {
+			case "queue_full", "no_buffer":
+				queue += uint64(v)
+			default:
+				decisions[reason] = uint64(v)
+			}
 		}
 	}
-	return ring, queue
+	return ring, queue, decisions
 }
 
 // parseSNMP returns the counters of one protocol's pair of lines in
@@ -226,7 +239,11 @@ func parseSNMP(out []byte, proto string) (map[string]uint64, error) {
 // host. With anyPath (the receiver's path changed mid-stream) every switch
 // port counts, except the "switch:port"s in exclude: the failed link,
 // whose dropped frames are the reroute's.
-func (f *Fabric) PathCounts(d *DropCounters, sender string, id uint16, anyPath bool, exclude map[string]bool) (LossCounts, error) {
+//
+// With probeDown (probes declared a healthy link down during the stream)
+// the switches' no_route, hop_limit and ingress_port drops on the path
+// count too (LossCounts.ProbeDown).
+func (f *Fabric) PathCounts(d *DropCounters, sender string, id uint16, anyPath bool, exclude map[string]bool, probeDown bool) (LossCounts, error) {
 	t := f.Topo
 	var c LossCounts
 	var host *FabricHost
@@ -241,9 +258,17 @@ func (f *Fabric) PathCounts(d *DropCounters, sender string, id uint16, anyPath b
 	}
 	c.Socket, c.NoPort = d.RcvbufErrors[host.Name], d.NoPorts[host.Name]
 	c.Veth = d.TxDropped[sh.Name+":eth0"]
+	onPath := func(sw string) {
+		c.SwitchQueue += d.SwitchQueue[sw]
+		if probeDown {
+			for _, reason := range []string{"no_route", "hop_limit", "ingress_port"} {
+				c.ProbeDown += d.Decisions[sw+" "+reason]
+			}
+		}
+	}
 	if anyPath {
 		for _, sw := range t.Switches {
-			c.SwitchQueue += d.SwitchQueue[sw.Name]
+			onPath(sw.Name)
 			for _, p := range sw.Ports {
 				if k := sw.Name + ":" + p.Name; !exclude[k] {
 					c.Ring += d.Ring[k]
@@ -277,7 +302,7 @@ func (f *Fabric) PathCounts(d *DropCounters, sender string, id uint16, anyPath b
 	in := t.Switches[th.Switch].Ports[th.Port].Name
 	for _, h := range path {
 		c.Ring += d.Ring[h.sw+":"+in]
-		c.SwitchQueue += d.SwitchQueue[h.sw]
+		onPath(h.sw)
 		c.Veth += d.TxDropped[h.from]
 		if h.link >= 0 {
 			lk := t.Links[h.link]

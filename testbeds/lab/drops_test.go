@@ -18,9 +18,12 @@ sparsecast_switch_drops_total{reason="queue_full"} 3
 sparsecast_switch_drops_total{reason="no_buffer"} 2
 sparsecast_switch_drops_total{reason="tx_error"} 9
 `)
-	ring, queue := parseDropMetrics(out)
+	ring, queue, decisions := parseDropMetrics(out)
 	if len(ring) != 2 || ring["p1"] != 12 || ring["h0"] != 0 || queue != 5 {
-		t.Errorf("ring %v, queue %d; want p1 12, h0 0, queue 5 (tx_error and no_route are decisions, not stalls)", ring, queue)
+		t.Errorf("ring %v, queue %d; want p1 12, h0 0, queue 5", ring, queue)
+	}
+	if len(decisions) != 2 || decisions["no_route"] != 7 || decisions["tx_error"] != 9 {
+		t.Errorf("decisions %v, want no_route 7, tx_error 9 (decisions, not stalls)", decisions)
 	}
 }
 
@@ -83,16 +86,30 @@ func TestPathCounts(t *testing.T) {
 		4: {Ring: 101, SwitchQueue: 20, Veth: 2, Socket: 3, NoPort: 4},
 	}
 	for id, w := range want {
-		c, err := f.PathCounts(d, "tx", id, false, nil)
+		c, err := f.PathCounts(d, "tx", id, false, nil, false)
 		if err != nil || c != w {
 			t.Errorf("receiver %d: %+v (%v), want %+v", id, c, err, w)
 		}
 	}
-	c, err := f.PathCounts(d, "tx", 3, true, map[string]bool{"spine1:p2": true, "leaf2:p1": true})
+	c, err := f.PathCounts(d, "tx", 3, true, map[string]bool{"spine1:p2": true, "leaf2:p1": true}, false)
 	if w := (LossCounts{Ring: 1111, SwitchQueue: 20, Veth: 2 + 7}); err != nil || c != w {
 		t.Errorf("receiver 3 rerouted: %+v (%v), want %+v", c, err, w)
 	}
-	if _, err := f.PathCounts(d, "tx", 9, false, nil); err == nil {
+	// Decided drops count only while probes had a healthy link down, and
+	// tx_error (sent to a port that is down) never.
+	d.Decisions["spine1 no_route"], d.Decisions["spine2 no_route"] = 30, 300
+	d.Decisions["leaf1 hop_limit"], d.Decisions["spine1 tx_error"] = 4, 40
+	for _, probe := range []bool{false, true} {
+		c, err := f.PathCounts(d, "tx", 1, false, nil, probe)
+		w := want[1]
+		if probe {
+			w.ProbeDown = 34
+		}
+		if err != nil || c != w {
+			t.Errorf("receiver 1, probe down %v: %+v (%v), want %+v", probe, c, err, w)
+		}
+	}
+	if _, err := f.PathCounts(d, "tx", 9, false, nil, false); err == nil {
 		t.Error("receiver 9 does not exist: want an error")
 	}
 }

@@ -538,6 +538,28 @@ type StreamResult struct {
 	// nil, with DropsErr, if they could not be read.
 	Drops    *DropCounters
 	DropsErr error
+	// LinkEvents are the switches' link changes from the sender's start
+	// on ("spine1:p2 down (probe_timeout)"): a healthy link declared down
+	// by probes is a starved neighbour's sign.
+	LinkEvents []string
+}
+
+// linkEventsSince lists every switch's link events detected at or after
+// sinceNs (CLOCK_MONOTONIC), in switch order.
+func (f *Fabric) linkEventsSince(sinceNs int64) []string {
+	var out []string
+	for _, sw := range f.Topo.Switches {
+		evs, err := readLinkEvents(f.Logs[sw.Name])
+		if err != nil {
+			continue
+		}
+		for _, e := range evs {
+			if e.DetectNs >= sinceNs {
+				out = append(out, fmt.Sprintf("%s:%s %s (%s)", sw.Name, e.Name, dataplane.StateName(e.State), e.Cause))
+			}
+		}
+	}
+	return out
 }
 
 // SenderLag is the sender's account of its pacing (endpoint.SendStats).
@@ -570,10 +592,16 @@ func (f *Fabric) StreamLosses(res *StreamResult, o LossOptions) (*LossReport, er
 		ids = append(ids, id)
 	}
 	sort.Slice(ids, func(i, j int) bool { return ids[i] < ids[j] })
+	// A healthy link declared down by probes: its far end was starved.
+	probeDown := false
+	for _, e := range res.LinkEvents {
+		port, rest, _ := strings.Cut(e, " ")
+		probeDown = probeDown || !o.Exclude[port] && strings.HasPrefix(rest, "down (probe_")
+	}
 	for _, id := range ids {
 		r := LossReceiver{ID: id, Affected: o.Affected[id], Received: res.Receivers[id].Seqs}
 		if res.Drops != nil {
-			c, err := f.PathCounts(res.Drops, res.Sender, id, r.Affected, o.Exclude)
+			c, err := f.PathCounts(res.Drops, res.Sender, id, r.Affected, o.Exclude, probeDown)
 			if err != nil {
 				return nil, err
 			}
@@ -589,6 +617,7 @@ func (f *Fabric) StreamLosses(res *StreamResult, o LossOptions) (*LossReport, er
 	if res.Drops != nil {
 		rep.Counted = res.Drops.NonZero()
 	}
+	rep.LinkEvents = res.LinkEvents
 	return rep, nil
 }
 
@@ -657,6 +686,7 @@ func (f *Fabric) Stream(ctx context.Context, o StreamOptions) (*StreamResult, er
 		return nil, err
 	}
 	defer sendLog.Close()
+	startNs := dataplane.MonotonicNs()
 	sp, err := f.Lab.Start(f.Hosts[o.Sender].NS, "send", &sendOut, sendLog, f.bin, "send",
 		"--via", f.GatewayAddr(o.Sender), "--to", ReceiverIDs(o.Receivers),
 		"--source-id", strconv.Itoa(int(o.SourceID)), "--session", strconv.Itoa(int(sessions.IDs[0])), "--count", strconv.Itoa(count),
@@ -712,6 +742,7 @@ func (f *Fabric) Stream(ctx context.Context, o StreamOptions) (*StreamResult, er
 		}
 	}
 	res.DropsErr = dropsErr
+	res.LinkEvents = f.linkEventsSince(startNs)
 	for id, out := range outs {
 		var rep endpoint.Report
 		if err := json.Unmarshal(out.Bytes(), &rep); err != nil {

@@ -12,7 +12,11 @@ package lab
 // (drops_total queue_full, no_buffer), a veth's peer backlog overflows
 // (the veth's tx_dropped), a receiver's socket buffer fills (UDP
 // RcvbufErrors in its namespace), or a receiver idle for its timeout exits
-// before the stream ends (UDP NoPorts). Or the sender itself falls behind
+// before the stream ends (UDP NoPorts). A switch starved for ten probe
+// intervals looks dead to its neighbours: they declare its links down
+// (probe_timeout), control routes around them, and until the probes
+// recover the fabric drops what it has no route for (no_route: a switch
+// paused for 400 ms here cost 0.2-1 s of the stream). Or the sender itself falls behind
 // its schedule, and what held it up held the fabric up too: then every
 // receiver, on any path, misses the same packets. Those are stall losses:
 // counted, reported, never a test failure. What is left is the code's: at
@@ -53,6 +57,11 @@ type LossCounts struct {
 	// NoPort: datagrams that reached the receiver's host after the receiver
 	// had exited (UDP NoPorts): it timed out idle while the stream stalled.
 	NoPort uint64 `json:"no_port"`
+	// ProbeDown: frames switches on the path dropped as no_route,
+	// hop_limit or ingress_port while probes had declared a healthy link
+	// down (its far end was starved for ten probe intervals, and control
+	// routed around it): counted only if the stream saw such a link event.
+	ProbeDown uint64 `json:"probe_down"`
 	// SenderLag (reports only): losses every receiver shared in or near a
 	// run of packets the sender sent late.
 	SenderLag uint64 `json:"sender_lag"`
@@ -60,7 +69,7 @@ type LossCounts struct {
 
 // Total sums the counts.
 func (c LossCounts) Total() uint64 {
-	return c.Ring + c.SwitchQueue + c.Veth + c.Socket + c.NoPort + c.SenderLag
+	return c.Ring + c.SwitchQueue + c.Veth + c.Socket + c.NoPort + c.ProbeDown + c.SenderLag
 }
 
 func (c *LossCounts) add(o LossCounts) {
@@ -69,6 +78,7 @@ func (c *LossCounts) add(o LossCounts) {
 	c.Veth += o.Veth
 	c.Socket += o.Socket
 	c.NoPort += o.NoPort
+	c.ProbeDown += o.ProbeDown
 	c.SenderLag += o.SenderLag
 }
 
@@ -78,7 +88,7 @@ func (c LossCounts) String() string {
 	for _, p := range []struct {
 		name string
 		n    uint64
-	}{{"ring", c.Ring}, {"switch queue", c.SwitchQueue}, {"veth", c.Veth}, {"socket", c.Socket}, {"no port", c.NoPort}, {"sender lag", c.SenderLag}} {
+	}{{"ring", c.Ring}, {"switch queue", c.SwitchQueue}, {"veth", c.Veth}, {"socket", c.Socket}, {"no port", c.NoPort}, {"probe down", c.ProbeDown}, {"sender lag", c.SenderLag}} {
 		if p.n > 0 {
 			parts = append(parts, fmt.Sprintf("%s %d", p.name, p.n))
 		}
@@ -157,12 +167,14 @@ type LossReport struct {
 	// Counted lists the drop counters that moved during the stream
 	// ("ring leaf1:h0=3"; DropCounters.NonZero).
 	Counted []string `json:"counted,omitempty"`
+	// LinkEvents are the switches' link changes during the stream.
+	LinkEvents []string `json:"link_events,omitempty"`
 }
 
 // AttributeLosses sorts every receiver's losses into stall, reroute and
 // unexplained ones. At each receiver, losses up to the drop counts on its
-// path are the stall's (socket, no port, veth, ring, switch queue, in that
-// order); of the rest, those every receiver shared within a late run of the
+// path are the stall's (socket, no port, veth, ring, switch queue, probe
+// down, in that order); of the rest, those every receiver shared within a late run of the
 // sender, less what the least of the receivers' counts may already have
 // explained of them, are the stall's too (with two receivers or more: one receiver's
 // losses alone say nothing about a shared cause). What remains is the
@@ -222,6 +234,7 @@ func AttributeLosses(in LossInput) *LossReport {
 		rl.Stall.Veth = take(r.Counted.Veth)
 		rl.Stall.Ring = take(r.Counted.Ring)
 		rl.Stall.SwitchQueue = take(r.Counted.SwitchQueue)
+		rl.Stall.ProbeDown = take(r.Counted.ProbeDown)
 		var inShared uint64
 		for seq := range missing[i] {
 			if shared[seq] {
@@ -297,6 +310,9 @@ func (r *LossReport) Summary() string {
 	}
 	if len(r.Counted) > 0 {
 		fmt.Fprintf(&b, "; counted drops: %s", strings.Join(r.Counted, ", "))
+	}
+	if len(r.LinkEvents) > 0 {
+		fmt.Fprintf(&b, "; link events: %s", strings.Join(r.LinkEvents, ", "))
 	}
 	if r.CountersMissing != "" {
 		fmt.Fprintf(&b, "; no drop counters: %s", r.CountersMissing)

@@ -91,6 +91,11 @@ func TestAttributeLosses(t *testing.T) {
 		{"counted on the path", input(n, LossReceiver{ID: 1, Received: got(n, [2]uint32{500, 510}), Counted: LossCounts{Ring: 4, Veth: 2, Socket: 1}},
 			LossReceiver{ID: 2, Received: got(n, [2]uint32{700, 705}), Counted: LossCounts{Ring: 4, SwitchQueue: 9}}),
 			0, 3, 7 + 5, []string{"receiver 1: lost 3 packets no stall explains (of 10 lost; stall ring 4, veth 2, socket 1)"}},
+		// A switch starved for ten probe intervals: control routed
+		// around its links and the first switch had no route (counted
+		// only while probes had a healthy link down, PathCounts).
+		{"probe down", input(n, LossReceiver{ID: 1, Received: got(n, [2]uint32{5000, 8700}), Counted: LossCounts{ProbeDown: 3700}},
+			LossReceiver{ID: 2, Received: got(n, [2]uint32{5000, 8700}), Counted: LossCounts{ProbeDown: 3700}}), 0, 0, 2 * 3700, nil},
 		// One receiver's losses alone say nothing about a shared cause.
 		{"one receiver in a stall", func() LossInput {
 			in := input(n, LossReceiver{ID: 2, Received: got(n, tail)})
