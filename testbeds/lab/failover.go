@@ -617,7 +617,7 @@ func (f *Fabric) StreamLosses(res *StreamResult, o LossOptions) (*LossReport, er
 	if res.Drops != nil {
 		rep.Counted = res.Drops.NonZero()
 	}
-	rep.LinkEvents = res.LinkEvents
+	rep.LinkEvents, rep.ProbeDown = res.LinkEvents, probeDown
 	return rep, nil
 }
 

@@ -167,8 +167,11 @@ type LossReport struct {
 	// Counted lists the drop counters that moved during the stream
 	// ("ring leaf1:h0=3"; DropCounters.NonZero).
 	Counted []string `json:"counted,omitempty"`
-	// LinkEvents are the switches' link changes during the stream.
+	// LinkEvents are the switches' link changes during the stream;
+	// ProbeDown says whether probes declared a link down that the test did
+	// not fail (a starved switch's sign).
 	LinkEvents []string `json:"link_events,omitempty"`
+	ProbeDown  bool     `json:"probe_down"`
 }
 
 // AttributeLosses sorts every receiver's losses into stall, reroute and
