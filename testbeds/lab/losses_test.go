@@ -142,3 +142,20 @@ func TestLossSummary(t *testing.T) {
 		t.Errorf("summary %q, want %q", got, want)
 	}
 }
+
+func TestRerouteBound(t *testing.T) {
+	for _, c := range []struct {
+		rate, deliveredUs float64
+		lagNs             int64
+		want              uint64
+	}{
+		{5000, 3351, 18_135_000, 118}, // a run above: 3.4 ms to the backup path, the sender 18 ms behind
+		{5000, 1000, 0, 15},
+		{5000, 1000, int64(time.Second), 115}, // the catch-up is at most 20 ms of the schedule
+		{2000, 250_000, 0, 504},
+	} {
+		if got := RerouteBound(c.rate, c.deliveredUs, c.lagNs); got != c.want {
+			t.Errorf("RerouteBound(%v, %v, %v) = %d, want %d", c.rate, c.deliveredUs, c.lagNs, got, c.want)
+		}
+	}
+}
