@@ -721,6 +721,10 @@ func runRecv(ctx context.Context, o *RecvOptions) error {
 		o.ready(r.LocalAddr())
 	}
 	rep, err := r.Run(ctx)
+	// Close before printing: datagrams still arriving (a stream that
+	// stalled past the idle timeout and went on) then count as the host's
+	// UDP NoPorts instead of vanishing with an unread socket buffer.
+	r.Close()
 	if rep != nil {
 		if perr := printRecv(o.Out, o.JSON, rep); perr != nil && err == nil {
 			err = perr

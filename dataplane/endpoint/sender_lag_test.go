@@ -57,7 +57,9 @@ func TestSenderReportsItsLag(t *testing.T) {
 	if skipped := time.Duration(st.SkippedNs); skipped < 35*time.Millisecond {
 		t.Errorf("skipped %v of the schedule after a 60 ms stall, want at least 35 ms", skipped)
 	}
-	if st.LatePackets < uint64(ep.LastSeq-ep.FirstSeq+1) {
-		t.Errorf("%d late packets, fewer than the episode's %d", st.LatePackets, ep.LastSeq-ep.FirstSeq+1)
+	// An episode may span packets on time between late ones (lagJoin),
+	// never more late packets than it spans.
+	if st.LatePackets == 0 || len(st.Lag) == 1 && st.LatePackets > uint64(ep.LastSeq-ep.FirstSeq+1) {
+		t.Errorf("%d late packets, episode %+v", st.LatePackets, *ep)
 	}
 }
