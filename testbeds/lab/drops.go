@@ -241,8 +241,9 @@ func parseSNMP(out []byte, proto string) (map[string]uint64, error) {
 // whose dropped frames are the reroute's.
 //
 // With probeDown (probes declared a healthy link down during the stream)
-// the switches' no_route, hop_limit and ingress_port drops on the path
-// count too (LossCounts.ProbeDown).
+// every switch's no_route, hop_limit and ingress_port drops count too
+// (LossCounts.ProbeDown): the probes rerouted the stream, so its path is
+// not the primary one.
 func (f *Fabric) PathCounts(d *DropCounters, sender string, id uint16, anyPath bool, exclude map[string]bool, probeDown bool) (LossCounts, error) {
 	t := f.Topo
 	var c LossCounts
@@ -258,14 +259,16 @@ func (f *Fabric) PathCounts(d *DropCounters, sender string, id uint16, anyPath b
 	}
 	c.Socket, c.NoPort = d.RcvbufErrors[host.Name], d.NoPorts[host.Name]
 	c.Veth = d.TxDropped[sh.Name+":eth0"]
-	onPath := func(sw string) {
-		c.SwitchQueue += d.SwitchQueue[sw]
-		if probeDown {
+	if probeDown {
+		// Probes routed around a link: the path is not the primary one
+		// any more, so every switch counts.
+		for _, sw := range t.Switches {
 			for _, reason := range []string{"no_route", "hop_limit", "ingress_port"} {
-				c.ProbeDown += d.Decisions[sw+" "+reason]
+				c.ProbeDown += d.Decisions[sw.Name+" "+reason]
 			}
 		}
 	}
+	onPath := func(sw string) { c.SwitchQueue += d.SwitchQueue[sw] }
 	if anyPath {
 		for _, sw := range t.Switches {
 			onPath(sw.Name)

@@ -95,15 +95,16 @@ func TestPathCounts(t *testing.T) {
 	if w := (LossCounts{Ring: 1111, SwitchQueue: 20, Veth: 2 + 7}); err != nil || c != w {
 		t.Errorf("receiver 3 rerouted: %+v (%v), want %+v", c, err, w)
 	}
-	// Decided drops count only while probes had a healthy link down, and
-	// tx_error (sent to a port that is down) never.
+	// Decided drops count only while probes had a healthy link down (on
+	// any switch: the probes rerouted the stream), and tx_error (sent to
+	// a port that is down) never.
 	d.Decisions["spine1 no_route"], d.Decisions["spine2 no_route"] = 30, 300
 	d.Decisions["leaf1 hop_limit"], d.Decisions["spine1 tx_error"] = 4, 40
 	for _, probe := range []bool{false, true} {
 		c, err := f.PathCounts(d, "tx", 1, false, nil, probe)
 		w := want[1]
 		if probe {
-			w.ProbeDown = 34
+			w.ProbeDown = 334
 		}
 		if err != nil || c != w {
 			t.Errorf("receiver 1, probe down %v: %+v (%v), want %+v", probe, c, err, w)

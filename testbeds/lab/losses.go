@@ -57,9 +57,8 @@ type LossCounts struct {
 	// NoPort: datagrams that reached the receiver's host after the receiver
 	// had exited (UDP NoPorts): it timed out idle while the stream stalled.
 	NoPort uint64 `json:"no_port"`
-	// ProbeDown: frames switches on the path dropped as no_route,
-	// hop_limit or ingress_port while probes had declared a healthy link
-	// down (its far end was starved for ten probe intervals, and control
+	// ProbeDown: frames the switches dropped as no_route, hop_limit or
+	// ingress_port while probes had declared a healthy link down (its far end was starved for ten probe intervals, and control
 	// routed around it): counted only if the stream saw such a link event.
 	ProbeDown uint64 `json:"probe_down"`
 	// SenderLag (reports only): losses every receiver shared in or near a
