@@ -171,8 +171,10 @@ func TestFailoverScenario(t *testing.T) {
 	if res.DetectUs <= 0 || res.RepairUs <= 0 || res.RepairUs > 500_000 {
 		t.Errorf("detect %v µs, repair %v µs", res.DetectUs, res.RepairUs)
 	}
-	if res.ElapsedS > 30 {
-		t.Errorf("took %.1f s, want under 30", res.ElapsedS)
+	// Not hung: building the fabric is most of it, and takes twice as long
+	// on a loaded machine (35-43 s with three busy loops on two cores).
+	if res.ElapsedS > 60 {
+		t.Errorf("took %.1f s, want under 60", res.ElapsedS)
 	}
 	// The upstream switch's forwarding time was sampled before the failure
 	// (unless probes had routed the stream around it then: a stall's).

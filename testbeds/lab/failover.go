@@ -592,11 +592,13 @@ func (f *Fabric) StreamLosses(res *StreamResult, o LossOptions) (*LossReport, er
 		ids = append(ids, id)
 	}
 	sort.Slice(ids, func(i, j int) bool { return ids[i] < ids[j] })
-	// A healthy link declared down by probes: its far end was starved.
+	// A healthy link declared down by probes, or back up from that (the
+	// down came before the stream): its far end was starved.
 	probeDown := false
 	for _, e := range res.LinkEvents {
 		port, rest, _ := strings.Cut(e, " ")
-		probeDown = probeDown || !o.Exclude[port] && strings.HasPrefix(rest, "down (probe_")
+		probe := strings.HasPrefix(rest, "down (probe_") || strings.HasSuffix(rest, "(probe_recovered)")
+		probeDown = probeDown || !o.Exclude[port] && probe
 	}
 	for _, id := range ids {
 		r := LossReceiver{ID: id, Affected: o.Affected[id], Received: res.Receivers[id].Seqs}
