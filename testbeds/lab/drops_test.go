@@ -114,3 +114,23 @@ func TestPathCounts(t *testing.T) {
 		t.Error("receiver 9 does not exist: want an error")
 	}
 }
+
+func TestProbeDownSeen(t *testing.T) {
+	failed := map[string]bool{"spine1:p2": true, "leaf2:p1": true}
+	for _, c := range []struct {
+		events []string
+		want   bool
+	}{
+		{nil, false},
+		{[]string{"spine1:p2 down (carrier)", "leaf2:p1 down (carrier)"}, false},
+		{[]string{"spine1:p2 down (carrier)", "leaf2:p1 down (probe_timeout)"}, false}, // the failed link itself
+		{[]string{"spine1:p1 down (probe_timeout)", "spine1:p1 up (probe_recovered)"}, true},
+		{[]string{"leaf1:p2 up (probe_recovered)"}, true},
+		{[]string{"leaf1:p2 degraded (probe_loss)"}, false},
+		{[]string{"leaf1:p2 down (probe_loss)"}, true},
+	} {
+		if got := probeDownSeen(c.events, failed); got != c.want {
+			t.Errorf("%q: %v, want %v", c.events, got, c.want)
+		}
+	}
+}

@@ -544,6 +544,20 @@ type StreamResult struct {
 	LinkEvents []string
 }
 
+// probeDownSeen: among link events ("switch:port state (cause)"), a link
+// not in exclude was declared down by probes, or came back up from that
+// (the down came before the events): its far end was starved.
+func probeDownSeen(events []string, exclude map[string]bool) bool {
+	for _, e := range events {
+		port, rest, _ := strings.Cut(e, " ")
+		probe := strings.HasPrefix(rest, "down (probe_") || strings.HasSuffix(rest, "(probe_recovered)")
+		if probe && !exclude[port] {
+			return true
+		}
+	}
+	return false
+}
+
 // linkEventsSince lists every switch's link events detected at or after
 // sinceNs (CLOCK_MONOTONIC), in switch order.
 func (f *Fabric) linkEventsSince(sinceNs int64) []string {
@@ -592,14 +606,7 @@ func (f *Fabric) StreamLosses(res *StreamResult, o LossOptions) (*LossReport, er
 		ids = append(ids, id)
 	}
 	sort.Slice(ids, func(i, j int) bool { return ids[i] < ids[j] })
-	// A healthy link declared down by probes, or back up from that (the
-	// down came before the stream): its far end was starved.
-	probeDown := false
-	for _, e := range res.LinkEvents {
-		port, rest, _ := strings.Cut(e, " ")
-		probe := strings.HasPrefix(rest, "down (probe_") || strings.HasSuffix(rest, "(probe_recovered)")
-		probeDown = probeDown || !o.Exclude[port] && probe
-	}
+	probeDown := probeDownSeen(res.LinkEvents, o.Exclude)
 	for _, id := range ids {
 		r := LossReceiver{ID: id, Affected: o.Affected[id], Received: res.Receivers[id].Seqs}
 		if res.Drops != nil {
