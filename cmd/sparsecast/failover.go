@@ -39,7 +39,16 @@ reports detect_us (link down to the first switch's detection), reroute_us
 the link), repair_us (link down to the first packet for an affected
 receiver arriving over the backup path, kernel receive timestamp at the
 switch in front of it), lost_affected (packets lost by receivers whose
-primary path used the link) and lost_unaffected (by all others; must be 0).`,
+primary path used the link) and lost_unaffected (by all others), and
+losses: every receiver's losses by cause. Stall losses are those a starved
+process explains: drops counted on the receiver's path (switch ring drops,
+switch queue_full and no_buffer drops, veth tx_dropped, the host's UDP
+RcvbufErrors and NoPorts; while probes had a healthy link down, the
+switches' no_route, hop_limit and ingress_port drops) and losses every
+receiver shared near a run of packets the sender sent late (its pacing
+lag). The rest are the reroute's at affected receivers (at most
+reroute_bound each) and unexplained otherwise: a correct reroute has none
+unexplained.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if o.Rate <= 0 || o.Duration <= 0 || o.FailAt < 0 || o.FailAt >= o.Duration {

@@ -342,6 +342,12 @@ type SendSummary struct {
 	ElapsedNS  int64   `json:"elapsed_ns"`
 	PPS        float64 `json:"pps"`
 	Mbps       float64 `json:"mbps"`
+	// How far the pacing fell behind its schedule (endpoint.SendStats).
+	LatePackets uint64                `json:"late_packets"`
+	MaxLagNS    int64                 `json:"max_lag_ns"`
+	SkippedNS   int64                 `json:"skipped_ns"`
+	Lag         []endpoint.LagEpisode `json:"lag,omitempty"`
+	LagOmitted  uint64                `json:"lag_omitted,omitempty"`
 }
 
 func runSend(ctx context.Context, o *SendOptions) error {
@@ -390,6 +396,8 @@ func runSend(ctx context.Context, o *SendOptions) error {
 	sum.Packets, sum.Bytes, sum.Retries = st.Packets, st.Bytes, st.Retries
 	sum.FirstSeq, sum.LastSeq = st.FirstSeq, st.LastSeq
 	sum.ElapsedNS, sum.PPS, sum.Mbps = int64(st.Elapsed), st.PPS(), st.Mbps()
+	sum.LatePackets, sum.MaxLagNS, sum.SkippedNS = st.LatePackets, st.MaxLagNs, st.SkippedNs
+	sum.Lag, sum.LagOmitted = st.Lag, st.LagOmitted
 	if perr := printSend(o.Out, o.JSON, sum); perr != nil && err == nil {
 		err = perr
 	}
@@ -411,6 +419,11 @@ func printSend(w io.Writer, asJSON bool, s SendSummary) error {
 	_, err := fmt.Fprintf(w, "sent %d packets, %d bytes, in %v: %.0f pps, %.2f Mb/s\nstream %d/%d, seq %s, %s, via %s from port %d, %d retries\n",
 		s.Packets, s.Bytes, time.Duration(s.ElapsedNS).Round(time.Millisecond), s.PPS, s.Mbps,
 		s.SourceID, s.Session, seqs, to, s.Via, s.SourcePort, s.Retries)
+	if err == nil && s.LatePackets > 0 {
+		_, err = fmt.Fprintf(w, "behind schedule: %d packets more than %v late (at most %v; %v of the schedule given up after stalls) in %d runs, %d more late in runs not listed\n",
+			s.LatePackets, endpoint.LagThreshold, time.Duration(s.MaxLagNS).Round(time.Microsecond),
+			time.Duration(s.SkippedNS).Round(time.Microsecond), len(s.Lag), s.LagOmitted)
+	}
 	return err
 }
 
@@ -708,6 +721,10 @@ func runRecv(ctx context.Context, o *RecvOptions) error {
 		o.ready(r.LocalAddr())
 	}
 	rep, err := r.Run(ctx)
+	// Close before printing: datagrams still arriving (a stream that
+	// stalled past the idle timeout and went on) then count as the host's
+	// UDP NoPorts instead of vanishing with an unread socket buffer.
+	r.Close()
 	if rep != nil {
 		if perr := printRecv(o.Out, o.JSON, rep); perr != nil && err == nil {
 			err = perr

@@ -175,6 +175,10 @@ type Report struct {
 	Malformed   uint64            `json:"malformed"`
 	MalformedBy map[string]uint64 `json:"malformed_by_reason,omitempty"`
 	Streams     []StreamReport    `json:"streams"`
+	// Drained counts datagrams read after the stop condition (idle,
+	// duration, canceled) was met: queued by then, handled like the rest
+	// rather than dropped with the socket.
+	Drained uint64 `json:"drained"`
 }
 
 // Stream returns the report of (source, session), if any packet of it came.
@@ -303,6 +307,7 @@ func (r *Receiver) Run(ctx context.Context) (*Report, error) {
 				r.rep.StopReason = "idle"
 			}
 			if r.rep.StopReason != "" {
+				r.drain()
 				return r.report(), nil
 			}
 			deadline = now.Add(tick)
@@ -318,6 +323,30 @@ func (r *Receiver) Run(ctx context.Context) (*Report, error) {
 			return r.report(), nil
 		}
 	}
+}
+
+// drain handles the datagrams that arrived between the last read's timeout
+// and the stop (a descheduled receiver may find many): closing the socket
+// would drop them without a counter, where datagrams arriving after the
+// close count as the host's UDP NoPorts. Report.Drained counts them.
+func (r *Receiver) drain() {
+	rc, err := r.conn.SyscallConn()
+	if err != nil {
+		return
+	}
+	_ = rc.Read(func(fd uintptr) bool {
+		for {
+			n, _, err := unix.Recvfrom(int(fd), r.buf, unix.MSG_DONTWAIT)
+			if err == unix.EINTR {
+				continue
+			}
+			if err != nil {
+				return true // EAGAIN: nothing left
+			}
+			r.rep.Drained++
+			r.handle(r.buf[:n], time.Now())
+		}
+	})
 }
 
 func (r *Receiver) stream(source, session uint16) *stream {

@@ -64,6 +64,59 @@ type SendStats struct {
 	// (LastSeq is meaningless when Packets is 0).
 	FirstSeq uint32 `json:"first_seq"`
 	LastSeq  uint32 `json:"last_seq"`
+	// How far a paced Run fell behind its schedule (it was descheduled, or
+	// the socket stayed full): LatePackets left more than LagThreshold
+	// after their place in the schedule, MaxLagNs is the most any did,
+	// SkippedNs the schedule given up after stalls longer than maxLag (the
+	// stream paused that long), and Lag the runs of late packets by
+	// sequence number (LagEpisode) (the first maxLagEpisodes; LagOmitted counts the
+	// late packets of later runs). A receiver's losses in those runs may be the stall's, not
+	// the network's: lab tests tell them apart (testbeds/lab/losses.go).
+	LatePackets uint64       `json:"late_packets"`
+	MaxLagNs    int64        `json:"max_lag_ns"`
+	SkippedNs   int64        `json:"skipped_ns"`
+	Lag         []LagEpisode `json:"lag,omitempty"`
+	LagOmitted  uint64       `json:"lag_omitted,omitempty"`
+}
+
+// LagEpisode is a run of packets a paced Run sent more than LagThreshold
+// late, with fewer than lagJoin packets on time between any two.
+type LagEpisode struct {
+	FirstSeq uint32 `json:"first_seq"`
+	LastSeq  uint32 `json:"last_seq"`
+	MaxLagNs int64  `json:"max_lag_ns"`
+}
+
+// LagThreshold: a paced packet sent later than this after its place in the
+// schedule is late (SendStats.LatePackets). Ten 5,000 pps intervals: the
+// pacing's own jitter (a nanosleep overshooting by tens of µs) stays under it.
+const LagThreshold = 2 * time.Millisecond
+
+// maxLagEpisodes bounds SendStats.Lag; late packets at most lagJoin apart
+// are one episode (a starved sender is late in bursts, on time between).
+const (
+	maxLagEpisodes = 128
+	lagJoin        = 64
+)
+
+// noteLag records that packet seq left lag after its place in the schedule.
+// It allocates only when a new episode starts, at most maxLagEpisodes times.
+func (s *SendStats) noteLag(seq uint32, lag time.Duration) {
+	if lag <= LagThreshold {
+		return
+	}
+	s.LatePackets++
+	s.MaxLagNs = max(s.MaxLagNs, int64(lag))
+	if n := len(s.Lag); n > 0 && seq-s.Lag[n-1].LastSeq <= lagJoin {
+		e := &s.Lag[n-1]
+		e.LastSeq, e.MaxLagNs = seq, max(e.MaxLagNs, int64(lag))
+		return
+	}
+	if len(s.Lag) == maxLagEpisodes {
+		s.LagOmitted++
+		return
+	}
+	s.Lag = append(s.Lag, LagEpisode{FirstSeq: seq, LastSeq: seq, MaxLagNs: int64(lag)})
 }
 
 // PPS is the achieved packet rate.
@@ -288,9 +341,13 @@ func (s *Sender) Run(ctx context.Context, count int) (SendStats, error) {
 					return st, nil
 				case now = <-timer.C:
 				}
-			} else if -d > maxLag {
-				// Fell behind (descheduled): forget the debt beyond maxLag.
-				base = now.Add(-maxLag - time.Duration(float64(sent)*interval))
+			} else {
+				st.noteLag(s.next, -d)
+				if -d > maxLag {
+					// Fell behind (descheduled): forget the debt beyond maxLag.
+					st.SkippedNs += int64(-d - maxLag)
+					base = now.Add(-maxLag - time.Duration(float64(sent)*interval))
+				}
 			}
 		}
 		if _, err := s.send(now, &st); err != nil {

@@ -135,11 +135,7 @@ func TestConcurrentSenders(t *testing.T) {
 		if res.Sent != 3000 {
 			t.Errorf("stream sent %d, want 3000", res.Sent)
 		}
-		for id, r := range res.Receivers {
-			if r.Lost != 0 || r.Duplicates != 0 {
-				t.Errorf("stream receiver %d: lost %d, duplicates %d of %d", id, r.Lost, r.Duplicates, res.Sent)
-			}
-		}
+		checkLosses(t, f, res)
 	})
 }
 

@@ -150,11 +150,7 @@ func TestControlPerSwitchOnEtcd(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for id, r := range stream.Receivers {
-		if r.Lost != 0 || r.Duplicates != 0 {
-			t.Errorf("receiver %d lost %d, duplicates %d of %d with etcd stopped", id, r.Lost, r.Duplicates, stream.Sent)
-		}
-	}
+	checkLosses(t, f, stream) // with etcd stopped
 	var ce *control.ClientError
 	if !errors.As(refused, &ce) || ce.Status != 503 || ce.Class != "store_unavailable" {
 		t.Errorf("write with etcd stopped: %v, want HTTP 503 store_unavailable", refused)

@@ -15,6 +15,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"math"
 	"os"
 	"path/filepath"
 	"sort"
@@ -79,8 +80,14 @@ type FailoverResult struct {
 	RatePPS             float64                `json:"rate_pps"`
 	Receivers           []FailoverReceiverStat `json:"receivers"`
 	DeliveredUnaffected bool                   `json:"delivered_ok_unaffected"`
-	ElapsedS            float64                `json:"elapsed_s"`
-	Dir                 string                 `json:"dir"`
+	// Losses sorts every receiver's losses by cause: to the reroute
+	// (affected receivers, at most losses.reroute_bound each), to stalls
+	// of a starved process (drops the kernel and the switches counted, and
+	// losses shared by every receiver near a run the sender sent late),
+	// and unexplained; a correct reroute leaves none unexplained.
+	Losses   *LossReport `json:"losses"`
+	ElapsedS float64     `json:"elapsed_s"`
+	Dir      string      `json:"dir"`
 	// Stream is the raw stream result, for plots.
 	Stream *StreamResult `json:"-"`
 	FailAt time.Duration `json:"-"`
@@ -106,9 +113,20 @@ func (r *FailoverResult) Table() string {
 	}
 	fmt.Fprintf(&b, "  %d packets to each receiver at %.0f pps; lost by affected receivers %d, by unaffected %d\n",
 		r.Sent, r.RatePPS, r.LostAffected, r.LostUnaffected)
-	fmt.Fprintf(&b, "  %8s  %8s  %9s  %6s  %10s\n", "RECEIVER", "AFFECTED", "RECEIVED", "LOST", "DUPLICATES")
+	if r.Losses != nil {
+		fmt.Fprintf(&b, "  %s\n", r.Losses.Summary())
+	}
+	fmt.Fprintf(&b, "  %8s  %8s  %9s  %6s  %10s  %7s  %11s  %s\n", "RECEIVER", "AFFECTED", "RECEIVED", "LOST", "DUPLICATES", "REROUTE", "UNEXPLAINED", "STALL")
 	for _, s := range r.Receivers {
-		fmt.Fprintf(&b, "  %8d  %8v  %9d  %6d  %10d\n", s.ID, s.Affected, s.Received, s.Lost, s.Duplicates)
+		var rl ReceiverLoss
+		if r.Losses != nil {
+			for _, l := range r.Losses.Receivers {
+				if l.ID == s.ID {
+					rl = l
+				}
+			}
+		}
+		fmt.Fprintf(&b, "  %8d  %8v  %9d  %6d  %10d  %7d  %11d  %s\n", s.ID, s.Affected, s.Received, s.Lost, s.Duplicates, rl.Reroute, rl.Unexplained, rl.Stall)
 	}
 	return b.String()
 }
@@ -410,8 +428,26 @@ func FailoverOn(ctx context.Context, f *Fabric, o FailoverOptions) (res *Failove
 	if res.RepairedVia == "" && len(res.AffectedReceivers) > 0 {
 		return nil, fmt.Errorf("failover: no switch sent a packet for receivers %v over a backup path (logs in %s)", res.AffectedReceivers, f.Dir)
 	}
+	lk := topo.Links[lid]
+	exclude := map[string]bool{lk.A: true, lk.B: true}
+	res.Losses, err = f.StreamLosses(st, LossOptions{Affected: affected, Exclude: exclude,
+		RerouteBound: RerouteBound(st.Rate, max(res.DeliveredUs, res.RepairUs), st.Lag.MaxLagNs)})
+	if err != nil {
+		return nil, err
+	}
 	res.ElapsedS = time.Since(start).Seconds()
 	return res, nil
+}
+
+// RerouteBound is the most packets one affected receiver may lose to a
+// reroute whose first packet over the backup path arrived deliveredUs after
+// the link went down: what the schedule sends in that time and 2 ms more
+// (frames in flight, the hop the measurement ends on), and, when the sender
+// was behind its schedule, the catch-up it may send early (at most 20 ms of
+// the schedule, endpoint's maxLag).
+func RerouteBound(ratePPS, deliveredUs float64, senderMaxLagNs int64) uint64 {
+	catchUp := min(float64(senderMaxLagNs)/1e3, 20_000)
+	return uint64(math.Ceil(ratePPS * (deliveredUs + 2000 + catchUp) / 1e6))
 }
 
 type pathHop struct {
@@ -488,9 +524,110 @@ type StreamOptions struct {
 
 // StreamResult counts what a stream delivered.
 type StreamResult struct {
+	Sender    string
 	Sent      uint64
 	PPS       float64
 	Receivers map[uint16]ReceiverCount
+	// FirstSeq and LastSeq are the first and last sequence numbers sent,
+	// Rate the schedule's rate.
+	FirstSeq, LastSeq uint32
+	Rate              float64
+	// Lag is how far the sender fell behind its schedule (send --json).
+	Lag SenderLag
+	// Drops are the fabric's drop counters over the stream (drops.go);
+	// nil, with DropsErr, if they could not be read.
+	Drops    *DropCounters
+	DropsErr error
+	// LinkEvents are the switches' link changes from the sender's start
+	// on ("spine1:p2 down (probe_timeout)"): a healthy link declared down
+	// by probes is a starved neighbour's sign.
+	LinkEvents []string
+}
+
+// probeDownSeen: among link events ("switch:port state (cause)"), a link
+// not in exclude was declared down by probes, or came back up from that
+// (the down came before the events): its far end was starved.
+func probeDownSeen(events []string, exclude map[string]bool) bool {
+	for _, e := range events {
+		port, rest, _ := strings.Cut(e, " ")
+		probe := strings.HasPrefix(rest, "down (probe_") || strings.HasSuffix(rest, "(probe_recovered)")
+		if probe && !exclude[port] {
+			return true
+		}
+	}
+	return false
+}
+
+// linkEventsSince lists every switch's link events detected at or after
+// sinceNs (CLOCK_MONOTONIC), in switch order.
+func (f *Fabric) linkEventsSince(sinceNs int64) []string {
+	var out []string
+	for _, sw := range f.Topo.Switches {
+		evs, err := readLinkEvents(f.Logs[sw.Name])
+		if err != nil {
+			continue
+		}
+		for _, e := range evs {
+			if e.DetectNs >= sinceNs {
+				out = append(out, fmt.Sprintf("%s:%s %s (%s)", sw.Name, e.Name, dataplane.StateName(e.State), e.Cause))
+			}
+		}
+	}
+	return out
+}
+
+// SenderLag is the sender's account of its pacing (endpoint.SendStats).
+type SenderLag struct {
+	LatePackets uint64                `json:"late_packets"`
+	MaxLagNs    int64                 `json:"max_lag_ns"`
+	SkippedNs   int64                 `json:"skipped_ns"`
+	Lag         []endpoint.LagEpisode `json:"lag"`
+}
+
+// LossOptions say how StreamLosses weighs a stream's losses.
+type LossOptions struct {
+	// Affected are the receivers whose path a failure changed; Exclude the
+	// "switch:port"s whose drops are the failure's, not a stall's.
+	Affected map[uint16]bool
+	Exclude  map[string]bool
+	// RerouteBound is the most packets an affected receiver may lose to
+	// the reroute.
+	RerouteBound uint64
+}
+
+// StreamLosses sorts a stream's losses by cause (losses.go): what the drop
+// counters on each receiver's path and the sender's lag explain, what the
+// reroute cost, and what is left unexplained.
+func (f *Fabric) StreamLosses(res *StreamResult, o LossOptions) (*LossReport, error) {
+	in := LossInput{FirstSeq: res.FirstSeq, LastSeq: res.LastSeq, Sent: res.Sent, Lag: res.Lag.Lag,
+		RatePPS: res.Rate, LagSlack: DefaultLagSlack, RerouteBound: o.RerouteBound}
+	ids := make([]uint16, 0, len(res.Receivers))
+	for id := range res.Receivers {
+		ids = append(ids, id)
+	}
+	sort.Slice(ids, func(i, j int) bool { return ids[i] < ids[j] })
+	probeDown := probeDownSeen(res.LinkEvents, o.Exclude)
+	for _, id := range ids {
+		r := LossReceiver{ID: id, Affected: o.Affected[id], Received: res.Receivers[id].Seqs}
+		if res.Drops != nil {
+			c, err := f.PathCounts(res.Drops, res.Sender, id, r.Affected, o.Exclude, probeDown)
+			if err != nil {
+				return nil, err
+			}
+			r.Counted = c
+		}
+		in.Receivers = append(in.Receivers, r)
+	}
+	rep := AttributeLosses(in)
+	rep.SenderLatePackets, rep.SenderMaxLagNs, rep.SenderSkippedNs = res.Lag.LatePackets, res.Lag.MaxLagNs, res.Lag.SkippedNs
+	if res.DropsErr != nil {
+		rep.CountersMissing = res.DropsErr.Error()
+	}
+	if res.Drops != nil {
+		rep.Counted = res.Drops.NonZero()
+	}
+	rep.LinkEvents, rep.ProbeDown = res.LinkEvents, probeDown
+	return rep, nil
 }
 
 // ReceiverCount is one receiver's share of a stream.
@@ -544,6 +681,7 @@ func (f *Fabric) Stream(ctx context.Context, o StreamOptions) (*StreamResult, er
 			return nil, fmt.Errorf("stream: receiver %d: %w", h.ID, err)
 		}
 	}
+	before, dropsErr := f.ReadDropCounters(ctx)
 	if o.Settle == 0 {
 		// Let probes run for a few windows so every link is known good.
 		time.Sleep(300 * time.Millisecond)
@@ -557,6 +695,7 @@ func (f *Fabric) Stream(ctx context.Context, o StreamOptions) (*StreamResult, er
 		return nil, err
 	}
 	defer sendLog.Close()
+	startNs := dataplane.MonotonicNs()
 	sp, err := f.Lab.Start(f.Hosts[o.Sender].NS, "send", &sendOut, sendLog, f.bin, "send",
 		"--via", f.GatewayAddr(o.Sender), "--to", ReceiverIDs(o.Receivers),
 		"--source-id", strconv.Itoa(int(o.SourceID)), "--session", strconv.Itoa(int(sessions.IDs[0])), "--count", strconv.Itoa(count),
@@ -583,13 +722,17 @@ func (f *Fabric) Stream(ctx context.Context, o StreamOptions) (*StreamResult, er
 		return nil, fmt.Errorf("stream: sender: %w (see %s)", err, sendLog.Name())
 	}
 	var sent struct {
-		Packets uint64  `json:"packets"`
-		PPS     float64 `json:"pps"`
+		Packets  uint64  `json:"packets"`
+		PPS      float64 `json:"pps"`
+		FirstSeq uint32  `json:"first_seq"`
+		LastSeq  uint32  `json:"last_seq"`
+		SenderLag
 	}
 	if err := json.Unmarshal(sendOut.Bytes(), &sent); err != nil {
 		return nil, fmt.Errorf("stream: sender output: %w: %q", err, sendOut.String())
 	}
-	res := &StreamResult{Sent: sent.Packets, PPS: sent.PPS, Receivers: map[uint16]ReceiverCount{}}
+	res := &StreamResult{Sender: o.Sender, Sent: sent.Packets, PPS: sent.PPS, Receivers: map[uint16]ReceiverCount{},
+		FirstSeq: sent.FirstSeq, LastSeq: sent.LastSeq, Rate: o.Rate, Lag: sent.SenderLag}
 	if o.Settle > 0 {
 		time.Sleep(o.Settle)
 		for _, p := range recvs {
@@ -601,6 +744,14 @@ func (f *Fabric) Stream(ctx context.Context, o StreamOptions) (*StreamResult, er
 			return nil, fmt.Errorf("stream: receiver: %w", err)
 		}
 	}
+	if dropsErr == nil {
+		var after *DropCounters
+		if after, dropsErr = f.ReadDropCounters(ctx); dropsErr == nil {
+			res.Drops = after.Sub(before)
+		}
+	}
+	res.DropsErr = dropsErr
+	res.LinkEvents = f.linkEventsSince(startNs)
 	for id, out := range outs {
 		var rep endpoint.Report
 		if err := json.Unmarshal(out.Bytes(), &rep); err != nil {
