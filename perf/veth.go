@@ -20,8 +20,10 @@
 //     itself; it also needs no drop action, which some kernels, this lab
 //     machine's among them, are built without);
 //     - smcroute: kernel multicast routing, smcrouted in dut with an (S,G)
-//     route from in to o1..oN. If smcroute cannot be installed or run, the
-//     reason goes into the result and the other two still count.
+//     route from in to o1..oN. On a kernel without multicast routing
+//     (no CONFIG_IP_MROUTE: no /proc/net/ip_mr_vif) it is skipped, and if
+//     smcroute cannot be installed or run, the reason goes into the result;
+//     the other two still count either way.
 //  3. The generator, in this process, sends one prebuilt frame as fast as
 //     it can from g0 with sendmmsg, on the generator CPU: IPv4 UDP to
 //     239.1.1.1 carrying SMH DATA for receivers 1..N, the same bytes for all
@@ -423,6 +425,11 @@ func BenchVeth(ctx context.Context, o VethOptions) (res *VethResult, err error) 
 	}
 	if o.SkipSmcroute {
 		res.SmcrouteError = "skipped"
+	} else if err := kernelMroute(mrouteProc); err != nil {
+		// Without CONFIG_IP_MROUTE smcrouted cannot start at all (MRT_INIT
+		// fails); say so rather than wait for it.
+		res.SmcrouteError = err.Error()
+		logf("smcroute: %v", err)
 	} else {
 		logf("== smcroute")
 		run, serr := t.runSmcroute(ctx, kernelCPU)
@@ -714,6 +721,28 @@ func (t *vethTopology) runSmcroute(ctx context.Context, rpsCPU int) (*VethRun, e
 		return nil, fmt.Errorf("smcrouted exited during the run: %v (see %s)", proc.Wait(ctx), logPath)
 	}
 	return run, nil
+}
+
+// mrouteProc exists when the kernel has IPv4 multicast routing: the kernel
+// creates it (and ip_mr_cache) only when built with CONFIG_IP_MROUTE.
+const mrouteProc = "/proc/net/ip_mr_vif"
+
+// ErrNoMroute is the reason smcroute is not measured on a kernel without
+// multicast routing.
+var ErrNoMroute = errors.New("kernel has no multicast routing (CONFIG_IP_MROUTE); smcroute skipped")
+
+// kernelMroute reports ErrNoMroute when path (mrouteProc) is missing. The
+// check has no side effect, unlike MRT_INIT, which would take the
+// namespace's multicast routing socket from whoever holds it.
+func kernelMroute(path string) error {
+	_, err := os.Stat(path)
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, os.ErrNotExist):
+		return ErrNoMroute
+	}
+	return fmt.Errorf("checking for kernel multicast routing: %w", err)
 }
 
 // mrCacheOIFs finds the (source, group) entry of /proc/net/ip_mr_cache and

@@ -45,7 +45,8 @@ measures, one after another on that topology: the switch (switch run, AF_PACKET
 ports, one busy-polling worker), a tc u32 + mirred mirror chain on the ingress
 veth, and kernel multicast routing with an (S,G) route set by smcroute
 (installed with apt-get when missing; if it cannot be, the reason is reported
-and the other two are still measured). The generator sends one frame (IPv4
+and the other two are still measured; on a kernel without multicast routing,
+no CONFIG_IP_MROUTE, smcroute is skipped and the result says so). The generator sends one frame (IPv4
 UDP multicast carrying SMH for one receiver per output) as fast as it can.
 Reports per-output packets per second (mean over the outputs, counted by the
 egress veths' peers), egress and offered rates, busy time of every CPU, the
