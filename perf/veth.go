@@ -118,6 +118,9 @@ type VethOptions struct {
 	// RxRing is the switch ports' receive ring, "v2" or "v3" (default: the
 	// switch's default, v3).
 	RxRing string
+	// Tx is the switch ports' transmit mode, "ring", "ring-zerocopy" or
+	// "sendmmsg" (default: the switch's default, ring).
+	Tx string
 	// Prefix names the namespaces (default DefaultVethPrefix).
 	Prefix string
 	// Dir receives switch.yaml, tc batch files and logs (default: a new
@@ -190,6 +193,9 @@ type VethResult struct {
 	// RxRing is the switch ports' receive ring as configured ("": the
 	// switch's default).
 	RxRing string `json:"rx_ring,omitempty"`
+	// Tx is the switch ports' transmit mode as configured ("": the
+	// switch's default).
+	Tx string `json:"tx,omitempty"`
 
 	SwitchPPSPerOutput   float64 `json:"switch_pps_per_output"`
 	TCPPSPerOutput       float64 `json:"tc_pps_per_output"`
@@ -241,6 +247,8 @@ func (o *VethOptions) defaults() error {
 	switch {
 	case o.RxRing != "" && o.RxRing != "v2" && o.RxRing != "v3":
 		return fmt.Errorf("bench veth: rx ring %q: want v2 or v3", o.RxRing)
+	case o.Tx != "" && o.Tx != "ring" && o.Tx != "ring-zerocopy" && o.Tx != "sendmmsg":
+		return fmt.Errorf("bench veth: tx %q: want ring, ring-zerocopy or sendmmsg", o.Tx)
 	case o.Binary == "":
 		return errors.New("bench veth: no sparsecast binary")
 	case o.Outputs < 1 || o.Outputs > vethMaxOuts:
@@ -304,10 +312,10 @@ func sinkMAC(i int) string { return fmt.Sprintf("02:53:56:01:%02x:02", i) }
 
 // VethSwitchConfig renders the switch.yaml of the bench: port in, ports
 // o1..oN routing receiver i to oi, one worker busy-polling cpu (adaptive
-// and unpinned when cpu < 0), every port on the rx ring rxRing ("": the
-// switch's default). The neighbor of every output is the group, so the
+// and unpinned when cpu < 0), every port on the rx ring rxRing and the
+// transmit mode tx ("": the switch's defaults). The neighbor of every output is the group, so the
 // switch's copies reach the sink as the kernel's do.
-func VethSwitchConfig(outputs, cpu int, rxRing string) []byte {
+func VethSwitchConfig(outputs, cpu int, rxRing, tx string) []byte {
 	var b bytes.Buffer
 	b.WriteString("# bench veth, written by sparsecast bench veth\n")
 	fmt.Fprintf(&b, "name: veth-bench\nudp_port: %d\nworkers: 1\nmetrics_addr: 127.0.0.1:0\n", headers.DefaultUDPPort)
@@ -319,6 +327,9 @@ func VethSwitchConfig(outputs, cpu int, rxRing string) []byte {
 	ring := ""
 	if rxRing != "" {
 		ring = "    rx_ring: " + rxRing + "\n"
+	}
+	if tx != "" {
+		ring += "    tx: " + tx + "\n"
 	}
 	b.WriteString("ports:\n  - name: in\n    type: afpacket\n    iface: in\n" + ring)
 	for i := 1; i <= outputs; i++ {
@@ -338,7 +349,7 @@ type vethTopology struct {
 	gen, dut, sink   string
 	outputs          int
 	genCPU, repCPU   int
-	rxRing           string
+	rxRing, tx       string
 	dir              string
 	logf             func(string, ...any)
 	frame            []byte
@@ -385,7 +396,7 @@ func BenchVeth(ctx context.Context, o VethOptions) (res *VethResult, err error) 
 		Outputs: o.Outputs, FrameSize: o.Size, Seconds: o.Seconds,
 		OfferedLoad: "saturating: one generator thread sends as fast as sendmmsg goes, the same for every replicator",
 		CPUs:        ncpu, GeneratorCPU: genCPU, ReplicatorCPU: repCPU,
-		LoadAvgBefore: vethLoadAvg(), Dir: o.Dir, RxRing: o.RxRing,
+		LoadAvgBefore: vethLoadAvg(), Dir: o.Dir, RxRing: o.RxRing, Tx: o.Tx,
 		TargetVsTC: VethTargetVsTC, TargetVsSmcroute: VethTargetVsSmcroute,
 	}
 
@@ -403,7 +414,7 @@ func BenchVeth(ctx context.Context, o VethOptions) (res *VethResult, err error) 
 		}
 	}()
 	t := &vethTopology{
-		l: l, outputs: o.Outputs, genCPU: genCPU, repCPU: repCPU, rxRing: o.RxRing, dir: o.Dir, logf: logf, frame: frame,
+		l: l, outputs: o.Outputs, genCPU: genCPU, repCPU: repCPU, rxRing: o.RxRing, tx: o.Tx, dir: o.Dir, logf: logf, frame: frame,
 		warmup: o.Warmup, duration: time.Duration(o.Seconds * float64(time.Second)),
 	}
 	logf("== building the topology: %sgen, %sdut, %ssink with %d outputs", o.Prefix, o.Prefix, o.Prefix, o.Outputs)
@@ -576,7 +587,7 @@ func cpuMask(cpu int) string {
 // runSwitch measures the switch (step 2, switch).
 func (t *vethTopology) runSwitch(ctx context.Context, binary string) (*VethRun, error) {
 	cfgPath := filepath.Join(t.dir, "switch.yaml")
-	if err := os.WriteFile(cfgPath, VethSwitchConfig(t.outputs, t.repCPU, t.rxRing), 0o644); err != nil {
+	if err := os.WriteFile(cfgPath, VethSwitchConfig(t.outputs, t.repCPU, t.rxRing, t.tx), 0o644); err != nil {
 		return nil, err
 	}
 	if _, err := dataplane.LoadConfig(cfgPath); err != nil {

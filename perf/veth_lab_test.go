@@ -210,7 +210,7 @@ func TestVethFrameAndConfig(t *testing.T) {
 	for i, cpu := range []int{-1, 0} {
 		ring := []string{"", "v2"}[i]
 		path := filepath.Join(t.TempDir(), "switch.yaml")
-		if err := os.WriteFile(path, VethSwitchConfig(8, cpu, ring), 0o644); err != nil {
+		if err := os.WriteFile(path, VethSwitchConfig(8, cpu, ring, ""), 0o644); err != nil {
 			t.Fatal(err)
 		}
 		cfg, err := dataplane.LoadConfig(path)
