@@ -115,10 +115,11 @@ type PortConfig struct {
 	// a burst to sendmmsg(2), one message per frame. See dataplane/afpacket's
 	// TxMode.
 	Tx string `yaml:"tx"`
-	// TxQdisc sends an afpacket port's frames through the interface's
-	// queueing discipline (for traffic shaping, or to let tcpdump on this
-	// end see them); by default they go straight to the driver.
-	TxQdisc bool `yaml:"tx_qdisc"`
+	// TxQdiscBypass sends an afpacket port's frames straight to the
+	// driver, past the interface's queueing discipline
+	// (PACKET_QDISC_BYPASS): no traffic shaping, and tcpdump on this end
+	// of the link no longer sees them. Off by default.
+	TxQdiscBypass bool `yaml:"tx_qdisc_bypass"`
 }
 
 // FeedbackConfig tunes feedback aggregation (docs/feedback.md).
@@ -411,8 +412,8 @@ func (c *Config) Validate() error {
 			return fmt.Errorf("port %s: rx_ring is for type afpacket ports", p.Name)
 		case p.RxRing != "" && p.RxRing != "v2" && p.RxRing != "v3":
 			return fmt.Errorf("port %s: rx_ring %q: want v2 or v3", p.Name, p.RxRing)
-		case (p.Tx != "" || p.TxQdisc) && p.Type != "afpacket":
-			return fmt.Errorf("port %s: tx and tx_qdisc are for type afpacket ports", p.Name)
+		case (p.Tx != "" || p.TxQdiscBypass) && p.Type != "afpacket":
+			return fmt.Errorf("port %s: tx and tx_qdisc_bypass are for type afpacket ports", p.Name)
 		case p.Tx != "" && p.Tx != "ring" && p.Tx != "ring-zerocopy" && p.Tx != "sendmmsg":
 			return fmt.Errorf("port %s: tx %q: want ring, ring-zerocopy or sendmmsg", p.Name, p.Tx)
 		}

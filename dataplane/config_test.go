@@ -33,7 +33,7 @@ func TestPortRxRingConfig(t *testing.T) {
 }
 
 // TestPortTxConfig: tx takes ring, ring-zerocopy or sendmmsg, and it and
-// tx_qdisc are for afpacket ports only.
+// tx_qdisc_bypass are for afpacket ports only.
 func TestPortTxConfig(t *testing.T) {
 	for _, c := range []struct {
 		typ, tx string
@@ -48,10 +48,10 @@ func TestPortTxConfig(t *testing.T) {
 		{"mem", "ring", false, "for type afpacket"},
 		{"mem", "", true, "for type afpacket"},
 	} {
-		cfg := &Config{Name: "s", Ports: []PortConfig{{Name: "p0", Type: c.typ, Tx: c.tx, TxQdisc: c.qdisc}}}
+		cfg := &Config{Name: "s", Ports: []PortConfig{{Name: "p0", Type: c.typ, Tx: c.tx, TxQdiscBypass: c.qdisc}}}
 		err := cfg.Validate()
 		if c.err == "" && err != nil || c.err != "" && (err == nil || !strings.Contains(err.Error(), c.err)) {
-			t.Errorf("type %q tx %q tx_qdisc %v: err %v, want %q", c.typ, c.tx, c.qdisc, err, c.err)
+			t.Errorf("type %q tx %q tx_qdisc_bypass %v: err %v, want %q", c.typ, c.tx, c.qdisc, err, c.err)
 		}
 	}
 }

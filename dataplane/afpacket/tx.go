@@ -48,7 +48,7 @@ func (p *Port) OpenTx() (dataplane.TxQueue, error) {
 
 func (q *txQueue) setup() error {
 	p := q.port
-	if !p.opts.Qdisc {
+	if p.opts.QdiscBypass {
 		if err := unix.SetsockoptInt(q.fd, unix.SOL_PACKET, unix.PACKET_QDISC_BYPASS, 1); err != nil {
 			return fmt.Errorf("PACKET_QDISC_BYPASS: %w", err)
 		}
