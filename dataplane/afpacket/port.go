@@ -85,11 +85,14 @@ type Stats struct {
 	CsumNotReady uint64
 	// TxFrames is frames the kernel accepted from TxBurst.
 	TxFrames uint64
-	// TxBusy counts TxBurst calls cut short by EAGAIN/ENOBUFS (a full socket
-	// buffer or device queue; the caller kept the rest).
+	// TxBusy counts TxBurst calls cut short by back-pressure: a transmit
+	// ring whose slots the driver still holds, or EAGAIN/ENOBUFS (a full
+	// socket buffer or device queue). The caller kept the rest; what its
+	// queue cannot hold it drops as queue_full.
 	TxBusy uint64
 	// TxErrors is frames dropped by a send error specific to them (too long
-	// for the MTU, too short for a header) plus hard send errors returned.
+	// for the MTU, too short for a header, refused by the kernel) plus hard
+	// send errors returned.
 	TxErrors uint64
 	// TxOversize is frames dropped by TxBurst because they were longer than
 	// a transmit ring slot (Options.TxFrameMax).
