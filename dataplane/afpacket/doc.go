@@ -45,8 +45,9 @@
 //
 // Transmit, one queue per worker: each TxQueue is its own AF_PACKET socket
 // bound to the interface with protocol 0, so it never receives anything
-// (and, with Options.QdiscBypass, sends past the qdisc). By default (TxRing, tx_ring.go) it has a PACKET_TX_RING: TxBurst copies each
-// frame of the burst (Head, then Tail) into a slot and one send(2) hands the
+// (and, with Options.QdiscBypass, sends past the qdisc). By default
+// (TxRing, tx_ring.go) it has a PACKET_TX_RING: TxBurst copies each frame
+// of the burst (Head, then Tail) into a slot and one send(2) hands the
 // kernel all of them; there is no message header or iovec per frame to copy
 // in. In TxSendmmsg mode TxBurst hands the burst to one sendmmsg(2), each
 // message the frame's Head and Tail as two iovecs. Measured with
