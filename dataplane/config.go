@@ -127,6 +127,19 @@ type PortConfig struct {
 	// soon as it arrives, for latency-bound setups at modest rates (the
 	// veth labs). See dataplane/afpacket's RxRing.
 	RxRing string `yaml:"rx_ring"`
+	// Tx is how an afpacket port transmits: "ring" (the default) copies
+	// each frame into a PACKET_TX_RING and sends a burst with one system
+	// call, the kernel copying each frame into its skb; "ring-zerocopy" is
+	// the same with the skb pointing into the ring instead (cheaper where
+	// a NIC's driver sends from memory, dearer on veth); "sendmmsg" hands
+	// a burst to sendmmsg(2), one message per frame. See dataplane/afpacket's
+	// TxMode.
+	Tx string `yaml:"tx"`
+	// TxQdiscBypass sends an afpacket port's frames straight to the
+	// driver, past the interface's queueing discipline
+	// (PACKET_QDISC_BYPASS): no traffic shaping, and tcpdump on this end
+	// of the link no longer sees them. Off by default.
+	TxQdiscBypass bool `yaml:"tx_qdisc_bypass"`
 }
 
 // FeedbackConfig tunes feedback aggregation (docs/feedback.md).
@@ -467,6 +480,10 @@ func (c *Config) Validate() error {
 			return fmt.Errorf("port %s: rx_ring is for type afpacket ports", p.Name)
 		case p.RxRing != "" && p.RxRing != "v2" && p.RxRing != "v3":
 			return fmt.Errorf("port %s: rx_ring %q: want v2 or v3", p.Name, p.RxRing)
+		case (p.Tx != "" || p.TxQdiscBypass) && p.Type != "afpacket":
+			return fmt.Errorf("port %s: tx and tx_qdisc_bypass are for type afpacket ports", p.Name)
+		case p.Tx != "" && p.Tx != "ring" && p.Tx != "ring-zerocopy" && p.Tx != "sendmmsg":
+			return fmt.Errorf("port %s: tx %q: want ring, ring-zerocopy or sendmmsg", p.Name, p.Tx)
 		}
 		if p.NeighborMAC != "" {
 			if _, err := net.ParseMAC(p.NeighborMAC); err != nil {

@@ -32,6 +32,30 @@ func TestPortRxRingConfig(t *testing.T) {
 	}
 }
 
+// TestPortTxConfig: tx takes ring, ring-zerocopy or sendmmsg, and it and
+// tx_qdisc_bypass are for afpacket ports only.
+func TestPortTxConfig(t *testing.T) {
+	for _, c := range []struct {
+		typ, tx string
+		qdisc   bool
+		err     string
+	}{
+		{"afpacket", "", false, ""},
+		{"", "ring", true, ""},
+		{"afpacket", "ring-zerocopy", false, ""},
+		{"afpacket", "sendmmsg", true, ""},
+		{"afpacket", "mmap", false, "want ring, ring-zerocopy or sendmmsg"},
+		{"mem", "ring", false, "for type afpacket"},
+		{"mem", "", true, "for type afpacket"},
+	} {
+		cfg := &Config{Name: "s", Ports: []PortConfig{{Name: "p0", Type: c.typ, Tx: c.tx, TxQdiscBypass: c.qdisc}}}
+		err := cfg.Validate()
+		if c.err == "" && err != nil || c.err != "" && (err == nil || !strings.Contains(err.Error(), c.err)) {
+			t.Errorf("type %q tx %q tx_qdisc_bypass %v: err %v, want %q", c.typ, c.tx, c.qdisc, err, c.err)
+		}
+	}
+}
+
 // TestFeedbackIdleTimeoutConfig: idle_timeout defaults to 30s and takes
 // 1ms-24h.
 func TestFeedbackIdleTimeoutConfig(t *testing.T) {

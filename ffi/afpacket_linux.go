@@ -51,6 +51,11 @@ const (
 	V2VlanTCIOff  = int(unsafe.Offsetof(unix.Tpacket2Hdr{}.Vlan_tci))
 	V2VlanTPIDOff = int(unsafe.Offsetof(unix.Tpacket2Hdr{}.Vlan_tpid))
 	V2HdrSize     = int(unsafe.Sizeof(unix.Tpacket2Hdr{}))
+	// V2TxDataOff is where a frame starts in a V2 transmit ring slot: the
+	// kernel reads it at TPACKET2_HDRLEN - sizeof(struct sockaddr_ll), the
+	// header rounded up to TPACKET_ALIGNMENT (16), unless the socket has
+	// PACKET_TX_HAS_OFF.
+	V2TxDataOff = (V2HdrSize + 15) &^ 15
 )
 
 // word returns the 32-bit word at off in b. The index expression bounds-checks

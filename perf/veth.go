@@ -20,8 +20,10 @@
 //     itself; it also needs no drop action, which some kernels, this lab
 //     machine's among them, are built without);
 //     - smcroute: kernel multicast routing, smcrouted in dut with an (S,G)
-//     route from in to o1..oN. If smcroute cannot be installed or run, the
-//     reason goes into the result and the other two still count.
+//     route from in to o1..oN. On a kernel without multicast routing
+//     (no CONFIG_IP_MROUTE: no /proc/net/ip_mr_vif) it is skipped, and if
+//     smcroute cannot be installed or run, the reason goes into the result;
+//     the other two still count either way.
 //  3. The generator, in this process, sends one prebuilt frame as fast as
 //     it can from g0 with sendmmsg, on the generator CPU: IPv4 UDP to
 //     239.1.1.1 carrying SMH DATA for receivers 1..N, the same bytes for all
@@ -116,6 +118,9 @@ type VethOptions struct {
 	// RxRing is the switch ports' receive ring, "v2" or "v3" (default: the
 	// switch's default, v3).
 	RxRing string
+	// Tx is the switch ports' transmit mode, "ring", "ring-zerocopy" or
+	// "sendmmsg" (default: the switch's default, ring).
+	Tx string
 	// Prefix names the namespaces (default DefaultVethPrefix).
 	Prefix string
 	// Dir receives switch.yaml, tc batch files and logs (default: a new
@@ -188,6 +193,9 @@ type VethResult struct {
 	// RxRing is the switch ports' receive ring as configured ("": the
 	// switch's default).
 	RxRing string `json:"rx_ring,omitempty"`
+	// Tx is the switch ports' transmit mode as configured ("": the
+	// switch's default).
+	Tx string `json:"tx,omitempty"`
 
 	SwitchPPSPerOutput   float64 `json:"switch_pps_per_output"`
 	TCPPSPerOutput       float64 `json:"tc_pps_per_output"`
@@ -239,6 +247,8 @@ func (o *VethOptions) defaults() error {
 	switch {
 	case o.RxRing != "" && o.RxRing != "v2" && o.RxRing != "v3":
 		return fmt.Errorf("bench veth: rx ring %q: want v2 or v3", o.RxRing)
+	case o.Tx != "" && o.Tx != "ring" && o.Tx != "ring-zerocopy" && o.Tx != "sendmmsg":
+		return fmt.Errorf("bench veth: tx %q: want ring, ring-zerocopy or sendmmsg", o.Tx)
 	case o.Binary == "":
 		return errors.New("bench veth: no sparsecast binary")
 	case o.Outputs < 1 || o.Outputs > vethMaxOuts:
@@ -302,10 +312,10 @@ func sinkMAC(i int) string { return fmt.Sprintf("02:53:56:01:%02x:02", i) }
 
 // VethSwitchConfig renders the switch.yaml of the bench: port in, ports
 // o1..oN routing receiver i to oi, one worker busy-polling cpu (adaptive
-// and unpinned when cpu < 0), every port on the rx ring rxRing ("": the
-// switch's default). The neighbor of every output is the group, so the
+// and unpinned when cpu < 0), every port on the rx ring rxRing and the
+// transmit mode tx ("": the switch's defaults). The neighbor of every output is the group, so the
 // switch's copies reach the sink as the kernel's do.
-func VethSwitchConfig(outputs, cpu int, rxRing string) []byte {
+func VethSwitchConfig(outputs, cpu int, rxRing, tx string) []byte {
 	var b bytes.Buffer
 	b.WriteString("# bench veth, written by sparsecast bench veth\n")
 	fmt.Fprintf(&b, "name: veth-bench\nudp_port: %d\nworkers: 1\nmetrics_addr: 127.0.0.1:0\n", headers.DefaultUDPPort)
@@ -317,6 +327,9 @@ func VethSwitchConfig(outputs, cpu int, rxRing string) []byte {
 	ring := ""
 	if rxRing != "" {
 		ring = "    rx_ring: " + rxRing + "\n"
+	}
+	if tx != "" {
+		ring += "    tx: " + tx + "\n"
 	}
 	b.WriteString("ports:\n  - name: in\n    type: afpacket\n    iface: in\n" + ring)
 	for i := 1; i <= outputs; i++ {
@@ -336,7 +349,7 @@ type vethTopology struct {
 	gen, dut, sink   string
 	outputs          int
 	genCPU, repCPU   int
-	rxRing           string
+	rxRing, tx       string
 	dir              string
 	logf             func(string, ...any)
 	frame            []byte
@@ -383,7 +396,7 @@ func BenchVeth(ctx context.Context, o VethOptions) (res *VethResult, err error) 
 		Outputs: o.Outputs, FrameSize: o.Size, Seconds: o.Seconds,
 		OfferedLoad: "saturating: one generator thread sends as fast as sendmmsg goes, the same for every replicator",
 		CPUs:        ncpu, GeneratorCPU: genCPU, ReplicatorCPU: repCPU,
-		LoadAvgBefore: vethLoadAvg(), Dir: o.Dir, RxRing: o.RxRing,
+		LoadAvgBefore: vethLoadAvg(), Dir: o.Dir, RxRing: o.RxRing, Tx: o.Tx,
 		TargetVsTC: VethTargetVsTC, TargetVsSmcroute: VethTargetVsSmcroute,
 	}
 
@@ -401,7 +414,7 @@ func BenchVeth(ctx context.Context, o VethOptions) (res *VethResult, err error) 
 		}
 	}()
 	t := &vethTopology{
-		l: l, outputs: o.Outputs, genCPU: genCPU, repCPU: repCPU, rxRing: o.RxRing, dir: o.Dir, logf: logf, frame: frame,
+		l: l, outputs: o.Outputs, genCPU: genCPU, repCPU: repCPU, rxRing: o.RxRing, tx: o.Tx, dir: o.Dir, logf: logf, frame: frame,
 		warmup: o.Warmup, duration: time.Duration(o.Seconds * float64(time.Second)),
 	}
 	logf("== building the topology: %sgen, %sdut, %ssink with %d outputs", o.Prefix, o.Prefix, o.Prefix, o.Outputs)
@@ -423,6 +436,11 @@ func BenchVeth(ctx context.Context, o VethOptions) (res *VethResult, err error) 
 	}
 	if o.SkipSmcroute {
 		res.SmcrouteError = "skipped"
+	} else if err := kernelMroute(mrouteProc); err != nil {
+		// Without CONFIG_IP_MROUTE smcrouted cannot start at all (MRT_INIT
+		// fails); say so rather than wait for it.
+		res.SmcrouteError = err.Error()
+		logf("smcroute: %v", err)
 	} else {
 		logf("== smcroute")
 		run, serr := t.runSmcroute(ctx, kernelCPU)
@@ -569,7 +587,7 @@ func cpuMask(cpu int) string {
 // runSwitch measures the switch (step 2, switch).
 func (t *vethTopology) runSwitch(ctx context.Context, binary string) (*VethRun, error) {
 	cfgPath := filepath.Join(t.dir, "switch.yaml")
-	if err := os.WriteFile(cfgPath, VethSwitchConfig(t.outputs, t.repCPU, t.rxRing), 0o644); err != nil {
+	if err := os.WriteFile(cfgPath, VethSwitchConfig(t.outputs, t.repCPU, t.rxRing, t.tx), 0o644); err != nil {
 		return nil, err
 	}
 	if _, err := dataplane.LoadConfig(cfgPath); err != nil {
@@ -714,6 +732,28 @@ func (t *vethTopology) runSmcroute(ctx context.Context, rpsCPU int) (*VethRun, e
 		return nil, fmt.Errorf("smcrouted exited during the run: %v (see %s)", proc.Wait(ctx), logPath)
 	}
 	return run, nil
+}
+
+// mrouteProc exists when the kernel has IPv4 multicast routing: the kernel
+// creates it (and ip_mr_cache) only when built with CONFIG_IP_MROUTE.
+const mrouteProc = "/proc/net/ip_mr_vif"
+
+// ErrNoMroute is the reason smcroute is not measured on a kernel without
+// multicast routing.
+var ErrNoMroute = errors.New("kernel has no multicast routing (CONFIG_IP_MROUTE); smcroute skipped")
+
+// kernelMroute reports ErrNoMroute when path (mrouteProc) is missing. The
+// check has no side effect, unlike MRT_INIT, which would take the
+// namespace's multicast routing socket from whoever holds it.
+func kernelMroute(path string) error {
+	_, err := os.Stat(path)
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, os.ErrNotExist):
+		return ErrNoMroute
+	}
+	return fmt.Errorf("checking for kernel multicast routing: %w", err)
 }
 
 // mrCacheOIFs finds the (source, group) entry of /proc/net/ip_mr_cache and

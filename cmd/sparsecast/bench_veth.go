@@ -29,6 +29,7 @@ type BenchVethOptions struct {
 	KernelOnGeneratorCPU bool
 	SkipSmcroute         bool
 	RxRing               string
+	Tx                   string
 	Verbose              bool
 	JSON                 bool
 }
@@ -45,7 +46,8 @@ measures, one after another on that topology: the switch (switch run, AF_PACKET
 ports, one busy-polling worker), a tc u32 + mirred mirror chain on the ingress
 veth, and kernel multicast routing with an (S,G) route set by smcroute
 (installed with apt-get when missing; if it cannot be, the reason is reported
-and the other two are still measured). The generator sends one frame (IPv4
+and the other two are still measured; on a kernel without multicast routing,
+no CONFIG_IP_MROUTE, smcroute is skipped and the result says so). The generator sends one frame (IPv4
 UDP multicast carrying SMH for one receiver per output) as fast as it can.
 Reports per-output packets per second (mean over the outputs, counted by the
 egress veths' peers), egress and offered rates, busy time of every CPU, the
@@ -64,6 +66,8 @@ and what a crashed run left is removed first.`,
 				return fmt.Errorf("--size %d: want at most 1514 (one Ethernet frame)", o.Size)
 			case o.RxRing != "" && o.RxRing != "v2" && o.RxRing != "v3":
 				return fmt.Errorf("--rx-ring %q: want v2 or v3", o.RxRing)
+			case o.Tx != "" && o.Tx != "ring" && o.Tx != "ring-zerocopy" && o.Tx != "sendmmsg":
+				return fmt.Errorf("--tx %q: want ring, ring-zerocopy or sendmmsg", o.Tx)
 			}
 			if runF != nil {
 				return runF(o)
@@ -86,6 +90,7 @@ and what a crashed run left is removed first.`,
 	cmd.Flags().BoolVar(&o.KernelOnGeneratorCPU, "kernel-on-generator-cpu", false, "no RPS: tc and smcroute replicate on the generator's CPU")
 	cmd.Flags().BoolVar(&o.SkipSmcroute, "skip-smcroute", false, "measure the switch and tc only")
 	cmd.Flags().StringVar(&o.RxRing, "rx-ring", "", "the switch ports' AF_PACKET receive ring, v2 or v3 (default: the switch's default)")
+	cmd.Flags().StringVar(&o.Tx, "tx", "", "the switch ports' AF_PACKET transmit mode, ring, ring-zerocopy or sendmmsg (default: the switch's default)")
 	cmd.Flags().BoolVarP(&o.Verbose, "verbose", "v", false, "print the commands run to stderr")
 	cmd.Flags().BoolVar(&o.JSON, "json", false, "print JSON")
 	return cmd
@@ -98,7 +103,7 @@ func benchVethRun(ctx context.Context, o *BenchVethOptions) error {
 	vo := perf.VethOptions{
 		Binary: o.Binary, Outputs: o.Outputs, Seconds: o.Seconds, Size: o.Size,
 		Prefix: o.Prefix, Dir: o.Dir, KernelOnGeneratorCPU: o.KernelOnGeneratorCPU, SkipSmcroute: o.SkipSmcroute,
-		RxRing: o.RxRing,
+		RxRing: o.RxRing, Tx: o.Tx,
 	}
 	if o.Verbose {
 		vo.Log = o.Log
@@ -141,8 +146,12 @@ func vethTable(r *perf.VethResult) string {
 	if ring == "" {
 		ring = "default"
 	}
-	fmt.Fprintf(&b, "%d outputs, %d-byte frames, %.1f s each, saturating load; %s; switch rx ring %s; load average %.2f before\n",
-		r.Outputs, r.FrameSize, r.Seconds, pin, ring, r.LoadAvgBefore)
+	tx := r.Tx
+	if tx == "" {
+		tx = "default"
+	}
+	fmt.Fprintf(&b, "%d outputs, %d-byte frames, %.1f s each, saturating load; %s; switch rx ring %s, tx %s; load average %.2f before\n",
+		r.Outputs, r.FrameSize, r.Seconds, pin, ring, tx, r.LoadAvgBefore)
 	tw := tabwriter.NewWriter(&b, 0, 4, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprint(tw, "REPLICATOR\tON\tOFFERED PPS\tINGRESS PPS\tPPS PER OUTPUT\tMIN-MAX\tEGRESS PPS\t")
 	for i := range r.CPUs {

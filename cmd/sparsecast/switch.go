@@ -75,7 +75,11 @@ func openPorts(cfg *dataplane.Config) ([]dataplane.Port, error) {
 		)
 		switch pc.Type {
 		case "afpacket":
-			p, err = afpacket.Open(pc.Iface, afpacket.Options{Name: pc.Name, RxRing: afpacket.RxRing(pc.RxRing)})
+			p, err = afpacket.Open(pc.Iface, afpacket.Options{
+				Name: pc.Name, RxRing: afpacket.RxRing(pc.RxRing), Tx: afpacket.TxMode(pc.Tx), QdiscBypass: pc.TxQdiscBypass,
+				// A transmit ring slot holds the longest frame a buffer does.
+				TxFrameMax: min(cfg.BufferSize-dataplane.Headroom, 65535),
+			})
 		case "dpdk":
 			p, err = dpdkport.Open(dpdkport.FromConfig(cfg, &pc))
 		default:

@@ -29,6 +29,30 @@ const (
 	RxRingV2 RxRing = "v2"
 )
 
+// ethHdrLen is the shortest frame a transmit ring slot may carry: the
+// kernel refuses anything shorter than the link header.
+const ethHdrLen = 14
+
+// TxMode is how a transmit queue hands frames to the kernel.
+type TxMode string
+
+const (
+	// TxRing copies each frame into a PACKET_TX_RING slot and sends a whole
+	// burst with one send(2) (tx_ring.go); the kernel copies each frame from
+	// its slot into the skb it sends, which on veth is the cheapest: see
+	// TxRingZeroCopy.
+	TxRing TxMode = "ring"
+	// TxRingZeroCopy is TxRing with the skb pointing at the frame in its
+	// slot instead of holding a copy, so a driver that transmits from
+	// memory (a NIC) reads the ring itself. Where the frame is handed on
+	// inside the kernel instead (veth, a bridge), the kernel first copies
+	// it into freshly allocated pages, which costs more than TxRing's copy.
+	TxRingZeroCopy TxMode = "ring-zerocopy"
+	// TxSendmmsg hands a burst to one sendmmsg(2), a message per frame with
+	// the frame's Head and Tail as two iovecs (tx.go).
+	TxSendmmsg TxMode = "sendmmsg"
+)
+
 // Options tune a port. The zero value gives the defaults.
 type Options struct {
 	// Name is the port's label in metrics; default the interface name.
@@ -66,12 +90,28 @@ type Options struct {
 	// rates every frame waits up to this long.
 	RetireTimeout time.Duration
 	// QdiscBypass sends straight to the driver, skipping the interface's
-	// queueing discipline (PACKET_QDISC_BYPASS): less work per frame, but
-	// no traffic shaping, and a full device queue shows up as ENOBUFS at
-	// once instead of being absorbed by the qdisc.
+	// queueing discipline (PACKET_QDISC_BYPASS): less work per frame where
+	// there is a qdisc, but no traffic shaping, no copy for local taps
+	// (tcpdump, or the failover lab's watch, on the switch's own end of
+	// the link does not see what it sends; on the far end it does), and a
+	// full device queue shows up at once as a full ring or ENOBUFS instead
+	// of being absorbed by the qdisc. On veth, whose default qdisc is
+	// noqueue, BenchmarkTx saw no difference. Off by default.
 	QdiscBypass bool
-	// TxBatch is the most frames one sendmmsg carries. Default
-	// dataplane.BurstSize.
+	// Tx is how frames are sent. Default TxRing.
+	Tx TxMode
+	// TxFrames is the number of slots of each transmit ring: the
+	// most frames a queue has in the kernel's hands at once, sent and not
+	// yet freed by the driver. Default 512, fewer for slots of jumbo frames
+	// (at most 8 MiB a ring).
+	TxFrames int
+	// TxFrameMax is the longest frame a transmit ring slot holds; a longer
+	// one is dropped and counted (Stats.TxOversize). Default 2048, the
+	// switch's default buffer less its headroom (the switch sets it from
+	// its buffer size).
+	TxFrameMax int
+	// TxBatch is the most frames one sendmmsg carries (TxSendmmsg).
+	// Default dataplane.BurstSize.
 	TxBatch int
 	// SendBuffer is the transmit socket buffer in bytes, forced past
 	// net.core.wmem_max when running as root. Default 4 MiB, so a NIC's
@@ -104,6 +144,17 @@ func (o Options) withDefaults(iface string) Options {
 	if o.RetireTimeout == 0 {
 		o.RetireTimeout = time.Millisecond
 	}
+	if o.Tx == "" {
+		o.Tx = TxRing
+	}
+	if o.TxFrameMax == 0 {
+		o.TxFrameMax = 2048
+	}
+	if o.TxFrames == 0 {
+		// 512 slots, fewer when slots are big (jumbo frames): at most
+		// 8 MiB a ring, and never fewer than two bursts.
+		o.TxFrames = min(512, max(2*dataplane.BurstSize, (8<<20)/(o.TxFrameMax+64)))
+	}
 	if o.TxBatch == 0 {
 		o.TxBatch = dataplane.BurstSize
 	}
@@ -127,6 +178,13 @@ func (o Options) validate() error {
 		return fmt.Errorf("afpacket: frame size %d must be a multiple of 16 dividing the block size", o.FrameSize)
 	case o.RetireTimeout < 0:
 		return fmt.Errorf("afpacket: negative retire timeout")
+	case o.Tx != TxRing && o.Tx != TxRingZeroCopy && o.Tx != TxSendmmsg:
+		return fmt.Errorf("afpacket: tx %q: want ring, ring-zerocopy or sendmmsg", o.Tx)
+	case o.TxFrames < 1 || o.TxFrames > 1<<16:
+		return fmt.Errorf("afpacket: tx ring of %d frames: want 1-65536", o.TxFrames)
+	case o.TxFrameMax < ethHdrLen || o.TxFrameMax > 65535:
+		// 65535: the vnet header's hdr_len is 16 bits.
+		return fmt.Errorf("afpacket: tx frame max %d: want %d-65535", o.TxFrameMax, ethHdrLen)
 	case o.TxBatch < 1:
 		return fmt.Errorf("afpacket: tx batch %d", o.TxBatch)
 	}

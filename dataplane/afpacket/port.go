@@ -85,12 +85,18 @@ type Stats struct {
 	CsumNotReady uint64
 	// TxFrames is frames the kernel accepted from TxBurst.
 	TxFrames uint64
-	// TxBusy counts TxBurst calls cut short by EAGAIN/ENOBUFS (a full socket
-	// buffer or device queue; the caller kept the rest).
+	// TxBusy counts TxBurst calls cut short by back-pressure: a transmit
+	// ring whose slots the driver still holds, or EAGAIN/ENOBUFS (a full
+	// socket buffer or device queue). The caller kept the rest; what its
+	// queue cannot hold it drops as queue_full.
 	TxBusy uint64
 	// TxErrors is frames dropped by a send error specific to them (too long
-	// for the MTU, too short for a header) plus hard send errors returned.
+	// for the MTU, too short for a header, refused by the kernel) plus hard
+	// send errors returned.
 	TxErrors uint64
+	// TxOversize is frames dropped by TxBurst because they were longer than
+	// a transmit ring slot (Options.TxFrameMax).
+	TxOversize uint64
 }
 
 // Open opens a port on the interface iface in the calling thread's network
@@ -235,6 +241,7 @@ func (p *Port) Stats() Stats {
 		s.TxFrames += q.frames.Load()
 		s.TxBusy += q.busy.Load()
 		s.TxErrors += q.errors.Load()
+		s.TxOversize += q.oversize.Load()
 	}
 	return s
 }
@@ -302,3 +309,15 @@ func (p *Port) KernelDrops() uint64 { return p.Stats().KernelDrops }
 // RxOversize is the frames RxBurst dropped as too big (Stats().Oversize),
 // for the switch's drops_total{reason="too_big"}.
 func (p *Port) RxOversize() uint64 { return p.oversize.Load() }
+
+// TxOversize is the frames TxBurst dropped as too big for a transmit ring
+// slot (Stats().TxOversize), also counted in drops_total{reason="too_big"}.
+func (p *Port) TxOversize() uint64 {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	var n uint64
+	for _, q := range p.txqs {
+		n += q.oversize.Load()
+	}
+	return n
+}

@@ -1,11 +1,13 @@
 //go:build linux
 
-// Transmit: bursts of packets in, one sendmmsg out per burst. Each worker has
-// its own socket and its own preallocated message vector, so TxBurst takes no
-// lock and allocates nothing.
+// Transmit: bursts of packets in, one system call out per burst. Each worker
+// has its own socket and, with it, its own transmit ring (TxRing,
+// tx_ring.go) or preallocated message vector (TxSendmmsg, here), so TxBurst
+// takes no lock and allocates nothing.
 package afpacket
 
 import (
+	"errors"
 	"fmt"
 
 	"github.com/sparsecast/sparsecast/dataplane"
@@ -16,9 +18,10 @@ import (
 type txQueue struct {
 	port *Port
 	fd   int
-	msgs *ffi.Mmsgs
+	msgs *ffi.Mmsgs // TxSendmmsg
+	ring *txRing    // TxRing and TxRingZeroCopy
 
-	frames, busy, errors counter
+	frames, busy, errors, oversize counter
 }
 
 // OpenTx opens a transmit socket for one worker, in the port's namespace
@@ -34,9 +37,9 @@ func (p *Port) OpenTx() (dataplane.TxQueue, error) {
 	if err != nil {
 		return nil, fmt.Errorf("afpacket: tx socket on %s: %w", p.iface, err)
 	}
-	q := &txQueue{port: p, fd: fd, msgs: ffi.NewMmsgs(p.opts.TxBatch)}
+	q := &txQueue{port: p, fd: fd}
 	if err := q.setup(); err != nil {
-		unix.Close(fd)
+		q.close()
 		return nil, fmt.Errorf("afpacket: tx socket on %s: %w", p.iface, err)
 	}
 	p.txqs = append(p.txqs, q)
@@ -55,11 +58,17 @@ func (q *txQueue) setup() error {
 	if unix.SetsockoptInt(q.fd, unix.SOL_SOCKET, unix.SO_SNDBUFFORCE, p.opts.SendBuffer) != nil {
 		unix.SetsockoptInt(q.fd, unix.SOL_SOCKET, unix.SO_SNDBUF, p.opts.SendBuffer)
 	}
+	if p.opts.Tx == TxSendmmsg {
+		q.msgs = ffi.NewMmsgs(p.opts.TxBatch)
+	} else if err := q.setupRing(); err != nil {
+		return err
+	}
 	return unix.Bind(q.fd, &unix.SockaddrLinklayer{Ifindex: p.ifindex})
 }
 
-// TxBurst sends pkts in order with one sendmmsg per TxBatch frames and frees
-// the ones the kernel took. A full socket buffer or device queue (EAGAIN,
+// TxBurst sends pkts in order and frees the ones the kernel took: through
+// the ring (txBurstRing) or, in TxSendmmsg mode, with one sendmmsg per
+// TxBatch frames. A full socket buffer or device queue (EAGAIN,
 // ENOBUFS) ends the burst early with no error: the caller keeps the rest and
 // retries. A frame the kernel refuses on its own account (EMSGSIZE: longer
 // than the MTU; EINVAL: shorter than a link header) is dropped, counted in
@@ -68,6 +77,9 @@ func (q *txQueue) setup() error {
 func (q *txQueue) TxBurst(pkts []*dataplane.Packet) (int, error) {
 	if q.port.closed.Load() {
 		return 0, dataplane.ErrPortClosed
+	}
+	if q.ring != nil {
+		return q.txBurstRing(pkts)
 	}
 	taken := 0
 	for taken < len(pkts) {
@@ -105,11 +117,16 @@ func (q *txQueue) TxBurst(pkts []*dataplane.Packet) (int, error) {
 
 // close is called by Port.Close with the port's lock held.
 func (q *txQueue) close() error {
-	q.msgs.Clear()
-	if q.fd < 0 {
-		return nil
+	var errs []error
+	if q.msgs != nil {
+		q.msgs.Clear()
 	}
-	err := unix.Close(q.fd)
-	q.fd = -1
-	return err
+	if q.ring != nil {
+		errs = append(errs, q.ring.close())
+	}
+	if q.fd >= 0 {
+		errs = append(errs, unix.Close(q.fd))
+		q.fd = -1
+	}
+	return errors.Join(errs...)
 }

@@ -127,7 +127,8 @@ type PortStat struct {
 	KernelDrops uint64
 	// TooBig counts frames the port dropped on receive because they did
 	// not fit its ring's frames or the pool's buffers (the kernel truncated
-	// them); exported in drops_total{reason="too_big"} with the workers'.
+	// them), and on transmit because they did not fit a transmit ring
+	// slot; exported in drops_total{reason="too_big"} with the workers'.
 	TooBig uint64
 }
 
@@ -135,6 +136,12 @@ type PortStat struct {
 // big for their buffers before a worker sees them.
 type OversizeCounter interface {
 	RxOversize() uint64
+}
+
+// TxOversizeCounter is implemented by ports that drop frames too big for
+// their transmit rings.
+type TxOversizeCounter interface {
+	TxOversize() uint64
 }
 
 // KernelDropCounter is implemented by ports whose kernel counts drops that
@@ -154,6 +161,9 @@ func PortStatsOf(ports []dataplane.Port) func() []PortStat {
 				st := PortStat{Port: p.Name(), KernelDrops: kd.KernelDrops()}
 				if oc, ok := p.(OversizeCounter); ok {
 					st.TooBig = oc.RxOversize()
+				}
+				if oc, ok := p.(TxOversizeCounter); ok {
+					st.TooBig += oc.TxOversize()
 				}
 				stats = append(stats, st)
 			}

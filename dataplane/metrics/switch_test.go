@@ -167,6 +167,14 @@ type osPort struct {
 
 func (p osPort) RxOversize() uint64 { return p.oversize }
 
+// txPort also counts oversize transmit drops.
+type txPort struct {
+	osPort
+	txOversize uint64
+}
+
+func (p txPort) TxOversize() uint64 { return p.txOversize }
+
 type plainPort struct {
 	dataplane.Port
 	name string
@@ -175,9 +183,10 @@ type plainPort struct {
 func (p plainPort) Name() string { return p.name }
 
 func TestPortStatsOf(t *testing.T) {
-	ports := []dataplane.Port{kdPort{name: "a", drops: 3}, plainPort{name: "b"}, kdPort{name: "c"}, osPort{kdPort{name: "d"}, 7}}
+	ports := []dataplane.Port{kdPort{name: "a", drops: 3}, plainPort{name: "b"}, kdPort{name: "c"}, osPort{kdPort{name: "d"}, 7},
+		txPort{osPort{kdPort{name: "e"}, 2}, 5}}
 	got := PortStatsOf(ports)()
-	want := []PortStat{{Port: "a", KernelDrops: 3}, {Port: "c"}, {Port: "d", TooBig: 7}}
+	want := []PortStat{{Port: "a", KernelDrops: 3}, {Port: "c"}, {Port: "d", TooBig: 7}, {Port: "e", TooBig: 7}}
 	if len(got) != len(want) {
 		t.Fatalf("PortStatsOf = %v, want %v", got, want)
 	}
