@@ -317,6 +317,24 @@ static void stash_refill(sc_txq *q) {
 	q->stash_n += want;
 }
 
+// hstash_refill tops up the context's header stash once a burst's worth is
+// gone: one bulk allocation, the indexes read from the mbufs' private areas.
+static void hstash_refill(sc_ctx *c) {
+	uint32_t want = SC_HSTASH - c->hstash_n;
+	if (!c->hdr_pool || want < SC_BURST) {
+		return;
+	}
+	struct rte_mbuf **m = (struct rte_mbuf **)(c->hstash + c->hstash_n);
+	if (rte_pktmbuf_alloc_bulk(c->hdr_pool->mp, m, want) != 0) {
+		c->hnobuf++;
+		return;
+	}
+	for (uint32_t i = 0; i < want; i++) {
+		c->hstash_idx[c->hstash_n + i] = *(uint32_t *)rte_mbuf_to_priv(m[i]);
+	}
+	c->hstash_n += want;
+}
+
 // sc_ctx_flush sends every queue of the worker, then gives back the mbufs Go
 // released, in that order: a released original may still be the payload of
 // a copy queued above, which takes its own reference when attached.
@@ -329,6 +347,17 @@ void sc_ctx_flush(sc_ctx *c) {
 		rte_pktmbuf_free_bulk((struct rte_mbuf **)c->free, c->nfree);
 		c->nfree = 0;
 	}
+	hstash_refill(c);
+}
+
+void sc_ctx_free(sc_ctx *c) {
+	if (!c) {
+		return;
+	}
+	if (c->hstash_n) {
+		rte_pktmbuf_free_bulk((struct rte_mbuf **)c->hstash, c->hstash_n);
+	}
+	free(c);
 }
 
 // rx_fix replaces an mbuf Go cannot take as it is (from another pool, as a
