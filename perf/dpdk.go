@@ -21,9 +21,11 @@ package perf
 import (
 	"context"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"runtime"
+	"runtime/pprof"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -53,6 +55,9 @@ type DPDKOptions struct {
 	// process, so runs repeated in one process (the sweep) each take
 	// numbers of their own.
 	DeviceBase int
+	// CPUProfile, if set, receives a CPU profile (pprof) of the switch's
+	// measured window.
+	CPUProfile io.Writer
 }
 
 // maxDPDKFrame is the largest bench frame: mbufs are sized to hold it.
@@ -424,6 +429,13 @@ func benchSwitch(ctx context.Context, o DPDKOptions, r *DPDKResult, frame []byte
 	warm := time.Duration(min(o.Seconds/5, 0.5) * float64(time.Second))
 	time.Sleep(warm)
 	in0, out0, d0 := switchCounts(sw, ports)
+	if o.CPUProfile != nil {
+		if err := pprof.StartCPUProfile(o.CPUProfile); err != nil {
+			stop()
+			<-done
+			return fmt.Errorf("cpu profile: %w", err)
+		}
+	}
 	c0 := selfCPU()
 	t0 := time.Now()
 	select {
@@ -433,6 +445,9 @@ func benchSwitch(ctx context.Context, o DPDKOptions, r *DPDKResult, frame []byte
 	in1, out1, d1 := switchCounts(sw, ports)
 	el := time.Since(t0).Seconds()
 	cpu := (selfCPU() - c0).Seconds()
+	if o.CPUProfile != nil {
+		pprof.StopCPUProfile()
+	}
 	stop()
 	if err := <-done; err != nil {
 		return err
