@@ -52,6 +52,9 @@ const (
 	// DPDKHeadroom is the data offset of a fresh mbuf
 	// (RTE_PKTMBUF_HEADROOM), where Go writes a header or a frame copy.
 	DPDKHeadroom = 128
+	// DPDKCopyMax is the longest payload a copy gets copied into its
+	// header mbuf rather than attached by an indirect mbuf.
+	DPDKCopyMax = C.SC_COPY_MAX
 	// DPDKStash is how many header mbufs each transmit queue keeps ready.
 	DPDKStash = C.SC_STASH
 )
@@ -235,8 +238,9 @@ func NewTxQueue(port uint16, q int, hdr *Pool, clones *ClonePool) (*TxQueue, err
 func (q *TxQueue) Room() int { return DPDKTxCap - int(q.c.n) }
 
 // Ref queues a frame by reference: bytes [off, off+n) of the mbuf head,
-// followed, if tail is non-zero, by bytes [toff, toff+tn) of mbuf tail
-// attached through an indirect mbuf. ref takes a reference on head for the
+// followed, if tail is non-zero, by bytes [toff, toff+tn) of mbuf tail,
+// attached through an indirect mbuf, or copied in after the head when at
+// most DPDKCopyMax long. ref takes a reference on head for the
 // queue; without it, the caller hands over one it holds.
 func (q *TxQueue) Ref(head uintptr, off, n int, tail uintptr, toff, tn int, ref bool) {
 	d := &q.c.d[q.c.n]
@@ -246,7 +250,7 @@ func (q *TxQueue) Ref(head uintptr, off, n int, tail uintptr, toff, tn int, ref 
 	if ref {
 		d.ref = 1
 	}
-	if tail != 0 {
+	if tail != 0 && tn > C.SC_COPY_MAX {
 		q.c.ntail++
 	}
 	q.c.n++

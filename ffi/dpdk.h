@@ -14,6 +14,12 @@
 // per-port egress queue is drained in bursts of SC_BURST, several times per
 // round when it is long.
 #define SC_TXQ_CAP 1024
+// A copy whose payload is at most this long gets the payload copied in
+// after its header, in its header mbuf, instead of an indirect mbuf attached
+// to the original: a copy of up to 256 bytes costs less than allocating,
+// attaching (an atomic increment on the original) and, at transmit, freeing
+// and detaching (an atomic decrement) an indirect mbuf.
+#define SC_COPY_MAX 256
 // Header mbufs kept ready for Go in each transmit queue.
 #define SC_STASH 128
 #define SC_MAX_CTX_TXQ 256
@@ -55,8 +61,9 @@ typedef struct sc_txd {
 typedef struct sc_txq {
 	uint16_t port, queue;
 	uint32_t n;
-	// ntail counts the descriptors with a tail, kept as Go queues them so
-	// that the flush allocates their indirect mbufs without a pass to count.
+	// ntail counts the descriptors with a tail longer than SC_COPY_MAX, kept
+	// as Go queues them so that the flush allocates their indirect mbufs
+	// without a pass to count.
 	uint32_t ntail;
 	sc_txd d[SC_TXQ_CAP];
 	// Header mbufs ready for Go: Go takes from the top (stash_n--), writes
