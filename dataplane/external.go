@@ -16,9 +16,10 @@ package dataplane
 
 // NewExternalPool returns a pool over external buffers: bufs[i] is buffer
 // i's whole memory and handles[i] (non-zero) the owner's name for it. The
-// pool lends nothing by itself: Get always returns nil.
+// pool lends nothing by itself: Get returns nil until the owner lends it
+// buffers (Lend).
 func NewExternalPool(bufs [][]byte, handles []uintptr) *Pool {
-	p := &Pool{all: make([]Buf, len(bufs)), released: make([]uintptr, 0, len(bufs))}
+	p := &Pool{all: make([]Buf, len(bufs)), released: make([]uintptr, 0, len(bufs)), free: make([]*Buf, 0, len(bufs))}
 	for i := range p.all {
 		b := &p.all[i]
 		// Full slice expressions: cap == len, so a view's offset in its
@@ -43,6 +44,34 @@ func (p *Pool) Adopt(i, off, n int) *Packet {
 	pk.Head = b.data[off : off+n]
 	return pk
 }
+
+// Lend gives the pool buffer i to lend: Get returns it (last lent, first
+// out) until its last reference drops and its handle is Released again. The
+// owner must not lend a buffer twice before it comes back.
+func (p *Pool) Lend(i int) {
+	p.free = append(p.free, &p.all[i])
+}
+
+// Lendable is how many more buffers the pool takes to lend before it holds
+// want of them.
+func (p *Pool) Lendable(want int) int { return max(0, want-len(p.free)) }
+
+// Unlend takes back the buffers lent and not taken (Get) and returns their
+// handles, for the owner to give back; the slice is reused like Released's.
+func (p *Pool) Unlend() []uintptr {
+	r := p.released
+	for _, b := range p.free {
+		r = append(r, b.ext)
+	}
+	p.free = p.free[:0]
+	p.released = r[:0]
+	return r
+}
+
+// UseHeaders makes p take the header buffers of the copies it makes from h
+// (an external pool its owner lends buffers into) while h has some, so a
+// copy's header is written into the buffer that is sent. nil stops it.
+func (p *Pool) UseHeaders(h *Pool) { p.hdr = h }
 
 // Released returns the handles of the buffers whose last reference dropped
 // since the previous call and forgets them. The slice is reused: read it

@@ -102,6 +102,16 @@ type flowCache struct {
 	fill *flowEntry
 	// off disables the cache (tests compare both paths).
 	off bool
+	// A run of packets of one cached flow updates the aggregation state
+	// once: the run's first packet at once, the rest (pend set, from
+	// pendIn) by the highest of their sequence numbers, pendSeq, when the
+	// run ends (flushAgg). Every update of a cached packet sets the same
+	// fields to the same values but the highest sequence numbers, so this
+	// is what updating per packet leaves.
+	pend    *flowAgg
+	pendIn  uint8
+	pendAny bool
+	pendSeq uint32
 }
 
 func newFlowCache() flowCache { return flowCache{e: make([]flowEntry, flowSlots)} }
@@ -280,7 +290,7 @@ func (w *Worker) forwardCached(pk *Packet, e *flowEntry) bool {
 		w.counters.drop(DropIngressPort, 1)
 	}
 	if w.agg != nil {
-		w.agg.recordCached(&e.agg, uint8(pk.InPort), pf.seq)
+		w.recordCached(&e.agg, uint8(pk.InPort), pf.seq)
 	}
 	payload := b[m.payload:]
 	last := e.nb - 1
@@ -312,6 +322,32 @@ func (w *Worker) forwardCached(pk *Packet, e *flowEntry) bool {
 	w.enqueue(br.port, pk)
 	w.fanout.add(e.bucket, e.nb)
 	return true
+}
+
+// recordCached updates the aggregation state for a cached packet, at once
+// if it starts a run of its flow, else when the run ends (flushAgg).
+func (w *Worker) recordCached(fa *flowAgg, in uint8, seq uint32) {
+	fc := &w.flows
+	if fc.pend == fa && fc.pendIn == in {
+		if !fc.pendAny || seqLess(fc.pendSeq, seq) {
+			fc.pendSeq = seq
+		}
+		fc.pendAny = true
+		return
+	}
+	w.flushAgg()
+	w.agg.recordCached(fa, in, seq)
+	fc.pend, fc.pendIn = fa, in
+}
+
+// flushAgg applies the pending run's update: before anything else reads or
+// changes the aggregation state (the full path, the end of a burst).
+func (w *Worker) flushAgg() {
+	fc := &w.flows
+	if fc.pendAny {
+		w.agg.recordCached(fc.pend, fc.pendIn, fc.pendSeq)
+	}
+	fc.pend, fc.pendAny = nil, false
 }
 
 // patchOffsets are where patchCopy writes, from the frame's start.

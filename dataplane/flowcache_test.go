@@ -16,17 +16,25 @@ import (
 // streams of every layout, whose packets differ in what a flow's packets
 // differ in (sequence number, IP ID, length, payload, checksums, among them
 // wrong and absent ones).
-func TestFlowCacheMatchesFullPath(t *testing.T) { flowCacheVsFullPath(t, 1) }
+func TestFlowCacheMatchesFullPath(t *testing.T) { flowCacheVsFullPath(t, 1, false) }
 
 // TestFlowCacheRunsMatchFullPath is TestFlowCacheMatchesFullPath with
 // bursts of many frames, each stream's next three back to back: runs of
 // one flow (forwardBurst tries the previous packet's entry first) that end
 // where the next stream starts or the burst ends.
-func TestFlowCacheRunsMatchFullPath(t *testing.T) { flowCacheVsFullPath(t, 3) }
+func TestFlowCacheRunsMatchFullPath(t *testing.T) { flowCacheVsFullPath(t, 3, false) }
+
+// TestFlowCacheShuffledRunsMatchFullPath: runs of four whose sequence
+// numbers are out of order, the highest third (a run's aggregation update
+// is made by its first cached packet, then once by the highest number of
+// the rest, flushAgg; a stream's first packet in a burst often takes the
+// full path, its flow's slot taken by another).
+func TestFlowCacheShuffledRunsMatchFullPath(t *testing.T) { flowCacheVsFullPath(t, 4, true) }
 
 // flowCacheVsFullPath sends each stream run frames in a row per round,
-// every frame on its own burst if run is 1, else in bursts of BurstSize.
-func flowCacheVsFullPath(t *testing.T, run int) {
+// every frame on its own burst if run is 1, else in bursts of BurstSize;
+// shuffled sends a run of four in the order 2, 0, 3, 1 of their numbers.
+func flowCacheVsFullPath(t *testing.T, run int, shuffled bool) {
 	mutate := func(c *Config) {
 		c.Groups = []GroupEntry{{ID: 42, Members: "2,3"}}
 		c.Routes = append(c.Routes, RouteEntry{Receivers: "7", Port: "p0"})
@@ -76,7 +84,11 @@ func flowCacheVsFullPath(t *testing.T, run int) {
 			if si >= epochStreams && round > 20 {
 				o.fields.Epoch += 0x100
 			}
-			o.fields.Sequence = seq - uint32(run-1-k%run)
+			pos := k % run
+			if shuffled {
+				pos = [4]int{2, 0, 3, 1}[pos]
+			}
+			o.fields.Sequence = seq - uint32(run-1-pos)
 			o.payload = make([]byte, 1+rng.IntN(200))
 			for i := range o.payload {
 				o.payload[i] = byte(rng.Uint32())
@@ -145,6 +157,25 @@ func flowCacheVsFullPath(t *testing.T, run int) {
 	}
 	if a, b := on.w.counters.FanoutSum.Load(), off.w.counters.FanoutSum.Load(); a != b {
 		t.Errorf("fan-out sum %d with the cache, %d without", a, b)
+	}
+	// The receivers' and upstreams' sequence state itself, which the ACKs
+	// above show only in part.
+	for i := range on.w.agg.streams {
+		a, b := &on.w.agg.streams[i], &off.w.agg.streams[i]
+		for j := range a.ups {
+			if a.ups[j].highest != b.ups[j].highest {
+				t.Errorf("stream %d upstream %d: highest %d with the cache, %d without", i, j, a.ups[j].highest, b.ups[j].highest)
+			}
+		}
+		if len(a.recv) != len(b.recv) {
+			t.Fatalf("stream %d: %d receivers with the cache, %d without", i, len(a.recv), len(b.recv))
+		}
+		for j := range a.recv {
+			if ra, rb := a.recv[j], b.recv[j]; ra.first != rb.first || ra.last != rb.last || ra.up != rb.up || ra.port != rb.port {
+				t.Errorf("stream %d receiver %d: first/last/up/port %d/%d/%d/%d with the cache, %d/%d/%d/%d without",
+					i, ra.id, ra.first, ra.last, ra.up, ra.port, rb.first, rb.last, rb.up, rb.port)
+			}
+		}
 	}
 	if on.w.pool.Available() != on.w.pool.Cap() {
 		t.Errorf("leaked %d buffers", on.w.pool.Cap()-on.w.pool.Available())

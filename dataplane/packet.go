@@ -92,6 +92,11 @@ type Pool struct {
 	// released holds the handles of external buffers whose last reference
 	// dropped (external.go); always empty for an ordinary pool.
 	released []uintptr
+	// hdr, when set (UseHeaders), lends the header buffers of copies, so a
+	// port can have each copy's header written straight into the buffer
+	// its device sends (a DPDK header mbuf); copies come from this pool
+	// when hdr has none to lend.
+	hdr *Pool
 }
 
 // NewPool allocates n buffers of size bytes each (Headroom included).
@@ -129,9 +134,15 @@ func (p *Pool) Cap() int { return len(p.all) }
 // BufSize is the size of each buffer.
 func (p *Pool) BufSize() int { return p.size }
 
-// newCopy returns a fresh header packet sharing orig's payload tail.
+// newCopy returns a fresh header packet sharing orig's payload tail: from
+// the header pool if it has one to lend, else from p.
 func (p *Pool) newCopy(orig *Packet, payload []byte) *Packet {
-	c := p.Get()
+	var c *Packet
+	if h := p.hdr; h != nil && len(h.free) > 0 {
+		c = h.Get()
+	} else {
+		c = p.Get()
+	}
 	if c == nil {
 		return nil
 	}

@@ -81,6 +81,7 @@ func (w *Worker) forwardBurst(pkts []*Packet, meta []parsed, t *Tables) {
 			// (congestion): keep its entry.
 			slot = -1
 		}
+		w.flushAgg()
 		m := &meta[i]
 		m.drop = parseFrame(pk, m, w.udpPort)
 		if m.drop == probeFrame {
@@ -103,6 +104,7 @@ func (w *Worker) forwardBurst(pkts []*Packet, meta []parsed, t *Tables) {
 			w.forwardFeedback(pk, m, t)
 		}
 	}
+	w.flushAgg()
 }
 
 // uturn decides for a receiver whose active port is the ingress port. If the

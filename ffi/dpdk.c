@@ -19,9 +19,13 @@
 #include <rte_malloc.h>
 #include <rte_mbuf.h>
 #include <rte_mempool.h>
+#include <rte_prefetch.h>
 #include <rte_ring.h>
 
 #include "dpdk.h"
+
+// How many frames ahead sc_burst prefetches (l3fwd's PREFETCH_OFFSET).
+#define SC_PREFETCH 3
 
 // rte_eal_init pins the calling thread to the main lcore. That thread is one
 // of the Go runtime's; the affinity it had is put back afterwards, so the
@@ -267,14 +271,23 @@ static void txq_flush(sc_txq *q) {
 		m->data_len = d->len;
 		m->pkt_len = d->len;
 		if (d->tail) {
-			if (c == nclones) {
+			struct rte_mbuf *t = (struct rte_mbuf *)d->tail;
+			if (d->tlen <= SC_COPY_MAX && (uint32_t)d->off + d->len + d->tlen <= m->buf_len) {
+				// A short payload: copied in after the header.
+				rte_memcpy(rte_pktmbuf_mtod(m, uint8_t *) + d->len, (uint8_t *)t->buf_addr + d->toff, d->tlen);
+				m->data_len += d->tlen;
+				m->pkt_len += d->tlen;
+				q->out[k++] = m;
+				continue;
+			}
+			struct rte_mbuf *ind = c < nclones ? q->clones[c++] : rte_pktmbuf_alloc(q->clone_mp);
+			if (!ind) {
 				// No indirect mbuf for this copy.
 				rte_pktmbuf_free(m);
 				q->nobuf++;
 				continue;
 			}
-			struct rte_mbuf *ind = q->clones[c++];
-			rte_pktmbuf_attach(ind, (struct rte_mbuf *)d->tail);
+			rte_pktmbuf_attach(ind, t);
 			ind->data_off = d->toff;
 			ind->data_len = d->tlen;
 			ind->pkt_len = d->tlen;
@@ -283,6 +296,10 @@ static void txq_flush(sc_txq *q) {
 			m->pkt_len += d->tlen;
 		}
 		q->out[k++] = m;
+	}
+	if (c < nclones) {
+		// Copies that came short after all (no room to copy into).
+		rte_pktmbuf_free_bulk((struct rte_mbuf **)q->clones + c, nclones - c);
 	}
 	q->n = 0;
 	q->ntail = 0;
@@ -317,6 +334,24 @@ static void stash_refill(sc_txq *q) {
 	q->stash_n += want;
 }
 
+// hstash_refill tops up the context's header stash once a burst's worth is
+// gone: one bulk allocation, the indexes read from the mbufs' private areas.
+static void hstash_refill(sc_ctx *c) {
+	uint32_t want = SC_HSTASH - c->hstash_n;
+	if (!c->hdr_pool || want < SC_BURST) {
+		return;
+	}
+	struct rte_mbuf **m = (struct rte_mbuf **)(c->hstash + c->hstash_n);
+	if (rte_pktmbuf_alloc_bulk(c->hdr_pool->mp, m, want) != 0) {
+		c->hnobuf++;
+		return;
+	}
+	for (uint32_t i = 0; i < want; i++) {
+		c->hstash_idx[c->hstash_n + i] = *(uint32_t *)rte_mbuf_to_priv(m[i]);
+	}
+	c->hstash_n += want;
+}
+
 // sc_ctx_flush sends every queue of the worker, then gives back the mbufs Go
 // released, in that order: a released original may still be the payload of
 // a copy queued above, which takes its own reference when attached.
@@ -329,6 +364,17 @@ void sc_ctx_flush(sc_ctx *c) {
 		rte_pktmbuf_free_bulk((struct rte_mbuf **)c->free, c->nfree);
 		c->nfree = 0;
 	}
+	hstash_refill(c);
+}
+
+void sc_ctx_free(sc_ctx *c) {
+	if (!c) {
+		return;
+	}
+	if (c->hstash_n) {
+		rte_pktmbuf_free_bulk((struct rte_mbuf **)c->hstash, c->hstash_n);
+	}
+	free(c);
 }
 
 // rx_fix replaces an mbuf Go cannot take as it is (from another pool, as a
@@ -363,8 +409,19 @@ uint16_t sc_burst(sc_ctx *c, sc_rxq *r, uint16_t max) {
 	uint16_t n = rte_eth_rx_burst(r->port, r->queue, m, RTE_MIN(max, (uint16_t)SC_BURST));
 	uint16_t k = 0;
 	struct rte_mempool *mp = r->pool->mp;
+	// As l3fwd does: the frames' first bytes (which Go parses next) and
+	// the private areas (their pool index) are fetched SC_PREFETCH frames
+	// ahead.
+	for (uint16_t i = 0; i < RTE_MIN(n, (uint16_t)SC_PREFETCH); i++) {
+		rte_prefetch0(rte_pktmbuf_mtod(m[i], void *));
+		rte_prefetch0(rte_mbuf_to_priv(m[i]));
+	}
 	for (uint16_t i = 0; i < n; i++) {
 		struct rte_mbuf *x = m[i];
+		if (i + SC_PREFETCH < n) {
+			rte_prefetch0(rte_pktmbuf_mtod(m[i + SC_PREFETCH], void *));
+			rte_prefetch0(rte_mbuf_to_priv(m[i + SC_PREFETCH]));
+		}
 		if (unlikely(x->pool != mp || x->nb_segs != 1 || !RTE_MBUF_DIRECT(x) || rte_mbuf_refcnt_read(x) != 1)) {
 			if (!(x = rx_fix(r, x))) {
 				continue;

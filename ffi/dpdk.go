@@ -11,7 +11,8 @@
 //     NewRxQueue, NewCtx, RegisterThread);
 //   - once per receive burst: Ctx.Burst, which sends what the worker queued
 //     since its previous call, gives back the mbufs Go released, tops up the
-//     header stashes and receives;
+//     header stashes (the transmit queues' and the context's, whose mbufs
+//     Go lends its copies, TakeHeaders) and receives;
 //   - never per packet: packet bytes are read and written through
 //     unsafe.Slice views of mbuf buffers made once per pool (Pool.Views),
 //     and transmit descriptors and released handles are plain stores into C
@@ -51,6 +52,9 @@ const (
 	// DPDKHeadroom is the data offset of a fresh mbuf
 	// (RTE_PKTMBUF_HEADROOM), where Go writes a header or a frame copy.
 	DPDKHeadroom = 128
+	// DPDKCopyMax is the longest payload a copy gets copied into its
+	// header mbuf rather than attached by an indirect mbuf.
+	DPDKCopyMax = C.SC_COPY_MAX
 	// DPDKStash is how many header mbufs each transmit queue keeps ready.
 	DPDKStash = C.SC_STASH
 )
@@ -234,8 +238,9 @@ func NewTxQueue(port uint16, q int, hdr *Pool, clones *ClonePool) (*TxQueue, err
 func (q *TxQueue) Room() int { return DPDKTxCap - int(q.c.n) }
 
 // Ref queues a frame by reference: bytes [off, off+n) of the mbuf head,
-// followed, if tail is non-zero, by bytes [toff, toff+tn) of mbuf tail
-// attached through an indirect mbuf. ref takes a reference on head for the
+// followed, if tail is non-zero, by bytes [toff, toff+tn) of mbuf tail,
+// attached through an indirect mbuf, or copied in after the head when at
+// most DPDKCopyMax long. ref takes a reference on head for the
 // queue; without it, the caller hands over one it holds.
 func (q *TxQueue) Ref(head uintptr, off, n int, tail uintptr, toff, tn int, ref bool) {
 	d := &q.c.d[q.c.n]
@@ -245,7 +250,7 @@ func (q *TxQueue) Ref(head uintptr, off, n int, tail uintptr, toff, tn int, ref 
 	if ref {
 		d.ref = 1
 	}
-	if tail != 0 {
+	if tail != 0 && tn > C.SC_COPY_MAX {
 		q.c.ntail++
 	}
 	q.c.n++
@@ -382,8 +387,29 @@ func (x *Ctx) Burst(r *RxQueue, max int) int {
 	return int(C.sc_burst_u(C.uintptr_t(uintptr(unsafe.Pointer(x.c))), C.uintptr_t(uintptr(unsafe.Pointer(r.c))), C.uint16_t(max)))
 }
 
-// Free releases the context (not its queues).
-func (x *Ctx) Free() { C.free(unsafe.Pointer(x.c)); x.c = nil }
+// SetHeaderPool makes the context keep header mbufs of p ready for Go
+// (TakeHeaders), topped up by every flush.
+func (x *Ctx) SetHeaderPool(p *Pool) { x.c.hdr_pool = p.c }
+
+// TakeHeaders takes up to max header mbufs from the context's stash and
+// returns their indexes in the header pool, a view of C memory valid until
+// the next Burst or Flush. The caller owns the mbufs: it sends them or
+// releases them.
+func (x *Ctx) TakeHeaders(max int) []uint32 {
+	n := min(int(x.c.hstash_n), max)
+	if n <= 0 {
+		return nil
+	}
+	top := int(x.c.hstash_n)
+	x.c.hstash_n = C.uint32_t(top - n)
+	return unsafe.Slice((*uint32)(unsafe.Pointer(&x.c.hstash_idx[top-n])), n)
+}
+
+// HeaderNoBuf counts the flushes that could not top the header stash up.
+func (x *Ctx) HeaderNoBuf() uint64 { return uint64(x.c.hnobuf) }
+
+// Free releases the context (not its queues) and the header mbufs it kept.
+func (x *Ctx) Free() { C.sc_ctx_free(x.c); x.c = nil }
 
 // DrainRing takes up to max frames from the named rte_ring (a net_ring
 // device's "ETH_RXTX0_<name>"), returns copies of them and frees the mbufs:

@@ -14,6 +14,12 @@
 // per-port egress queue is drained in bursts of SC_BURST, several times per
 // round when it is long.
 #define SC_TXQ_CAP 1024
+// A copy whose payload is at most this long gets the payload copied in
+// after its header, in its header mbuf, instead of an indirect mbuf attached
+// to the original: a copy of up to 256 bytes costs less than allocating,
+// attaching (an atomic increment on the original) and, at transmit, freeing
+// and detaching (an atomic decrement) an indirect mbuf.
+#define SC_COPY_MAX 256
 // Header mbufs kept ready for Go in each transmit queue.
 #define SC_STASH 128
 #define SC_MAX_CTX_TXQ 256
@@ -55,8 +61,9 @@ typedef struct sc_txd {
 typedef struct sc_txq {
 	uint16_t port, queue;
 	uint32_t n;
-	// ntail counts the descriptors with a tail, kept as Go queues them so
-	// that the flush allocates their indirect mbufs without a pass to count.
+	// ntail counts the descriptors with a tail longer than SC_COPY_MAX, kept
+	// as Go queues them so that the flush allocates their indirect mbufs
+	// without a pass to count.
 	uint32_t ntail;
 	sc_txd d[SC_TXQ_CAP];
 	// Header mbufs ready for Go: Go takes from the top (stash_n--), writes
@@ -85,12 +92,23 @@ typedef struct sc_rxq {
 	uint64_t foreign, dropped;
 } sc_rxq;
 
-// A worker's context: the transmit queues it fills and the mbufs it released.
+// Header mbufs a worker's context keeps ready for Go's copies.
+#define SC_HSTASH 512
+
+// A worker's context: the transmit queues it fills, the mbufs it released,
+// and header mbufs for the copies it makes (Go takes them by index from the
+// top, hstash_n--, into the worker's header pool; the next flush tops the
+// stash up with one rte_pktmbuf_alloc_bulk).
 typedef struct sc_ctx {
 	uint32_t nq;
 	sc_txq *q[SC_MAX_CTX_TXQ];
 	uint32_t nfree;
 	uintptr_t free[SC_FREE_CAP];
+	sc_pool *hdr_pool;
+	uint32_t hstash_n;
+	uint64_t hnobuf;
+	uintptr_t hstash[SC_HSTASH];
+	uint32_t hstash_idx[SC_HSTASH];
 } sc_ctx;
 
 int sc_eal_init(int argc, char **argv, char *err, int errlen);
@@ -105,6 +123,7 @@ void sc_txq_free(sc_txq *q);
 sc_rxq *sc_rxq_new(uint16_t port, uint16_t queue, sc_pool *pool);
 sc_ctx *sc_ctx_new(void);
 void sc_ctx_flush(sc_ctx *c);
+void sc_ctx_free(sc_ctx *c);
 uint16_t sc_burst(sc_ctx *c, sc_rxq *r, uint16_t max);
 void *sc_clone_pool(const char *name, uint32_t n, int socket);
 int sc_port_stats(uint16_t port, uint64_t *out);

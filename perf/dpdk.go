@@ -21,9 +21,11 @@ package perf
 import (
 	"context"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"runtime"
+	"runtime/pprof"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -53,6 +55,9 @@ type DPDKOptions struct {
 	// process, so runs repeated in one process (the sweep) each take
 	// numbers of their own.
 	DeviceBase int
+	// CPUProfile, if set, receives a CPU profile (pprof) of the switch's
+	// measured window.
+	CPUProfile io.Writer
 }
 
 // maxDPDKFrame is the largest bench frame: mbufs are sized to hold it.
@@ -74,6 +79,12 @@ type DPDKResult struct {
 	SwitchMpps  float64 `json:"switch_mpps"`
 	EgressMpps  float64 `json:"egress_mpps"`
 	NsPerPacket float64 `json:"ns_per_packet"`
+	// SwitchCPUMpps and EgressCPUMpps are the same per CPU-second of this
+	// process over the window (getrusage): on a shared machine the
+	// forwarding core gets only part of a CPU, and these rates do not
+	// depend on how large a part.
+	SwitchCPUMpps float64 `json:"switch_cpu_mpps"`
+	EgressCPUMpps float64 `json:"egress_cpu_mpps"`
 	// SwitchDrops is what the switch dropped in the window, by reason.
 	SwitchDrops   map[string]uint64 `json:"switch_drops,omitempty"`
 	SwitchSkipped string            `json:"switch_skipped,omitempty"`
@@ -85,6 +96,13 @@ type DPDKResult struct {
 	EgressVsTestpmd  float64 `json:"egress_ratio_vs_testpmd,omitempty"`
 	IORatioVsTestpmd float64 `json:"io_ratio_vs_testpmd,omitempty"`
 	TestpmdCommand   string  `json:"testpmd_command,omitempty"`
+	// TestpmdCPUMpps is testpmd io's packets per CPU-second of its process;
+	// the CPU ratios compare per CPU-second rates, which a loaded machine
+	// distorts far less than the wall-clock ratios above (they compare
+	// runs seconds apart, each given whatever share of a core it got).
+	TestpmdCPUMpps     float64 `json:"testpmd_cpu_mpps,omitempty"`
+	CPURatioVsTestpmd  float64 `json:"cpu_ratio_vs_testpmd,omitempty"`
+	EgressCPUVsTestpmd float64 `json:"egress_cpu_ratio_vs_testpmd,omitempty"`
 	// TestpmdMacMpps is testpmd again in mac mode, which writes each
 	// frame's Ethernet addresses: what DPDK's own C code forwards here when
 	// it touches every packet's header, as the switch must. The switch's
@@ -133,7 +151,7 @@ func BenchDPDK(ctx context.Context, o DPDKOptions) (*DPDKResult, error) {
 				return nil, fmt.Errorf("testpmd %s mode: %w", mode, err)
 			}
 			if mode == "io" {
-				r.TestpmdMpps, r.TestpmdCommand = tp.Mpps, tp.Command
+				r.TestpmdMpps, r.TestpmdCommand, r.TestpmdCPUMpps = tp.Mpps, tp.Command, tp.CPUMpps
 			} else {
 				r.TestpmdMacMpps = tp.Mpps
 			}
@@ -159,6 +177,10 @@ func BenchDPDK(ctx context.Context, o DPDKOptions) (*DPDKResult, error) {
 		r.EgressVsTestpmd = r.EgressMpps / r.TestpmdMpps
 		r.IORatioVsTestpmd = r.IOMpps / r.TestpmdMpps
 		r.TestpmdMacVsIO = r.TestpmdMacMpps / r.TestpmdMpps
+	}
+	if r.TestpmdCPUMpps > 0 {
+		r.CPURatioVsTestpmd = r.SwitchCPUMpps / r.TestpmdCPUMpps
+		r.EgressCPUVsTestpmd = r.EgressCPUMpps / r.TestpmdCPUMpps
 	}
 	if r.TestpmdMacMpps > 0 {
 		r.RatioVsTestpmdMac = r.SwitchMpps / r.TestpmdMacMpps
@@ -338,6 +360,15 @@ func primeRing(p *dpdkport.Port, tx dataplane.TxQueue, frame []byte) error {
 // without checking the room).
 func dataRoom(size int) int { return max(size, 2048) + 128 }
 
+// selfCPU is the user and system time this process has used.
+func selfCPU() time.Duration {
+	var ru unix.Rusage
+	if unix.Getrusage(unix.RUSAGE_SELF, &ru) != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
 func pin(cpu int) error {
 	var set unix.CPUSet
 	set.Set(cpu)
@@ -398,6 +429,14 @@ func benchSwitch(ctx context.Context, o DPDKOptions, r *DPDKResult, frame []byte
 	warm := time.Duration(min(o.Seconds/5, 0.5) * float64(time.Second))
 	time.Sleep(warm)
 	in0, out0, d0 := switchCounts(sw, ports)
+	if o.CPUProfile != nil {
+		if err := pprof.StartCPUProfile(o.CPUProfile); err != nil {
+			stop()
+			<-done
+			return fmt.Errorf("cpu profile: %w", err)
+		}
+	}
+	c0 := selfCPU()
 	t0 := time.Now()
 	select {
 	case <-time.After(time.Duration(o.Seconds * float64(time.Second))):
@@ -405,6 +444,10 @@ func benchSwitch(ctx context.Context, o DPDKOptions, r *DPDKResult, frame []byte
 	}
 	in1, out1, d1 := switchCounts(sw, ports)
 	el := time.Since(t0).Seconds()
+	cpu := (selfCPU() - c0).Seconds()
+	if o.CPUProfile != nil {
+		pprof.StopCPUProfile()
+	}
 	stop()
 	if err := <-done; err != nil {
 		return err
@@ -414,6 +457,10 @@ func benchSwitch(ctx context.Context, o DPDKOptions, r *DPDKResult, frame []byte
 	r.EgressMpps = float64(out1-out0) / el / 1e6
 	if in1 > in0 {
 		r.NsPerPacket = el * 1e9 / float64(in1-in0)
+	}
+	if cpu > 0 {
+		r.SwitchCPUMpps = float64(in1-in0) / cpu / 1e6
+		r.EgressCPUMpps = float64(out1-out0) / cpu / 1e6
 	}
 	for i := range d1 {
 		if d := d1[i] - d0[i]; d > 0 {

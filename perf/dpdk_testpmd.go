@@ -45,6 +45,12 @@ type TestpmdResult struct {
 	Mpps    float64   `json:"mpps"`
 	Samples []float64 `json:"samples_mpps"`
 	Command string    `json:"command"`
+	// CPUMpps is packets per CPU-second of the testpmd process between its
+	// first rate report and the stop: the reports' mean rate times that
+	// wall time, over the CPU time the process used in it (on a shared
+	// machine the forwarding core gets a fraction of a CPU, and this rate
+	// does not depend on how large).
+	CPUMpps float64 `json:"cpu_mpps"`
 }
 
 // RunTestpmd runs testpmd --forward-mode=io (or o.Mode) with stats every
@@ -115,12 +121,20 @@ func RunTestpmd(ctx context.Context, o TestpmdOptions) (*TestpmdResult, error) {
 		<-done
 		return nil, fmt.Errorf("testpmd printed no rates in 30 s: %s", tail(out.String(), 2000))
 	}
+	cpu0, cpuErr := procCPU(cmd.Process.Pid)
+	w0 := time.Now()
 	t := time.NewTimer(time.Duration((o.Seconds + 1.2) * float64(time.Second)))
 	defer t.Stop()
+	var cpu, wall time.Duration
 	select {
 	case err := <-done:
 		return nil, fmt.Errorf("testpmd exited early (%v): %s", err, tail(out.String(), 2000))
 	case <-t.C:
+		cpu1, err := procCPU(cmd.Process.Pid)
+		wall = time.Since(w0)
+		if cpuErr == nil && err == nil {
+			cpu = cpu1 - cpu0
+		}
 		cmd.Process.Signal(syscall.SIGINT)
 		<-done
 	}
@@ -131,7 +145,43 @@ func RunTestpmd(ctx context.Context, o TestpmdOptions) (*TestpmdResult, error) {
 	}
 	r.Samples = s
 	r.Mpps = median(s[1:])
+	if cpu > 0 {
+		var sum float64
+		for _, v := range s[1:] {
+			sum += v
+		}
+		r.CPUMpps = sum / float64(len(s)-1) * wall.Seconds() / cpu.Seconds()
+	}
 	return r, nil
+}
+
+// procCPU is the user and system time process pid has used, from
+// /proc/PID/stat (fields 14 and 15, in clock ticks of 1/100 s).
+func procCPU(pid int) (time.Duration, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0, err
+	}
+	return parseProcCPU(string(b))
+}
+
+func parseProcCPU(stat string) (time.Duration, error) {
+	// The command name (field 2) may hold spaces: count from its ')'.
+	i := strings.LastIndexByte(stat, ')')
+	if i < 0 {
+		return 0, fmt.Errorf("proc stat %q: no command name", tail(stat, 80))
+	}
+	f := strings.Fields(stat[i+1:])
+	if len(f) < 13 {
+		return 0, fmt.Errorf("proc stat %q: %d fields", tail(stat, 80), len(f)+2)
+	}
+	// After ')': field 3 is f[0], so utime (14) is f[11], stime (15) f[12].
+	u, err1 := strconv.ParseUint(f[11], 10, 64)
+	st, err2 := strconv.ParseUint(f[12], 10, 64)
+	if err1 != nil || err2 != nil {
+		return 0, fmt.Errorf("proc stat: utime %q stime %q", f[11], f[12])
+	}
+	return time.Duration(u+st) * 10 * time.Millisecond, nil
 }
 
 var (

@@ -6,6 +6,7 @@ import (
 	"os/exec"
 	"strings"
 	"testing"
+	"time"
 )
 
 const testpmdSample = `
@@ -71,5 +72,19 @@ func TestRunTestpmd(t *testing.T) {
 	}
 	if _, err := RunTestpmd(context.Background(), TestpmdOptions{Mode: "rxonly"}); err == nil || !strings.Contains(err.Error(), "want io or mac") {
 		t.Fatalf("mode rxonly: %v", err)
+	}
+}
+
+func TestParseProcCPU(t *testing.T) {
+	stat := "4242 (dpdk-testpmd x) R 1 4242 4242 0 -1 4194560 100 0 0 0 250 17 0 0 20 0 3 0 100 0 0"
+	d, err := parseProcCPU(stat)
+	if err != nil || d != 2670*time.Millisecond {
+		t.Fatalf("parseProcCPU = %v, %v; want 2.67s", d, err)
+	}
+	if _, err := parseProcCPU("4242 (x) R 1"); err == nil {
+		t.Fatal("a short stat line parsed")
+	}
+	if _, err := parseProcCPU("no name"); err == nil {
+		t.Fatal("a stat line without a command name parsed")
 	}
 }

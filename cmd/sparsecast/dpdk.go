@@ -24,6 +24,9 @@ type BenchDPDKOptions struct {
 	VsTestpmd bool
 	JSON      bool
 	HugeDir   string
+	// CPUProfile is a file for a CPU profile (pprof) of the switch's
+	// measured window.
+	CPUProfile string
 }
 
 // hugeDirEnv names a hugetlbfs mount for the DPDK benches: the one
@@ -80,6 +83,7 @@ makes every forwarder, testpmd too, several times slower.`,
 	cmd.Flags().BoolVar(&o.VsTestpmd, "vs-testpmd", false, "also run dpdk-testpmd --forward-mode=io and =mac on the same kind of device")
 	cmd.Flags().BoolVar(&o.JSON, "json", false, "print JSON")
 	cmd.Flags().StringVar(&o.HugeDir, "huge-dir", os.Getenv(hugeDirEnv), "a hugetlbfs mount for DPDK's memory, this process's and testpmd's (default $"+hugeDirEnv+", which make bench-dpdk sets; empty: --no-huge)")
+	cmd.Flags().StringVar(&o.CPUProfile, "cpuprofile", "", "write a CPU profile (pprof) of the switch's measured window to this file")
 	return cmd
 }
 

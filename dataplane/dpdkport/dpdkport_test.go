@@ -137,15 +137,22 @@ func TestRingLoopback(t *testing.T) {
 
 // TestSwitchReplicates runs the switch from a net_null device whose frames
 // are the test frame (stamped into its pool) to two ring devices, and reads
-// the rings: the copy (a header mbuf chained to the payload) and the
-// original rewritten in place must be byte for byte what BuildFrame makes
-// for each branch.
+// the rings: the copy and the original rewritten in place must be byte for
+// byte what BuildFrame makes for each branch. The copy is its header mbuf
+// with the payload copied in (200 bytes, at most ffi.DPDKCopyMax) or
+// chained to an indirect mbuf on the original's payload (800 bytes).
 func TestSwitchReplicates(t *testing.T) {
+	for i, n := range []int{200, 800} {
+		t.Run(fmt.Sprintf("payload=%d", n), func(t *testing.T) { testSwitchReplicates(t, n, 20+3*i) })
+	}
+}
+
+func testSwitchReplicates(t *testing.T, payload, dev int) {
 	spec := dataplane.FrameSpec{
 		SrcMAC: net.HardwareAddr{2, 0, 0, 0, 0, 2}, DstMAC: net.HardwareAddr{2, 0, 0, 0, 0, 1},
 		SrcIP: net.IPv4(10, 0, 0, 2), DstIP: net.IPv4(10, 0, 0, 1), SrcPort: 5000,
 		Fields:    headers.Fields{Type: headers.TypeData, HopLimit: 16, SessionID: 7},
-		Receivers: []uint16{1, 98}, Payload: bytes.Repeat([]byte("payload!"), 25),
+		Receivers: []uint16{1, 98}, Payload: bytes.Repeat([]byte("payload!"), payload/8),
 	}
 	in, err := dataplane.BuildFrame(spec)
 	if err != nil {
@@ -153,9 +160,9 @@ func TestSwitchReplicates(t *testing.T) {
 	}
 	cfg := &dataplane.Config{Name: "t", PollMode: dataplane.PollBusy, Buffers: 1024, EAL: testEAL}
 	cfg.Ports = []dataplane.PortConfig{
-		{Name: "in", Type: "dpdk", Device: fmt.Sprintf("net_null20,size=%d", len(in))},
-		{Name: "a", Type: "dpdk", Device: "net_ring21", NeighborMAC: "02:00:00:00:0a:01", NeighborIP: "10.9.0.1"},
-		{Name: "b", Type: "dpdk", Device: "net_ring22", NeighborMAC: "02:00:00:00:0b:01", NeighborIP: "10.9.0.2"},
+		{Name: "in", Type: "dpdk", Device: fmt.Sprintf("net_null%d,size=%d", dev, len(in))},
+		{Name: "a", Type: "dpdk", Device: fmt.Sprintf("net_ring%d", dev+1), NeighborMAC: "02:00:00:00:0a:01", NeighborIP: "10.9.0.1"},
+		{Name: "b", Type: "dpdk", Device: fmt.Sprintf("net_ring%d", dev+2), NeighborMAC: "02:00:00:00:0b:01", NeighborIP: "10.9.0.2"},
 	}
 	cfg.Routes = []dataplane.RouteEntry{{Receivers: "1", Port: "a"}, {Receivers: "98", Port: "b"}}
 	if err := cfg.Validate(); err != nil {
@@ -211,8 +218,8 @@ func TestSwitchReplicates(t *testing.T) {
 		dev  string
 		want []byte
 	}{
-		{"net_ring21", expect(dp[1], 1, "02:00:00:00:0a:01", net.IPv4(10, 9, 0, 1))},
-		{"net_ring22", expect(dp[2], 98, "02:00:00:00:0b:01", net.IPv4(10, 9, 0, 2))},
+		{fmt.Sprintf("net_ring%d", dev+1), expect(dp[1], 1, "02:00:00:00:0a:01", net.IPv4(10, 9, 0, 1))},
+		{fmt.Sprintf("net_ring%d", dev+2), expect(dp[2], 98, "02:00:00:00:0b:01", net.IPv4(10, 9, 0, 2))},
 	} {
 		got, err := ffi.DrainRing("ETH_RXTX0_"+c.dev, 512)
 		if err != nil {

@@ -37,10 +37,41 @@ var env struct {
 }
 
 // workerCtx is one worker's C context and the external pools whose
-// released buffers it hands back.
+// released buffers it hands back. hdr (made with the context when it
+// receives) lends the worker's copies header mbufs: a copy's header is
+// written into the mbuf that is sent, the header stash of the context
+// refilling it once per burst.
 type workerCtx struct {
 	c     *ffi.Ctx
 	pools []*dataplane.Pool
+	hdr   *dataplane.Pool
+}
+
+// headerLend is how many header mbufs a worker's header pool holds ready:
+// a burst of 32 at fan-out 16.
+const headerLend = 512
+
+// lend tops the worker's header pool up from the context's stash (what
+// the last C call allocated).
+func (w *workerCtx) lend() {
+	if w.hdr == nil {
+		return
+	}
+	if n := w.hdr.Lendable(headerLend); n > 0 {
+		for _, i := range w.c.TakeHeaders(n) {
+			w.hdr.Lend(int(i))
+		}
+	}
+}
+
+// reclaim gives the C context back the header mbufs lent and not used, so
+// the shared header mempool does not lose them when the context goes.
+func (w *workerCtx) reclaim() {
+	if w.hdr == nil {
+		return
+	}
+	w.c.Release(w.hdr.Unlend())
+	w.hdr = nil
 }
 
 // start initialises the EAL and the shared pools once. env.mu is held.
@@ -83,6 +114,9 @@ func ctxForThread(create bool) (*workerCtx, error) {
 		return nil, err
 	}
 	w := &workerCtx{c: c}
+	c.SetHeaderPool(env.hdr)
+	w.hdr = dataplane.NewExternalPool(env.hdr.Views(), env.hdr.Handles())
+	w.pools = append(w.pools, w.hdr)
 	env.ctxs[tid] = w
 	return w, nil
 }

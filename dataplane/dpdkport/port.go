@@ -87,8 +87,9 @@ func (p *Port) Pool() *ffi.Pool { return p.mpool }
 
 // RxBurst sends what the worker queued, gives back what it released, and
 // receives up to len(pkts) frames: one cgo call. The frames stay in their
-// mbufs; pool (the worker's) is not used.
-func (p *Port) RxBurst(_ *dataplane.Pool, pkts []*dataplane.Packet) (int, error) {
+// mbufs; pool (the worker's) takes its copies' header buffers from the
+// worker's header mbufs, lent to it here after each call.
+func (p *Port) RxBurst(pool *dataplane.Pool, pkts []*dataplane.Packet) (int, error) {
 	if p.closed.Load() {
 		return 0, dataplane.ErrPortClosed
 	}
@@ -101,9 +102,13 @@ func (p *Port) RxBurst(_ *dataplane.Pool, pkts []*dataplane.Packet) (int, error)
 		if w, err = p.bind(); err != nil {
 			return 0, err
 		}
+		if pool != nil {
+			pool.UseHeaders(w.hdr)
+		}
 	}
 	w.release()
 	n := w.c.Burst(p.rxq, min(len(pkts), ffi.DPDKBurst))
+	w.lend()
 	for i := 0; i < n; i++ {
 		idx, off, ln := p.rxq.Frame(i)
 		pkts[i] = p.pool.Adopt(idx, off, ln)
@@ -182,6 +187,8 @@ func (p *Port) Close() error {
 		return nil
 	}
 	for _, w := range env.ctxs {
+		w.reclaim()
+		w.c.Flush()
 		w.c.Free()
 	}
 	env.ctxs = map[int]*workerCtx{}
