@@ -67,7 +67,10 @@ type TransferBenchOptions struct {
 	Bisections   int
 	// Timeout bounds the reliable transfer (default 2 minutes).
 	Timeout time.Duration
-	Log     func(format string, args ...any)
+	// Window, if above 0, is the reliable transfer's sender and receiver
+	// --window (0: send's and recv's default).
+	Window int
+	Log    func(format string, args ...any)
 }
 
 // CapacityStep is one unreliable stream of the capacity search.
@@ -162,6 +165,8 @@ func (o *TransferBenchOptions) Check() error {
 		return fmt.Errorf("bench transfer: max loss %v: want 0-1", o.MaxLoss)
 	case o.Bisections < 0 || o.Bisections > 10:
 		return fmt.Errorf("bench transfer: bisections %d: want 0-10", o.Bisections)
+	case o.Window != 0 && (o.Window < 2 || o.Window > 1<<16 || o.Window&(o.Window-1) != 0):
+		return fmt.Errorf("bench transfer: window %d: want a power of two, 2-65536", o.Window)
 	}
 	return nil
 }
@@ -206,7 +211,7 @@ func BenchTransfer(ctx context.Context, o TransferBenchOptions) (res *TransferBe
 		return nil, err
 	}
 	o.Log("== capacity %.0f packets/s, %.1f MB/s; now %d bytes reliably", res.CapacityPPS, res.CapacityMBps, o.Size)
-	tr, err := lab.TransferOn(ctx, f, lab.TransferOptions{Binary: o.Binary, Sender: sender, Receivers: to, Size: o.Size, Timeout: o.Timeout, Log: o.Log})
+	tr, err := lab.TransferOn(ctx, f, lab.TransferOptions{Binary: o.Binary, Sender: sender, Receivers: to, Size: o.Size, Timeout: o.Timeout, Window: o.Window, Log: o.Log})
 	if err != nil {
 		return nil, err
 	}

@@ -72,17 +72,17 @@ func TestBenchFeedbackFlags(t *testing.T) {
 func TestBenchTransferFlags(t *testing.T) {
 	var got *BenchTransferOptions
 	cmd := NewCmdBenchTransfer(func(o *BenchTransferOptions) error { got = o; return nil })
-	cmd.SetArgs([]string{"--testbed", "sc-", "--size", "1048576", "--step", "500ms", "--max-loss", "0.01", "--binary", "/opt/sc", "--json"})
+	cmd.SetArgs([]string{"--testbed", "sc-", "--size", "1048576", "--step", "500ms", "--max-loss", "0.01", "--binary", "/opt/sc", "--json", "--window", "16384"})
 	if err := cmd.Execute(); err != nil {
 		t.Fatal(err)
 	}
 	if got.Testbed != "sc-" || got.Size != 1<<20 || got.StepDuration.Milliseconds() != 500 || got.MaxLoss != 0.01 ||
-		got.Binary != "/opt/sc" || !got.JSON || got.StartRate != 10000 || got.Bisections != 3 {
+		got.Binary != "/opt/sc" || !got.JSON || got.StartRate != 10000 || got.Bisections != 3 || got.Window != 16384 {
 		t.Fatalf("parsed %+v", got)
 	}
 	for _, bad := range [][]string{
 		{"--testbed", "sc-", "--topology", "x.yaml"}, {"--testbed", "Bad"}, {"--size", "0"}, {"--step", "1ms"},
-		{"--max-loss", "0"}, {"--max-loss", "1"}, {"--start-rate", "1"}, {"--bisections", "11"}, {"extra"},
+		{"--max-loss", "0"}, {"--max-loss", "1"}, {"--start-rate", "1"}, {"--bisections", "11"}, {"--window", "1000"}, {"extra"},
 	} {
 		cmd := NewCmdBenchTransfer(func(*BenchTransferOptions) error { return nil })
 		cmd.SetArgs(bad)

@@ -91,6 +91,7 @@ testbed that is up under that prefix and leaves it up. MB are 10^6 bytes.`,
 	f.Float64Var(&o.MaxLoss, "max-loss", 0.001, "the loss of the worst receiver a good capacity step may have")
 	f.IntVar(&o.Bisections, "bisections", 3, "capacity steps between the last good and the first bad rate")
 	f.DurationVar(&o.Timeout, "timeout", 2*time.Minute, "stop the reliable transfer after this long")
+	f.IntVar(&o.Window, "window", 0, "the reliable transfer's sender and receiver window in packets (0: send's and recv's default, 8192)")
 	f.StringVar(&o.Binary, "binary", "", "sparsecast binary for the lab's processes (default: this one)")
 	f.BoolVarP(&o.Verbose, "verbose", "v", false, "print each step as it runs")
 	f.BoolVar(&o.JSON, "json", false, "print JSON")
