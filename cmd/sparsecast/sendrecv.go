@@ -779,13 +779,7 @@ type TransferSummary struct {
 	Packets          uint64  `json:"packets"`
 	Retransmissions  uint64  `json:"retransmissions"`
 	RetransmitCopies uint64  `json:"retransmit_copies"`
-	// How the repairs were made (endpoint.SenderReport's names).
-	NACKRetransmits uint64                        `json:"nack_retransmissions"`
-	RTORetransmits  uint64                        `json:"rto_retransmissions"`
-	ParityRepairs   uint64                        `json:"parity_repairs"`
-	BlockNACKs      uint64                        `json:"block_nacks"`
-	StaleBlockNACKs uint64                        `json:"stale_block_nacks"`
-	MergedRequests  uint64                        `json:"merged_requests"`
+	endpoint.RepairCounts
 	FeedbackPackets uint64                        `json:"feedback_packets"`
 	ACKs            uint64                        `json:"acks"`
 	AggregatedACKs  uint64                        `json:"aggregated_acks"`
@@ -909,8 +903,7 @@ func (p *progressBar) finish() {
 func fillTransfer(sum *TransferSummary, rep *endpoint.SenderReport, tr endpoint.Transport) {
 	sum.ElapsedNS = int64(rep.Elapsed)
 	sum.Packets, sum.Retransmissions, sum.RetransmitCopies = rep.Packets, rep.Retransmissions, rep.RetransmitCopies
-	sum.NACKRetransmits, sum.RTORetransmits, sum.ParityRepairs = rep.NACKRetransmits, rep.RTORetransmits, rep.ParityRepairs
-	sum.BlockNACKs, sum.StaleBlockNACKs, sum.MergedRequests = rep.BlockNACKs, rep.StaleBlockNACKs, rep.MergedRequests
+	sum.RepairCounts = rep.RepairCounts
 	sum.FeedbackPackets = tr.Stats().RecvFeedback
 	sum.ACKs, sum.AggregatedACKs, sum.AmbiguousACKs = rep.ACKs, rep.AggregatedACKs, rep.AmbiguousACKs
 	sum.NACKs, sum.CNPs, sum.RateDecreases, sum.FinalRatePPS = rep.NACKs, rep.CNPs, rep.RateDecreases, rep.FinalRatePPS

@@ -107,6 +107,22 @@ func (c *CCConfig) defaults() error {
 	return nil
 }
 
+// RepairCounts says how a sender's repairs were made: NACKRetransmits and
+// RTORetransmits the retransmissions a NACK or an RTO caused; ParityRepairs
+// the parity packets among them; BlockNACKs the block NACKs heard;
+// StaleBlockNACKs block NACKs that parity already on its way answered (sent
+// within the holdoff, repair.go), so they cost nothing; MergedRequests the
+// NACKs (packet or block) that joined a repair already pending. `send
+// --json` prints them as they are (TransferSummary).
+type RepairCounts struct {
+	NACKRetransmits uint64 `json:"nack_retransmissions"`
+	RTORetransmits  uint64 `json:"rto_retransmissions"`
+	ParityRepairs   uint64 `json:"parity_repairs"`
+	BlockNACKs      uint64 `json:"block_nacks"`
+	StaleBlockNACKs uint64 `json:"stale_block_nacks"`
+	MergedRequests  uint64 `json:"merged_requests"`
+}
+
 // SessionConfig configures a ReliableSender.
 type SessionConfig struct {
 	SourceID, SessionID uint16
@@ -209,20 +225,11 @@ type SenderReport struct {
 	AppBytes uint64 `json:"app_bytes"`
 	Messages uint64 `json:"messages"`
 	// Retransmissions counts repair datagrams (NACK and RTO); RetransmitCopies
-	// the receivers they were addressed to.
+	// the receivers they were addressed to; RepairCounts how they were made.
 	Retransmissions uint64 `json:"retransmissions"`
-	NACKRetransmits uint64 `json:"nack_retransmissions"`
-	RTORetransmits  uint64 `json:"rto_retransmissions"`
-	// ParityRepairs counts the parity packets among the retransmissions;
-	// BlockNACKs the block NACKs heard; MergedRequests the NACKs (packet
-	// or block) that joined a repair already pending; ParityUnavailable
-	// block repairs not sent because a packet of the block left the window;
-	// StaleBlockNACKs block NACKs that parity already on its way answered
-	// (sent within the holdoff, repair.go), so they cost nothing.
-	ParityRepairs     uint64               `json:"parity_repairs"`
-	BlockNACKs        uint64               `json:"block_nacks"`
-	StaleBlockNACKs   uint64               `json:"stale_block_nacks"`
-	MergedRequests    uint64               `json:"merged_requests"`
+	RepairCounts
+	// ParityUnavailable counts block repairs not sent because a packet of
+	// the block left the window.
 	ParityUnavailable uint64               `json:"parity_unavailable"`
 	RetransmitCopies  uint64               `json:"retransmit_copies"`
 	FeedbackPackets   uint64               `json:"feedback_packets"`
