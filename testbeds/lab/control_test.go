@@ -70,10 +70,9 @@ func TestControlKilledUnderLoad(t *testing.T) {
 	checkLosses(t, f, res)
 }
 
-// checkLosses fails t on losses no stall explains and on duplicates, and
-// logs the stall losses (losses.go): a starved process's drops are the
-// machine's, not the code's.
-func checkLosses(t *testing.T, f *Fabric, res *StreamResult) {
+// reportLosses attributes a stream's losses, logs them and fails t on those
+// no stall explains.
+func reportLosses(t *testing.T, f *Fabric, res *StreamResult) *LossReport {
 	t.Helper()
 	rep, err := f.StreamLosses(res, LossOptions{})
 	if err != nil {
@@ -83,6 +82,15 @@ func checkLosses(t *testing.T, f *Fabric, res *StreamResult) {
 	for _, e := range rep.Failures() {
 		t.Error(e)
 	}
+	return rep
+}
+
+// checkLosses fails t on losses no stall explains and on duplicates, and
+// logs the stall losses (losses.go): a starved process's drops are the
+// machine's, not the code's.
+func checkLosses(t *testing.T, f *Fabric, res *StreamResult) {
+	t.Helper()
+	reportLosses(t, f, res)
 	for id, r := range res.Receivers {
 		if r.Duplicates != 0 {
 			t.Errorf("receiver %d: %d duplicates of %d", id, r.Duplicates, res.Sent)
@@ -271,14 +279,7 @@ func TestStreamStallIsReported(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			rep, err := f.StreamLosses(res, LossOptions{})
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Logf("%d packets to each receiver; %s", res.Sent, rep.Summary())
-			for _, e := range rep.Failures() {
-				t.Error(e)
-			}
+			rep := reportLosses(t, f, res)
 			if rep.StallLost == 0 || !c.check(rep) {
 				t.Errorf("%s stopped for %v: stall lost %d (%s): want the losses put down to it", c.name, c.pause, rep.StallLost, rep.StallBy)
 			}
